@@ -1,0 +1,477 @@
+"""Multi-label metrics and per-label thresholds in pure numpy, shared by evaluate.py,
+threshold_calibration.py and inference.py.
+
+Arrays follow one convention: `labels` and `scores` are [num_images, num_labels]; labels are 0/1,
+scores any finite reals (sigmoid outputs in practice). Column helpers take one label's
+[num_images] vectors.
+
+Ranking metrics copy scikit-learn's definitions exactly (so the tests can hold them to it):
+  * average precision = sum_n (R_n - R_{n-1}) P_n over the distinct scores, descending
+    (sklearn.metrics.average_precision_score; tied scores form one step);
+  * roc_curve = sklearn.metrics.roc_curve(drop_intermediate=True): a first point (0, 0) at
+    threshold +inf, then one point per distinct score, dropping points collinear with both
+    neighbours.
+Counting metrics (CP, CR, CF1, OP, OR, OF1) follow the multi-label literature, e.g. Zhu et al.,
+"Learning Spatial Regularization with Image-level Supervisions for Multi-label Image
+Classification", CVPR 2017; Chen et al., "Multi-Label Image Recognition with Graph Convolutional
+Networks", CVPR 2019:
+  CP = mean_l TP_l / (TP_l + FP_l)     CR = mean_l TP_l / (TP_l + FN_l)     CF1 = 2 CP CR / (CP + CR)
+  OP = sum TP / sum (TP + FP)          OR = sum TP / sum (TP + FN)          OF1 = 2 OP OR / (OP + OR)
+A 0/0 counts as 0, as sklearn's zero_division=0: a label nothing is predicted for has precision 0,
+a label without positives has recall 0, and CF1/OF1 are 0 when both their terms are 0. CP and CR
+average over all labels, like sklearn's average='macro'. Note CF1 is not the macro-averaged F1.
+
+The file helpers read and write the toolkit's text formats: score files (np.savetxt '%.6f', one
+row per image), image_label files ("1 0 1 ..."), and threshold files (one per line, '#' comments).
+"""
+
+import math
+import os
+import tempfile
+
+import numpy as np
+
+
+# ---------------------------------------------------------------------------------------------
+# Ranking: average precision and the ROC curve.
+
+def _ranked_counts(labels_col, scores_col):
+  """Cumulative counts at each distinct score, highest score first.
+
+  Args:
+    labels_col: [num_images] 0/1 labels of one label.
+    scores_col: [num_images] scores of that label.
+  Returns:
+    tps, fps: [num_distinct] float64 true / false positives when predicting score >= threshold.
+    thresholds: [num_distinct] the distinct scores, descending.
+  """
+  y = np.asarray(labels_col, dtype=np.float64).ravel()
+  s = np.asarray(scores_col, dtype=np.float64).ravel()
+  if y.shape != s.shape:
+    raise ValueError(f"labels have {y.size} entries but scores have {s.size}")
+  if not np.all(np.isfinite(s)):
+    raise ValueError(f"scores contain NaN or inf (first at index {int(np.argmin(np.isfinite(s)))})")
+  order = np.argsort(s, kind="stable")[::-1]
+  s, y = s[order], y[order]
+  # The last index of each run of equal scores, plus the end: tied scores are one threshold.
+  last = np.r_[np.nonzero(np.diff(s))[0], s.size - 1]
+  tps = np.cumsum(y)[last]
+  fps = 1.0 + last - tps
+  return tps, fps, s[last]
+
+
+def average_precision(labels_col, scores_col):
+  """Average precision of one label, equal to sklearn.metrics.average_precision_score.
+
+  AP = sum_n (R_n - R_{n-1}) P_n over the distinct scores in descending order (no
+  interpolation). A label without positives has no defined AP; this returns NaN (sklearn warns and
+  returns 0), so callers can exclude it.
+  """
+  tps, fps, _ = _ranked_counts(labels_col, scores_col)
+  num_positives = tps[-1]
+  if num_positives == 0:
+    return float("nan")
+  precision = tps / (tps + fps)
+  recall_steps = np.diff(np.r_[0.0, tps]) / num_positives
+  return float(max(0.0, np.sum(recall_steps * precision)))
+
+
+def mean_average_precision(labels, scores):
+  """mAP over the labels that have positives.
+
+  Args:
+    labels: [num_images, num_labels] 0/1.
+    scores: [num_images, num_labels].
+  Returns:
+    mAP: float, mean AP over labels with at least one positive (NaN when there are none).
+    per_label_ap: [num_labels] float64, NaN for labels without positives.
+    excluded: list of the label indices without positives.
+  """
+  labels, scores = _check_pair(labels, scores)
+  per_label_ap = np.array([average_precision(labels[:, j], scores[:, j])
+                           for j in range(labels.shape[1])])
+  excluded = [int(j) for j in np.nonzero(np.isnan(per_label_ap))[0]]
+  kept = per_label_ap[~np.isnan(per_label_ap)]
+  mean_ap = float(kept.mean()) if kept.size else float("nan")
+  return mean_ap, per_label_ap, excluded
+
+
+def roc_curve(labels_col, scores_col):
+  """ROC curve of one label, equal to sklearn.metrics.roc_curve(drop_intermediate=True).
+
+  Args:
+    labels_col: [num_images] 0/1.
+    scores_col: [num_images].
+  Returns:
+    fpr, tpr: [num_points] rates when predicting score >= thresholds[i]; NaN throughout when the
+      label has no negatives (fpr) or no positives (tpr), where sklearn also warns.
+    thresholds: [num_points] descending; thresholds[0] = +inf (the point (0, 0)), as sklearn >= 1.3.
+  """
+  tps, fps, thresholds = _ranked_counts(labels_col, scores_col)
+  if fps.size > 2:
+    # Keep the ends and every corner: a point whose second difference is 0 in both fps and tps
+    # lies on the segment between its neighbours and is dropped.
+    keep = np.r_[True, np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), True]
+    tps, fps, thresholds = tps[keep], fps[keep], thresholds[keep]
+  tps, fps = np.r_[0.0, tps], np.r_[0.0, fps]
+  thresholds = np.r_[np.inf, thresholds]
+  fpr = fps / fps[-1] if fps[-1] > 0 else np.full(fps.shape, np.nan)
+  tpr = tps / tps[-1] if tps[-1] > 0 else np.full(tps.shape, np.nan)
+  return fpr, tpr, thresholds
+
+
+# ---------------------------------------------------------------------------------------------
+# Counting metrics on 0/1 predictions.
+
+def _safe_divide(numerator, denominator):
+  """numerator / denominator elementwise, 0 where the denominator is 0 (zero_division=0)."""
+  numerator = np.asarray(numerator, dtype=np.float64)
+  denominator = np.asarray(denominator, dtype=np.float64)
+  return np.where(denominator > 0, numerator / np.where(denominator > 0, denominator, 1.0), 0.0)
+
+
+def _harmonic(p, r):
+  """2 p r / (p + r), 0 when p + r = 0."""
+  return float(_safe_divide(2.0 * p * r, p + r))
+
+
+def multilabel_prf(labels, predictions):
+  """CP, CR, CF1, OP, OR, OF1 of 0/1 predictions (definitions and 0/0 rule: module docstring).
+
+  Args:
+    labels: [num_images, num_labels] 0/1.
+    predictions: [num_images, num_labels] 0/1.
+  Returns:
+    dict with floats CP, CR, CF1, OP, OR, OF1 and [num_labels] float64 arrays
+    per_label_precision, per_label_recall, per_label_f1 (F1 = 2 TP / (2 TP + FP + FN), 0 when
+    the label is neither present nor predicted).
+  """
+  labels, predictions = _check_pair(labels, predictions, second_name="predictions")
+  pred = predictions > 0
+  truth = labels > 0
+  tp = np.sum(pred & truth, axis=0)  # [num_labels]
+  fp = np.sum(pred & ~truth, axis=0)
+  fn = np.sum(~pred & truth, axis=0)
+  precision = _safe_divide(tp, tp + fp)
+  recall = _safe_divide(tp, tp + fn)
+  cp, cr = float(precision.mean()), float(recall.mean())
+  op = float(_safe_divide(tp.sum(), tp.sum() + fp.sum()))
+  o_r = float(_safe_divide(tp.sum(), tp.sum() + fn.sum()))
+  return {"CP": cp, "CR": cr, "CF1": _harmonic(cp, cr),
+          "OP": op, "OR": o_r, "OF1": _harmonic(op, o_r),
+          "per_label_precision": precision, "per_label_recall": recall,
+          "per_label_f1": _safe_divide(2 * tp, 2 * tp + fp + fn)}
+
+
+def top_k_predictions(scores, k):
+  """[num_images, num_labels] 0/1 with a 1 at each row's k highest scores.
+
+  Ties go to the lower label index; k larger than num_labels marks every label.
+  """
+  scores = np.asarray(scores, dtype=np.float64)
+  if scores.ndim != 2:
+    raise ValueError(f"scores must be [num_images, num_labels], got shape {scores.shape}")
+  if k < 1:
+    raise ValueError(f"top-k needs k >= 1, got k={k}")
+  k = min(int(k), scores.shape[1])
+  top = np.argsort(-scores, axis=1, kind="stable")[:, :k]  # [num_images, k]
+  predictions = np.zeros(scores.shape, dtype=np.int64)
+  np.put_along_axis(predictions, top, 1, axis=1)
+  return predictions
+
+
+def threshold_predictions(scores, thresholds):
+  """0/1 predictions: score >= threshold, with one scalar threshold or one per label.
+
+  Args:
+    scores: [num_images, num_labels].
+    thresholds: a scalar or [num_labels].
+  Returns:
+    [num_images, num_labels] int64 0/1.
+  """
+  scores = np.asarray(scores, dtype=np.float64)
+  thresholds = np.asarray(thresholds, dtype=np.float64)
+  if scores.ndim != 2:
+    raise ValueError(f"scores must be [num_images, num_labels], got shape {scores.shape}")
+  if thresholds.ndim > 1 or (thresholds.ndim == 1 and thresholds.size != scores.shape[1]):
+    raise ValueError(f"got {thresholds.size} thresholds for {scores.shape[1]} labels "
+                     f"(scores shape {scores.shape})")
+  return (scores >= thresholds).astype(np.int64)
+
+
+def evaluate_scores(labels, scores, threshold=0.5, top_k=3):
+  """All evaluation metrics of one pass, as a JSON-serialisable dict.
+
+  Returns:
+    {"num_images", "mAP" (None if no label has positives), "per_label_ap" (list, None for
+     excluded labels), "excluded_labels", "threshold", "top_k", "CP".."OF1" at `threshold`,
+     "CP_top<k>".."OF1_top<k>" on each image's top k}.
+  """
+  labels, scores = _check_pair(labels, scores)
+  mean_ap, per_label_ap, excluded = mean_average_precision(labels, scores)
+  result = {"num_images": int(labels.shape[0]),
+            "mAP": None if math.isnan(mean_ap) else mean_ap,
+            "per_label_ap": [None if math.isnan(ap) else float(ap) for ap in per_label_ap],
+            "excluded_labels": excluded,
+            "threshold": float(threshold), "top_k": int(top_k)}
+  at_threshold = multilabel_prf(labels, threshold_predictions(scores, threshold))
+  at_top_k = multilabel_prf(labels, top_k_predictions(scores, top_k))
+  for name in _PRF_NAMES:
+    result[name] = at_threshold[name]
+  for name in _PRF_NAMES:
+    result[f"{name}_top{top_k}"] = at_top_k[name]
+  return result
+
+
+_PRF_NAMES = ("CP", "CR", "CF1", "OP", "OR", "OF1")
+
+
+def _label_name(j, label_names):
+  return label_names[j] if label_names is not None else f"label_{j}"
+
+
+def format_metrics_table(metrics, label_names=None):
+  """Readable text of an evaluate_scores() dict: mAP, the C/O metrics, and per-label AP."""
+  k = metrics.get("top_k", 3)
+  excluded = metrics.get("excluded_labels", [])
+  mean_ap = metrics.get("mAP")
+  lines = [f"images {metrics.get('num_images', '?')}   mAP "
+           + ("n/a" if mean_ap is None else f"{mean_ap:.4f}")
+           + (f"   (excluded, no positives: {', '.join(_label_name(j, label_names) for j in excluded)})"
+              if excluded else ""),
+           f"{'':>10}" + "".join(f"{name:>8}" for name in _PRF_NAMES)]
+  lines.append(f"{'@' + format(metrics.get('threshold', 0.5), 'g'):>10}"
+               + "".join(f"{metrics[name]:8.4f}" for name in _PRF_NAMES))
+  if f"CP_top{k}" in metrics:
+    lines.append(f"{'top-' + str(k):>10}"
+                 + "".join(f"{metrics[f'{name}_top{k}']:8.4f}" for name in _PRF_NAMES))
+  per_label_ap = metrics.get("per_label_ap") or []
+  if per_label_ap:
+    width = max(len(_label_name(j, label_names)) for j in range(len(per_label_ap)))
+    lines.append(f"{'label':<{width}}  {'AP':>7}")
+    for j, ap in enumerate(per_label_ap):
+      lines.append(f"{_label_name(j, label_names):<{width}}  "
+                   + (f"{'n/a':>7}" if ap is None or ap != ap else f"{ap:7.4f}"))
+  return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-label thresholds (threshold_calibration.py). Every method predicts score >= threshold.
+
+def _finite_threshold(threshold, scores_col):
+  """Replaces roc_curve's +inf threshold ("predict nothing") by a finite one that keeps meaning
+  "predict nothing" on the calibration set: max(1.0, the next float above the highest score).
+
+  1.0 keeps sigmoid scores below it on new data too; going above the highest score covers scores
+  of exactly 1.0 (from '%.6f' rounding) and scores that are not probabilities.
+  """
+  if np.isfinite(threshold):
+    return float(threshold)
+  return float(max(1.0, np.nextafter(np.max(scores_col), np.inf)))
+
+
+def roc_threshold(labels_col, scores_col):
+  """The original's method: the ROC point nearest to (0, 1).
+
+  Exactly what the TF1 script computed with sklearn: fpr, tpr, thr = roc_curve(y, s);
+  thr[argmin(sqrt(fpr**2 + (1 - tpr)**2))] (first index on ties; the sqrt is kept because it can
+  merge distances that differ only before rounding). An +inf result is made finite
+  (_finite_threshold). Needs positives and negatives.
+  """
+  fpr, tpr, thresholds = roc_curve(labels_col, scores_col)
+  index = np.argmin(np.sqrt(fpr ** 2 + (1 - tpr) ** 2))
+  return _finite_threshold(thresholds[index], scores_col)
+
+
+def youden_threshold(labels_col, scores_col):
+  """Youden's J: the ROC threshold maximising TPR - FPR (first index on ties, i.e. the highest
+  threshold; +inf made finite). Needs positives and negatives."""
+  fpr, tpr, thresholds = roc_curve(labels_col, scores_col)
+  index = np.argmax(tpr - fpr)
+  return _finite_threshold(thresholds[index], scores_col)
+
+
+def f1_threshold(labels_col, scores_col):
+  """The distinct score t maximising the label's F1 when predicting score >= t.
+
+  F1(t) = 2 TP / (TP + FP + num_positives); ties go to the highest such t. Needs positives.
+  """
+  tps, fps, thresholds = _ranked_counts(labels_col, scores_col)
+  f1 = 2.0 * tps / (tps + fps + tps[-1])
+  return float(thresholds[np.argmax(f1)])
+
+
+def calibrate_thresholds(labels, scores, method, label_names=None):
+  """One threshold per label chosen on a calibration set.
+
+  Args:
+    labels: [num_images, num_labels] 0/1.
+    scores: [num_images, num_labels].
+    method: "roc" (nearest (0, 1), the original) | "f1" | "youden".
+    label_names: optional names used in the warnings.
+  Returns:
+    thresholds: [num_labels] float64. A label with no positives or no negatives gets 0.5.
+    warnings: list of strings, one per such label, naming it.
+  """
+  if method == "roc":
+    choose = roc_threshold
+  elif method == "f1":
+    choose = f1_threshold
+  elif method == "youden":
+    choose = youden_threshold
+  else:
+    raise ValueError(f"unknown calibration method {method!r}; expected roc, f1 or youden")
+  labels, scores = _check_pair(labels, scores)
+  thresholds = np.full(labels.shape[1], 0.5)
+  warnings = []
+  for j in range(labels.shape[1]):
+    positives = int(labels[:, j].sum())
+    if positives == 0 or positives == labels.shape[0]:
+      name = f" ({label_names[j]})" if label_names is not None else ""
+      kind = "no positives" if positives == 0 else "no negatives"
+      warnings.append(f"label {j}{name} has {kind} in the calibration set "
+                      f"({labels.shape[0]} images); using threshold 0.5")
+      continue
+    thresholds[j] = choose(labels[:, j], scores[:, j])
+  return thresholds, warnings
+
+
+# ---------------------------------------------------------------------------------------------
+# Files.
+
+def _check_pair(labels, second, second_name="scores"):
+  """Both as float64 [num_images, num_labels] of one shape; labels 0/1, no NaN/inf."""
+  labels = np.asarray(labels, dtype=np.float64)
+  second = np.asarray(second, dtype=np.float64)
+  if labels.ndim != 2 or labels.shape != second.shape:
+    raise ValueError(f"labels shape {labels.shape} and {second_name} shape {second.shape} must be "
+                     f"equal and [num_images, num_labels]")
+  bad = ~np.isin(labels, (0.0, 1.0))
+  if bad.any():
+    i, j = np.argwhere(bad)[0]
+    raise ValueError(f"labels must be 0/1; found {labels[i, j]!r} at image {i}, label {j}")
+  if not np.all(np.isfinite(second)):
+    i, j = np.argwhere(~np.isfinite(second))[0]
+    raise ValueError(f"{second_name} contain {second[i, j]!r} at image {i}, label {j}")
+  return labels, second
+
+
+def _write_atomically(path, text):
+  """Writes `text` to a temp file next to `path` and renames it, so no half-written file remains."""
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + "-", suffix=".tmp")
+  try:
+    with os.fdopen(fd, "w") as f:
+      f.write(text)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def save_scores(path, scores):
+  """The original's score file: np.savetxt '%.6f', one row per image, space-separated."""
+  scores = np.asarray(scores, dtype=np.float64)
+  if scores.ndim != 2:
+    raise ValueError(f"{path}: scores must be [num_images, num_labels], got shape {scores.shape}")
+  _write_atomically(path, "".join(" ".join(f"{v:.6f}" for v in row) + "\n" for row in scores))
+
+
+def save_labels(path, labels):
+  """An image_label file: one row per image, "1 0 1 ..." (one 0/1 per label)."""
+  labels = np.asarray(labels)
+  if labels.ndim != 2:
+    raise ValueError(f"{path}: labels must be [num_images, num_labels], got shape {labels.shape}")
+  _write_atomically(path, "".join(" ".join(str(int(v)) for v in row) + "\n" for row in labels))
+
+
+def load_matrix(path):
+  """A whitespace-separated numeric text file as float64 [num_rows, num_columns].
+
+  Always 2-D (one row or one column included). Blank lines and '#' lines are skipped. A
+  non-numeric value, a row of a different length, or an empty file is a ValueError naming the
+  file and line.
+  """
+  rows, width, first_line = [], None, None
+  with open(path) as f:
+    for line_number, line in enumerate(f, 1):
+      fields = line.split()
+      if not fields or fields[0].startswith("#"):
+        continue
+      try:
+        row = [float(field) for field in fields]
+      except ValueError:
+        bad = next(x for x in fields if not _is_float(x))
+        raise ValueError(f"{path}:{line_number}: non-numeric value {bad!r}") from None
+      if width is None:
+        width, first_line = len(row), line_number
+      elif len(row) != width:
+        raise ValueError(f"{path}:{line_number}: {len(row)} values, but line {first_line} has "
+                         f"{width}")
+      rows.append(row)
+  if not rows:
+    raise ValueError(f"{path}: no data rows")
+  return np.array(rows, dtype=np.float64)
+
+
+def _is_float(text):
+  try:
+    float(text)
+    return True
+  except ValueError:
+    return False
+
+
+def load_labels(path):
+  """An image_label file as int64 [num_images, num_labels]; a value other than 0/1 is an error."""
+  matrix = load_matrix(path)
+  bad = ~np.isin(matrix, (0.0, 1.0))
+  if bad.any():
+    i, j = np.argwhere(bad)[0]
+    raise ValueError(f"{path}: labels must be 0 or 1; found {matrix[i, j]:g} in data row {i + 1}, "
+                     f"column {j + 1}")
+  return matrix.astype(np.int64)
+
+
+def load_label_names(path, label_count):
+  """Label names, one per line (surrounding spaces stripped); "" = label_0, label_1, ...
+
+  A blank name or a count other than `label_count` is a ValueError naming the file.
+  """
+  if not path:
+    return [f"label_{j}" for j in range(label_count)]
+  with open(path) as f:
+    names = [line.strip() for line in f.read().splitlines()]
+  while names and not names[-1]:  # trailing newlines
+    names.pop()
+  if "" in names:
+    raise ValueError(f"{path}:{names.index('') + 1}: blank label name")
+  if len(names) != label_count:
+    raise ValueError(f"{path}: {len(names)} label names, but the model has {label_count} labels")
+  return names
+
+
+def save_thresholds(path, thresholds, method):
+  """One threshold per line (exact repr, so they round-trip), after a '# method=<method>' line."""
+  lines = [f"# method={method}\n"] + [f"{float(t)!r}\n" for t in np.ravel(thresholds)]
+  _write_atomically(path, "".join(lines))
+
+
+def load_thresholds(path):
+  """A thresholds file (one per line, '#' comment lines skipped) as float64 [num_labels]."""
+  thresholds = []
+  with open(path) as f:
+    for line_number, line in enumerate(f, 1):
+      text = line.strip()
+      if not text or text.startswith("#"):
+        continue
+      try:
+        thresholds.append(float(text))
+      except ValueError:
+        raise ValueError(f"{path}:{line_number}: expected one threshold per line, got {text!r}") \
+          from None
+  if not thresholds:
+    raise ValueError(f"{path}: no thresholds")
+  return np.array(thresholds, dtype=np.float64)

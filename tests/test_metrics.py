@@ -1,0 +1,253 @@
+"""metrics.py against sklearn.metrics and hand computation."""
+
+import json
+import os
+import sys
+import warnings
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import metrics  # noqa: E402
+
+
+def random_problem(seed, num_images=60, num_labels=7, levels=0):
+  """Labels with some signal in the scores; levels > 0 rounds scores to that many steps (ties)."""
+  rng = np.random.default_rng(seed)
+  labels = (rng.random((num_images, num_labels)) < rng.uniform(0.1, 0.6, num_labels)).astype(int)
+  scores = np.clip(0.35 * labels + 0.65 * rng.random(labels.shape), 0, 1)
+  if levels:
+    scores = np.round(scores * levels) / levels
+  return labels, scores
+
+
+# ---------------------------------------------------------------------------------------------
+# Average precision.
+
+@pytest.mark.parametrize("seed,levels", [(0, 0), (1, 0), (2, 10), (3, 4), (4, 1)])
+def test_average_precision_equals_sklearn(seed, levels):
+  labels, scores = random_problem(seed, levels=levels)
+  labels[:, 0] = 0  # no positives: excluded
+  labels[:, 1] = 1  # no negatives: AP = 1, kept
+  mean_ap, per_label_ap, excluded = metrics.mean_average_precision(labels, scores)
+  assert excluded == [0]
+  assert np.isnan(per_label_ap[0])
+  for j in range(1, labels.shape[1]):
+    expected = skm.average_precision_score(labels[:, j], scores[:, j])
+    assert per_label_ap[j] == pytest.approx(expected, abs=1e-12)
+    assert metrics.average_precision(labels[:, j], scores[:, j]) == pytest.approx(expected, abs=1e-12)
+  expected_map = skm.average_precision_score(labels[:, 1:], scores[:, 1:], average="macro")
+  assert mean_ap == pytest.approx(expected_map, abs=1e-12)
+
+
+def test_average_precision_by_hand_with_a_tie():
+  # Ranked: 0.9 (pos), then a tie at 0.5 between a pos and a neg, then 0.1 (pos). P = 3.
+  # Steps: recall 1/3 at precision 1; recall +1/3 at precision 2/3; recall +1/3 at precision 3/4.
+  labels = [1, 1, 0, 1]
+  scores = [0.9, 0.5, 0.5, 0.1]
+  expected = (1 / 3) * 1 + (1 / 3) * (2 / 3) + (1 / 3) * (3 / 4)
+  assert metrics.average_precision(labels, scores) == pytest.approx(expected, abs=1e-12)
+
+
+def test_mean_average_precision_without_any_positives_is_nan():
+  mean_ap, per_label_ap, excluded = metrics.mean_average_precision(np.zeros((4, 2)), np.ones((4, 2)))
+  assert np.isnan(mean_ap) and np.all(np.isnan(per_label_ap)) and excluded == [0, 1]
+
+
+# ---------------------------------------------------------------------------------------------
+# ROC curve.
+
+@pytest.mark.parametrize("seed", range(12))
+def test_roc_curve_equals_sklearn(seed):
+  rng = np.random.default_rng(seed)
+  num_images = int(rng.integers(2, 50))
+  labels = rng.integers(0, 2, num_images)
+  labels[:2] = [0, 1]
+  scores = rng.random(num_images)
+  if seed % 2:  # many ties
+    scores = np.round(scores * 4) / 4
+  expected = skm.roc_curve(labels, scores)
+  got = metrics.roc_curve(labels, scores)
+  for e, g in zip(expected, got):
+    np.testing.assert_array_equal(g, e)
+  assert got[2][0] == np.inf
+
+
+def test_roc_curve_single_class_gives_nan_like_sklearn():
+  labels, scores = np.ones(5, int), np.array([0.1, 0.2, 0.2, 0.7, 0.9])
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    expected = skm.roc_curve(labels, scores)
+  for e, g in zip(expected, metrics.roc_curve(labels, scores)):
+    np.testing.assert_array_equal(g, e)
+
+
+# ---------------------------------------------------------------------------------------------
+# Counting metrics.
+
+@pytest.mark.parametrize("seed", range(4))
+def test_prf_equals_sklearn(seed):
+  labels, scores = random_problem(seed, num_images=40, num_labels=6)
+  predictions = metrics.threshold_predictions(scores, 0.55)
+  predictions[:, 0] = 0  # nothing predicted: precision 0/0 -> 0
+  labels[:, 1] = 0  # no positives: recall 0/0 -> 0
+  got = metrics.multilabel_prf(labels, predictions)
+
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    p, r, f, _ = skm.precision_recall_fscore_support(labels, predictions, average=None,
+                                                     zero_division=0)
+    mp, mr, _, _ = skm.precision_recall_fscore_support(labels, predictions, average="macro",
+                                                       zero_division=0)
+    op, o_r, of1, _ = skm.precision_recall_fscore_support(labels, predictions, average="micro",
+                                                          zero_division=0)
+  np.testing.assert_allclose(got["per_label_precision"], p, atol=1e-12)
+  np.testing.assert_allclose(got["per_label_recall"], r, atol=1e-12)
+  np.testing.assert_allclose(got["per_label_f1"], f, atol=1e-12)
+  assert got["CP"] == pytest.approx(mp, abs=1e-12)
+  assert got["CR"] == pytest.approx(mr, abs=1e-12)
+  assert got["CF1"] == pytest.approx(2 * mp * mr / (mp + mr), abs=1e-12)
+  assert got["CF1"] != pytest.approx(np.mean(f), abs=1e-6)  # CF1 is not macro-F1
+  assert got["OP"] == pytest.approx(op, abs=1e-12)
+  assert got["OR"] == pytest.approx(o_r, abs=1e-12)
+  assert got["OF1"] == pytest.approx(of1, abs=1e-12)
+
+
+def test_prf_by_hand():
+  labels = np.array([[1, 0], [1, 1], [0, 1]])
+  predictions = np.array([[1, 1], [0, 1], [0, 0]])
+  # label 0: TP 1, FP 0, FN 1 -> P 1, R 1/2.  label 1: TP 1, FP 1, FN 1 -> P 1/2, R 1/2.
+  got = metrics.multilabel_prf(labels, predictions)
+  assert got["CP"] == pytest.approx(0.75) and got["CR"] == pytest.approx(0.5)
+  assert got["CF1"] == pytest.approx(2 * 0.75 * 0.5 / 1.25)
+  assert got["OP"] == pytest.approx(2 / 3) and got["OR"] == pytest.approx(0.5)
+  assert got["OF1"] == pytest.approx(2 * (2 / 3) * 0.5 / (2 / 3 + 0.5))
+  np.testing.assert_allclose(got["per_label_f1"], [2 / 3, 0.5])
+
+
+def test_prf_nothing_predicted_is_zero():
+  got = metrics.multilabel_prf(np.array([[1, 0], [0, 1]]), np.zeros((2, 2)))
+  assert [got[k] for k in ("CP", "CR", "CF1", "OP", "OR", "OF1")] == [0.0] * 6
+
+
+def test_top_k_predictions():
+  scores = np.array([[0.1, 0.9, 0.5, 0.7],
+                     [0.4, 0.4, 0.4, 0.3]])  # a tie: lower label index wins
+  np.testing.assert_array_equal(metrics.top_k_predictions(scores, 2), [[0, 1, 0, 1], [1, 1, 0, 0]])
+  np.testing.assert_array_equal(metrics.top_k_predictions(scores, 9), np.ones((2, 4)))
+  with pytest.raises(ValueError, match="k=0"):
+    metrics.top_k_predictions(scores, 0)
+
+
+def test_top_k_matches_sorting_on_random_scores():
+  scores = np.random.default_rng(5).random((30, 8))
+  got = metrics.top_k_predictions(scores, 3)
+  kth_largest = np.sort(scores, axis=1)[:, -3][:, None]
+  np.testing.assert_array_equal(got, (scores >= kth_largest).astype(int))
+
+
+def test_threshold_predictions_scalar_and_per_label():
+  scores = np.array([[0.2, 0.5, 0.8], [0.6, 0.4, 0.1]])
+  np.testing.assert_array_equal(metrics.threshold_predictions(scores, 0.5), [[0, 1, 1], [1, 0, 0]])
+  np.testing.assert_array_equal(metrics.threshold_predictions(scores, [0.1, 0.45, 0.9]),
+                                [[1, 1, 0], [1, 0, 0]])
+  with pytest.raises(ValueError, match="2 thresholds for 3 labels"):
+    metrics.threshold_predictions(scores, [0.1, 0.2])
+
+
+def test_evaluate_scores_is_json_and_consistent():
+  labels, scores = random_problem(7, num_images=30, num_labels=5)
+  labels[:, 2] = 0
+  result = metrics.evaluate_scores(labels, scores, threshold=0.5, top_k=2)
+  json.dumps(result, allow_nan=False)  # strict JSON: no NaN
+  mean_ap, per_label_ap, excluded = metrics.mean_average_precision(labels, scores)
+  assert result["num_images"] == 30 and result["excluded_labels"] == [2] == excluded
+  assert result["mAP"] == pytest.approx(mean_ap)
+  assert result["per_label_ap"][2] is None
+  assert result["per_label_ap"][0] == pytest.approx(per_label_ap[0])
+  at_half = metrics.multilabel_prf(labels, (scores >= 0.5).astype(int))
+  at_top2 = metrics.multilabel_prf(labels, metrics.top_k_predictions(scores, 2))
+  for name in ("CP", "CR", "CF1", "OP", "OR", "OF1"):
+    assert result[name] == pytest.approx(at_half[name])
+    assert result[f"{name}_top2"] == pytest.approx(at_top2[name])
+  table = metrics.format_metrics_table(result, label_names=["a", "b", "cat", "d", "e"])
+  assert f"{mean_ap:.4f}" in table and "top-2" in table and "cat" in table and "n/a" in table
+
+
+# ---------------------------------------------------------------------------------------------
+# Files.
+
+def test_score_file_round_trip(tmp_path):
+  scores = np.random.default_rng(0).random((5, 3))
+  path = tmp_path / "scores.txt"
+  metrics.save_scores(path, scores)
+  np.testing.assert_allclose(metrics.load_matrix(path), scores, atol=5e-7)
+  assert path.read_text().splitlines()[0] == " ".join(f"{v:.6f}" for v in scores[0])
+  assert np.loadtxt(path).shape == (5, 3)  # the original's reader agrees
+  assert os.listdir(tmp_path) == ["scores.txt"]  # no temp file left behind
+
+
+def test_load_matrix_is_always_2d(tmp_path):
+  (tmp_path / "row.txt").write_text("0.1 0.2 0.3\n")
+  (tmp_path / "col.txt").write_text("0.1\n0.2\n\n")
+  assert metrics.load_matrix(tmp_path / "row.txt").shape == (1, 3)
+  assert metrics.load_matrix(tmp_path / "col.txt").shape == (2, 1)
+
+
+def test_load_matrix_errors_name_file_and_line(tmp_path):
+  ragged = tmp_path / "ragged.txt"
+  ragged.write_text("1 0 1\n0 1\n")
+  with pytest.raises(ValueError, match=r"ragged\.txt:2: 2 values, but line 1 has 3"):
+    metrics.load_matrix(ragged)
+  text = tmp_path / "text.txt"
+  text.write_text("0.5 0.5\n0.5 abc\n")
+  with pytest.raises(ValueError, match=r"text\.txt:2: non-numeric value 'abc'"):
+    metrics.load_matrix(text)
+  empty = tmp_path / "empty.txt"
+  empty.write_text("\n")
+  with pytest.raises(ValueError, match="empty.txt: no data rows"):
+    metrics.load_matrix(empty)
+
+
+def test_labels_format_and_validation(tmp_path):
+  path = tmp_path / "labels.txt"
+  metrics.save_labels(path, np.array([[1, 0, 1], [0, 0, 1]]))
+  assert path.read_text() == "1 0 1\n0 0 1\n"
+  np.testing.assert_array_equal(metrics.load_labels(path), [[1, 0, 1], [0, 0, 1]])
+  path.write_text("1 0 2\n")
+  with pytest.raises(ValueError, match="labels.txt: labels must be 0 or 1; found 2"):
+    metrics.load_labels(path)
+
+
+def test_failed_write_leaves_no_file(tmp_path, monkeypatch):
+  def broken_replace(src, dst):
+    raise OSError("disk full")
+  monkeypatch.setattr(metrics.os, "replace", broken_replace)
+  with pytest.raises(OSError, match="disk full"):
+    metrics.save_scores(tmp_path / "scores.txt", np.ones((2, 2)))
+  assert os.listdir(tmp_path) == []
+
+
+def test_thresholds_file_round_trip(tmp_path):
+  path = tmp_path / "thresholds.txt"
+  thresholds = np.array([0.1234567891, 1.0, np.nextafter(0.7, 1)])
+  metrics.save_thresholds(path, thresholds, "f1")
+  assert path.read_text().splitlines()[0] == "# method=f1"
+  np.testing.assert_array_equal(metrics.load_thresholds(path), thresholds)
+  path.write_text("# c\n0.5\nx\n")
+  with pytest.raises(ValueError, match=r"thresholds\.txt:3"):
+    metrics.load_thresholds(path)
+
+
+def test_label_names(tmp_path):
+  assert metrics.load_label_names("", 3) == ["label_0", "label_1", "label_2"]
+  path = tmp_path / "names.txt"
+  path.write_text("cat\n dog \n\n")
+  assert metrics.load_label_names(path, 2) == ["cat", "dog"]
+  with pytest.raises(ValueError, match="names.txt: 2 label names, but the model has 3"):
+    metrics.load_label_names(path, 3)
+  path.write_text("cat\n\ndog\n")
+  with pytest.raises(ValueError, match=r"names.txt:2: blank label name"):
+    metrics.load_label_names(path, 3)

@@ -1,0 +1,116 @@
+"""Chooses one decision threshold per label on a calibration (eval) set, and applies them.
+
+Reads evaluate.py's --score_file/--label_file (rows = images, columns = labels; the shapes must
+match), picks each label's threshold by `--method`, prints and saves them, and prints the
+calibration-set metrics at 0.5 against the calibrated thresholds. Optionally thresholds a test
+score file into 0/1 predictions in the image_label format, and scores them against test labels.
+
+Methods (metrics.py), all predicting score >= threshold:
+  roc     the original's: the ROC point nearest to (0, 1), as sklearn.metrics.roc_curve gave it
+  f1      the score maximising the label's F1
+  youden  the ROC point maximising TPR - FPR
+A label with no positives or no negatives in the calibration set keeps 0.5, with a warning.
+
+    python threshold_calibration.py --label_file=eval/labels.txt --score_file=eval/scores.txt
+    python threshold_calibration.py --label_file=eval/labels.txt --score_file=eval/scores.txt \\
+        --method=f1 --output_file=eval/thresholds.txt
+    python threshold_calibration.py --label_file=eval/labels.txt --score_file=eval/scores.txt \\
+        --apply_to=inference/scores.txt --predictions_file=inference/predictions.txt \\
+        --apply_labels=data/test_labels.txt
+"""
+
+import sys
+
+import numpy as np
+
+import configs
+import metrics
+
+
+def load_pair(label_file, score_file):
+  """Labels and scores of one image set; their shapes must be equal.
+
+  Returns:
+    labels: int64 [num_images, num_labels]; scores: float64 [num_images, num_labels].
+  """
+  labels = metrics.load_labels(label_file)
+  scores = metrics.load_matrix(score_file)
+  if labels.shape != scores.shape:
+    raise ValueError(f"label file {label_file} has shape {labels.shape} (images, labels) but "
+                     f"score file {score_file} has shape {scores.shape}; they must match")
+  return labels, scores
+
+
+def check_config(cfg):
+  """Errors for missing or contradictory fields, before any work."""
+  if not cfg.label_file or not cfg.score_file:
+    raise ValueError("--label_file and --score_file are both required")
+  if cfg.method not in ("roc", "f1", "youden"):
+    raise ValueError(f"unknown --method={cfg.method!r}; expected roc, f1 or youden")
+  if cfg.apply_to and not (cfg.predictions_file or cfg.apply_labels):
+    raise ValueError(f"--apply_to={cfg.apply_to}: give --predictions_file and/or --apply_labels")
+  if (cfg.predictions_file or cfg.apply_labels) and not cfg.apply_to:
+    raise ValueError("--predictions_file and --apply_labels need --apply_to=SCORES")
+
+
+def comparison_table(labels, scores, thresholds, title, label_names=None):
+  """Text: per-label F1 and threshold, then CP..OF1, at 0.5 against the calibrated thresholds."""
+  names = label_names or metrics.load_label_names("", labels.shape[1])
+  at_half = metrics.multilabel_prf(labels, metrics.threshold_predictions(scores, 0.5))
+  calibrated = metrics.multilabel_prf(labels, metrics.threshold_predictions(scores, thresholds))
+  width = max(10, *(len(name) + 1 for name in names))
+  lines = [f"{title} ({labels.shape[0]} images)",
+           f"{'label':<{width}}{'positives':>10}{'threshold':>11}{'F1@0.5':>9}{'F1@thr':>9}"]
+  for j, name in enumerate(names):
+    lines.append(f"{name:<{width}}{int(labels[:, j].sum()):>10}{thresholds[j]:>11.6f}"
+                 f"{at_half['per_label_f1'][j]:>9.4f}{calibrated['per_label_f1'][j]:>9.4f}")
+  columns = ("CP", "CR", "CF1", "OP", "OR", "OF1")
+  lines.append(f"{'':<14}" + "".join(f"{column:>8}" for column in columns))
+  for row_name, result in (("at 0.5", at_half), ("calibrated", calibrated)):
+    lines.append(f"{row_name:<14}" + "".join(f"{result[column]:8.4f}" for column in columns))
+  return "\n".join(lines)
+
+
+def main(argv):
+  cfg = configs.CalibrationConfig()
+  configs.parse_overrides(argv, cfg)
+  check_config(cfg)
+
+  # Choose the thresholds on the calibration set.
+  labels, scores = load_pair(cfg.label_file, cfg.score_file)
+  names = metrics.load_label_names(cfg.label_names_file, labels.shape[1])
+  thresholds, warnings = metrics.calibrate_thresholds(labels, scores, cfg.method, names)
+  for warning in warnings:
+    print(f"warning: {warning}", file=sys.stderr)
+  print(f"thresholds (method={cfg.method}):")
+  for name, threshold in zip(names, thresholds):
+    print(f"  {name}: {threshold:.6f}")
+  if cfg.output_file:
+    metrics.save_thresholds(cfg.output_file, thresholds, cfg.method)
+    print(f"wrote {len(thresholds)} thresholds to {cfg.output_file}")
+  print(comparison_table(labels, scores, thresholds, "calibration set", names))
+  if not cfg.apply_to:
+    return
+
+  # Apply them to a test score file.
+  test_scores = metrics.load_matrix(cfg.apply_to)
+  if test_scores.shape[1] != len(thresholds):
+    raise ValueError(f"score file {cfg.apply_to} has shape {test_scores.shape}, i.e. "
+                     f"{test_scores.shape[1]} labels, but the calibration files have "
+                     f"{len(thresholds)} labels (shape {labels.shape})")
+  predictions = metrics.threshold_predictions(test_scores, thresholds)
+  if cfg.predictions_file:
+    metrics.save_labels(cfg.predictions_file, predictions)
+    print(f"wrote {predictions.shape[0]} prediction rows to {cfg.predictions_file}")
+  if cfg.apply_labels:
+    test_labels, test_scores = load_pair(cfg.apply_labels, cfg.apply_to)
+    print(comparison_table(test_labels, test_scores, thresholds, "test set", names))
+    print("test set, ranking and top-k metrics:")
+    print(metrics.format_metrics_table(metrics.evaluate_scores(test_labels, test_scores), names))
+
+
+if __name__ == "__main__":
+  try:
+    main(sys.argv[1:])
+  except (ValueError, OSError) as e:  # bad input files or flags: the message names them
+    sys.exit(f"error: {e}")
