@@ -1,0 +1,283 @@
+"""Turns a folder of images plus the original's image_list / image_label files into TFRecords.
+
+Input, as in the original toolkit (CRLF line endings and blank lines are fine):
+  image_list   "<name> <count>" per line, e.g. "COCO_val2014_000000320715.jpg 3"; the name is
+               relative to image_dir and may contain spaces; count = number of 1s in its label row
+  image_label  "1 0 1 0 ..." per line, one 0/1 per label, same order as image_list
+
+Both files are checked completely before anything is written; any error names the file and line
+and exits with status 1. Every image is then decoded (Pillow, one process per core): RGB JPEGs are
+stored byte for byte; PNG, GIF, BMP, WebP, grayscale, RGBA (composited on white), palette and CMYK
+images are converted to RGB and re-encoded as JPEG, whatever their extension; unreadable images are
+skipped with one line each. Records are tf.train.SequenceExample in the original layout (see
+records.py), written in a seeded shuffled order, round-robin over the shards; each shard is
+written to a temporary name and renamed when complete.
+
+    python create_tfrecord.py --image_dir=data/demo/train/images \
+        --imglist_file=data/demo/train/image_list --imglabel_file=data/demo/train/image_label \
+        --output_file=data/demo/train.tfrecord
+    python create_tfrecord.py --image_dir=imgs --imglist_file=image_list \
+        --imglabel_file=image_label --output_file=out/train.tfrecord --num_shards=4 --max_side=512
+"""
+
+import collections
+import contextlib
+import glob
+import io
+import multiprocessing
+import os
+import random
+import signal
+import sys
+
+import numpy as np
+from PIL import Image
+
+import configs
+import records
+
+
+# File signatures, to tell a damaged image from a file that is no image at all.
+IMAGE_MAGIC = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG", "PNG"), (b"GIF8", "GIF"), (b"BM", "BMP"),
+               (b"RIFF", "WebP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"))
+SHARD_SUFFIX = "[0-9]" * 5 + "-of-" + "[0-9]" * 5  # glob of records.shard_paths' suffix
+
+
+class InputError(Exception):
+  """Bad image_list / image_label content; the message names the file and line."""
+
+
+def read_lines(path, what):
+  """Returns [(line_number, text)] of the non-blank lines, CRLF and a UTF-8 BOM tolerated."""
+  if not os.path.isfile(path):
+    raise InputError(f"{what} {path!r}: no such file")
+  with open(path, "rb") as f:
+    raw_lines = f.read().split(b"\n")
+  lines = []
+  for number, raw in enumerate(raw_lines, start=1):
+    try:
+      text = raw.decode("utf-8-sig" if number == 1 else "utf-8").strip()
+    except UnicodeDecodeError as e:
+      raise InputError(f"{path}:{number}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    if text:
+      lines.append((number, text))
+  return lines
+
+
+def read_list_and_labels(imglist_file, imglabel_file, max_errors=20):
+  """Reads and cross-checks both files; returns [(name, labels)] or raises InputError.
+
+  All errors are collected (up to max_errors are shown) so one run reports every bad line.
+  """
+  list_lines = read_lines(imglist_file, "imglist_file")
+  label_lines = read_lines(imglabel_file, "imglabel_file")
+  if not list_lines:
+    raise InputError(f"{imglist_file}: no entries")
+  errors, entries, row_length = [], [], None
+  if len(list_lines) != len(label_lines):
+    longer, lines = ((imglist_file, list_lines) if len(list_lines) > len(label_lines)
+                     else (imglabel_file, label_lines))
+    first_extra = lines[min(len(list_lines), len(label_lines))][0]
+    errors.append(f"{longer}:{first_extra}: line count mismatch: {imglist_file} has "
+                  f"{len(list_lines)} entries but {imglabel_file} has {len(label_lines)} rows; "
+                  f"this is the first line without a partner")
+  for (list_no, list_text), (label_no, label_text) in zip(list_lines, label_lines):
+    where_list, where_label = f"{imglist_file}:{list_no}", f"{imglabel_file}:{label_no}"
+    fields = list_text.rsplit(maxsplit=1)  # the name may contain spaces; the count is last
+    if len(fields) != 2 or not fields[1].isdigit():
+      errors.append(f"{where_list}: expected '<image name> <label count>', got {list_text!r}")
+      continue
+    name, count = fields[0], int(fields[1])
+    tokens = label_text.split()
+    labels = []
+    for j, token in enumerate(tokens):
+      if token not in ("0", "1", "0.0", "1.0"):  # the original parsed labels as floats
+        errors.append(f"{where_label}: label {j} is {token!r}; labels must be 0 or 1")
+        break
+      labels.append(int(float(token)))
+    if len(labels) != len(tokens):
+      continue
+    if row_length is None:
+      row_length = (len(labels), label_no)
+    elif len(labels) != row_length[0]:
+      errors.append(f"{where_label}: {len(labels)} labels, but line {row_length[1]} has "
+                    f"{row_length[0]}; every row needs one 0/1 per label")
+      continue
+    if count != sum(labels):
+      errors.append(f"{where_list}: count {count} for {name!r}, but its label row "
+                    f"{where_label} has {sum(labels)} ones")
+      continue
+    entries.append((name, labels))
+  if errors:
+    more = f"\n... and {len(errors) - max_errors} more errors" if len(errors) > max_errors else ""
+    raise InputError("\n".join(errors[:max_errors]) + more)
+  return entries
+
+
+def _to_rgb(image):
+  """Converts any Pillow mode to RGB; transparent pixels become white."""
+  if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+    rgba = image.convert("RGBA")
+    background = Image.new("RGB", rgba.size, (255, 255, 255))
+    background.paste(rgba, mask=rgba.getchannel("A"))
+    return background
+  if image.mode.startswith("I"):  # 16/32-bit grey (e.g. 16-bit PNG): scale 0..65535 to 0..255
+    grey = np.asarray(image, dtype=np.float64) / 257.0
+    return Image.fromarray(np.clip(grey + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
+  return image.convert("RGB")
+
+
+def prepare_image(task):
+  """Decodes one image fully and returns what to store; runs in the worker processes.
+
+  Args:
+    task: (path, max_side, jpeg_quality).
+  Returns:
+    ("ok", jpeg_bytes, how, (height, width)) with how in {"stored", "re-encoded", "resized"}, or
+    ("skip", category, detail) with category e.g. "missing", "empty", "not an image", "truncated".
+  """
+  path, max_side, quality = task
+  try:
+    with open(path, "rb") as f:
+      data = f.read()
+  except FileNotFoundError:
+    return ("skip", "missing", "no such file")
+  except OSError as e:
+    return ("skip", "unreadable", f"{type(e).__name__}: {e.strerror or e}")
+  if not data:
+    return ("skip", "empty", "0 bytes")
+  try:
+    with Image.open(io.BytesIO(data)) as image:
+      image.load()  # the full decode: truncated or corrupt data fails here
+      width, height = image.size
+      if image.format == "JPEG" and image.mode == "RGB" and max(width, height) <= max_side:
+        return ("ok", data, "stored", (height, width))  # fast path: keep the bytes unchanged
+      rgb = _to_rgb(image)
+  except Image.UnidentifiedImageError:
+    kind = next((name for magic, name in IMAGE_MAGIC if data.startswith(magic)), None)
+    if kind:  # the signature says image, the rest is damaged
+      return ("skip", "corrupt", f"starts like a {kind} but Pillow cannot read it")
+    return ("skip", "not an image", f"{len(data)} bytes Pillow cannot identify")
+  except Image.DecompressionBombError as e:
+    return ("skip", "too large", str(e))
+  except (OSError, SyntaxError, ValueError, EOFError) as e:  # Pillow's decoder errors
+    category = "truncated" if "truncated" in str(e).lower() else "corrupt"
+    return ("skip", category, f"{type(e).__name__}: {e}")
+  how = "re-encoded"
+  if max(width, height) > max_side:
+    scale = max_side / max(width, height)
+    rgb = rgb.resize((max(1, round(width * scale)), max(1, round(height * scale))),
+                     Image.Resampling.LANCZOS)
+    how = "resized"
+  buffer = io.BytesIO()
+  rgb.save(buffer, "JPEG", quality=quality)
+  return ("ok", buffer.getvalue(), how, (rgb.height, rgb.width))
+
+
+def _worker_signals():
+  signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is handled once, by the parent
+  signal.signal(signal.SIGTERM, signal.SIG_DFL)  # so that pool.terminate() stops the workers
+
+
+def _raise_interrupt(signum, frame):
+  raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextlib.contextmanager
+def image_results(tasks, num_workers):
+  """Yields an iterator of prepare_image results in task order, from num_workers processes."""
+  if num_workers == 1:
+    yield map(prepare_image, tasks)
+    return
+  # fork: the workers only run Pillow, and forking spares each one re-importing TensorFlow.
+  context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else None)
+  with context.Pool(num_workers, initializer=_worker_signals) as pool:
+    yield pool.imap(prepare_image, tasks, chunksize=4)
+
+
+def check_config(cfg):
+  """Exits with status 2 naming the first bad or missing setting."""
+  for name in ("imglist_file", "imglabel_file", "output_file"):
+    if not getattr(cfg, name):
+      raise configs.ConfigError(f"--{name} is required")
+  if cfg.image_dir and not os.path.isdir(cfg.image_dir):
+    raise configs.ConfigError(f"--image_dir={cfg.image_dir!r}: no such directory")
+  if os.path.isdir(cfg.output_file):
+    raise configs.ConfigError(f"--output_file={cfg.output_file!r} is a directory; give a file name")
+  for name, low, high in (("num_shards", 1, 100000), ("num_workers", 0, 1024),
+                          ("max_side", 0, 1 << 30), ("jpeg_quality", 1, 100), ("seed", -1, 2**63)):
+    value = getattr(cfg, name)
+    if not low <= value <= high:
+      raise configs.ConfigError(f"--{name}={value}: must be in [{low}, {high}]")
+
+
+def main(argv=None):
+  # Configuration: edit here, or override with --field=value.
+  cfg = configs.CreateTFRecordConfig()
+  configs.parse_overrides(sys.argv[1:] if argv is None else argv, cfg)
+  check_config(cfg)
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  num_workers = cfg.num_workers or cores or 1
+  max_side = cfg.max_side or sys.maxsize
+
+  # 1. Read and check the list and label files completely; nothing is written before this.
+  try:
+    entries = read_list_and_labels(cfg.imglist_file, cfg.imglabel_file)
+  except InputError as e:
+    print(f"error: {e}\nnothing was written", file=sys.stderr)
+    sys.exit(1)
+  print(f"{len(entries)} images, {len(entries[0][1])} labels in {cfg.imglist_file}")
+
+  # 2. Shuffle the record order (the original shuffled too); seed -1 keeps the list order.
+  if cfg.seed >= 0:
+    random.Random(cfg.seed).shuffle(entries)
+  paths = [os.path.join(cfg.image_dir, name) for name, _ in entries]  # stored as image_path
+
+  # 3. Decode every image in parallel and write the good ones round-robin over the shards.
+  outputs = records.shard_paths(cfg.output_file, cfg.num_shards)
+  counts, skipped = collections.Counter(), collections.Counter()
+  progress = records.Progress(len(entries), "images")
+  tasks = [(path, max_side, cfg.jpeg_quality) for path in paths]
+  previous_handler = signal.signal(signal.SIGTERM, _raise_interrupt)  # kill cleans up like Ctrl-C
+  try:
+    with image_results(tasks, num_workers) as results, contextlib.ExitStack() as stack:
+      writers = [stack.enter_context(records.atomic_tfrecord_writer(p)) for p in outputs]
+      for i, result in enumerate(results):
+        if result[0] == "skip":
+          progress.clear()
+          print(f"skip {paths[i]}: {result[1]} ({result[2]})")
+          skipped[result[1]] += 1
+        else:
+          example = records.make_example(paths[i], result[1], entries[i][1])
+          writers[counts["written"] % len(writers)].write(example.SerializeToString())
+          counts["written"] += 1
+          counts[result[2]] += 1
+        progress.update(i + 1)
+      progress.finish(len(entries))
+      if not counts["written"]:
+        raise InputError(f"all {len(entries)} images were skipped")  # removes the temp files
+  except InputError as e:
+    print(f"error: {e}; nothing was written", file=sys.stderr)
+    sys.exit(1)
+  except KeyboardInterrupt:
+    print("\ninterrupted; no output file was written", file=sys.stderr)
+    sys.exit(130)
+  finally:
+    signal.signal(signal.SIGTERM, previous_handler)
+
+  # 4. Summary.
+  where = (outputs[0] if len(outputs) == 1
+           else f"{len(outputs)} shards {outputs[0]} .. {outputs[-1]}")
+  print(f"wrote {counts['written']} records to {where}")
+  print(f"  stored unchanged: {counts['stored']}, re-encoded as JPEG: "
+        f"{counts['re-encoded'] + counts['resized']} (of which resized: {counts['resized']})")
+  reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(skipped.items()))
+  print(f"  skipped: {sum(skipped.values())}" + (f" ({reasons})" if reasons else ""))
+  stale = sorted(set(glob.glob(glob.escape(cfg.output_file) + "-" + SHARD_SUFFIX)) - set(outputs))
+  if stale:  # e.g. 4 shards from an earlier run, 2 now: a glob over both would read old records
+    print(f"warning: {len(stale)} shard(s) of an earlier run are still there, e.g. {stale[0]}; "
+          f"delete them before reading {cfg.output_file}-* as a glob", file=sys.stderr)
+
+
+if __name__ == "__main__":
+  main()

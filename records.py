@@ -1,0 +1,218 @@
+"""Shared TFRecord helpers: the record layout, file specs, and writes never seen half-done.
+
+Records keep the original TF1 toolkit's layout, so records from either toolkit work in the other.
+Each record is a serialized `tf.train.SequenceExample`:
+
+    context {
+      feature["image_path"]: bytes_list { value: "<image_dir>/<name>" }
+      feature["image_data"]: bytes_list { value: <encoded JPEG> }
+    }
+    feature_lists {
+      feature_list["image_label"]: one Feature per label, each int64_list { value: 0 or 1 }
+    }
+
+Used by create_tfrecord.py (writing), read_tfrecord.py and the model's tf.data input pipeline
+(parsing):
+
+    files = records.expand_file_spec("data/train.tfrecord-*")
+    dataset = tf.data.TFRecordDataset(files).map(records.parse_example)
+"""
+
+import contextlib
+import glob
+import os
+import sys
+import time
+import uuid
+
+import tensorflow as tf
+
+IMAGE_PATH_KEY = "image_path"
+IMAGE_DATA_KEY = "image_data"
+IMAGE_LABEL_KEY = "image_label"
+
+
+def expand_file_spec(spec):
+  """Expands one file, a comma-separated list, or glob(s) into a list of existing files.
+
+  Args:
+    spec: str, e.g. "a.tfrecord", "a.tfrecord,b.tfrecord" or "data/train.tfrecord-*"; a
+      leading ~ is expanded (quoted globs reach us unexpanded).
+  Returns:
+    list of str: the files in the order given; each glob's matches sorted; no file twice.
+  Raises:
+    FileNotFoundError: naming the spec (and the part of a list) that matches no file.
+  """
+  parts = [os.path.expanduser(part.strip()) for part in str(spec).split(",") if part.strip()]
+  if not parts:
+    raise FileNotFoundError(f"empty file spec {spec!r}: give a file, a comma list or a glob")
+  files = []
+  for part in parts:
+    where = f"{part!r}" if len(parts) == 1 else f"{part!r} (part of {spec!r})"
+    if glob.has_magic(part):
+      matches = sorted(m for m in glob.glob(part) if os.path.isfile(m))
+      if not matches:
+        raise FileNotFoundError(f"glob {where} matches no file")
+    elif os.path.isfile(part):
+      matches = [part]
+    else:
+      raise FileNotFoundError(f"file {where} does not exist" if not os.path.exists(part)
+                              else f"{where} is not a file")
+    files.extend(m for m in matches if m not in files)
+  return files
+
+
+def shard_paths(output_file, num_shards):
+  """Output names: the file itself for one shard, else <output_file>-00000-of-0000N etc."""
+  if num_shards < 1:
+    raise ValueError(f"num_shards must be >= 1, got {num_shards}")
+  if num_shards == 1:
+    return [output_file]
+  return [f"{output_file}-{i:05d}-of-{num_shards:05d}" for i in range(num_shards)]
+
+
+def make_example(image_path, image_data, labels, *, image_path_key=IMAGE_PATH_KEY,
+                 image_data_key=IMAGE_DATA_KEY, image_label_key=IMAGE_LABEL_KEY):
+  """Builds one record in the original toolkit's layout.
+
+  Args:
+    image_path: str or bytes, stored as UTF-8 bytes.
+    image_data: bytes, the encoded JPEG.
+    labels: sequence of L ints, each 0 or 1.
+  Returns:
+    tf.train.SequenceExample.
+  Raises:
+    ValueError: naming a label that is not 0/1.
+  """
+  if isinstance(image_path, str):
+    image_path = image_path.encode("utf-8")
+  values = [int(v) for v in labels]
+  bad = [(i, v) for i, v in enumerate(values) if v not in (0, 1)]
+  if bad:
+    raise ValueError(f"{image_path!r}: label {bad[0][0]} is {bad[0][1]}; labels must be 0 or 1")
+  bytes_feature = lambda b: tf.train.Feature(bytes_list=tf.train.BytesList(value=[b]))
+  int64_feature = lambda v: tf.train.Feature(int64_list=tf.train.Int64List(value=[v]))
+  return tf.train.SequenceExample(
+      context=tf.train.Features(feature={
+          image_path_key: bytes_feature(image_path),
+          image_data_key: bytes_feature(bytes(image_data)),
+      }),
+      feature_lists=tf.train.FeatureLists(feature_list={
+          image_label_key: tf.train.FeatureList(feature=[int64_feature(v) for v in values]),
+      }))
+
+
+def parse_example(serialized, image_path_key=IMAGE_PATH_KEY, image_data_key=IMAGE_DATA_KEY,
+                  image_label_key=IMAGE_LABEL_KEY):
+  """Parses one serialized record; graph-safe, for tf.data.Dataset.map.
+
+  Args:
+    serialized: tf.string scalar, one record.
+  Returns:
+    image_path: tf.string scalar.
+    image_data: tf.string scalar, the encoded JPEG.
+    labels: tf.int64 [L], 0/1.
+  """
+  context, sequence = tf.io.parse_single_sequence_example(
+      serialized,
+      context_features={
+          image_path_key: tf.io.FixedLenFeature([], tf.string),
+          image_data_key: tf.io.FixedLenFeature([], tf.string),
+      },
+      sequence_features={image_label_key: tf.io.FixedLenSequenceFeature([1], tf.int64)})
+  labels = tf.reshape(sequence[image_label_key], [-1])  # [L, 1] -> [L]
+  return context[image_path_key], context[image_data_key], labels
+
+
+def _temp_name(path):
+  """A hidden name in the same folder (so the rename is atomic and globs like `out-*` skip it)."""
+  folder, base = os.path.split(os.path.abspath(path))
+  return os.path.join(folder, f".{base}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+
+
+@contextlib.contextmanager
+def atomic_write(path, mode="w", **open_kwargs):
+  """Opens a temporary file next to `path`; renames it to `path` only when the block completes.
+
+  On an exception (including Ctrl-C) the temporary file is removed and `path` is left as it was,
+  so a file at `path` is always complete.
+
+      with records.atomic_write("scores.txt") as f:
+        f.write(...)
+  """
+  if not any(c in mode for c in "wx"):
+    raise ValueError(f"atomic_write needs a write mode ('w' or 'wb'), got {mode!r}")
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = _temp_name(path)
+  try:
+    with open(tmp, mode.replace("w", "x"), **open_kwargs) as f:
+      yield f
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+@contextlib.contextmanager
+def atomic_tfrecord_writer(path, options=None):
+  """tf.io.TFRecordWriter to a temporary file, renamed to `path` when the block completes.
+
+      with records.atomic_tfrecord_writer("train.tfrecord") as writer:
+        writer.write(example.SerializeToString())
+  """
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = _temp_name(path)
+  writer = tf.io.TFRecordWriter(tmp, options)
+  try:
+    yield writer
+    writer.close()
+    os.replace(tmp, path)
+  finally:
+    writer.close()  # a second close is a no-op
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+class Progress:
+  """Prints "what: done/total, rate/s, ETA" to stderr at most once per `every` seconds.
+
+  On a terminal it rewrites one line; otherwise (logs, CI) it prints every 10 s.
+  """
+
+  def __init__(self, total, what="images", every=1.0):
+    self.total, self.what, self.start = total, what, time.time()
+    self.tty = sys.stderr.isatty()
+    self.every = every if self.tty else max(every, 10.0)
+    self.last, self.printed = self.start, False  # the first line comes after `every` seconds
+
+  def update(self, done, force=False, fraction=None):
+    """`fraction` (0..1) overrides done/total for the ETA, e.g. bytes read / file size."""
+    now = time.time()
+    if not force and now - self.last < self.every:
+      return
+    self.last, self.printed = now, True
+    elapsed = max(now - self.start, 1e-9)
+    rate = done / elapsed
+    if fraction is None and self.total:
+      fraction = done / self.total
+    eta = f", ETA {_clock(elapsed * (1 - fraction) / fraction)}" if fraction else ""
+    of_total = f"/{self.total}" if self.total else ""
+    line = f"{self.what}: {done}{of_total}, {rate:.1f}/s{eta}, elapsed {_clock(elapsed)}"
+    sys.stderr.write(f"\r{line}\033[K" if self.tty else line + "\n")
+    sys.stderr.flush()
+
+  def clear(self):
+    """Erases the rewritten progress line, so the next message starts on a clean line."""
+    if self.tty and self.printed:
+      sys.stderr.write("\r\033[K")
+      sys.stderr.flush()
+
+  def finish(self, done):
+    self.update(done, force=True)
+    if self.tty:
+      sys.stderr.write("\n")
+
+
+def _clock(seconds):
+  seconds = int(seconds)
+  return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"

@@ -1,0 +1,406 @@
+"""create_tfrecord.py: round trips, shards, bad list/label files, odd image formats, skips.
+
+Most runs call main() in this process (a fresh Python importing TensorFlow costs ~6 s); the exit
+status is then SystemExit.code, the same value the process would exit with. One shard run and one
+bad-input run go through a real subprocess to cover the command line and the worker pool.
+"""
+
+import glob
+import io
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+import create_tfrecord
+import records
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+JPEG_MAGIC = b"\xff\xd8\xff"
+
+
+def gradient(width=16, height=12, seed=0):
+  """A smooth RGB image (JPEG keeps it within a few levels), uint8 [height, width, 3]."""
+  rng = np.random.default_rng(seed)
+  y, x = np.mgrid[0:height, 0:width]
+  base = rng.uniform(40, 200, 3)
+  slope = rng.uniform(-4, 4, (2, 3))
+  pixels = base + y[..., None] * slope[0] + x[..., None] * slope[1]
+  return np.clip(pixels, 0, 255).astype(np.uint8)
+
+
+def save(path, image, fmt, **kwargs):
+  buffer = io.BytesIO()
+  image.save(buffer, fmt, **kwargs)
+  path.write_bytes(buffer.getvalue())
+  return path
+
+
+def write_inputs(folder, names, labels, list_text=None, label_text=None):
+  """Writes image_list / image_label (the images themselves are written by the caller)."""
+  list_text = list_text if list_text is not None else "".join(
+      f"{n} {sum(row)}\n" for n, row in zip(names, labels))
+  label_text = label_text if label_text is not None else "".join(
+      " ".join(map(str, row)) + "\n" for row in labels)
+  list_file, label_file = folder / "image_list", folder / "image_label"
+  for path, text in ((list_file, list_text), (label_file, label_text)):
+    path.write_bytes(text if isinstance(text, bytes) else text.encode("utf-8"))
+  return list_file, label_file
+
+
+def jpeg_set(tmp_path, count, label_count=5, seed=0):
+  """`count` RGB JPEGs with random labels; returns (image_dir, names, labels, list, label)."""
+  image_dir = tmp_path / "images"
+  image_dir.mkdir()
+  rng = np.random.default_rng(seed)
+  names = [f"img_{i}.jpg" for i in range(count)]
+  labels = [[int(v) for v in rng.integers(0, 2, label_count)] for _ in names]
+  for i, name in enumerate(names):
+    save(image_dir / name, Image.fromarray(gradient(8 + i, 6, seed=i)), "JPEG", quality=90)
+  list_file, label_file = write_inputs(tmp_path, names, labels)
+  return image_dir, names, labels, list_file, label_file
+
+
+def run(capsys, image_dir, list_file, label_file, output, **flags):
+  """Runs main() in this process; returns (exit status, stdout, stderr)."""
+  argv = [f"--image_dir={image_dir}", f"--imglist_file={list_file}",
+          f"--imglabel_file={label_file}", f"--output_file={output}", "--num_workers=1"]
+  argv += [f"--{key}={value}" for key, value in flags.items()]
+  try:
+    create_tfrecord.main(argv)
+    code = 0
+  except SystemExit as e:
+    code = e.code
+  out, err = capsys.readouterr()
+  return code, out, err
+
+
+def read_back(files):
+  """[(image_path str, image_data bytes, labels list)] in file order, via records.parse_example."""
+  dataset = tf.data.TFRecordDataset([str(f) for f in files]).map(records.parse_example)
+  return [(p.numpy().decode(), d.numpy(), l.numpy().tolist()) for p, d, l in dataset]
+
+
+# ---------------------------------------------------------------------------------------------
+# Round trips.
+
+def test_round_trip_in_list_order(tmp_path, capsys):
+  image_dir, names, labels, list_file, label_file = jpeg_set(tmp_path, 6)
+  output = tmp_path / "out" / "train.tfrecord"
+  code, out, err = run(capsys, image_dir, list_file, label_file, output, seed=-1)
+  assert code == 0, err
+  got = read_back([output])
+  assert [g[0] for g in got] == [os.path.join(str(image_dir), n) for n in names]
+  assert [g[2] for g in got] == labels
+  for (_, data, _), name in zip(got, names):
+    assert data == (image_dir / name).read_bytes()  # RGB JPEG: stored byte for byte
+  assert "wrote 6 records" in out and "stored unchanged: 6" in out and "skipped: 0" in out
+  assert "images: 6/6" in err  # the progress line
+  assert sorted(os.listdir(output.parent)) == ["train.tfrecord"]
+
+
+def test_shuffle_is_a_seeded_permutation(tmp_path, capsys):
+  image_dir, names, labels, list_file, label_file = jpeg_set(tmp_path, 12)
+  outputs = {key: tmp_path / f"{key}.rec" for key in ("a", "b", "c")}
+  for key, seed in (("a", 0), ("b", 0), ("c", 1)):
+    assert run(capsys, image_dir, list_file, label_file, outputs[key], seed=seed)[0] == 0
+  a, b, c = (read_back([outputs[k]]) for k in "abc")
+  assert outputs["a"].read_bytes() == outputs["b"].read_bytes()  # same seed, same file
+  want = {(os.path.join(str(image_dir), n), tuple(row)) for n, row in zip(names, labels)}
+  for got in (a, c):
+    assert {(p, tuple(l)) for p, _, l in got} == want and len(got) == 12
+  assert [p for p, _, _ in a] != [os.path.join(str(image_dir), n) for n in names]
+  assert [p for p, _, _ in a] != [p for p, _, _ in c]
+
+
+def test_crlf_blank_lines_bom_and_names_with_spaces(tmp_path, capsys):
+  image_dir = tmp_path / "images"
+  image_dir.mkdir()
+  names = ["my photo.jpg", "b.jpg"]
+  for i, name in enumerate(names):
+    save(image_dir / name, Image.fromarray(gradient(seed=i)), "JPEG")
+  list_file, label_file = write_inputs(
+      tmp_path, names, None,
+      list_text="\ufeffmy photo.jpg 2\r\n\r\n  \r\nb.jpg 0\r\n\r\n",
+      label_text="1 0 1\r\n\r\n0 0 0\r\n")
+  output = tmp_path / "x.rec"
+  code, _, err = run(capsys, image_dir, list_file, label_file, output, seed=-1)
+  assert code == 0, err
+  assert [(os.path.basename(p), l) for p, _, l in read_back([output])] == [
+      ("my photo.jpg", [1, 0, 1]), ("b.jpg", [0, 0, 0])]
+
+
+def test_shards_through_the_command_line_with_two_workers(tmp_path):
+  image_dir, names, labels, list_file, label_file = jpeg_set(tmp_path, 10)
+  pngs = {}
+  for i in (3, 7):  # two PNGs, so the worker processes re-encode something
+    pngs[names[i]] = gradient(9, 7, seed=100 + i)
+    save(image_dir / names[i], Image.fromarray(pngs[names[i]]), "PNG")
+  output = tmp_path / "out" / "train.tfrecord"
+  result = subprocess.run(
+      [sys.executable, "create_tfrecord.py", f"--image_dir={image_dir}",
+       f"--imglist_file={list_file}", f"--imglabel_file={label_file}", f"--output_file={output}",
+       "--num_shards=3", "--num_workers=2", "--seed=5"],
+      cwd=REPO, capture_output=True, text=True, timeout=120,
+      env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+  assert result.returncode == 0, result.stderr
+  shards = [output.parent / f"train.tfrecord-0000{i}-of-00003" for i in range(3)]
+  assert sorted(os.listdir(output.parent)) == [s.name for s in shards]  # no temp files left
+  per_shard = [read_back([s]) for s in shards]
+  assert [len(s) for s in per_shard] == [4, 3, 3]  # round-robin
+  got = [record for shard in per_shard for record in shard]
+  assert sorted((p, tuple(l)) for p, _, l in got) == sorted(
+      (os.path.join(str(image_dir), n), tuple(row)) for n, row in zip(names, labels))
+  for path, data, _ in got:
+    name = os.path.basename(path)
+    if name in pngs:
+      assert data.startswith(JPEG_MAGIC)
+      decoded = np.asarray(Image.open(io.BytesIO(data)), dtype=float)
+      assert np.abs(decoded - pngs[name]).mean() < 4
+    else:
+      assert data == (image_dir / name).read_bytes()
+  assert "re-encoded as JPEG: 2" in result.stdout and "images: 10/10" in result.stderr
+
+
+def test_warns_about_shards_of_an_earlier_run(tmp_path, capsys):
+  image_dir, _, _, list_file, label_file = jpeg_set(tmp_path, 4)
+  output = tmp_path / "out" / "x.rec"
+  assert run(capsys, image_dir, list_file, label_file, output, num_shards=3)[0] == 0
+  code, _, err = run(capsys, image_dir, list_file, label_file, output, num_shards=2)
+  assert code == 0 and "3 shard(s) of an earlier run" in err and "x.rec-00000-of-00003" in err
+  assert len(read_back([f"{output}-00000-of-00002", f"{output}-00001-of-00002"])) == 4
+
+
+def test_max_side_downscales_only_larger_images(tmp_path, capsys):
+  image_dir = tmp_path / "images"
+  image_dir.mkdir()
+  save(image_dir / "big.jpg", Image.fromarray(gradient(40, 20)), "JPEG")
+  save(image_dir / "small.jpg", Image.fromarray(gradient(8, 4)), "JPEG")
+  list_file, label_file = write_inputs(tmp_path, ["big.jpg", "small.jpg"], [[1, 0], [0, 1]])
+  output = tmp_path / "x.rec"
+  code, out, _ = run(capsys, image_dir, list_file, label_file, output, max_side=10, seed=-1)
+  assert code == 0
+  (_, big, _), (_, small, _) = read_back([output])
+  assert Image.open(io.BytesIO(big)).size == (10, 5)
+  assert small == (image_dir / "small.jpg").read_bytes()
+  assert "resized: 1" in out
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad list / label files: exit status, file:line, and nothing written.
+
+BAD_INPUTS = {
+    # case: (image_list text, image_label text, file named in the message, line, phrase)
+    "list longer": ("a.jpg 1\nb.jpg 1\nc.jpg 1\n", "1 0\n0 1\n", "list", 3, "line count mismatch"),
+    "labels longer": ("a.jpg 1\nb.jpg 1\n", "1 0\n0 1\n\n1 0\n", "label", 4, "line count mismatch"),
+    "count not the row sum": ("a.jpg 1\nb.jpg 2\n", "1 0\n0 1\n", "list", 2, "count 2"),
+    "label not 0/1": ("a.jpg 1\nb.jpg 1\n", "1 0\n2 0\n", "label", 2, "'2'"),
+    "label fraction": ("a.jpg 1\n", "0.5 1\n", "label", 1, "'0.5'"),
+    "unequal rows": ("a.jpg 1\nb.jpg 1\nc.jpg 1\n", "1 0\n0 1\n0 0 1\n", "label", 3, "3 labels"),
+    "no count column": ("a.jpg 1\nb.jpg\n", "1 0\n0 1\n", "list", 2, "expected"),
+    "count not a number": ("a.jpg x\n", "1 0\n", "list", 1, "expected"),
+    "crlf and blank lines keep numbering": ("a.jpg 1\r\n\r\nb.jpg 5\r\n", "1 0\r\n0 1\r\n",
+                                            "list", 3, "count 5"),
+    "not utf-8": ("a.jpg 1\nb.jpg 1\n", b"1 0\n\xff\xfe 1\n", "label", 2, "not UTF-8"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_exits_naming_file_and_line_and_writes_nothing(tmp_path, capsys, case):
+  list_text, label_text, which, line, phrase = BAD_INPUTS[case]
+  image_dir, *_ = jpeg_set(tmp_path, 3)
+  (image_dir / "a.jpg").write_bytes((image_dir / "img_0.jpg").read_bytes())
+  list_file, label_file = write_inputs(tmp_path, None, None, list_text, label_text)
+  output = tmp_path / "out" / "x.rec"
+  code, out, err = run(capsys, image_dir, list_file, label_file, output)
+  named = list_file if which == "list" else label_file
+  assert code == 1
+  assert f"{named}:{line}:" in err and phrase in err
+  assert not output.parent.exists()
+
+
+def test_every_bad_line_is_reported_in_one_run(tmp_path, capsys):
+  image_dir, *_ = jpeg_set(tmp_path, 1)
+  list_file, label_file = write_inputs(tmp_path, None, None, "a.jpg 1\nb.jpg 3\nc.jpg 1\n",
+                                       "1 0\n1 1\n7 0\n")
+  code, _, err = run(capsys, image_dir, list_file, label_file, tmp_path / "x.rec")
+  assert code == 1 and f"{list_file}:2:" in err and f"{label_file}:3:" in err
+  assert not (tmp_path / "x.rec").exists()
+
+
+@pytest.mark.parametrize("which", ["imglist_file", "imglabel_file"])
+def test_missing_or_empty_list_files(tmp_path, capsys, which):
+  image_dir, _, _, list_file, label_file = jpeg_set(tmp_path, 1)
+  files = {"imglist_file": list_file, "imglabel_file": label_file}
+  files[which] = tmp_path / "nope"
+  code, _, err = run(capsys, image_dir, files["imglist_file"], files["imglabel_file"],
+                     tmp_path / "x.rec")
+  assert code == 1 and f"{tmp_path / 'nope'}" in err and "no such file" in err
+  list_file.write_text("\n\n")
+  code, _, err = run(capsys, image_dir, list_file, label_file, tmp_path / "x.rec")
+  assert code == 1 and f"{list_file}: no entries" in err
+  assert not (tmp_path / "x.rec").exists()
+
+
+def test_bad_input_exit_status_of_the_real_process(tmp_path):
+  image_dir, *_ = jpeg_set(tmp_path, 2)
+  list_file, label_file = write_inputs(tmp_path, None, None, "img_0.jpg 1\nimg_1.jpg 1\n",
+                                       "1 0\n1 1\n")
+  output = tmp_path / "out" / "x.rec"
+  result = subprocess.run(
+      [sys.executable, "create_tfrecord.py", f"--image_dir={image_dir}",
+       f"--imglist_file={list_file}", f"--imglabel_file={label_file}", f"--output_file={output}"],
+      cwd=REPO, capture_output=True, text=True, timeout=120,
+      env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+  assert result.returncode == 1
+  assert f"{list_file}:2:" in result.stderr and f"{label_file}:2" in result.stderr
+  assert not output.parent.exists()
+
+
+@pytest.mark.parametrize("flag, value", [("num_shards", 0), ("jpeg_quality", 101),
+                                         ("num_workers", -1)])
+def test_bad_settings_exit_2_naming_them(tmp_path, capsys, flag, value):
+  image_dir, _, _, list_file, label_file = jpeg_set(tmp_path, 1)
+  code, _, err = run(capsys, image_dir, list_file, label_file, tmp_path / "x.rec", **{flag: value})
+  assert code == 2 and f"--{flag}={value}" in err
+  assert not (tmp_path / "x.rec").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Odd formats and unreadable images.
+
+def odd_images(folder):
+  """{name: expected RGB uint8 [H, W, 3]} for images Pillow must convert, written to folder."""
+  rgb = gradient(16, 12, seed=7)
+  image = Image.fromarray(rgb)
+  expected = {}
+  for name, fmt, converted in [("a.png", "PNG", image), ("b.gif", "GIF", image.quantize(32)),
+                               ("c.bmp", "BMP", image), ("d.webp", "WEBP", image),
+                               ("e_grey.jpg", "JPEG", image.convert("L")),
+                               ("f_palette.png", "PNG", image.quantize(16)),
+                               ("g_cmyk.jpg", "JPEG", image.convert("CMYK")),
+                               ("h_png_named.jpg", "PNG", image),
+                               ("i_grey16.png", "PNG", None)]:
+    path = folder / name
+    if name == "i_grey16.png":  # 16-bit grey: 0..65535 must map to 0..255, not clip to white
+      grey16 = (rgb[..., 0].astype(np.uint16) * 257)
+      Image.fromarray(grey16).save(path)
+      expected[name] = np.repeat(rgb[..., :1], 3, axis=2)
+      continue
+    save(path, converted, fmt, **({"lossless": True} if fmt == "WEBP" else {}))
+    expected[name] = np.asarray(Image.open(path).convert("RGB"))  # Pillow's own conversion
+  # RGBA with a transparent left half: composited on white (numpy oracle).
+  alpha = np.zeros((12, 16), np.uint8)
+  alpha[:, 8:] = 255
+  alpha[:, 6:8] = 128
+  save(folder / "j_rgba.png", Image.fromarray(np.dstack([rgb, alpha]), "RGBA"), "PNG")
+  a = alpha[..., None] / 255.0
+  expected["j_rgba.png"] = np.round(rgb * a + 255 * (1 - a)).astype(np.uint8)
+  return expected
+
+
+def test_odd_formats_become_rgb_jpeg(tmp_path, capsys):
+  image_dir = tmp_path / "images"
+  image_dir.mkdir()
+  expected = odd_images(image_dir)
+  names = sorted(expected)
+  labels = [[i % 2, 1 - i % 2] for i in range(len(names))]
+  list_file, label_file = write_inputs(tmp_path, names, labels)
+  output = tmp_path / "x.rec"
+  code, out, err = run(capsys, image_dir, list_file, label_file, output, seed=-1)
+  assert code == 0, err
+  got = read_back([output])
+  assert [os.path.basename(p) for p, _, _ in got] == names
+  for (path, data, _), name in zip(got, names):
+    assert data.startswith(JPEG_MAGIC), name
+    stored = Image.open(io.BytesIO(data))
+    assert (stored.format, stored.mode, stored.size) == ("JPEG", "RGB", (16, 12)), name
+    difference = np.abs(np.asarray(stored, dtype=float) - expected[name])
+    assert difference.mean() < 4, (name, difference.mean())
+    decoded = tf.io.decode_jpeg(data).numpy()  # what training decodes
+    assert decoded.shape == (12, 16, 3)
+  assert f"re-encoded as JPEG: {len(names)}" in out and "stored unchanged: 0" in out
+
+
+def test_rgb_jpegs_are_stored_unchanged(tmp_path, capsys):
+  image_dir = tmp_path / "images"
+  image_dir.mkdir()
+  image = Image.fromarray(gradient(seed=3))
+  save(image_dir / "baseline.jpg", image, "JPEG", quality=80)
+  save(image_dir / "progressive.jpg", image, "JPEG", progressive=True)
+  save(image_dir / "jpeg_named.png", image, "JPEG")
+  names = ["baseline.jpg", "progressive.jpg", "jpeg_named.png"]
+  list_file, label_file = write_inputs(tmp_path, names, [[1], [0], [1]])
+  output = tmp_path / "x.rec"
+  code, out, _ = run(capsys, image_dir, list_file, label_file, output, seed=-1)
+  assert code == 0
+  assert [d for _, d, _ in read_back([output])] == [(image_dir / n).read_bytes() for n in names]
+  assert "stored unchanged: 3" in out
+
+
+def unreadable_images(folder):
+  """Writes one image of each unreadable kind; returns {name: reason category}."""
+  buffer = io.BytesIO()
+  Image.fromarray(np.random.default_rng(0).integers(0, 256, (24, 32, 3), np.uint8)).save(
+      buffer, "PNG")
+  png = bytearray(buffer.getvalue())
+  (folder / "truncated.png").write_bytes(bytes(png[:len(png) // 2]))
+  corrupt = bytearray(png)
+  for i in range(60, len(corrupt) - 20):  # scramble the compressed pixel data
+    corrupt[i] ^= 0x5A
+  (folder / "corrupt.png").write_bytes(bytes(corrupt))
+  (folder / "empty.jpg").write_bytes(b"")
+  (folder / "notes.jpg").write_text("these are not pixels\n")
+  return {"truncated.png": "truncated", "corrupt.png": "corrupt", "empty.jpg": "empty",
+          "notes.jpg": "not an image", "missing.jpg": "missing"}
+
+
+def test_unreadable_images_are_skipped_with_reasons(tmp_path, capsys):
+  image_dir = tmp_path / "images"
+  image_dir.mkdir()
+  reasons = unreadable_images(image_dir)
+  save(image_dir / "good.jpg", Image.fromarray(gradient()), "JPEG")
+  names = sorted(reasons) + ["good.jpg"]
+  labels = [[1, 0]] * len(reasons) + [[0, 1]]
+  list_file, label_file = write_inputs(tmp_path, names, labels)
+  output = tmp_path / "x.rec"
+  code, out, err = run(capsys, image_dir, list_file, label_file, output)
+  assert code == 0, err
+  for name, reason in reasons.items():
+    assert f"skip {os.path.join(str(image_dir), name)}: {reason} (" in out, name
+  assert "skipped: 5 (corrupt: 1, empty: 1, missing: 1, not an image: 1, truncated: 1)" in out
+  assert "wrote 1 records" in out
+  assert [(os.path.basename(p), l) for p, _, l in read_back([output])] == [("good.jpg", [0, 1])]
+
+
+def test_all_images_skipped_exits_nonzero_and_writes_nothing(tmp_path, capsys):
+  image_dir = tmp_path / "images"
+  image_dir.mkdir()
+  (image_dir / "a.jpg").write_text("text")
+  list_file, label_file = write_inputs(tmp_path, ["a.jpg", "gone.jpg"], [[1], [1]])
+  output = tmp_path / "out" / "x.rec"
+  code, _, err = run(capsys, image_dir, list_file, label_file, output, num_shards=2)
+  assert code == 1 and "all 2 images were skipped" in err
+  assert os.listdir(output.parent) == []
+
+
+def test_interrupt_leaves_no_output_file(tmp_path, capsys, monkeypatch):
+  image_dir, _, _, list_file, label_file = jpeg_set(tmp_path, 6)
+  calls = []
+  real_make_example = records.make_example
+
+  def interrupted(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 4:
+      raise KeyboardInterrupt()  # as if Ctrl-C arrived mid-run
+    return real_make_example(*args, **kwargs)
+
+  monkeypatch.setattr(records, "make_example", interrupted)
+  output = tmp_path / "out" / "x.rec"
+  code, _, err = run(capsys, image_dir, list_file, label_file, output, num_shards=2)
+  assert code == 130 and "interrupted" in err
+  assert os.listdir(output.parent) == [] and not glob.glob(str(tmp_path / "out" / ".*"))

@@ -1,0 +1,187 @@
+"""records.py: file specs, the original record layout, parsing, and atomic writes."""
+
+import glob
+import io
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+import records
+
+
+def _jpeg(seed, size=(6, 5)):
+  pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+  buffer = io.BytesIO()
+  Image.fromarray(pixels).save(buffer, "JPEG")
+  return buffer.getvalue()
+
+
+def _original_layout(path, data, labels):
+  """A record built by hand exactly as the original TF1 create_tfrecord.py built it."""
+  return tf.train.SequenceExample(
+      context=tf.train.Features(feature={
+          "image_path": tf.train.Feature(bytes_list=tf.train.BytesList(value=[path])),
+          "image_data": tf.train.Feature(bytes_list=tf.train.BytesList(value=[data])),
+      }),
+      feature_lists=tf.train.FeatureLists(feature_list={
+          "image_label": tf.train.FeatureList(feature=[
+              tf.train.Feature(int64_list=tf.train.Int64List(value=[v])) for v in labels]),
+      }))
+
+
+# ---------------------------------------------------------------------------------------------
+# expand_file_spec
+
+@pytest.fixture
+def spec_dir(tmp_path):
+  for name in ["b-00001", "b-00000", "b-00002", "a.rec", "c.rec"]:
+    (tmp_path / name).write_bytes(b"x")
+  (tmp_path / "b-sub").mkdir()  # a folder the glob also matches: not a file, so left out
+  return tmp_path
+
+
+def test_expand_single_file(spec_dir):
+  assert records.expand_file_spec(str(spec_dir / "a.rec")) == [str(spec_dir / "a.rec")]
+
+
+def test_expand_glob_is_sorted_and_files_only(spec_dir):
+  got = records.expand_file_spec(str(spec_dir / "b-*"))
+  assert got == [str(spec_dir / f"b-0000{i}") for i in range(3)]
+
+
+def test_expand_comma_list_keeps_order_and_drops_repeats(spec_dir):
+  spec = (f"{spec_dir / 'c.rec'}, {spec_dir / 'b-0000[01]'},{spec_dir / 'a.rec'},"
+          f"{spec_dir / 'c.rec'},")
+  assert records.expand_file_spec(spec) == [
+      str(spec_dir / "c.rec"), str(spec_dir / "b-00000"), str(spec_dir / "b-00001"),
+      str(spec_dir / "a.rec")]
+
+
+@pytest.mark.parametrize("part", ["missing.rec", "nothing-*"])
+def test_expand_names_the_part_that_matches_nothing(spec_dir, part):
+  spec = f"{spec_dir / 'a.rec'},{spec_dir / part}"
+  with pytest.raises(FileNotFoundError) as info:
+    records.expand_file_spec(spec)
+  assert str(spec_dir / part) in str(info.value) and spec in str(info.value)
+
+
+def test_expand_rejects_empty_spec_and_folders(spec_dir):
+  with pytest.raises(FileNotFoundError, match="empty file spec"):
+    records.expand_file_spec(" , ")
+  with pytest.raises(FileNotFoundError, match="not a file"):
+    records.expand_file_spec(str(spec_dir / "b-sub"))
+
+
+def test_shard_paths():
+  assert records.shard_paths("out/x.rec", 1) == ["out/x.rec"]
+  assert records.shard_paths("out/x.rec", 3) == [
+      "out/x.rec-00000-of-00003", "out/x.rec-00001-of-00003", "out/x.rec-00002-of-00003"]
+  with pytest.raises(ValueError, match="0"):
+    records.shard_paths("x", 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# make_example / parse_example
+
+def test_make_example_is_byte_identical_to_the_original_layout():
+  data, labels = _jpeg(0), [1, 0, 0, 1, 1]
+  ours = records.make_example("dir/a b.jpg", data, np.array(labels))
+  original = _original_layout(b"dir/a b.jpg", data, labels)
+  serialize = lambda proto: proto.SerializeToString(deterministic=True)
+  assert serialize(ours) == serialize(original)
+
+
+def test_make_example_custom_keys_and_bad_label():
+  example = records.make_example(b"p", b"d", [0, 1], image_path_key="path",
+                                 image_data_key="jpeg", image_label_key="y")
+  assert set(example.context.feature) == {"path", "jpeg"}
+  assert [f.int64_list.value[0] for f in example.feature_lists.feature_list["y"].feature] == [0, 1]
+  with pytest.raises(ValueError, match="label 2 is 2"):
+    records.make_example("p.jpg", b"d", [0, 1, 2])
+
+
+def test_parse_example_reads_the_original_layout_eagerly_and_in_tf_data():
+  items = [(b"img/%d.jpg" % i, _jpeg(i), np.random.default_rng(i).integers(0, 2, 7).tolist())
+           for i in range(4)]
+  serialized = [_original_layout(*item).SerializeToString() for item in items]
+
+  path, data, labels = records.parse_example(serialized[0])
+  assert path.dtype == tf.string and path.shape == [] and data.shape == []
+  assert labels.dtype == tf.int64 and labels.shape == [7]
+
+  dataset = tf.data.Dataset.from_tensor_slices(serialized).map(records.parse_example)  # graph mode
+  for (path, data, labels), (want_path, want_data, want_labels) in zip(dataset, items, strict=True):
+    assert path.numpy() == want_path and data.numpy() == want_data
+    np.testing.assert_array_equal(labels.numpy(), want_labels)
+    assert tf.io.decode_jpeg(data).shape == (5, 6, 3)
+
+
+def test_parse_example_custom_keys_and_missing_key():
+  serialized = records.make_example("p", b"d", [1], image_path_key="P", image_data_key="D",
+                                    image_label_key="L").SerializeToString()
+  path, data, labels = records.parse_example(serialized, "P", "D", "L")
+  assert (path.numpy(), data.numpy(), labels.numpy().tolist()) == (b"p", b"d", [1])
+  with pytest.raises(tf.errors.InvalidArgumentError):
+    records.parse_example(serialized)  # default keys are absent
+
+
+def test_make_then_parse_round_trip_through_a_file(tmp_path):
+  path = str(tmp_path / "r.tfrecord")
+  with tf.io.TFRecordWriter(path) as writer:
+    writer.write(records.make_example("x.jpg", b"\xff\xd8\xffdata", [0, 1, 1]).SerializeToString())
+  (got_path, got_data, got_labels), = list(tf.data.TFRecordDataset(path).map(records.parse_example))
+  assert got_path.numpy() == b"x.jpg" and got_data.numpy() == b"\xff\xd8\xffdata"
+  assert got_labels.numpy().tolist() == [0, 1, 1]
+
+
+# ---------------------------------------------------------------------------------------------
+# atomic writes
+
+def _leftovers(folder):
+  return sorted(os.listdir(folder))
+
+
+def test_atomic_write_text_and_binary(tmp_path):
+  with records.atomic_write(str(tmp_path / "sub" / "a.txt")) as f:
+    f.write("hello\n")
+    assert not (tmp_path / "sub" / "a.txt").exists()  # not visible until the block completes
+    assert glob.glob(str(tmp_path / "sub" / "*")) == []  # the temp name is hidden from globs
+  with records.atomic_write(str(tmp_path / "b.bin"), "wb") as f:
+    f.write(b"\x00\x01")
+  assert (tmp_path / "sub" / "a.txt").read_text() == "hello\n"
+  assert (tmp_path / "b.bin").read_bytes() == b"\x00\x01"
+  assert _leftovers(tmp_path / "sub") == ["a.txt"]
+
+
+@pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
+def test_atomic_write_failure_keeps_the_old_file_and_leaves_no_temp(tmp_path, error):
+  target = tmp_path / "a.txt"
+  target.write_text("old")
+  with pytest.raises(error):
+    with records.atomic_write(str(target)) as f:
+      f.write("half of the new")
+      raise error()
+  assert target.read_text() == "old"
+  assert _leftovers(tmp_path) == ["a.txt"]
+
+
+def test_atomic_write_rejects_read_mode(tmp_path):
+  with pytest.raises(ValueError, match="'r'"):
+    with records.atomic_write(str(tmp_path / "x"), "r"):
+      pass
+
+
+def test_atomic_tfrecord_writer(tmp_path):
+  good, bad = str(tmp_path / "good.rec"), str(tmp_path / "bad.rec")
+  with records.atomic_tfrecord_writer(good) as writer:
+    writer.write(b"one")
+    writer.write(b"two")
+  with pytest.raises(KeyboardInterrupt):
+    with records.atomic_tfrecord_writer(bad) as writer:
+      writer.write(b"one")
+      raise KeyboardInterrupt()
+  assert [r.numpy() for r in tf.data.TFRecordDataset(good)] == [b"one", b"two"]
+  assert _leftovers(tmp_path) == ["good.rec"]
