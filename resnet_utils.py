@@ -130,6 +130,32 @@ class BatchNorm(tf.Module):
     return y if self.activation is None else self.activation(y)
 
 
+def conv2d_stride1(x, w, rate=1):
+  """tf.nn.conv2d(x, w, 1, "SAME", dilations=rate) for odd kernels, with a faster gradient.
+
+  TensorFlow's CPU Conv2DBackpropInput is very slow on small feature maps with many channels
+  (13x slower than the forward conv at 2x2x512, 2.5x at 7x7x512: ResNet's block4). For stride 1
+  and symmetric SAME padding the input gradient is itself a SAME convolution of the output
+  gradient with the kernel flipped in space and transposed in depth, so it is computed that way.
+  The filter gradient is TensorFlow's own. Both equal the default gradient (tests check it).
+  """
+  @tf.custom_gradient
+  def conv(x, w):
+    def grad(dy):
+      w_flipped = tf.transpose(tf.reverse(w, axis=[0, 1]), [0, 1, 3, 2])  # [kh, kw, out, in]
+      dx = tf.nn.conv2d(dy, w_flipped, 1, "SAME", dilations=rate)
+      if w.shape[0] == w.shape[1] == 1:  # a 1x1 filter gradient is one matmul
+        dw = tf.reshape(tf.matmul(tf.reshape(x, [-1, w.shape[2]]), tf.reshape(dy, [-1, w.shape[3]]),
+                                  transpose_a=True), tf.shape(w))  # [N*H*W, in]^T [N*H*W, out]
+      else:
+        dw = tf.raw_ops.Conv2DBackpropFilter(
+            input=x, filter_sizes=tf.shape(w), out_backprop=dy, strides=[1, 1, 1, 1],
+            padding="SAME", dilations=[1, rate, rate, 1])
+      return dx, dw
+    return tf.nn.conv2d(x, w, 1, "SAME", dilations=rate), grad
+  return conv(x, w)
+
+
 class Conv2D(tf.Module):
   """slim.conv2d in ResNet's arg scope: `<scope>/weights` [kh, kw, depth_in, depth], then either
   batch norm (`<scope>/BatchNorm/...`, no biases) or `<scope>/biases`, then `activation`.
@@ -160,7 +186,12 @@ class Conv2D(tf.Module):
     if not isinstance(padding, str):
       x = tf.pad(x, [[0, 0], padding, padding, [0, 0]])
       padding = "VALID"
-    x = tf.nn.conv2d(x, tf.cast(self.weights, x.dtype), self.stride, padding, dilations=self.rate)
+    w = tf.cast(self.weights, x.dtype)
+    kh, kw = w.shape[:2]
+    if self.stride == 1 and kh % 2 and kw % 2 and (padding == "SAME" or kh == kw == 1):
+      x = conv2d_stride1(x, w, self.rate)  # 1x1 VALID is SAME
+    else:
+      x = tf.nn.conv2d(x, w, self.stride, padding, dilations=self.rate)
     if self.batch_norm is not None:
       x = self.batch_norm(x, training)
     else:
