@@ -1,0 +1,42 @@
+"""The demo's closing table: test-set mAP, CF1 and OF1 at 0.5 and after calibration, and a few
+test images with their predicted and true labels.
+
+    python demo/report.py --out=demo_out
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import metrics  # noqa: E402
+
+
+def main(argv):
+  out = argv[0].split("=", 1)[1] if argv else "demo_out"
+  names = metrics.load_label_names(os.path.join(out, "data", "label_names.txt"), 10)
+  labels = metrics.load_labels(os.path.join(out, "data", "test", "image_label"))
+  scores = metrics.load_matrix(os.path.join(out, "inference", "scores.txt"))
+  thresholds = metrics.load_thresholds(os.path.join(out, "thresholds.txt"))
+  with open(os.path.join(out, "data", "test", "image_list")) as f:
+    images = [line.split()[0] for line in f if line.strip()]
+
+  mAP = metrics.mean_average_precision(labels, scores)[0]
+  rows = [("at 0.5", metrics.threshold_predictions(scores, 0.5)),
+          ("calibrated", metrics.threshold_predictions(scores, thresholds))]
+  print(f"test set: {len(labels)} images, 10-crop mean scores, mAP {mAP:.4f}")
+  print(f"{'':12}{'CF1':>8}{'OF1':>8}{'CP':>8}{'CR':>8}")
+  for name, predictions in rows:
+    m = metrics.multilabel_prf(labels, predictions)
+    print(f"{name:12}{m['CF1']:8.4f}{m['OF1']:8.4f}{m['CP']:8.4f}{m['CR']:8.4f}")
+  calibrated = rows[1][1]
+  print("\nsample test images (digits present):")
+  for i in range(min(8, len(images))):
+    true = " ".join(n for n, y in zip(names, labels[i]) if y)
+    predicted = " ".join(n for n, y in zip(names, calibrated[i]) if y)
+    mark = "ok" if (calibrated[i] == labels[i]).all() else "  "
+    print(f"  {mark} {images[i]:<16} true [{true:<8}] predicted [{predicted}]")
+
+
+if __name__ == "__main__":
+  main(sys.argv[1:])

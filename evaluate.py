@@ -1,0 +1,187 @@
+"""Evaluates each new checkpoint of a training run: loss, mAP, per-label AP, CP/CR/CF1/OP/OR/OF1.
+
+Runs beside train.py (on the CPU by default, so it doesn't take the GPU from training), rebuilds
+the model from the train dir's config.json, and keeps the best checkpoint by mAP in
+<eval_dir>/best/:
+
+    python evaluate.py --checkpoint_dir=runs/coco --input_tfrecord_file='data/eval-*'
+    python evaluate.py --checkpoint_dir=runs/coco --input_tfrecord_file=data/eval.tfrecord \
+        --run_once=true --score_file=eval_scores.txt --label_file=eval_labels.txt
+"""
+
+import json
+import os
+import shutil
+import sys
+import time
+
+import numpy as np
+import tensorflow as tf
+
+import configs
+import metrics
+import records
+import run_utils
+from multi_label_classification_model import (MultiLabelClassificationModel, build_dataset,
+                                              per_example_loss)
+from run_utils import log
+
+METRICS_FILE = "metrics.jsonl"
+BEST_DIR = "best"
+
+
+def predict_fn(model):
+  @tf.function
+  def predict(images, labels):
+    logits, end_points = model(images, training=False)
+    return end_points["predictions"], per_example_loss(logits, labels)
+  return predict
+
+
+def score_dataset(predict, dataset):
+  """One pass: (scores [N, L], labels [N, L], mean classification loss)."""
+  scores, labels, losses = [], [], []
+  progress = records.Progress(0, "eval images")
+  for images, batch_labels, _ in dataset:
+    batch_scores, batch_losses = predict(images, batch_labels)
+    scores.append(batch_scores.numpy())
+    labels.append(batch_labels.numpy())
+    losses.append(batch_losses.numpy())
+    progress.update(sum(len(s) for s in scores))
+  progress.clear()
+  if not scores:
+    raise ValueError("the eval records are empty")
+  return np.concatenate(scores), np.concatenate(labels).astype(int), np.concatenate(losses).mean()
+
+
+def already_evaluated(eval_dir):
+  path = os.path.join(eval_dir, METRICS_FILE)
+  if not os.path.exists(path):
+    return set()
+  with open(path) as f:
+    return {json.loads(line)["checkpoint"] for line in f if line.strip()}
+
+
+def write_summaries(writer, result, label_names):
+  with writer.as_default(step=result["global_step"]):
+    for key, value in result.items():
+      if isinstance(value, float):
+        tf.summary.scalar(f"eval/{key}", value)
+    for name, ap in zip(label_names, result["per_label_ap"]):
+      if ap is not None:
+        tf.summary.scalar(f"per_label_ap/{name}", ap)
+  writer.flush()
+
+
+def keep_if_best(result, prefix, eval_dir, train_dir):
+  """Copies the checkpoint, config.json and its metrics to <eval_dir>/best/ if its mAP is the best
+  so far. The copy is built beside and renamed into place, so best/ is always complete."""
+  best_dir = os.path.join(eval_dir, BEST_DIR)
+  best_metrics = os.path.join(best_dir, "metrics.json")
+  if os.path.exists(best_metrics):
+    with open(best_metrics) as f:
+      if json.load(f)["mAP"] >= result["mAP"]:
+        return False
+  staging = best_dir + ".tmp"
+  shutil.rmtree(staging, ignore_errors=True)
+  os.makedirs(staging)
+  for path in tf.io.gfile.glob(prefix + ".*"):
+    shutil.copy2(path, staging)
+  shutil.copy2(os.path.join(train_dir, run_utils.CONFIG_FILE), staging)
+  name = os.path.basename(prefix)
+  with open(os.path.join(staging, "checkpoint"), "w") as f:
+    f.write(f'model_checkpoint_path: "{name}"\nall_model_checkpoint_paths: "{name}"\n')
+  with open(os.path.join(staging, "metrics.json"), "w") as f:
+    json.dump(result, f, indent=1)
+  old = best_dir + ".old"
+  if os.path.exists(best_dir):
+    os.replace(best_dir, old)
+  os.replace(staging, best_dir)
+  shutil.rmtree(old, ignore_errors=True)
+  return True
+
+
+def evaluate_checkpoint(model, predict, prefix, eval_config, model_config):
+  """Restores `prefix`, scores the eval set, and returns (result dict, scores, labels)."""
+  step = run_utils.restore_model(model, prefix, use_ema=True)
+  dataset = build_dataset(model_config, "eval", file_spec=eval_config.input_tfrecord_file)
+  start = time.time()
+  scores, labels, loss = score_dataset(predict, dataset)
+  result = {"global_step": step, "checkpoint": os.path.basename(prefix), "loss": float(loss)}
+  result.update(metrics.evaluate_scores(labels, scores, threshold=0.5, top_k=eval_config.top_k))
+  result["seconds"] = round(time.time() - start, 2)
+  return result, scores, labels
+
+
+def checkpoints_to_evaluate(eval_config):
+  """The checkpoint prefixes to evaluate: one for run_once, else each new one as it appears."""
+  if eval_config.run_once:
+    yield run_utils.resolve_checkpoint(eval_config.checkpoint_path
+                                       or eval_config.checkpoint_dir)[0]
+    return
+  yield from tf.train.checkpoints_iterator(
+      eval_config.checkpoint_dir, min_interval_secs=eval_config.eval_interval_secs,
+      timeout=eval_config.timeout_secs or None)
+
+
+def main(argv):
+  eval_config = configs.EvalConfig()  # edit here, e.g. checkpoint_dir="runs/coco"
+  configs.parse_overrides(argv, eval_config)
+  if not eval_config.input_tfrecord_file:
+    run_utils.fail("set --input_tfrecord_file to the eval TFRecords")
+  eval_dir = eval_config.eval_dir or os.path.join(eval_config.checkpoint_dir, "eval")
+  os.makedirs(eval_dir, exist_ok=True)
+  run_utils.select_devices(eval_config.gpu_id)
+
+  model = predict = writer = None
+  done = already_evaluated(eval_dir)
+  evaluations = 0
+  for prefix in checkpoints_to_evaluate(eval_config):
+    name = os.path.basename(prefix)
+    if name in done and not eval_config.run_once:
+      continue
+    if model is None:  # built on the first checkpoint, once train.py has written config.json
+      train_dir = run_utils.resolve_checkpoint(prefix)[1]
+      model_config = run_utils.load_model_config(train_dir)
+      model_config.batch_size = eval_config.batch_size
+      model = MultiLabelClassificationModel(model_config)
+      predict = predict_fn(model)
+      writer = tf.summary.create_file_writer(eval_dir)
+      label_names = metrics.load_label_names(eval_config.label_names_file,
+                                             model_config.label_count)
+    try:
+      if not eval_config.run_once and int(name.rsplit("-", 1)[-1]) < eval_config.min_global_step:
+        log(f"skipping {name}: below min_global_step={eval_config.min_global_step}")
+        continue
+      result, scores, labels = evaluate_checkpoint(model, predict, prefix, eval_config,
+                                                   model_config)
+    except (tf.errors.NotFoundError, FileNotFoundError, ValueError) as e:
+      if tf.io.gfile.exists(prefix + ".index"):
+        raise
+      log(f"skipping {name}: it was deleted before it could be read "
+          f"(train.py's max_to_keep?): {type(e).__name__}")
+      continue
+
+    log(f"{name} (step {result['global_step']}): loss {result['loss']:.4f} "
+        f"mAP {result['mAP']:.4f} CF1 {result['CF1']:.4f} OF1 {result['OF1']:.4f} "
+        f"[{result['num_images']} images, {result['seconds']:.1f} s]")
+    log(metrics.format_metrics_table(result, label_names))
+    write_summaries(writer, result, label_names)
+    with open(os.path.join(eval_dir, METRICS_FILE), "a") as f:
+      f.write(json.dumps(result) + "\n")
+    if keep_if_best(result, prefix, eval_dir, train_dir):
+      log(f"new best mAP {result['mAP']:.4f}: copied {name} to {eval_dir}/{BEST_DIR}/")
+    if eval_config.score_file:
+      metrics.save_scores(eval_config.score_file, scores)
+    if eval_config.label_file:
+      metrics.save_labels(eval_config.label_file, labels)
+    done.add(name)
+    evaluations += 1
+    if eval_config.max_evaluations and evaluations >= eval_config.max_evaluations:
+      break
+  log(f"evaluated {evaluations} checkpoint(s); metrics in {eval_dir}/{METRICS_FILE}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv[1:]))

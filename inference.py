@@ -1,0 +1,157 @@
+"""Scores test images with 10 crops (4 corners + centre + their mirrors), averaged or maxed.
+
+Rebuilds the model from the checkpoint's saved config (and uses the EMA weights if training kept
+them), decodes images in parallel in tf.data, and writes:
+  <inference_dir>/<inference_file_name>  the original's score file: %.6f, a row per image
+  <inference_dir>/predictions.csv        path, status, every score, the predicted label names
+
+    python inference.py --checkpoint_path=runs/coco/eval/best --image_dir=test_images
+    python inference.py --checkpoint_path=runs/coco --image_list_file=test/image_list \
+        --image_dir=test/images --thresholds_file=thresholds.txt --label_names_file=names.txt
+"""
+
+import csv
+import os
+import re
+import sys
+import time
+
+import numpy as np
+import tensorflow as tf
+
+import configs
+import metrics
+import records
+import run_utils
+from multi_label_classification_model import preprocess_ten_crop
+from run_utils import log
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+CROPS = 10
+
+
+def get_test_image_list(config):
+  """The images to score, in output order. Edit this hook to score something else.
+
+  image_list_file: a plain list of paths, or an original-format image_list ("name.jpg 3"); only
+  the first column is used, and relative names are resolved against image_dir. image_dir alone:
+  every image in it, sorted.
+  """
+  if config.image_list_file:
+    with open(config.image_list_file) as f:
+      names = [line.split()[0] for line in f if line.strip()]
+    return [os.path.join(config.image_dir, n) if config.image_dir and not os.path.isabs(n)
+            else n for n in names]
+  if config.image_dir:
+    return sorted(os.path.join(config.image_dir, n) for n in os.listdir(config.image_dir)
+                  if n.lower().endswith(IMAGE_EXTENSIONS))
+  raise ValueError("set --image_list_file or --image_dir to the images to score")
+
+
+def resize_hw(config, model_config):
+  """InferenceConfig's resize, or with 0 the original's 290/224 ratio applied to the target."""
+  target = (model_config.target_height, model_config.target_width)
+  resize = (config.resize_height or round(target[0] * 290 / 224),
+            config.resize_width or round(target[1] * 290 / 224))
+  if resize[0] < target[0] or resize[1] < target[1]:
+    raise ValueError(f"resize {resize} is smaller than the crops {target}")
+  return resize, target
+
+
+def crops_dataset(paths, resize, target, batch_size):
+  """(index, [10, h, w, 3]) batches; images that fail to decode are dropped (found by index)."""
+  def load(index, path):
+    return index, preprocess_ten_crop(tf.io.read_file(path), resize, target)
+  ds = tf.data.Dataset.from_tensor_slices((tf.range(len(paths)), tf.constant(paths, tf.string)))
+  ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
+  return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def make_scorer(model, aggregation, target):
+  if aggregation not in ("mean", "max"):
+    raise ValueError(f"aggregation={aggregation!r}: expected mean or max")
+  reduce = tf.reduce_mean if aggregation == "mean" else tf.reduce_max
+
+  @tf.function
+  def score(crops):
+    flat = tf.reshape(crops, [-1, target[0], target[1], 3])  # [B, 10, h, w, 3] -> [B*10, h, w, 3]
+    _, end_points = model(flat, training=False)
+    per_crop = tf.reshape(end_points["predictions"], [tf.shape(crops)[0], CROPS, -1])  # [B, 10, L]
+    return reduce(per_crop, axis=1)
+  return score
+
+
+def score_images(score, paths, resize, target, batch_size, label_count):
+  """Scores every path; unreadable images get a row of NaN. Returns (scores [N, L], failed)."""
+  scores = np.full((len(paths), label_count), np.nan, np.float32)
+  seen = np.zeros(len(paths), bool)
+  progress = records.Progress(len(paths), "images")
+  for indices, crops in crops_dataset(paths, resize, target, batch_size):
+    scores[indices.numpy()] = score(crops).numpy()
+    seen[indices.numpy()] = True
+    progress.update(int(seen.sum()))
+  progress.finish(int(seen.sum()))
+  return scores, np.flatnonzero(~seen)
+
+
+def failure_reason(path):
+  try:
+    tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+  except (tf.errors.OpError, ValueError) as e:
+    message = e.message if isinstance(e, tf.errors.OpError) else str(e)
+    return re.sub(r"\{\{.*?\}\}|\[Op:.*", "", message).strip()[:200]  # drop TF's op tags
+  return "failed during cropping"
+
+
+def write_predictions_csv(path, paths, scores, failed, thresholds, label_names):
+  """One row per image: path, status, every score, the names of the labels above threshold."""
+  predictions = metrics.threshold_predictions(np.nan_to_num(scores, nan=-1.0), thresholds)
+  with records.atomic_write(path, newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(["image_path", "status"] + label_names + ["predicted_labels"])
+    for i, image in enumerate(paths):
+      if i in failed:
+        writer.writerow([image, "unreadable"] + [""] * len(label_names) + [""])
+        continue
+      names = [n for n, p in zip(label_names, predictions[i]) if p]
+      writer.writerow([image, "ok"] + [f"{s:.6f}" for s in scores[i]] + [";".join(names)])
+
+
+def main(argv):
+  config = configs.InferenceConfig()  # edit here, e.g. checkpoint_path="runs/coco/eval/best"
+  configs.parse_overrides(argv, config)
+  run_utils.select_devices(config.gpu_id)
+
+  model, model_config, prefix, step = run_utils.load_trained_model(config.checkpoint_path)
+  log(f"restored {prefix} (step {step})")
+  resize, target = resize_hw(config, model_config)
+  paths = get_test_image_list(config)
+  log(f"scoring {len(paths)} images: resize {resize}, 10 crops of {target}, {config.aggregation}")
+
+  start = time.time()
+  score = make_scorer(model, config.aggregation, target)
+  scores, failed = score_images(score, paths, resize, target, config.batch_size,
+                                model_config.label_count)
+  for i in failed:
+    log(f"unreadable image {paths[i]}: {failure_reason(paths[i])}")
+  log(f"scored {len(paths) - len(failed)} images in {time.time() - start:.1f} s; "
+      f"{len(failed)} unreadable")
+
+  label_names = metrics.load_label_names(config.label_names_file, model_config.label_count)
+  thresholds = (metrics.load_thresholds(config.thresholds_file) if config.thresholds_file
+                else config.threshold)
+  score_path = os.path.join(config.inference_dir, config.inference_file_name)
+  metrics.save_scores(score_path, scores)
+  csv_path = os.path.join(config.inference_dir, "predictions.csv")
+  write_predictions_csv(csv_path, paths, scores, set(failed.tolist()), thresholds, label_names)
+  log(f"wrote {score_path} and {csv_path}")
+  if config.export_saved_model:
+    import export_saved_model
+    export_saved_model.export(model, config.export_saved_model, resize, target,
+                              config.aggregation, thresholds)
+    log(f"wrote a SavedModel to {config.export_saved_model}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,296 @@
+"""The multi-label model, its preprocessing, its input pipeline and its loss.
+
+    backbone: resnet_v2_50, global_pool=False, no logits   [B, H/32, W/32, 2048]
+    my_sub_network/my_conv_1: 1x1, label_count, ReLU         [B, H/32, W/32, L]
+    my_sub_network/my_conv_2: 1x1, label_count, ReLU         [B, H/32, W/32, L]
+    my_sub_network/my_conv_3: k x k VALID, linear (k = H/32) [B, 1, 1, L]
+    squeeze -> logits [B, L] -> sigmoid
+
+This is the original toolkit's network (a ResNet-50 v2 endpoint followed by three convolutions),
+with TF-Slim's variable names so that its checkpoints and the official `resnet_v2_50.ckpt` restore
+by name. Preprocessing runs inside tf.data, once, for training, evaluation and 10-crop inference.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+import records
+import resnet_utils
+import resnet_v2
+
+BACKBONE_SCOPE = "resnet_v2_50"
+HEAD_SCOPE = "my_sub_network"
+
+COMPUTE_DTYPES = {"float32": tf.float32, "mixed_bfloat16": tf.bfloat16,
+                  "mixed_float16": tf.float16}
+
+
+def compute_dtype(precision):
+  """The dtype activations run in for a ModelConfig.precision; variables always stay float32."""
+  if precision not in COMPUTE_DTYPES:
+    raise ValueError(f"precision={precision!r}: expected one of {sorted(COMPUTE_DTYPES)}")
+  return COMPUTE_DTYPES[precision]
+
+
+# ---------------------------------------------------------------------------------------------
+# The model.
+
+class MultiLabelClassificationModel(tf.Module):
+  """ResNet-50 v2 backbone + the original's three-convolution head, from a ModelConfig.
+
+  `model(images, training)` takes [B, H, W, 3] images in [-1, 1] and returns
+  `(logits [B, label_count] float32, end_points)`; end_points adds 'logits' and 'predictions'
+  (the sigmoid) to the backbone's.
+
+  With `train_base_network=False` (the original's default) the backbone's variables are not
+  trainable and its batch norm always uses the moving statistics, even while training, so a
+  frozen pretrained backbone computes exactly what it computed when it was trained.
+  """
+
+  def __init__(self, config, name=None):
+    super().__init__(name=name)
+    if config.label_count < 1:
+      raise ValueError(f"label_count={config.label_count}: set it to the number of labels")
+    for side in ("target_height", "target_width"):
+      if getattr(config, side) % 32:
+        raise ValueError(f"{side}={getattr(config, side)}: must be a multiple of 32 "
+                         "(the backbone's output stride)")
+    self.config = config
+    self.dtype = compute_dtype(config.precision)
+    self.backbone = resnet_v2.resnet_v2_50(
+        num_classes=None, global_pool=False, scope=BACKBONE_SCOPE,
+        trainable=config.train_base_network,
+        batch_norm_decay=config.batch_norm_decay,
+        batch_norm_epsilon=config.batch_norm_epsilon)
+    labels = config.label_count
+    kernel = (config.target_height // 32, config.target_width // 32)
+    conv = lambda name, k, depth_in, relu: resnet_utils.Conv2D(
+        f"{HEAD_SCOPE}/{name}", k, depth_in, labels, padding="VALID", batch_norm=False,
+        activation=tf.nn.relu if relu else None, initializer=resnet_utils.xavier_initializer())
+    self.head = [conv("my_conv_1", (1, 1), 2048, True),
+                 conv("my_conv_2", (1, 1), labels, True),
+                 conv("my_conv_3", kernel, labels, False)]
+
+  @property
+  def backbone_variables(self):
+    return self.backbone.variables
+
+  @property
+  def regularized_weights(self):
+    """The weights that L2 covers: the head's, plus the backbone's when it is fine-tuned."""
+    if not self.config.use_regularizer:
+      return []
+    weights = [layer.weights for layer in self.head]
+    if self.config.train_base_network:
+      weights += list(self.backbone.regularized_weights)
+    return weights
+
+  def __call__(self, images, training=False):
+    backbone_training = bool(training) and self.config.train_base_network
+    net, end_points = self.backbone(tf.cast(images, self.dtype), training=backbone_training)
+    if not self.config.train_base_network:
+      net = tf.stop_gradient(net)  # nothing below the head is trained: keep backprop out of it
+    for layer in self.head:
+      net = layer(net)
+    logits = tf.cast(tf.squeeze(net, axis=[1, 2]), tf.float32)  # [B, 1, 1, L] -> [B, L]
+    end_points["logits"] = logits
+    end_points["predictions"] = tf.sigmoid(logits)
+    return logits, end_points
+
+  def restore_backbone(self, checkpoint_path):
+    """First-run restore: the `resnet_v2_50/` variables from a slim-format checkpoint."""
+    return resnet_utils.restore_from_checkpoint(
+        self.backbone.variables, checkpoint_path, exclude_scopes=(f"{BACKBONE_SCOPE}/logits",))
+
+
+# ---------------------------------------------------------------------------------------------
+# Loss.
+
+def per_example_loss(logits, labels, kind="sigmoid", focal_gamma=2.0, gamma_neg=4.0,
+                     gamma_pos=0.0, asl_clip=0.05):
+  """Classification loss per image, averaged over labels: [B, L] logits and 0/1 labels -> [B].
+
+  kind:
+    sigmoid: sigmoid cross-entropy, the original's loss.
+    focal: (1 - p_t)^gamma * CE (Lin et al. 2017, "Focal Loss for Dense Object Detection").
+    asymmetric: ASL (Ridnik et al. 2021, "Asymmetric Loss For Multi-Label Classification"):
+      positives weighted by (1 - p)^gamma_pos, negatives use p_m = max(p - clip, 0) and are
+      weighted by p_m^gamma_neg.
+  """
+  logits = tf.cast(logits, tf.float32)
+  labels = tf.cast(labels, tf.float32)
+  if kind == "sigmoid":
+    loss = tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
+  elif kind == "focal":
+    ce = tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
+    p = tf.sigmoid(logits)
+    p_t = labels * p + (1 - labels) * (1 - p)
+    loss = tf.pow(1 - p_t, focal_gamma) * ce
+  elif kind == "asymmetric":
+    p = tf.sigmoid(logits)
+    p_neg = tf.maximum(p - asl_clip, 0.0) if asl_clip > 0 else p
+    eps = 1e-8
+    loss_pos = -tf.pow(1 - p, gamma_pos) * tf.math.log(tf.maximum(p, eps))
+    loss_neg = -tf.pow(p_neg, gamma_neg) * tf.math.log(tf.maximum(1 - p_neg, eps))
+    loss = labels * loss_pos + (1 - labels) * loss_neg
+  else:
+    raise ValueError(f"loss={kind!r}: expected sigmoid, focal or asymmetric")
+  return tf.reduce_mean(loss, axis=-1)
+
+
+def l2_loss(weights, weight_decay):
+  """weight_decay * sum(w^2) / 2 over the regularized weights (slim's l2_regularizer)."""
+  if not weights or weight_decay == 0:
+    return tf.constant(0.0)
+  return weight_decay * tf.add_n([tf.nn.l2_loss(w) for w in weights])
+
+
+def total_loss(model, logits, labels, global_batch_size=None, **loss_options):
+  """(total, classification, regularization) for one (replica's) batch.
+
+  The classification term is the mean over batch x labels; under tf.distribute it is averaged
+  over the global batch (compute_average_loss) and the regularization is split per replica, so
+  that the gradients summed over replicas equal one big batch's.
+  """
+  per_example = per_example_loss(logits, labels, **loss_options)
+  classification = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch_size)
+  regularization = tf.nn.scale_regularization_loss(
+      l2_loss(model.regularized_weights, model.config.weight_decay))
+  return classification + regularization, classification, regularization
+
+
+# ---------------------------------------------------------------------------------------------
+# Preprocessing. Images are decoded to float in [0, 1], augmented there, and scaled to [-1, 1]
+# (the range the slim ResNet v2 checkpoints were trained on) as the last step.
+
+def _to_unit_range(image_uint8):
+  return tf.image.convert_image_dtype(image_uint8, tf.float32)
+
+
+def _to_network_range(image):
+  return (image - 0.5) * 2.0
+
+
+def train_crop_window(image_shape, resize_hw, target_hw, seed=None):
+  """The source window that resize-then-random-crop reads: [y, x, h, w] in source pixels.
+
+  The original resized the whole image to resize_hw and cut a random target_hw crop from it. A
+  crop of a bilinear resize is (up to rounding to whole source pixels, and interpolation at the
+  window's edge) the bilinear resize of the matching source window, so decoding only that window
+  (`tf.io.decode_and_crop_jpeg`) gives the same distribution of crops for far less work.
+  """
+  height, width = tf.cast(image_shape[0], tf.float32), tf.cast(image_shape[1], tf.float32)
+  (rh, rw), (th, tw) = resize_hw, target_hw
+  offset = tf.random.uniform([2], 0.0, 1.0, seed=seed) * [rh - th + 1, rw - tw + 1]
+  offset = tf.floor(offset)  # the original's integer crop offset in the resized image
+  scale = tf.stack([height / rh, width / rw])
+  start = tf.cast(tf.floor(offset * scale), tf.int32)
+  size = tf.maximum(tf.cast(tf.round(tf.constant([th, tw], tf.float32) * scale), tf.int32), 1)
+  size = tf.minimum(size, tf.cast(tf.stack([height, width]), tf.int32) - start)
+  return tf.concat([start, size], axis=0)
+
+
+def color_augment(image):
+  """The original's photometric augmentation on a [H, W, 3] image in [0, 1]."""
+  image = tf.image.random_brightness(image, max_delta=32.0 / 255.0)
+  image = tf.image.random_saturation(image, lower=0.5, upper=1.5)
+  image = tf.image.random_hue(image, max_delta=0.032)
+  image = tf.image.random_contrast(image, lower=0.5, upper=1.5)
+  return tf.clip_by_value(image, 0.0, 1.0)
+
+
+def preprocess_train(image_data, config):
+  """JPEG bytes -> [target_h, target_w, 3] in [-1, 1]: random crop, flip and colour."""
+  window = train_crop_window(tf.io.extract_jpeg_shape(image_data),
+                             (config.resize_height, config.resize_width),
+                             (config.target_height, config.target_width))
+  image = tf.io.decode_and_crop_jpeg(image_data, window, channels=3)
+  image = tf.image.resize(_to_unit_range(image), (config.target_height, config.target_width))
+  image = tf.image.random_flip_left_right(image)
+  return _to_network_range(color_augment(image))
+
+
+def preprocess_eval(image_data, config):
+  """Encoded image -> [target_h, target_w, 3] in [-1, 1]: a plain resize, as the original."""
+  image = tf.io.decode_image(image_data, channels=3, expand_animations=False)
+  image = tf.image.resize(_to_unit_range(image), (config.target_height, config.target_width))
+  return _to_network_range(image)
+
+
+def ten_crops(image, target_hw):
+  """[H, W, 3] -> [10, th, tw, 3]: the 4 corners and the centre, then their mirrors, in order.
+
+  Order: top-left, top-right, bottom-left, bottom-right, centre, then the same five flipped
+  left-right.
+  """
+  height, width = tf.shape(image)[0], tf.shape(image)[1]
+  th, tw = target_hw
+  offsets = [(0, 0), (0, width - tw), (height - th, 0), (height - th, width - tw),
+             ((height - th) // 2, (width - tw) // 2)]
+  crops = tf.stack([image[y:y + th, x:x + tw] for y, x in offsets])  # [5, th, tw, 3]
+  return tf.concat([crops, tf.reverse(crops, axis=[2])], axis=0)  # [10, th, tw, 3]
+
+
+def preprocess_ten_crop(image_data, resize_hw, target_hw):
+  """Encoded image -> [10, th, tw, 3] in [-1, 1]: resize to resize_hw, then ten_crops."""
+  image = tf.io.decode_image(image_data, channels=3, expand_animations=False)
+  image = tf.image.resize(_to_unit_range(image), resize_hw)
+  return _to_network_range(ten_crops(image, target_hw))
+
+
+# ---------------------------------------------------------------------------------------------
+# Input pipeline.
+
+def input_files(file_spec, input_context=None):
+  """The TFRecord files of `file_spec`, and whether records (not files) must be sharded."""
+  files = records.expand_file_spec(file_spec)
+  pipelines = input_context.num_input_pipelines if input_context else 1
+  if pipelines > 1 and len(files) >= pipelines:
+    return files[input_context.input_pipeline_id::pipelines], False
+  return files, pipelines > 1
+
+
+def build_dataset(config, mode, file_spec=None, input_context=None, seed=None):
+  """A tf.data pipeline over SequenceExample TFRecords.
+
+  Args:
+    config: ModelConfig (keys, sizes, batch_size, parallelism, shuffle_buffer).
+    mode: 'train' (shuffled, repeated, augmented, whole batches) or 'eval' (one pass in file
+      order, plain resize, a final partial batch).
+    file_spec: file, comma list or glob; defaults to config.input_tfrecord_file.
+    input_context: a tf.distribute.InputContext: each input pipeline reads its own files when
+      there are at least as many files as pipelines, else its own records.
+    seed: shuffle seed (None = nondeterministic).
+  Returns:
+    train: (images [B, th, tw, 3] float32 in [-1, 1], labels [B, L] float32).
+    eval: (images, labels, image_paths [B]).
+  """
+  if mode not in ("train", "eval"):
+    raise ValueError(f"mode={mode!r}: expected 'train' or 'eval'")
+  training = mode == "train"
+  files, shard_records = input_files(file_spec or config.input_tfrecord_file, input_context)
+  parallel = tf.data.AUTOTUNE if config.num_parallel_calls < 0 else config.num_parallel_calls
+  ds = tf.data.Dataset.from_tensor_slices(files)
+  if training:
+    ds = ds.shuffle(len(files), seed=seed)
+  ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 8),
+                     num_parallel_calls=parallel if len(files) > 1 else None,
+                     deterministic=not training)
+  if shard_records:
+    ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+  if training:
+    ds = ds.shuffle(config.shuffle_buffer, seed=seed).repeat()
+
+  label_count = config.label_count
+
+  def parse(serialized):
+    path, data, labels = records.parse_example(
+        serialized, config.image_path_key, config.image_data_key, config.image_label_key)
+    labels = tf.ensure_shape(tf.cast(labels, tf.float32), [label_count])
+    if training:
+      return preprocess_train(data, config), labels
+    return preprocess_eval(data, config), labels, path
+
+  ds = ds.map(parse, num_parallel_calls=parallel, deterministic=not training)
+  ds = ds.batch(config.batch_size, drop_remainder=training)
+  return ds.prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,209 @@
+"""Trains the multi-label model from TFRecords, with checkpoints and TensorBoard summaries.
+
+Run it beside evaluate.py, and watch both in TensorBoard:
+
+    python train.py --label_count=35 --input_tfrecord_file='data/train-*' --train_dir=runs/coco \
+        --base_network_checkpoint=resnet_v2_50.ckpt
+    python evaluate.py --checkpoint_dir=runs/coco --input_tfrecord_file='data/eval-*'
+    tensorboard --logdir runs/coco
+
+On an empty train_dir the backbone starts from `base_network_checkpoint`; on a train_dir with
+checkpoints, training resumes from the latest (weights, optimiser state, global step). Ctrl-C or
+SIGTERM saves a checkpoint before exiting.
+"""
+
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+
+import tensorflow as tf
+
+import configs
+import run_utils
+from multi_label_classification_model import (MultiLabelClassificationModel, build_dataset,
+                                              total_loss)
+from run_utils import log
+
+
+def restore_or_start(manager, model, model_config):
+  """Resumes from the latest checkpoint, else restores the backbone for a first run."""
+  if manager.latest_checkpoint:
+    manager.checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    log(f"resumed from {manager.latest_checkpoint}; base_network_checkpoint is ignored")
+    return
+  path = model_config.base_network_checkpoint
+  if not path:
+    log("warning: no base_network_checkpoint: training the backbone from scratch")
+    return
+  if not (tf.io.gfile.exists(path) or tf.io.gfile.exists(path + ".index")):
+    raise FileNotFoundError(f"base_network_checkpoint={path!r} does not exist")
+  model.restore_backbone(path)
+  log(f"restored the backbone from {path}")
+
+
+def checkpoint_dir(strategy, train_dir):
+  """The chief writes train_dir; other workers write a temp dir (they must save too, since saving
+  is collective) that is deleted afterwards, as TensorFlow's multi-worker guide prescribes."""
+  if run_utils.is_chief(strategy):
+    return train_dir
+  return tempfile.mkdtemp(prefix="worker_ckpt_")
+
+
+def make_train_step(model, optimizer, ema, strategy, model_config, train_config):
+  """One distributed step: forward, loss, gradients, clipping, update, EMA. Returns the loss
+  terms and the global gradient norm, reduced over replicas."""
+  variables = model.trainable_variables
+  global_batch = model_config.batch_size * strategy.num_replicas_in_sync
+  loss_options = dict(kind=train_config.loss, focal_gamma=train_config.focal_gamma,
+                      gamma_neg=train_config.gamma_neg, gamma_pos=train_config.gamma_pos,
+                      asl_clip=train_config.asl_clip)
+  loss_scale = isinstance(optimizer, tf.keras.optimizers.LossScaleOptimizer)
+
+  @tf.function(jit_compile=train_config.xla)
+  def gradients(images, labels):
+    with tf.GradientTape() as tape:
+      logits, _ = model(images, training=True)
+      loss, classification, regularization = total_loss(
+          model, logits, labels, global_batch_size=global_batch, **loss_options)
+      scaled = optimizer.scale_loss(loss) if loss_scale else loss
+    grads = tape.gradient(scaled, variables)
+    return grads, classification, regularization
+
+  def replica_step(images, labels):
+    grads, classification, regularization = gradients(images, labels)
+    norm = tf.linalg.global_norm(grads)
+    if train_config.clip_gradients > 0:
+      grads, _ = tf.clip_by_global_norm(grads, train_config.clip_gradients, use_norm=norm)
+    optimizer.apply_gradients(zip(grads, variables))
+    if ema is not None:
+      ema.update()
+    return classification, regularization, norm
+
+  @tf.function
+  def step(iterator):
+    images, labels = next(iterator)
+    classification, regularization, norm = strategy.run(replica_step, args=(images, labels))
+    total = lambda x: strategy.reduce(tf.distribute.ReduceOp.SUM, x, axis=None)
+    # Both terms are already scaled per replica (global batch; replica count), so they sum.
+    return {"loss/classification": total(classification),
+            "loss/regularization": total(regularization),
+            "gradient_norm": strategy.reduce(tf.distribute.ReduceOp.MEAN, norm, axis=None)}
+
+  return step
+
+
+class StopFlag:
+  """Set by SIGINT/SIGTERM; the loop saves a checkpoint and exits at the end of the step."""
+
+  def __init__(self):
+    self.signal = None
+    for sig in (signal.SIGINT, signal.SIGTERM):
+      signal.signal(sig, self._handle)
+
+  def _handle(self, signum, _frame):
+    if self.signal is not None:  # a second Ctrl-C: stop now
+      raise KeyboardInterrupt
+    self.signal = signum
+    log(f"received {signal.Signals(signum).name}: saving a checkpoint after this step")
+
+
+def summarize_images(iterator, strategy, step_no, count=3):
+  """A few augmented training inputs, as the network sees them (mapped back to [0, 1])."""
+  images, _ = next(iterator)
+  images = strategy.experimental_local_results(images)[0][:count]
+  tf.summary.image("augmented_inputs", (images + 1.0) / 2.0, step=step_no, max_outputs=count)
+
+
+def train_loop(step, iterator, strategy, manager, writer, model_config, train_config,
+               global_step, learning_rate, stop):
+  """Runs steps to number_of_steps, logging, summarising and saving as configured."""
+  step_no = start = int(global_step.numpy())
+  batch = model_config.batch_size
+  window_start, window_steps, last_save = time.time(), 0, time.time()
+  log(f"training from step {step_no} to {train_config.number_of_steps}")
+  while step_no < train_config.number_of_steps and stop.signal is None:
+    scalars = step(iterator)
+    step_no += 1
+    window_steps += 1
+    if step_no % train_config.log_every_n_steps == 0 or step_no == train_config.number_of_steps:
+      elapsed = time.time() - window_start
+      rate = window_steps * batch / elapsed
+      eta = (train_config.number_of_steps - step_no) * elapsed / window_steps
+      values = {k: float(v) for k, v in scalars.items()}
+      values["loss/total"] = values["loss/classification"] + values["loss/regularization"]
+      values["learning_rate"] = float(learning_rate(step_no))
+      values["images_per_sec"] = rate
+      with writer.as_default(step=step_no):
+        for name, value in values.items():
+          tf.summary.scalar(name, value)
+      log(f"step {step_no}: loss {values['loss/total']:.4f} "
+          f"(classification {values['loss/classification']:.4f}, regularization "
+          f"{values['loss/regularization']:.4f}) lr {values['learning_rate']:.2e} "
+          f"{rate:.1f} images/s, eta {eta / 60:.1f} min")
+      window_start, window_steps = time.time(), 0
+    if train_config.image_summary_steps > 0 and (
+        step_no % train_config.image_summary_steps == 0 or step_no == start + 1):
+      with writer.as_default():
+        summarize_images(iterator, strategy, step_no)
+    due = (train_config.save_checkpoint_steps > 0
+           and step_no % train_config.save_checkpoint_steps == 0) or (
+           train_config.save_checkpoint_secs > 0
+           and time.time() - last_save >= train_config.save_checkpoint_secs)
+    if due:
+      manager.save(checkpoint_number=step_no)
+      last_save = time.time()
+  return step_no
+
+
+def main(argv):
+  model_config = configs.ModelConfig()  # edit here, e.g. label_count=35, input_tfrecord_file=...
+  train_config = configs.TrainConfig()  # e.g. train_dir="runs/coco", number_of_steps=20000
+  configs.parse_overrides(argv, model_config, train_config)
+  if train_config.seed >= 0:
+    tf.random.set_seed(train_config.seed)
+
+  run_utils.select_devices(train_config.gpu_id)
+  strategy = run_utils.make_strategy(train_config.strategy)
+  log(f"{strategy.num_replicas_in_sync} replica(s); global batch "
+      f"{model_config.batch_size * strategy.num_replicas_in_sync}")
+  with strategy.scope():
+    model = MultiLabelClassificationModel(model_config)
+    optimizer = run_utils.make_optimizer(
+        train_config, model.trainable_variables,
+        loss_scale=model_config.precision == "mixed_float16")
+    ema = (run_utils.ExponentialMovingAverage(model.trainable_variables, train_config.ema_decay)
+           if train_config.ema_decay > 0 else None)
+  checkpoint = run_utils.make_checkpoint(model, optimizer, ema)
+  save_dir = checkpoint_dir(strategy, train_config.train_dir)
+  manager = tf.train.CheckpointManager(
+      checkpoint, save_dir, max_to_keep=train_config.max_to_keep,
+      keep_checkpoint_every_n_hours=train_config.keep_checkpoint_every_n_hours)
+  restore_or_start(manager, model, model_config)
+  if run_utils.is_chief(strategy):
+    configs.save_configs(os.path.join(train_config.train_dir, run_utils.CONFIG_FILE),
+                         model=model_config, train=train_config)
+
+  seed = train_config.seed if train_config.seed >= 0 else None
+  dataset = strategy.distribute_datasets_from_function(
+      lambda context: build_dataset(model_config, "train", input_context=context, seed=seed))
+  step = make_train_step(model, optimizer, ema, strategy, model_config, train_config)
+  writer = tf.summary.create_file_writer(save_dir)
+  stop = StopFlag()
+  step_no = train_loop(step, iter(dataset), strategy, manager, writer, model_config,
+                       train_config, optimizer.iterations,
+                       run_utils.learning_rate_schedule(train_config), stop)
+
+  if manager.latest_checkpoint != os.path.join(save_dir, f"ckpt-{step_no}"):
+    manager.save(checkpoint_number=step_no)
+  writer.flush()
+  log(f"saved {manager.latest_checkpoint}")
+  if save_dir != train_config.train_dir:
+    shutil.rmtree(save_dir, ignore_errors=True)
+  return 128 + stop.signal if stop.signal else 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv[1:]))
