@@ -86,7 +86,8 @@ class MultiLabelClassificationModel(tf.Module):
     return weights
 
   def __call__(self, images, training=False):
-    backbone_training = bool(training) and self.config.train_base_network
+    # `training` may be a bool tensor: the backbone's batch norm then picks its mode in-graph
+    backbone_training = training if self.config.train_base_network else False
     net, end_points = self.backbone(tf.cast(images, self.dtype), training=backbone_training)
     if not self.config.train_base_network:
       net = tf.stop_gradient(net)  # nothing below the head is trained: keep backprop out of it
@@ -181,6 +182,9 @@ def train_crop_window(image_shape, resize_hw, target_hw, seed=None):
   """
   height, width = tf.cast(image_shape[0], tf.float32), tf.cast(image_shape[1], tf.float32)
   (rh, rw), (th, tw) = resize_hw, target_hw
+  if rh < th or rw < tw:
+    raise ValueError(f"resize {resize_hw} is smaller than target {target_hw}: the random crop "
+                     "needs resize_height >= target_height and resize_width >= target_width")
   offset = tf.random.uniform([2], 0.0, 1.0, seed=seed) * [rh - th + 1, rw - tw + 1]
   offset = tf.floor(offset)  # the original's integer crop offset in the resized image
   scale = tf.stack([height / rh, width / rw])
@@ -275,7 +279,7 @@ def build_dataset(config, mode, file_spec=None, input_context=None, seed=None):
     ds = ds.shuffle(len(files), seed=seed)
   ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 8),
                      num_parallel_calls=parallel if len(files) > 1 else None,
-                     deterministic=not training)
+                     deterministic=not training if len(files) > 1 else None)
   if shard_records:
     ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
   if training:
@@ -286,7 +290,12 @@ def build_dataset(config, mode, file_spec=None, input_context=None, seed=None):
   def parse(serialized):
     path, data, labels = records.parse_example(
         serialized, config.image_path_key, config.image_data_key, config.image_label_key)
-    labels = tf.ensure_shape(tf.cast(labels, tf.float32), [label_count])
+    count = tf.size(labels)
+    check = tf.debugging.Assert(tf.equal(count, label_count), [
+        f"a record's label count differs from label_count={label_count}: image_path", path,
+        "has labels:", count])
+    with tf.control_dependencies([check]):
+      labels = tf.ensure_shape(tf.cast(labels, tf.float32), [label_count])
     if training:
       return preprocess_train(data, config), labels
     return preprocess_eval(data, config), labels, path

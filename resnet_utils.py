@@ -147,10 +147,15 @@ def conv2d_stride1(x, w, rate=1):
       if w.shape[0] == w.shape[1] == 1:  # a 1x1 filter gradient is one matmul
         dw = tf.reshape(tf.matmul(tf.reshape(x, [-1, w.shape[2]]), tf.reshape(dy, [-1, w.shape[3]]),
                                   transpose_a=True), tf.shape(w))  # [N*H*W, in]^T [N*H*W, out]
-      else:
+      elif rate == 1:
         dw = tf.raw_ops.Conv2DBackpropFilter(
             input=x, filter_sizes=tf.shape(w), out_backprop=dy, strides=[1, 1, 1, 1],
-            padding="SAME", dilations=[1, rate, rate, 1])
+            padding="SAME")
+      else:  # no CPU kernel for a dilated filter gradient: TF's own (space_to_batch) one
+        with tf.GradientTape() as tape:
+          tape.watch(w)
+          y = tf.nn.convolution(x, w, 1, "SAME", dilations=rate)
+        dw = tape.gradient(y, w, output_gradients=dy)
       return dx, dw
     return tf.nn.conv2d(x, w, 1, "SAME", dilations=rate), grad
   return conv(x, w)

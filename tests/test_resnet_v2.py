@@ -261,3 +261,62 @@ def test_half_precision_input_runs_close_to_float32(tiny, dtype):
   net(tf.cast(ref["input"], dtype), training=True)  # the fused op's half path, float32 statistics
   assert all(v.dtype == tf.float32 for v in net.variables)
   assert np.isfinite(net.postnorm.moving_variance.numpy()).all()
+
+
+# g. conv2d_stride1's hand-written gradient equals TensorFlow's own.
+def tf_conv_gradients(conv, x, w, dy):
+  """(dx, dw) of sum(conv(x, w) * dy), by GradientTape."""
+  with tf.GradientTape() as tape:
+    tape.watch([x, w])
+    loss = tf.reduce_sum(conv(x, w) * dy)
+  return tape.gradient(loss, [x, w])
+
+
+@pytest.mark.parametrize("eager", [True, False], ids=["eager", "tf.function"])
+@pytest.mark.parametrize("rate", [1, 2], ids=["rate1", "rate2"])
+@pytest.mark.parametrize("kernel", [(1, 1), (3, 3), (1, 3)], ids=["1x1", "3x3", "1x3"])
+def test_conv2d_stride1_gradient_equals_tensorflows(kernel, rate, eager):
+  rng = np.random.RandomState(0)
+  x = tf.constant(rng.randn(2, 5, 7, 3), tf.float32)  # odd, non-square maps: SAME pads unevenly
+  w = tf.constant(rng.randn(*kernel, 3, 4), tf.float32)
+  dy = tf.constant(rng.randn(2, 5, 7, 4), tf.float32)
+  # TF's default gradient; tf.nn.convolution because tf.nn.conv2d's own gradient has no CPU
+  # kernel for dilations > 1 (it runs a dilated conv as space_to_batch + conv2d there).
+  reference = lambda x, w: tf.nn.convolution(x, w, 1, "SAME", dilations=rate)
+  custom = lambda x, w: resnet_utils.conv2d_stride1(x, w, rate)
+  run = (lambda f, *a: f(*a)) if eager else (lambda f, *a: tf.function(f)(*a))
+  assert_close(custom(x, w), reference(x, w), what="forward")
+  want = run(tf_conv_gradients, reference, x, w, dy)
+  got = run(tf_conv_gradients, custom, x, w, dy)
+  for name, g, r in zip(["dx", "dw"], got, want):
+    assert_close(g, r, tol=1e-4, what=f"{name}, kernel {kernel}, rate {rate}")
+
+
+def gradient_ops(f, *args):
+  """The op types of the graph that computes f's gradients."""
+  return {op.type for op in tf.function(f).get_concrete_function(*args).graph.get_operations()}
+
+
+@pytest.mark.parametrize("kernel, stride, padding, custom", [
+    (3, 1, "SAME", True), (1, 1, "VALID", True), (1, 1, "SAME", True),
+    (3, 2, "SAME", False), (3, 1, "VALID", False), (2, 1, "SAME", False)])
+def test_resnet_conv_uses_the_custom_gradient_at_stride_1(kernel, stride, padding, custom):
+  """Conv2D at stride 1 with an odd kernel and SAME (or 1x1) goes through conv2d_stride1: its
+  gradients equal plain tf.nn.conv2d's, and TF's Conv2DBackpropInput is gone from the graph."""
+  rng = np.random.RandomState(1)
+  conv = resnet_utils.Conv2D("g/conv", kernel, 3, 4, stride=stride, padding=padding,
+                             batch_norm=False, activation=tf.nn.relu)
+  conv.biases.assign(rng.randn(4).astype(np.float32))
+  x = tf.constant(rng.randn(2, 6, 7, 3), tf.float32)
+
+  def grads(module_fn, x):
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      loss = tf.reduce_sum(module_fn(x) ** 2)
+    return tape.gradient(loss, [x, conv.weights, conv.biases])
+
+  plain = lambda x: tf.nn.relu(tf.nn.conv2d(x, conv.weights, stride, padding) + conv.biases)
+  for g, r, name in zip(grads(conv, x), grads(plain, x), ["dx", "dw", "db"]):
+    assert_close(g, r, tol=1e-4, what=f"{name} of a {kernel}x{kernel}/{stride} {padding} conv")
+  ops = gradient_ops(lambda x: grads(conv, x), x)
+  assert ("Conv2DBackpropInput" not in ops) == custom, sorted(ops)

@@ -1,0 +1,511 @@
+"""multi_label_classification_model against numpy and hand computations: the head, the frozen and
+the fine-tuned backbone, the losses, preprocessing, the tf.data pipeline and first-run restore.
+
+  .venv/bin/python -m pytest tests/test_model.py -m "not slow"   # fast, 64 px
+  .venv/bin/python -m pytest tests/test_model.py                 # + the head at 224
+"""
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import configs
+import multi_label_classification_model as mlc
+import records
+
+L = 5  # labels
+HEAD = "my_sub_network"
+
+
+def model_config(**overrides):
+  kw = dict(label_count=L, target_height=64, target_width=64, resize_height=72, resize_width=72)
+  return configs.ModelConfig(**dict(kw, **overrides))
+
+
+def names_and_shapes(variables):
+  return {v.name[:-2]: v.shape.as_list() for v in variables}
+
+
+def head_names_and_shapes(labels, kernel):
+  """What the issue specifies: 1x1 -> L, 1x1 -> L, kh x kw -> L, each with biases."""
+  weights = {"my_conv_1": [1, 1, 2048, labels], "my_conv_2": [1, 1, labels, labels],
+             "my_conv_3": [*kernel, labels, labels]}
+  out = {f"{HEAD}/{c}/weights": s for c, s in weights.items()}
+  out.update({f"{HEAD}/{c}/biases": [labels] for c in weights})
+  return out
+
+
+def sigmoid(x):
+  return np.exp(-np.logaddexp(0, -x))  # 1 / (1 + exp(-x)) without overflow
+
+
+def snapshot(variables):
+  return {v.name: v.numpy().copy() for v in variables}
+
+
+@pytest.fixture(scope="module")
+def backbone_ref(reference_dir):
+  """slim's resnet_v2_50 variables without the logits: what the backbone must hold."""
+  ref = json.loads((reference_dir / "resnet_v2_50_variables.json").read_text())
+  return {n: s for n, s in ref["variables"] if not n.startswith("resnet_v2_50/logits/")}
+
+
+@pytest.fixture(scope="module")
+def frozen():
+  """train_base_network=False (the default), 64x64."""
+  return mlc.MultiLabelClassificationModel(model_config())
+
+
+@pytest.fixture(scope="module")
+def tuned():
+  """train_base_network=True, 64x64."""
+  return mlc.MultiLabelClassificationModel(model_config(train_base_network=True))
+
+
+@pytest.fixture(scope="module")
+def wide():
+  """A rectangular 64x96 target. test_first_run_restore restores its backbone (its head stays)."""
+  return mlc.MultiLabelClassificationModel(model_config(target_width=96, resize_width=104))
+
+
+@pytest.fixture(scope="module")
+def images():
+  return tf.constant(np.random.RandomState(0).uniform(-1, 1, [2, 64, 64, 3]), tf.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# The head.
+
+def test_config_errors_name_the_bad_value():
+  with pytest.raises(ValueError, match="label_count=0"):
+    mlc.MultiLabelClassificationModel(model_config(label_count=0))
+  with pytest.raises(ValueError, match="target_width=100"):
+    mlc.MultiLabelClassificationModel(model_config(target_width=100))
+
+
+def test_variables_are_slims_backbone_plus_the_head(frozen, backbone_ref):
+  assert len(backbone_ref) == 270
+  assert names_and_shapes(frozen.backbone_variables) == backbone_ref
+  head = names_and_shapes(v for v in frozen.variables if v.name.startswith(HEAD + "/"))
+  assert head == head_names_and_shapes(L, (2, 2))  # my_conv_3: 64 / 32 = 2
+  assert len(frozen.variables) == 270 + 6
+  for layer in frozen.head:  # Xavier: U(-l, l), l = sqrt(6 / (fan_in + fan_out)); zero biases
+    kh, kw, depth_in, depth = layer.weights.shape
+    limit = np.sqrt(6 / (kh * kw * (depth_in + depth)))
+    assert 0 < np.abs(layer.weights.numpy()).max() <= limit
+    assert not layer.biases.numpy().any()
+
+
+def test_head_output_at_64_equals_numpy_head(frozen, images):
+  """logits [B, L] = my_conv_3(relu(my_conv_2(relu(my_conv_1(features))))), predictions = sigmoid."""
+  rng = np.random.RandomState(1)
+  for layer in frozen.head:  # non-zero biases, so that a missing bias add shows
+    layer.biases.assign(rng.uniform(-0.5, 0.5, layer.biases.shape).astype(np.float32))
+  logits, end_points = frozen(images, training=False)
+  assert logits.shape == [2, L] and logits.dtype == tf.float32
+  features = frozen.backbone(images, training=False)[0].numpy()  # [2, 2, 2, 2048]
+  assert features.shape == (2, 2, 2, 2048)
+  (w1, b1), (w2, b2), (w3, b3) = [(c.weights.numpy(), c.biases.numpy()) for c in frozen.head]
+  net = np.maximum(features @ w1[0, 0] + b1, 0)
+  net = np.maximum(net @ w2[0, 0] + b2, 0)
+  want = np.einsum("bhwc,hwcd->bd", net, w3) + b3  # a VALID 2x2 conv over the 2x2 map
+  np.testing.assert_allclose(logits, want, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(end_points["logits"], logits)
+  np.testing.assert_allclose(end_points["predictions"], sigmoid(logits.numpy()), rtol=1e-5,
+                             atol=1e-6)
+  assert end_points["resnet_v2_50/block4"].shape == [2, 2, 2, 2048]
+
+
+def test_rectangular_target(wide):
+  head = names_and_shapes(v for v in wide.variables if v.name.startswith(HEAD + "/"))
+  assert head == head_names_and_shapes(L, (2, 3))  # 64 / 32, 96 / 32
+  logits, end_points = wide(tf.zeros([3, 64, 96, 3]))
+  assert logits.shape == end_points["predictions"].shape == [3, L]
+
+
+@pytest.mark.slow
+def test_head_output_at_224():
+  model = mlc.MultiLabelClassificationModel(model_config(
+      target_height=224, target_width=224, resize_height=255, resize_width=255))
+  head = names_and_shapes(v for v in model.variables if v.name.startswith(HEAD + "/"))
+  assert head == head_names_and_shapes(L, (7, 7))
+  logits, end_points = model(tf.random.uniform([2, 224, 224, 3], -1, 1))
+  assert logits.shape == end_points["predictions"].shape == [2, L]
+  assert end_points["resnet_v2_50/block4"].shape == [2, 7, 7, 2048]
+
+
+# ---------------------------------------------------------------------------------------------
+# Frozen backbone and fine-tuning.
+
+def test_frozen_backbone_gets_no_gradients_and_keeps_moving_statistics(frozen, images):
+  assert not any(v.trainable for v in frozen.backbone_variables)
+  head_names = set(head_names_and_shapes(L, (2, 2)))
+  assert {v.name[:-2] for v in frozen.trainable_variables} == head_names
+  before = snapshot(frozen.variables)
+  backbone = [v for v in frozen.backbone_variables if "moving_" not in v.name]
+  with tf.GradientTape() as tape:
+    tape.watch(backbone)  # even watched by hand, nothing flows into the backbone
+    logits, _ = frozen(images, training=True)
+    loss = tf.reduce_sum(logits ** 2)
+  head_grads, backbone_grads = tape.gradient(loss, [frozen.trainable_variables, backbone])
+  assert all(g is not None and np.abs(g.numpy()).sum() > 0 for g in head_grads)
+  assert all(g is None for g in backbone_grads)
+  after = snapshot(frozen.variables)
+  for name, value in before.items():  # training=True moved no moving statistic
+    np.testing.assert_array_equal(after[name], value, err_msg=name)
+  # ... and normalised with them: training=True computes what inference computes
+  np.testing.assert_allclose(logits, frozen(images, training=False)[0], rtol=1e-6, atol=1e-6)
+
+
+def test_training_flag_may_be_a_tensor(frozen, images):
+  """A bool tensor (e.g. one tf.function for train and eval) works as the Python bool does."""
+  step = tf.function(lambda x, training: frozen(x, training=training)[0])
+  want = frozen(images, training=False)[0]
+  for training in [tf.constant(True), tf.constant(False)]:
+    np.testing.assert_allclose(step(images, training), want, rtol=1e-5, atol=1e-5)
+
+
+def test_fine_tuning_trains_the_backbone(tuned, images, backbone_ref):
+  trainable = {v.name[:-2] for v in tuned.trainable_variables}
+  backbone_trainable = {n for n in backbone_ref if "moving_" not in n}
+  assert trainable == backbone_trainable | set(head_names_and_shapes(L, (2, 2)))
+  before = snapshot(tuned.variables)
+  with tf.GradientTape() as tape:
+    logits, _ = tuned(images, training=True)
+    loss = tf.reduce_sum(logits ** 2)
+  grads = tape.gradient(loss, tuned.trainable_variables)
+  assert all(g is not None and np.isfinite(g.numpy()).all() for g in grads)
+  conv1 = dict(zip([v.name for v in tuned.trainable_variables], grads))["resnet_v2_50/conv1/weights:0"]
+  assert np.abs(conv1.numpy()).sum() > 0
+  for v in tuned.variables:  # batch norm ran in training mode: every moving statistic moved
+    assert ("moving_" in v.name) == (not np.array_equal(v.numpy(), before[v.name])), v.name
+  # batch statistics, not the moving ones: inference differs
+  assert np.abs(logits.numpy() - tuned(images, training=False)[0].numpy()).max() > 1e-3
+
+
+def test_regularized_weights(frozen, tuned, backbone_ref):
+  head_weights = {f"{HEAD}/my_conv_{i}/weights" for i in (1, 2, 3)}
+  backbone_weights = {n for n in backbone_ref if n.endswith("/weights")}
+  assert len(backbone_weights) == 53  # slim's 54 conv weights less the logits
+  assert {v.name[:-2] for v in frozen.regularized_weights} == head_weights
+  names = [v.name[:-2] for v in tuned.regularized_weights]
+  assert len(names) == 56 and set(names) == head_weights | backbone_weights
+
+
+def test_no_regularizer():
+  model = mlc.MultiLabelClassificationModel(
+      model_config(train_base_network=True, use_regularizer=False))
+  assert list(model.regularized_weights) == []
+  logits = tf.constant([[1.0, -2.0, 0.5, 3.0, -1.0]])
+  total, classification, regularization = mlc.total_loss(model, logits, tf.ones([1, L]))
+  assert float(regularization) == 0.0 and float(total) == float(classification)
+
+
+# ---------------------------------------------------------------------------------------------
+# Losses, against numpy.
+
+LOGITS = np.array([[2.0, -1.0, 0.0, 30.0, -30.0],
+                   [-4.5, 3.25, 0.5, -0.75, 1.5],
+                   [0.1, -6.0, 5.0, -2.0, 12.0]], np.float32)
+LABELS = np.array([[1, 0, 1, 0, 1], [0, 1, 1, 0, 0], [1, 1, 0, 0, 1]], np.float32)
+
+
+def numpy_sigmoid_ce(x, z):
+  """-z log p - (1 - z) log(1 - p), p = sigmoid(x), in the overflow-free form."""
+  x, z = x.astype(np.float64), z.astype(np.float64)
+  return np.maximum(x, 0) - x * z + np.log1p(np.exp(-np.abs(x)))
+
+
+@pytest.mark.parametrize("model_name, n_weights", [("frozen", 3), ("tuned", 56)])
+def test_total_loss_equals_numpy(model_name, n_weights, request):
+  model = request.getfixturevalue(model_name)
+  total, classification, regularization = mlc.total_loss(model, LOGITS, LABELS)
+  want_ce = numpy_sigmoid_ce(LOGITS, LABELS).mean()  # over batch x labels
+  weights = [v.numpy().astype(np.float64) for v in model.regularized_weights]
+  assert len(weights) == n_weights
+  want_reg = model.config.weight_decay * sum((w ** 2).sum() / 2 for w in weights)
+  assert want_reg > 0
+  np.testing.assert_allclose(classification, want_ce, rtol=1e-6)
+  np.testing.assert_allclose(regularization, want_reg, rtol=1e-5)
+  np.testing.assert_allclose(total, want_ce + want_reg, rtol=1e-6)
+  # under tf.distribute: the classification term is the per-example sum over the global batch
+  _, classification, _ = mlc.total_loss(model, LOGITS, LABELS, global_batch_size=12)
+  np.testing.assert_allclose(classification, numpy_sigmoid_ce(LOGITS, LABELS).mean(1).sum() / 12,
+                             rtol=1e-6)
+
+
+@pytest.mark.parametrize("gamma", [0.0, 2.0, 1.5])
+def test_focal_loss_equals_numpy(gamma):
+  p = sigmoid(LOGITS.astype(np.float64))
+  p_t = np.where(LABELS == 1, p, 1 - p)  # the probability given to the true value
+  want = ((1 - p_t) ** gamma * -np.log(p_t)).mean(1)  # Lin et al. 2017, eq. 4, per label
+  got = mlc.per_example_loss(LOGITS, LABELS, kind="focal", focal_gamma=gamma)
+  assert got.shape == [3]
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("gamma_neg, gamma_pos, clip", [(4.0, 0.0, 0.05), (2.0, 1.0, 0.2),
+                                                        (4.0, 1.0, 0.0)])
+def test_asymmetric_loss_equals_numpy(gamma_neg, gamma_pos, clip):
+  logits = np.clip(LOGITS, -8, 8)  # ASL clamps log arguments at 1e-8; keep clear of it
+  p = sigmoid(logits.astype(np.float64))
+  p_m = np.maximum(p - clip, 0)  # Ridnik et al. 2021, eq. 5: shifted probability for negatives
+  loss_pos = (1 - p) ** gamma_pos * np.log(p)
+  loss_neg = p_m ** gamma_neg * np.log(1 - p_m)
+  want = -(LABELS * loss_pos + (1 - LABELS) * loss_neg).mean(1)
+  got = mlc.per_example_loss(logits, LABELS, kind="asymmetric", gamma_neg=gamma_neg,
+                             gamma_pos=gamma_pos, asl_clip=clip)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+
+
+def test_sigmoid_per_example_and_unknown_kind():
+  got = mlc.per_example_loss(LOGITS, LABELS)
+  np.testing.assert_allclose(got, numpy_sigmoid_ce(LOGITS, LABELS).mean(1), rtol=1e-6)
+  with pytest.raises(ValueError, match="'softmax'"):
+    mlc.per_example_loss(LOGITS, LABELS, kind="softmax")
+
+
+# ---------------------------------------------------------------------------------------------
+# Preprocessing.
+
+def smooth_image(height, width, seed=0):
+  """A smooth uint8 RGB image: JPEG keeps it well, and resizing it is not trivial."""
+  rng = np.random.RandomState(seed)
+  yy, xx = np.mgrid[0:height, 0:width] / np.array([height, width])[:, None, None]
+  channels = [128 + 100 * np.sin(2 * np.pi * (a * 3 * yy + b * 3 * xx) + c)
+              for a, b, c in rng.rand(3, 3)]
+  return np.stack(channels, -1).round().astype(np.uint8)
+
+
+def jpeg(image):
+  # 4:4:4 at quality 100: a cropped decode then equals the full decode's pixels exactly
+  return tf.io.encode_jpeg(image, quality=100, chroma_downsampling=False)
+
+
+def decoded(data):
+  """The test's own decode: [H, W, 3] float64 in [0, 1]."""
+  return tf.io.decode_jpeg(data, channels=3).numpy().astype(np.float64) / 255.0
+
+
+def resized(image, size):
+  return tf.image.resize(image, size).numpy()  # bilinear, half-pixel centres
+
+
+@pytest.mark.parametrize("resize, target", [((41, 49), (32, 32)), ((40, 64), (32, 48)),
+                                             ((32, 32), (32, 32))])
+def test_ten_crops_equal_numpy_slicing(resize, target):
+  data = jpeg(smooth_image(50, 70))
+  image = resized(decoded(data), resize)
+  (h, w), (th, tw) = resize, target
+  corners = [(0, 0), (0, w - tw), (h - th, 0), (h - th, w - tw), ((h - th) // 2, (w - tw) // 2)]
+  crops = [image[y:y + th, x:x + tw] for y, x in corners]  # TL, TR, BL, BR, centre
+  want = np.stack(crops + [c[:, ::-1] for c in crops]) * 2 - 1  # then their mirrors
+  got = mlc.preprocess_ten_crop(data, resize, target)
+  assert got.shape == [10, th, tw, 3] and got.dtype == tf.float32
+  np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_eval_preprocessing_is_a_plain_resize():
+  config = model_config()
+  data = jpeg(smooth_image(50, 70))
+  got = mlc.preprocess_eval(data, config)
+  want = resized(decoded(data), (64, 64)) * 2 - 1
+  assert got.shape == [64, 64, 3] and got.dtype == tf.float32
+  np.testing.assert_allclose(got, want, atol=1e-5)
+  gray = tf.io.encode_jpeg(smooth_image(40, 30)[..., :1])  # 1 channel -> 3 equal channels
+  got = mlc.preprocess_eval(gray, config).numpy()
+  assert got.shape == (64, 64, 3) and (got[..., 0] == got[..., 2]).all()
+
+
+def fixed_uniform(monkeypatch, values):
+  """tf.random.uniform returns `values` (the train crop's draw) instead of random numbers."""
+  monkeypatch.setattr(tf.random, "uniform",
+                      lambda shape, *args, **kw: tf.constant(values, tf.float32))
+
+
+def window(source_hw, resize_hw, target_hw):
+  return mlc.train_crop_window(source_hw, resize_hw, target_hw).numpy().tolist()
+
+
+def test_train_crop_window_by_hand(monkeypatch):
+  # 510x255 source, resize 255x255, crop 224: offsets floor(u * 32); source scale 2 by 1
+  fixed_uniform(monkeypatch, [0.5, 0.25])
+  assert window((510, 255), (255, 255), (224, 224)) == [32, 8, 448, 224]  # 2 * 16, 1 * 8
+  # odd 37x91 source, resize 72, crop 64: offsets floor(0.999999 * 9) = 8, the largest;
+  # start floor(8 * 37 / 72) = 4, floor(8 * 91 / 72) = 10; size round(64 * 37 / 72) = 33,
+  # round(64 * 91 / 72) = 81: both end exactly at the border
+  fixed_uniform(monkeypatch, [0.999999, 0.999999])
+  assert window((37, 91), (72, 72), (64, 64)) == [4, 10, 33, 81]
+  fixed_uniform(monkeypatch, [0.0, 0.0])
+  assert window((37, 91), (72, 72), (64, 64)) == [0, 0, 33, 81]
+  with pytest.raises(ValueError, match=r"resize \(60, 72\) is smaller than target \(64, 64\)"):
+    window((37, 91), (60, 72), (64, 64))
+
+
+@pytest.mark.parametrize("source", [(37, 91), (91, 37), (1, 1), (3, 500), (255, 255), (256, 300)])
+@pytest.mark.parametrize("resize, target", [((72, 72), (64, 64)), ((255, 255), (224, 224)),
+                                             ((64, 96), (64, 64))])
+def test_train_crop_window_fits_and_matches_the_resized_crop(monkeypatch, source, resize, target):
+  """For every draw the window lies inside the image and covers the source region of the
+  original's crop of the resized image, [offset, offset + target) * scale: its start floored to
+  a whole pixel (< 1 off), its size rounded (so its end < 1.5 off)."""
+  for u in [0.0, 0.3, 0.5, 0.77, 0.999999]:
+    fixed_uniform(monkeypatch, [u, 1 - u if u else 0.999999])
+    y, x, h, w = window(source, resize, target)
+    for start, size, dim, r, t, draw in [(y, h, source[0], resize[0], target[0], u),
+                                         (x, w, source[1], resize[1], target[1],
+                                          1 - u if u else 0.999999)]:
+      assert 0 <= start and 1 <= size and start + size <= dim, (source, u, y, x, h, w)
+      offset = np.floor(np.float32(draw) * (r - t + 1))  # the original's crop offset
+      scale = dim / r
+      assert abs(start - offset * scale) < 1
+      assert abs(start + size - min((offset + t) * scale, dim)) < 1.5
+
+
+def test_train_preprocessing_crops_a_window_of_the_resized_image(monkeypatch):
+  """Colour jitter set aside, a train image is the original's crop of the resized image."""
+  config = model_config()  # resize 72, target 64
+  data = jpeg(smooth_image(144, 144))  # twice the resize: windows fall on whole pixels
+  monkeypatch.setattr(mlc, "color_augment", lambda image: image)
+  monkeypatch.setattr(tf.image, "random_flip_left_right", lambda image: image[:, ::-1])
+  fixed_uniform(monkeypatch, [0.5, 0.95])  # offsets floor(4.5) = 4, floor(8.55) = 8
+  got = mlc.preprocess_train(data, config).numpy()
+  original = resized(decoded(data), (72, 72))[4:68, 8:72][:, ::-1]  # crop, then mirror
+  np.testing.assert_allclose(got, original * 2 - 1, atol=1e-5)
+
+
+def test_train_preprocessing_window_on_an_odd_source(monkeypatch):
+  config = model_config()
+  data = jpeg(smooth_image(37, 91))
+  monkeypatch.setattr(mlc, "color_augment", lambda image: image)
+  monkeypatch.setattr(tf.image, "random_flip_left_right", lambda image: image)
+  fixed_uniform(monkeypatch, [0.999999, 0.999999])  # window [4, 10, 33, 81], by hand above
+  got = mlc.preprocess_train(data, config).numpy()
+  want = resized(decoded(data)[4:4 + 33, 10:10 + 81], (64, 64)) * 2 - 1
+  np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_train_preprocessing_shape_and_range():
+  config = model_config()
+  data = jpeg(smooth_image(37, 91))
+  outs = np.stack([mlc.preprocess_train(data, config).numpy() for _ in range(8)])
+  assert outs.shape == (8, 64, 64, 3) and outs.dtype == np.float32
+  assert outs.min() >= -1 and outs.max() <= 1
+  assert np.abs(outs - outs[0]).max() > 0.05  # random: crops, flips and colours differ
+
+
+def test_color_augment_clips_to_unit_range():
+  image = tf.constant(np.random.RandomState(0).uniform(0, 1, [16, 16, 3]), tf.float32)
+  for _ in range(5):
+    out = mlc.color_augment(image).numpy()
+    assert out.shape == (16, 16, 3) and out.min() >= 0 and out.max() <= 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Input pipeline.
+
+def write_records(path, labels, sizes=None):
+  """Records as create_tfrecord.py writes them; returns [(path, jpeg bytes, labels)]."""
+  written = []
+  with records.atomic_tfrecord_writer(str(path)) as writer:
+    for i, row in enumerate(labels):
+      h, w = sizes[i] if sizes else (30 + 7 * i, 60 - 4 * i)
+      data = jpeg(smooth_image(h, w, seed=i)).numpy()
+      written.append((f"images/{i}.jpg", data, row))
+      writer.write(records.make_example(*written[-1]).SerializeToString())
+  return written
+
+
+LABEL_ROWS = [[1, 0, 0, 1], [0, 1, 0, 0], [1, 1, 1, 0], [0, 0, 0, 1], [1, 0, 1, 1], [0, 1, 1, 1],
+              [0, 0, 1, 0]]  # 7 distinct rows: batches of 3 leave a partial one
+
+
+@pytest.fixture(scope="module")
+def record_file(tmp_path_factory):
+  path = tmp_path_factory.mktemp("records") / "train.tfrecord"
+  return path, write_records(path, LABEL_ROWS)
+
+
+def pipeline_config(path, **overrides):
+  kw = dict(label_count=4, target_height=32, target_width=32, resize_height=36, resize_width=36,
+            batch_size=3, input_tfrecord_file=str(path), shuffle_buffer=100)
+  return configs.ModelConfig(**dict(kw, **overrides))
+
+
+def test_eval_pipeline_one_pass_in_file_order(record_file):
+  path, written = record_file
+  config = pipeline_config(path)
+  batches = list(mlc.build_dataset(config, "eval").as_numpy_iterator())
+  assert [len(b[0]) for b in batches] == [3, 3, 1]  # the final partial batch is there
+  images = np.concatenate([b[0] for b in batches])
+  labels = np.concatenate([b[1] for b in batches])
+  paths = [p.decode() for b in batches for p in b[2]]
+  assert images.dtype == labels.dtype == np.float32
+  assert images.shape == (7, 32, 32, 3) and labels.shape == (7, 4)
+  assert paths == [p for p, _, _ in written]
+  np.testing.assert_array_equal(labels, np.array(LABEL_ROWS, np.float32))
+  for image, (_, data, _) in zip(images, written):  # each: the test's own resize, in [-1, 1]
+    np.testing.assert_allclose(image, resized(decoded(data), (32, 32)) * 2 - 1, atol=1e-5)
+
+
+def test_train_pipeline_whole_batches_repeated(record_file):
+  path, _ = record_file
+  config = pipeline_config(path)
+  ds = mlc.build_dataset(config, "train", seed=1)
+  images_spec, labels_spec = ds.element_spec
+  assert images_spec.shape == [3, 32, 32, 3] and labels_spec.shape == [3, 4]
+  batches = list(ds.take(5).as_numpy_iterator())  # 15 images: more than the 7 records
+  labels = np.concatenate([b[1] for b in batches])
+  for images, batch_labels in batches:
+    assert images.shape == (3, 32, 32, 3) and images.dtype == np.float32
+    assert batch_labels.shape == (3, 4) and batch_labels.dtype == np.float32
+    assert images.min() >= -1 and images.max() <= 1 and images.min() < 0 < images.max()
+  # the first 7 are one epoch: every record once; the rest come around again
+  assert sorted(map(tuple, labels[:7].tolist())) == sorted(map(tuple, LABEL_ROWS))
+  assert {tuple(r) for r in labels.tolist()} <= {tuple(r) for r in LABEL_ROWS}
+
+
+def test_pipeline_file_list(tmp_path, record_file):
+  path, written = record_file
+  second = write_records(tmp_path / "b.tfrecord", [[1, 1, 0, 0], [0, 0, 0, 0]])
+  config = pipeline_config(path)
+  batches = list(mlc.build_dataset(config, "eval", file_spec=f"{path},{tmp_path}/b.tfrecord")
+                 .as_numpy_iterator())
+  paths = sorted(p.decode() for b in batches for p in b[2])
+  assert len(paths) == 9 and sorted(p for p, _, _ in written + second) == paths
+
+
+def test_wrong_label_count_is_a_clear_error(tmp_path):
+  path = tmp_path / "bad.tfrecord"
+  write_records(path, [[1, 0, 1, 0], [1, 0, 1]], sizes=[(40, 40), (40, 40)])
+  for mode in ["eval", "train"]:
+    ds = mlc.build_dataset(pipeline_config(path, batch_size=1), mode)
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"(?s)label_count=4.*images/1\.jpg.*3"):
+      list(ds.take(4).as_numpy_iterator())
+
+
+# ---------------------------------------------------------------------------------------------
+# First-run restore from a slim (name-based) checkpoint.
+
+def test_first_run_restore(wide, tmp_path):
+  rng = np.random.RandomState(3)
+  # A name-based checkpoint as slim's Saver wrote resnet_v2_50.ckpt: tensor name = variable name,
+  # plus the ImageNet logits (excluded) and global_step (no variable takes it).
+  tensors = {v.name[:-2]: rng.uniform(-1, 1, v.shape).astype(np.float32)
+             for v in wide.backbone_variables}
+  tensors["resnet_v2_50/logits/weights"] = rng.randn(1, 1, 2048, 3).astype(np.float32)
+  tensors["global_step"] = np.array(1234, np.int64)
+  prefix = str(tmp_path / "resnet_v2_50.ckpt")
+  tf.raw_ops.SaveV2(prefix=prefix, tensor_names=list(tensors),
+                    shape_and_slices=[""] * len(tensors), tensors=list(tensors.values()))
+  head_before = snapshot(wide.head[0].variables + wide.head[1].variables + wide.head[2].variables)
+  result = wide.restore_backbone(prefix)
+  assert result.unrestored == [] and result.unused == ["global_step", "resnet_v2_50/logits/weights"]
+  for v in wide.backbone_variables:
+    np.testing.assert_array_equal(v.numpy(), tensors[v.name[:-2]], err_msg=v.name)
+  assert len(head_before) == 6
+  for v in wide.variables:
+    if v.name.startswith(HEAD + "/"):
+      np.testing.assert_array_equal(v.numpy(), head_before[v.name], err_msg=v.name)
