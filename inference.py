@@ -20,14 +20,14 @@ import numpy as np
 import tensorflow as tf
 
 import configs
+import export_saved_model
 import metrics
 import records
 import run_utils
-from multi_label_classification_model import preprocess_ten_crop
+from multi_label_classification_model import preprocess_ten_crop, score_ten_crops
 from run_utils import log
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
-CROPS = 10
 
 
 def get_test_image_list(config):
@@ -67,18 +67,24 @@ def crops_dataset(paths, resize, target, batch_size):
   return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def make_scorer(model, aggregation, target):
+def prediction_thresholds(config, label_count):
+  """thresholds_file's per-label thresholds ([label_count] float64), else the single `threshold`.
+
+  A thresholds file with a count other than label_count is a ValueError naming the file.
+  """
+  if not config.thresholds_file:
+    return config.threshold
+  thresholds = metrics.load_thresholds(config.thresholds_file)
+  if thresholds.size != label_count:
+    raise ValueError(f"{config.thresholds_file}: {thresholds.size} thresholds, but the model "
+                     f"has {label_count} labels")
+  return thresholds
+
+
+def make_scorer(model, aggregation):
   if aggregation not in ("mean", "max"):
     raise ValueError(f"aggregation={aggregation!r}: expected mean or max")
-  reduce = tf.reduce_mean if aggregation == "mean" else tf.reduce_max
-
-  @tf.function
-  def score(crops):
-    flat = tf.reshape(crops, [-1, target[0], target[1], 3])  # [B, 10, h, w, 3] -> [B*10, h, w, 3]
-    _, end_points = model(flat, training=False)
-    per_crop = tf.reshape(end_points["predictions"], [tf.shape(crops)[0], CROPS, -1])  # [B, 10, L]
-    return reduce(per_crop, axis=1)
-  return score
+  return tf.function(lambda crops: score_ten_crops(model, crops, aggregation))
 
 
 def score_images(score, paths, resize, target, batch_size, label_count):
@@ -124,12 +130,15 @@ def main(argv):
 
   model, model_config, prefix, step = run_utils.load_trained_model(config.checkpoint_path)
   log(f"restored {prefix} (step {step})")
+  # Read the names and thresholds now, so that a bad file fails before the images are scored.
+  label_names = metrics.load_label_names(config.label_names_file, model_config.label_count)
+  thresholds = prediction_thresholds(config, model_config.label_count)
   resize, target = resize_hw(config, model_config)
   paths = get_test_image_list(config)
   log(f"scoring {len(paths)} images: resize {resize}, 10 crops of {target}, {config.aggregation}")
 
   start = time.time()
-  score = make_scorer(model, config.aggregation, target)
+  score = make_scorer(model, config.aggregation)
   scores, failed = score_images(score, paths, resize, target, config.batch_size,
                                 model_config.label_count)
   for i in failed:
@@ -137,16 +146,12 @@ def main(argv):
   log(f"scored {len(paths) - len(failed)} images in {time.time() - start:.1f} s; "
       f"{len(failed)} unreadable")
 
-  label_names = metrics.load_label_names(config.label_names_file, model_config.label_count)
-  thresholds = (metrics.load_thresholds(config.thresholds_file) if config.thresholds_file
-                else config.threshold)
   score_path = os.path.join(config.inference_dir, config.inference_file_name)
   metrics.save_scores(score_path, scores)
   csv_path = os.path.join(config.inference_dir, "predictions.csv")
   write_predictions_csv(csv_path, paths, scores, set(failed.tolist()), thresholds, label_names)
   log(f"wrote {score_path} and {csv_path}")
   if config.export_saved_model:
-    import export_saved_model
     export_saved_model.export(model, config.export_saved_model, resize, target,
                               config.aggregation, thresholds)
     log(f"wrote a SavedModel to {config.export_saved_model}")

@@ -235,6 +235,19 @@ def ten_crops(image, target_hw):
   return tf.concat([crops, tf.reverse(crops, axis=[2])], axis=0)  # [10, th, tw, 3]
 
 
+def score_ten_crops(model, crops, aggregation):
+  """[B, 10, h, w, 3] crops -> [B, L] sigmoid scores combined over the crops by mean or max."""
+  if aggregation not in ("mean", "max"):
+    raise ValueError(f"aggregation={aggregation!r}: expected mean or max")
+  height, width = crops.shape[2], crops.shape[3]
+  flat = tf.reshape(crops, [-1, height, width, 3])  # [B, 10, h, w, 3] -> [B*10, h, w, 3]
+  _, end_points = model(flat, training=False)
+  per_crop = tf.reshape(end_points["predictions"],
+                        [tf.shape(crops)[0], 10, model.config.label_count])  # [B, 10, L]
+  reduce = tf.reduce_mean if aggregation == "mean" else tf.reduce_max
+  return reduce(per_crop, axis=1)
+
+
 def preprocess_ten_crop(image_data, resize_hw, target_hw):
   """Encoded image -> [10, th, tw, 3] in [-1, 1]: resize to resize_hw, then ten_crops."""
   image = tf.io.decode_image(image_data, channels=3, expand_animations=False)
@@ -277,11 +290,16 @@ def build_dataset(config, mode, file_spec=None, input_context=None, seed=None):
   ds = tf.data.Dataset.from_tensor_slices(files)
   if training:
     ds = ds.shuffle(len(files), seed=seed)
-  ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 8),
+  read = tf.data.TFRecordDataset
+  if shard_records:
+    # Every n-th record of each file, not of the interleaved stream: the file shuffle and the
+    # non-deterministic interleave order the stream differently on each worker, so shards of it
+    # would overlap and miss records.
+    n, i = input_context.num_input_pipelines, input_context.input_pipeline_id
+    read = lambda path: tf.data.TFRecordDataset(path).shard(n, i)
+  ds = ds.interleave(read, cycle_length=min(len(files), 8),
                      num_parallel_calls=parallel if len(files) > 1 else None,
                      deterministic=not training if len(files) > 1 else None)
-  if shard_records:
-    ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
   if training:
     ds = ds.shuffle(config.shuffle_buffer, seed=seed).repeat()
 

@@ -1,0 +1,135 @@
+"""Exports a trained model as a SavedModel for serving: encoded images in, 10-crop scores out.
+
+The `serving_default` signature takes `images`, a batch of encoded images (JPEG, PNG, BMP or GIF
+bytes; tf.string [N]), preprocesses each exactly as inference.py does (resize, 4 corners + centre +
+their mirrors; `preprocess_ten_crop`), and returns
+  scores: [N, L] float32, the sigmoid scores combined over the 10 crops by `aggregation`;
+  labels: [N, L] int64, 1 where score >= the label's threshold (the thresholds are a constant in
+          the graph), when thresholds were given (inference.py always gives them: the thresholds
+          file, or the single `threshold`).
+One image that can't be decoded fails the whole call (inference.py instead skips it).
+
+    python export_saved_model.py --checkpoint_path=runs/coco/eval/best \
+        --export_saved_model=export/coco
+    python export_saved_model.py --checkpoint_path=runs/coco --thresholds_file=thresholds.txt \
+        --export_saved_model=export/coco
+    saved_model_cli show --dir export/coco --signature_def serving_default
+"""
+
+import os
+import shutil
+import sys
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+
+import configs
+import run_utils
+from multi_label_classification_model import preprocess_ten_crop, score_ten_crops
+from run_utils import log
+
+CROPS = 10
+SIGNATURE = "serving_default"
+
+
+def serving_module(model, resize, target, aggregation, thresholds=None):
+  """A tf.Module holding `model` whose `serve(images)` is the serving signature (see above).
+
+  Args:
+    model: a MultiLabelClassificationModel with its trained weights.
+    resize, target: (height, width) of the resize and of the 10 crops, as inference.resize_hw.
+    aggregation: 'mean' or 'max' over the 10 crops.
+    thresholds: None (no `labels` output), one threshold, or one per label.
+  """
+  if aggregation not in ("mean", "max"):
+    raise ValueError(f"aggregation={aggregation!r}: expected mean or max")
+  labels, (th, tw) = model.config.label_count, target
+  if thresholds is not None:
+    # float64, so that score >= threshold decides exactly as inference.py's numpy comparison.
+    thresholds = np.asarray(thresholds, np.float64)
+    if thresholds.ndim > 1 or thresholds.size not in (1, labels):
+      raise ValueError(f"got {thresholds.size} thresholds for {labels} labels")
+    thresholds = np.broadcast_to(thresholds, [labels]).copy()
+
+  def preprocess(image_data):
+    crops = preprocess_ten_crop(image_data, resize, target)
+    return tf.ensure_shape(crops, [CROPS, th, tw, 3])
+
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
+  def serve(images):
+    crops = tf.map_fn(preprocess, images,
+                      fn_output_signature=tf.TensorSpec([CROPS, th, tw, 3], tf.float32))
+    outputs = {"scores": score_ten_crops(model, crops, aggregation)}
+    if thresholds is not None:
+      above = tf.cast(outputs["scores"], tf.float64) >= tf.constant(thresholds)
+      outputs["labels"] = tf.cast(above, tf.int64)
+    return outputs
+
+  module = tf.Module()
+  module.model = model  # tracks the variables, so that they are saved
+  module.serve = serve
+  return module
+
+
+def export(model, export_dir, resize, target, aggregation, thresholds=None):
+  """Writes the serving SavedModel to `export_dir`, atomically; returns export_dir.
+
+  The SavedModel is written to a temporary folder beside export_dir and renamed into place, so a
+  SavedModel at export_dir is always complete. An existing SavedModel there is replaced; any other
+  non-empty folder is an error, so that a typo never deletes someone's files.
+  """
+  export_dir = os.path.abspath(export_dir)
+  if (os.path.isdir(export_dir) and os.listdir(export_dir)
+      and not os.path.exists(os.path.join(export_dir, "saved_model.pb"))):
+    raise FileExistsError(f"export_saved_model={export_dir!r} is a non-empty folder that holds "
+                          "no SavedModel; refusing to replace it")
+  if os.path.exists(export_dir) and not os.path.isdir(export_dir):
+    raise FileExistsError(f"export_saved_model={export_dir!r} is a file, not a folder")
+  module = serving_module(model, resize, target, aggregation, thresholds)
+  parent, name = os.path.split(export_dir)
+  os.makedirs(parent, exist_ok=True)
+  staging = tempfile.mkdtemp(dir=parent, prefix=f".{name}.tmp-")
+  old = None
+  try:
+    # Serving takes no gradients: not tracing the custom ones (resnet_utils' convolutions) cuts
+    # the save time by two thirds.
+    tf.saved_model.save(module, staging, signatures={SIGNATURE: module.serve},
+                        options=tf.saved_model.SaveOptions(experimental_custom_gradients=False))
+    if os.path.exists(export_dir):
+      old = tempfile.mkdtemp(dir=parent, prefix=f".{name}.old-")
+      os.replace(export_dir, os.path.join(old, name))
+    try:
+      os.replace(staging, export_dir)
+    except OSError:
+      if old is not None:  # put the previous export back rather than lose it
+        os.replace(os.path.join(old, name), export_dir)
+      raise
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)
+    if old is not None:
+      shutil.rmtree(old, ignore_errors=True)
+  return export_dir
+
+
+def main(argv):
+  config = configs.InferenceConfig()  # edit here, e.g. export_saved_model="export/coco"
+  configs.parse_overrides(argv, config)
+  if not config.export_saved_model:
+    raise ValueError("set --export_saved_model to the folder the SavedModel goes to")
+  import inference  # here, not at the top: inference.py imports this module for its own export
+  run_utils.select_devices(config.gpu_id)
+
+  model, model_config, prefix, step = run_utils.load_trained_model(config.checkpoint_path)
+  log(f"restored {prefix} (step {step})")
+  resize, target = inference.resize_hw(config, model_config)
+  thresholds = inference.prediction_thresholds(config, model_config.label_count)
+  export(model, config.export_saved_model, resize, target, config.aggregation, thresholds)
+  log(f"wrote a SavedModel to {config.export_saved_model}: {SIGNATURE}(images: tf.string [N]) -> "
+      f"scores [N, {model_config.label_count}] ({config.aggregation} of 10 crops of {target} "
+      f"after resize {resize}), labels [N, {model_config.label_count}]")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv[1:]))

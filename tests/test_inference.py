@@ -1,0 +1,237 @@
+"""inference.py: 10-crop scores against the model run by hand on numpy-made crops, the score file
+and predictions.csv, unreadable images, the image-list hook, and checkpoint resolution (train dir,
+eval best/ dir, prefix; EMA weights). ResNet-50 v2 at 64x96 with random weights (see
+inference_fixture.py); inference.main runs in-process, three times in all."""
+
+import contextlib
+import csv
+import io
+import os
+import re
+
+import numpy as np
+import pytest
+
+import configs
+import inference
+import inference_fixture as fx
+
+NAMES = ["cat", "dog", "bird"]
+ATOL = 1e-5  # graph vs eager float32 ResNet-50, and the score file's %.6f rounding (5e-7)
+
+
+def run_main(args):
+  """inference.main(args) in-process; returns what it printed."""
+  out = io.StringIO()
+  with contextlib.redirect_stdout(out):
+    assert inference.main(["--gpu_id=-1", f"--resize_height={fx.RESIZE[0]}",
+                           f"--resize_width={fx.RESIZE[1]}"] + args) == 0
+  return out.getvalue()
+
+
+def read_csv(path):
+  with open(path, newline="") as f:
+    return list(csv.reader(f))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  return fx.build(str(tmp_path_factory.mktemp("inference")))
+
+
+@pytest.fixture(scope="module")
+def hand(trained):
+  """{'A'|'B': {image path: [10, L] per-crop scores}} for every readable image."""
+  paths = [os.path.join(trained.image_dir, name) for name in fx.IMAGES]
+  return {head: fx.per_crop_scores(trained, head, paths) for head in ("A", "B")}
+
+
+@pytest.fixture(scope="module")
+def latest_run(trained, hand):
+  """The train dir (-> ckpt-20 with EMA head B), mean, an original-format image_list with a
+  corrupt image, per-label thresholds and label names, batches of 2."""
+  root = os.path.join(trained.root, "latest_run")
+  os.makedirs(root)
+  names = ["c.png", "broken.jpg", "a.png", "e.jpg", "b.png", "d.png"]  # not sorted: list order
+  list_file = os.path.join(root, "image_list")
+  with open(list_file, "w") as f:
+    f.write("".join(f"{name} {i % 3 + 1}\n" for i, name in enumerate(names)))
+  # Thresholds halfway between the 2nd and 3rd lowest hand-computed scores of each label: some
+  # images above, some below, none near a threshold.
+  hand_mean = np.sort([s.mean(axis=0) for s in hand["B"].values()], axis=0)  # [5, L]
+  thresholds = (hand_mean[1] + hand_mean[2]) / 2
+  thresholds_file = os.path.join(root, "thresholds.txt")
+  np.savetxt(thresholds_file, thresholds, fmt="%.9f", header="method: test")
+  names_file = os.path.join(root, "names.txt")
+  with open(names_file, "w") as f:
+    f.write("\n".join(NAMES) + "\n")
+  output_dir = os.path.join(root, "out")
+  log = run_main([f"--checkpoint_path={trained.train_dir}", f"--image_list_file={list_file}",
+                  f"--image_dir={trained.image_dir}", f"--thresholds_file={thresholds_file}",
+                  f"--label_names_file={names_file}", f"--inference_dir={output_dir}",
+                  "--batch_size=2"])
+  return dict(log=log, paths=[os.path.join(trained.image_dir, n) for n in names],
+              thresholds=np.loadtxt(thresholds_file), scores=os.path.join(output_dir, "scores.txt"),
+              csv=os.path.join(output_dir, "predictions.csv"))
+
+
+@pytest.fixture(scope="module")
+def prefix_max_run(trained):
+  """A checkpoint prefix (ckpt-10, head A, no EMA), max over the crops, a plain list of paths."""
+  root = os.path.join(trained.root, "prefix_run")
+  os.makedirs(root)
+  paths = [os.path.join(trained.image_dir, name) for name in fx.IMAGES]
+  list_file = os.path.join(root, "paths.txt")
+  with open(list_file, "w") as f:
+    f.write("\n".join(paths) + "\n")
+  log = run_main([f"--checkpoint_path={trained.prefix_a}", f"--image_list_file={list_file}",
+                  "--aggregation=max", f"--inference_dir={root}"])
+  return dict(log=log, paths=paths, scores=np.loadtxt(os.path.join(root, "scores.txt")))
+
+
+# ---------------------------------------------------------------------------------------------
+# Scores.
+
+def test_mean_equals_the_mean_over_hand_made_crops(latest_run, hand):
+  scores = np.loadtxt(latest_run["scores"])
+  for path, row in zip(latest_run["paths"], scores):
+    if path.endswith(fx.CORRUPT):
+      continue
+    np.testing.assert_allclose(row, hand["B"][path].mean(axis=0), atol=ATOL, err_msg=path)
+
+
+def test_max_is_the_max_over_hand_made_crops_and_not_below_the_mean(prefix_max_run, hand):
+  scores = prefix_max_run["scores"]
+  per_crop = np.stack([hand["A"][p] for p in prefix_max_run["paths"]])  # [N, 10, L]
+  np.testing.assert_allclose(scores, per_crop.max(axis=1), atol=ATOL)
+  assert np.all(scores >= per_crop.mean(axis=1) - ATOL)
+  # The crops disagree (noise images), so the max is above the mean everywhere.
+  assert np.all(scores - per_crop.mean(axis=1) > 1e-3)
+
+
+def test_the_ten_crops_differ(hand):
+  """Sanity of the oracle: the mirrors and the corners give different scores, so the tests above
+  would notice a wrong crop or a missing flip."""
+  for per_crop in hand["A"].values():
+    assert np.ptp(per_crop, axis=0).min() > 1e-3
+
+
+# ---------------------------------------------------------------------------------------------
+# Output files.
+
+def test_score_file_format_round_trips(latest_run, hand):
+  with open(latest_run["scores"]) as f:
+    lines = f.read().splitlines()
+  assert len(lines) == len(latest_run["paths"])  # a row per image of the list, the corrupt too
+  number = r"-?\d+\.\d{6}"
+  for path, line in zip(latest_run["paths"], lines):
+    if path.endswith(fx.CORRUPT):
+      assert line == "nan nan nan"
+    else:
+      assert re.fullmatch(rf"{number}( {number}){{{fx.LABELS - 1}}}", line), line
+  scores = np.loadtxt(latest_run["scores"])
+  assert scores.shape == (len(latest_run["paths"]), fx.LABELS)
+  assert np.array_equal(np.isnan(scores).any(axis=1),
+                        [p.endswith(fx.CORRUPT) for p in latest_run["paths"]])
+  expected = np.array([hand["B"][p].mean(axis=0) if p in hand["B"] else [np.nan] * fx.LABELS
+                       for p in latest_run["paths"]])
+  np.testing.assert_allclose(scores, expected, atol=ATOL)  # rows in list order
+
+
+def test_corrupt_image_is_reported_marked_and_keeps_its_row(latest_run):
+  bad = os.path.join(os.path.dirname(latest_run["paths"][0]), fx.CORRUPT)
+  assert re.search(rf"unreadable image {re.escape(bad)}: \S", latest_run["log"])
+  assert "1 unreadable" in latest_run["log"]
+  rows = read_csv(latest_run["csv"])[1:]
+  assert [r[0] for r in rows] == latest_run["paths"]
+  assert [r[1] for r in rows] == ["unreadable" if p == bad else "ok" for p in latest_run["paths"]]
+  assert rows[latest_run["paths"].index(bad)][2:] == [""] * (fx.LABELS + 1)
+
+
+def test_predictions_csv_has_scores_and_label_names_above_the_thresholds(latest_run, hand):
+  header, *rows = read_csv(latest_run["csv"])
+  assert header == ["image_path", "status"] + NAMES + ["predicted_labels"]
+  predicted_any = set()
+  for row in rows:
+    if row[1] != "ok":
+      continue
+    expected = hand["B"][row[0]].mean(axis=0)
+    np.testing.assert_allclose([float(s) for s in row[2:2 + fx.LABELS]], expected, atol=ATOL)
+    above = [n for n, s, t in zip(NAMES, expected, latest_run["thresholds"]) if s >= t]
+    assert row[-1] == ";".join(above), row
+    predicted_any.add(row[-1])
+  assert len(predicted_any) > 1  # the thresholds split the images: not all rows alike
+
+
+def test_threshold_count_mismatch_is_a_clear_error_before_scoring(trained, tmp_path):
+  thresholds_file = tmp_path / "thresholds.txt"
+  thresholds_file.write_text("0.5\n0.4\n")
+  with pytest.raises(ValueError, match=rf"{re.escape(str(thresholds_file))}: 2 thresholds, but "
+                                       rf"the model has {fx.LABELS} labels"):
+    run_main([f"--checkpoint_path={trained.train_dir}", f"--image_dir={trained.image_dir}",
+              f"--thresholds_file={thresholds_file}", f"--inference_dir={tmp_path / 'out'}"])
+  assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints.
+
+def test_train_dir_uses_its_latest_checkpoint_with_the_ema_weights(latest_run, hand):
+  assert re.search(r"restored \S*/train/ckpt-20 \(step 20\)", latest_run["log"])
+  scores = np.loadtxt(latest_run["scores"])
+  good = [i for i, p in enumerate(latest_run["paths"]) if not p.endswith(fx.CORRUPT)]
+  raw = np.array([hand["A"][latest_run["paths"][i]].mean(axis=0) for i in good])
+  # ckpt-20's raw weights are A: scores of A would mean the EMA shadows were ignored.
+  assert np.abs(scores[good] - raw).min() > 1e-3
+
+
+def test_prefix_restores_that_checkpoint(prefix_max_run):
+  assert re.search(r"restored \S*/train/ckpt-10 \(step 10\)", prefix_max_run["log"])
+
+
+def test_eval_best_dir_alone_with_image_dir_alone(trained, hand):
+  """best/ away from its train dir (its own config.json), scoring every image of image_dir."""
+  output_dir = os.path.join(trained.root, "best_run")
+  log = run_main([f"--checkpoint_path={trained.best_dir}", f"--image_dir={trained.image_dir}",
+                  f"--inference_dir={output_dir}"])
+  assert re.search(r"restored \S*/elsewhere/best/ckpt-10 \(step 10\)", log)
+  rows = read_csv(os.path.join(output_dir, "predictions.csv"))[1:]
+  names = ["a.png", "b.png", fx.CORRUPT, "c.png", "d.png", "e.jpg"]  # sorted, no notes.txt
+  assert [os.path.basename(r[0]) for r in rows] == names
+  scores = np.loadtxt(os.path.join(output_dir, "scores.txt"))
+  for row, score in zip(rows, scores):
+    if row[1] == "ok":
+      np.testing.assert_allclose(score, hand["A"][row[0]].mean(axis=0), atol=ATOL)
+      assert row[-1] == ";".join(f"label_{j}" for j in range(fx.LABELS) if score[j] >= 0.5)
+
+
+# ---------------------------------------------------------------------------------------------
+# get_test_image_list.
+
+def test_image_list_plain_paths(tmp_path):
+  list_file = tmp_path / "paths.txt"
+  list_file.write_text("/data/x/one.jpg\nrelative/two.png\n\n/data/three.jpg\n")
+  config = configs.InferenceConfig(image_list_file=str(list_file))
+  assert inference.get_test_image_list(config) == [
+      "/data/x/one.jpg", "relative/two.png", "/data/three.jpg"]
+
+
+def test_image_list_original_format_resolved_against_image_dir(tmp_path):
+  list_file = tmp_path / "image_list"
+  list_file.write_text("b.jpg 2\na.jpg 1\nsub/c.png 3\n/abs/d.jpg 1\n")
+  config = configs.InferenceConfig(image_list_file=str(list_file), image_dir="/imgs")
+  assert inference.get_test_image_list(config) == [
+      "/imgs/b.jpg", "/imgs/a.jpg", "/imgs/sub/c.png", "/abs/d.jpg"]
+
+
+def test_image_dir_alone_is_every_image_sorted(tmp_path):
+  for name in ["b.png", "a.jpg", "C.JPEG", "notes.txt", "d.bmp", "labels.csv"]:
+    (tmp_path / name).write_bytes(b"")
+  config = configs.InferenceConfig(image_dir=str(tmp_path))
+  assert inference.get_test_image_list(config) == [
+      str(tmp_path / n) for n in ["C.JPEG", "a.jpg", "b.png", "d.bmp"]]
+
+
+def test_no_images_given_is_an_error():
+  with pytest.raises(ValueError, match="image_list_file or --image_dir"):
+    inference.get_test_image_list(configs.InferenceConfig())
