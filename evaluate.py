@@ -58,8 +58,15 @@ def already_evaluated(eval_dir):
   path = os.path.join(eval_dir, METRICS_FILE)
   if not os.path.exists(path):
     return set()
+  done = set()
   with open(path) as f:
-    return {json.loads(line)["checkpoint"] for line in f if line.strip()}
+    for line_number, line in enumerate(f, 1):
+      try:
+        done.add(json.loads(line)["checkpoint"])
+      except (ValueError, KeyError):  # e.g. a line cut short when the evaluator was killed
+        if line.strip():
+          log(f"note: {path}:{line_number}: not a metrics record; ignored")
+  return done
 
 
 def write_summaries(writer, result, label_names):
@@ -76,6 +83,8 @@ def write_summaries(writer, result, label_names):
 def keep_if_best(result, prefix, eval_dir, train_dir):
   """Copies the checkpoint, config.json and its metrics to <eval_dir>/best/ if its mAP is the best
   so far. The copy is built beside and renamed into place, so best/ is always complete."""
+  if result["mAP"] is None:  # no label has positives: nothing to rank by
+    return False
   best_dir = os.path.join(eval_dir, BEST_DIR)
   best_metrics = os.path.join(best_dir, "metrics.json")
   if os.path.exists(best_metrics):
@@ -85,10 +94,18 @@ def keep_if_best(result, prefix, eval_dir, train_dir):
   staging = best_dir + ".tmp"
   shutil.rmtree(staging, ignore_errors=True)
   os.makedirs(staging)
-  for path in tf.io.gfile.glob(prefix + ".*"):
-    shutil.copy2(path, staging)
-  shutil.copy2(os.path.join(train_dir, run_utils.CONFIG_FILE), staging)
   name = os.path.basename(prefix)
+  try:
+    for path in tf.io.gfile.glob(prefix + ".*"):
+      shutil.copy2(path, staging)
+  except FileNotFoundError:
+    pass  # train.py deleted it meanwhile (max_to_keep): caught just below
+  copied = os.listdir(staging)
+  if name + ".index" not in copied or not any(f.startswith(name + ".data-") for f in copied):
+    shutil.rmtree(staging, ignore_errors=True)
+    log(f"{name} was deleted before it could be copied to {BEST_DIR}/; best/ is unchanged")
+    return False
+  shutil.copy2(os.path.join(train_dir, run_utils.CONFIG_FILE), staging)
   with open(os.path.join(staging, "checkpoint"), "w") as f:
     f.write(f'model_checkpoint_path: "{name}"\nall_model_checkpoint_paths: "{name}"\n')
   with open(os.path.join(staging, "metrics.json"), "w") as f:
@@ -141,7 +158,7 @@ def main(argv):
     if name in done and not eval_config.run_once:
       continue
     if model is None:  # built on the first checkpoint, once train.py has written config.json
-      train_dir = run_utils.resolve_checkpoint(prefix)[1]
+      train_dir = os.path.dirname(prefix)  # holds config.json (a train dir or a best/ copy)
       model_config = run_utils.load_model_config(train_dir)
       model_config.batch_size = eval_config.batch_size
       model = MultiLabelClassificationModel(model_config)
@@ -155,15 +172,16 @@ def main(argv):
         continue
       result, scores, labels = evaluate_checkpoint(model, predict, prefix, eval_config,
                                                    model_config)
-    except (tf.errors.NotFoundError, FileNotFoundError, ValueError) as e:
-      if tf.io.gfile.exists(prefix + ".index"):
-        raise
+    except (tf.errors.OpError, FileNotFoundError, ValueError) as e:
+      if tf.io.gfile.exists(prefix + ".index") and tf.io.gfile.glob(prefix + ".data-*"):
+        raise  # the checkpoint is all there: a real error
       log(f"skipping {name}: it was deleted before it could be read "
           f"(train.py's max_to_keep?): {type(e).__name__}")
       continue
 
+    mean_ap = "n/a" if result["mAP"] is None else f"{result['mAP']:.4f}"  # None: no positives
     log(f"{name} (step {result['global_step']}): loss {result['loss']:.4f} "
-        f"mAP {result['mAP']:.4f} CF1 {result['CF1']:.4f} OF1 {result['OF1']:.4f} "
+        f"mAP {mean_ap} CF1 {result['CF1']:.4f} OF1 {result['OF1']:.4f} "
         f"[{result['num_images']} images, {result['seconds']:.1f} s]")
     log(metrics.format_metrics_table(result, label_names))
     write_summaries(writer, result, label_names)

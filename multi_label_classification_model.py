@@ -267,7 +267,7 @@ def input_files(file_spec, input_context=None):
   return files, pipelines > 1
 
 
-def build_dataset(config, mode, file_spec=None, input_context=None, seed=None):
+def build_dataset(config, mode, file_spec=None, input_context=None, seed=None, device=None):
   """A tf.data pipeline over SequenceExample TFRecords.
 
   Args:
@@ -278,6 +278,7 @@ def build_dataset(config, mode, file_spec=None, input_context=None, seed=None):
     input_context: a tf.distribute.InputContext: each input pipeline reads its own files when
       there are at least as many files as pipelines, else its own records.
     seed: shuffle seed (None = nondeterministic).
+    device: e.g. '/gpu:0': copy batches to that device ahead of the step, as the last stage.
   Returns:
     train: (images [B, th, tw, 3] float32 in [-1, 1], labels [B, L] float32).
     eval: (images, labels, image_paths [B]).
@@ -320,4 +321,6 @@ def build_dataset(config, mode, file_spec=None, input_context=None, seed=None):
 
   ds = ds.map(parse, num_parallel_calls=parallel, deterministic=not training)
   ds = ds.batch(config.batch_size, drop_remainder=training)
+  if device:
+    return ds.apply(tf.data.experimental.prefetch_to_device(device))
   return ds.prefetch(tf.data.AUTOTUNE)

@@ -63,6 +63,14 @@ def is_chief(strategy):
       and "chief" not in resolver.cluster_spec().as_dict())
 
 
+def is_multi_worker(strategy):
+  """True when the strategy spans several worker processes (TF_CONFIG with more than one task)."""
+  resolver = getattr(strategy, "cluster_resolver", None)
+  if resolver is None or not resolver.task_type:
+    return False
+  return sum(len(tasks) for tasks in resolver.cluster_spec().as_dict().values()) > 1
+
+
 def learning_rate_schedule(train_config):
   return tf.keras.optimizers.schedules.ExponentialDecay(
       train_config.learning_rate, train_config.decay_steps, train_config.decay_rate,
@@ -117,6 +125,12 @@ class ExponentialMovingAverage(tf.Module):
   def copy_to_model(self):
     for shadow, v in zip(self.shadows, self._variables):
       v.assign(shadow)
+
+  def reset(self):
+    """shadow = weight: a first run calls it after restoring the backbone, so the average starts
+    from the pretrained weights rather than from the random ones it was built with."""
+    for shadow, v in zip(self.shadows, self._variables):
+      shadow.assign(v)
 
 
 def make_checkpoint(model, optimizer=None, ema=None):

@@ -19,7 +19,10 @@ import sys
 import tempfile
 import time
 
-import tensorflow as tf
+# GPU kernel launches get their own threads, so tf.data's threads don't delay them. Read when
+# TensorFlow initialises the GPUs, so set before importing it; no effect on a CPU.
+os.environ.setdefault("TF_GPU_THREAD_MODE", "gpu_private")
+import tensorflow as tf  # noqa: E402
 
 import configs
 import run_utils
@@ -28,20 +31,24 @@ from multi_label_classification_model import (MultiLabelClassificationModel, bui
 from run_utils import log
 
 
-def restore_or_start(manager, model, model_config):
-  """Resumes from the latest checkpoint, else restores the backbone for a first run."""
-  if manager.latest_checkpoint:
-    manager.checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-    log(f"resumed from {manager.latest_checkpoint}; base_network_checkpoint is ignored")
-    return
+def restore_or_start(manager, model, model_config, latest=None):
+  """Resumes from `latest` (default: the manager's latest checkpoint), else restores the backbone
+  for a first run. Multi-worker runs pass the chief's latest, so every worker resumes alike.
+  Returns True if it resumed."""
+  latest = latest or manager.latest_checkpoint
+  if latest:
+    manager.checkpoint.restore(latest).assert_existing_objects_matched()
+    log(f"resumed from {latest}; base_network_checkpoint is ignored")
+    return True
   path = model_config.base_network_checkpoint
   if not path:
     log("warning: no base_network_checkpoint: training the backbone from scratch")
-    return
+    return False
   if not (tf.io.gfile.exists(path) or tf.io.gfile.exists(path + ".index")):
     raise FileNotFoundError(f"base_network_checkpoint={path!r} does not exist")
   model.restore_backbone(path)
   log(f"restored the backbone from {path}")
+  return False
 
 
 def checkpoint_dir(strategy, train_dir):
@@ -74,9 +81,23 @@ def make_train_step(model, optimizer, ema, strategy, model_config, train_config)
 
   def replica_step(images, labels):
     grads, classification, regularization = gradients(images, labels)
-    norm = tf.linalg.global_norm(grads)
+    replicas = strategy.num_replicas_in_sync
+    if replicas > 1:
+      # Keras 3 optimisers sum the replicas' gradients only inside apply_gradients, after the
+      # clipping below (and LossScaleOptimizer's finite check) would have seen each replica's
+      # partial sum: sum them first, so both see the gradient of the whole global batch.
+      grads = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, grads)
+    # Under loss scaling the gradients are multiplied by the scale (a power of two) until
+    # LossScaleOptimizer divides it out: norm and clip threshold are scaled alike, so the clip
+    # acts on the true gradient, and a non-finite norm gives non-finite grads (a skipped step).
+    scale = tf.convert_to_tensor(optimizer.dynamic_scale) if loss_scale else 1.0
+    scaled_norm = tf.linalg.global_norm(grads)
+    norm = scaled_norm / scale
     if train_config.clip_gradients > 0:
-      grads, _ = tf.clip_by_global_norm(grads, train_config.clip_gradients, use_norm=norm)
+      grads, _ = tf.clip_by_global_norm(grads, train_config.clip_gradients * scale,
+                                        use_norm=scaled_norm)
+    if replicas > 1:
+      grads = [g / replicas for g in grads]  # the optimiser sums them over the replicas again
     optimizer.apply_gradients(zip(grads, variables))
     if ema is not None:
       ema.update()
@@ -100,8 +121,13 @@ class StopFlag:
 
   def __init__(self):
     self.signal = None
-    for sig in (signal.SIGINT, signal.SIGTERM):
-      signal.signal(sig, self._handle)
+    self._previous = {sig: signal.signal(sig, self._handle)
+                      for sig in (signal.SIGINT, signal.SIGTERM)}
+
+  def restore(self):
+    """Puts the previous handlers back (main() may run inside a longer-lived process)."""
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
 
   def _handle(self, signum, _frame):
     if self.signal is not None:  # a second Ctrl-C: stop now
@@ -121,7 +147,13 @@ def train_loop(step, iterator, strategy, manager, writer, model_config, train_co
                global_step, learning_rate, stop):
   """Runs steps to number_of_steps, logging, summarising and saving as configured."""
   step_no = start = int(global_step.numpy())
-  batch = model_config.batch_size
+  batch = model_config.batch_size * strategy.num_replicas_in_sync  # images/s counts all replicas
+  # Saving is collective across workers (ON_READ variables are reduced), so every worker must
+  # save at the same step: a wall-clock trigger would fire on one and hang the others.
+  save_secs = 0 if run_utils.is_multi_worker(strategy) else train_config.save_checkpoint_secs
+  if save_secs != train_config.save_checkpoint_secs:
+    log("note: multi-worker training saves every save_checkpoint_steps only "
+        "(save_checkpoint_secs is ignored)")
   window_start, window_steps, last_save = time.time(), 0, time.time()
   log(f"training from step {step_no} to {train_config.number_of_steps}")
   while step_no < train_config.number_of_steps and stop.signal is None:
@@ -134,7 +166,8 @@ def train_loop(step, iterator, strategy, manager, writer, model_config, train_co
       eta = (train_config.number_of_steps - step_no) * elapsed / window_steps
       values = {k: float(v) for k, v in scalars.items()}
       values["loss/total"] = values["loss/classification"] + values["loss/regularization"]
-      values["learning_rate"] = float(learning_rate(step_no))
+      # the rate this step used: the optimiser reads the schedule before counting the step
+      values["learning_rate"] = float(learning_rate(step_no - 1))
       values["images_per_sec"] = rate
       with writer.as_default(step=step_no):
         for name, value in values.items():
@@ -150,8 +183,7 @@ def train_loop(step, iterator, strategy, manager, writer, model_config, train_co
         summarize_images(iterator, strategy, step_no)
     due = (train_config.save_checkpoint_steps > 0
            and step_no % train_config.save_checkpoint_steps == 0) or (
-           train_config.save_checkpoint_secs > 0
-           and time.time() - last_save >= train_config.save_checkpoint_secs)
+           save_secs > 0 and time.time() - last_save >= save_secs)
     if due:
       manager.save(checkpoint_number=step_no)
       last_save = time.time()
@@ -181,27 +213,37 @@ def main(argv):
   manager = tf.train.CheckpointManager(
       checkpoint, save_dir, max_to_keep=train_config.max_to_keep,
       keep_checkpoint_every_n_hours=train_config.keep_checkpoint_every_n_hours)
-  restore_or_start(manager, model, model_config)
+  # Every worker resumes from the chief's train_dir (shared storage across machines), not from
+  # its own temp dir, or the workers would start from different states and step counts.
+  resumed = restore_or_start(manager, model, model_config,
+                             latest=tf.train.latest_checkpoint(train_config.train_dir))
+  if ema is not None and not resumed:
+    ema.reset()  # the shadows were copied before the backbone was restored
   if run_utils.is_chief(strategy):
     configs.save_configs(os.path.join(train_config.train_dir, run_utils.CONFIG_FILE),
                          model=model_config, train=train_config)
 
   seed = train_config.seed if train_config.seed >= 0 else None
+  # tf.distribute strategies copy batches to their devices; on one GPU the pipeline does it.
+  single_gpu = train_config.strategy == "default" and tf.config.list_logical_devices("GPU")
   dataset = strategy.distribute_datasets_from_function(
-      lambda context: build_dataset(model_config, "train", input_context=context, seed=seed))
+      lambda context: build_dataset(model_config, "train", input_context=context, seed=seed,
+                                    device="/gpu:0" if single_gpu else None))
   step = make_train_step(model, optimizer, ema, strategy, model_config, train_config)
   writer = tf.summary.create_file_writer(save_dir)
   stop = StopFlag()
-  step_no = train_loop(step, iter(dataset), strategy, manager, writer, model_config,
-                       train_config, optimizer.iterations,
-                       run_utils.learning_rate_schedule(train_config), stop)
-
-  if manager.latest_checkpoint != os.path.join(save_dir, f"ckpt-{step_no}"):
-    manager.save(checkpoint_number=step_no)
-  writer.flush()
-  log(f"saved {manager.latest_checkpoint}")
-  if save_dir != train_config.train_dir:
-    shutil.rmtree(save_dir, ignore_errors=True)
+  try:
+    step_no = train_loop(step, iter(dataset), strategy, manager, writer, model_config,
+                         train_config, optimizer.iterations,
+                         run_utils.learning_rate_schedule(train_config), stop)
+    if manager.latest_checkpoint != os.path.join(save_dir, f"ckpt-{step_no}"):
+      manager.save(checkpoint_number=step_no)
+    writer.flush()
+    log(f"saved {manager.latest_checkpoint}")
+  finally:
+    stop.restore()
+    if save_dir != train_config.train_dir:  # a non-chief worker's temp dir
+      shutil.rmtree(save_dir, ignore_errors=True)
   return 128 + stop.signal if stop.signal else 0
 
 

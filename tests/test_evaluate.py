@@ -1,0 +1,308 @@
+"""evaluate.py beside train.py on tiny data (random 40x40 JPEGs, 4 labels, 32x32, frozen backbone).
+
+One module fixture starts train.py and evaluate.py as two processes, as a user would; the other
+tests evaluate that run's checkpoints in-process. Oracles: sklearn's metrics on the written score
+and label files, the records' own labels, the model restored by hand, TensorBoard's event files.
+
+  .venv/bin/python -m pytest tests/test_evaluate.py
+"""
+import contextlib
+import glob
+import io
+import json
+import math
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+from sklearn.metrics import average_precision_score, precision_score, recall_score
+
+import evaluate
+import records
+import run_utils
+from multi_label_classification_model import build_dataset
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+LABELS = 4
+PRF = ("CP", "CR", "CF1", "OP", "OR", "OF1")
+FIELDS = ("global_step", "loss", "mAP", "per_label_ap", *PRF, *(f"{n}_top3" for n in PRF))
+TIMEOUT = 120  # evaluate.py's --timeout_secs backstop; max_evaluations should stop it first
+
+
+def write_records(path, labels, seed=0, side=40):
+  """One record per row of `labels`, each a random side x side JPEG."""
+  rng = np.random.default_rng(seed)
+  with tf.io.TFRecordWriter(str(path)) as writer:
+    for i, row in enumerate(labels):
+      buffer = io.BytesIO()
+      Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)).save(buffer, "JPEG")
+      writer.write(records.make_example(f"img{i}.jpg", buffer.getvalue(), row)
+                   .SerializeToString())
+  return str(path)
+
+
+def eval_labels():
+  """12 images; label 0 has no positives (excluded from mAP), the others both classes."""
+  labels = np.random.default_rng(5).integers(0, 2, (12, LABELS))
+  labels[:, 0] = 0
+  labels[0, 1:], labels[1, 1:] = 1, 0
+  return labels
+
+
+def run_evaluate(argv):
+  """evaluate.main in-process: (exit status, its log)."""
+  out = io.StringIO()
+  with contextlib.redirect_stdout(out):
+    status = evaluate.main(argv)
+  return status, out.getvalue()
+
+
+def read_jsonl(path):
+  with open(path) as f:
+    return [json.loads(line) for line in f]
+
+
+def model_scores(model, model_config, file_spec):
+  dataset = build_dataset(model_config, "eval", file_spec=file_spec)
+  return np.concatenate([model(images)[1]["predictions"].numpy() for images, _, _ in dataset])
+
+
+def spawn(script, argv, log_path):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+  log = open(log_path, "w")
+  return subprocess.Popen([sys.executable, script, *argv], cwd=REPO, env=env, stdout=log,
+                          stderr=subprocess.STDOUT), log
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+  """train.py (frozen backbone, EMA 0.9, checkpoints at steps 10 to 40) and evaluate.py
+  (--max_evaluations=2) started together; both must end by themselves."""
+  root = tmp_path_factory.mktemp("side_by_side")
+  train_data = write_records(root / "train.tfrecord",
+                             np.random.default_rng(1).integers(0, 2, (16, LABELS)))
+  labels = eval_labels()
+  eval_data = write_records(root / "eval.tfrecord", labels, seed=2)
+  train_dir, eval_dir = str(root / "train"), str(root / "eval")
+  paths = dict(root=root, train_dir=train_dir, eval_dir=eval_dir, eval_data=eval_data,
+               labels=labels, scores=str(root / "scores.txt"), label_file=str(root / "labels.txt"))
+  trainer, train_log = spawn("train.py", [
+      f"--label_count={LABELS}", f"--input_tfrecord_file={train_data}", f"--train_dir={train_dir}",
+      "--target_height=32", "--target_width=32", "--resize_height=36", "--resize_width=36",
+      "--batch_size=4", "--shuffle_buffer=16", "--gpu_id=-1", "--learning_rate=1e-5",
+      "--ema_decay=0.9", "--number_of_steps=40", "--save_checkpoint_steps=10",
+      "--log_every_n_steps=10", "--image_summary_steps=0"], root / "train.log")
+  start = time.time()
+  evaluator, eval_log = spawn("evaluate.py", [
+      f"--checkpoint_dir={train_dir}", f"--input_tfrecord_file={eval_data}",
+      f"--eval_dir={eval_dir}", "--max_evaluations=2", "--eval_interval_secs=1",
+      "--min_global_step=0", f"--timeout_secs={TIMEOUT}", "--batch_size=5",
+      f"--score_file={paths['scores']}", f"--label_file={paths['label_file']}"],
+      root / "evaluate.log")
+  watchdogs = [threading.Timer(TIMEOUT + 240, p.kill) for p in (trainer, evaluator)]
+  for w in watchdogs:
+    w.start()
+  try:
+    paths["eval_status"] = evaluator.wait()
+    paths["eval_seconds"] = time.time() - start
+    paths["train_status"] = trainer.wait()
+  finally:
+    for w in watchdogs:
+      w.cancel()
+    for p in (trainer, evaluator):
+      p.kill()
+    train_log.close()
+    eval_log.close()
+  paths["train_log"] = (root / "train.log").read_text()
+  paths["eval_log"] = (root / "evaluate.log").read_text()
+  return paths
+
+
+def test_evaluator_beside_trainer_evaluates_two_checkpoints_and_stops(run):
+  assert run["train_status"] == 0, run["train_log"]
+  assert run["eval_status"] == 0, run["eval_log"]
+  assert "evaluated 2 checkpoint(s)" in run["eval_log"], run["eval_log"]
+  assert run["eval_seconds"] < TIMEOUT  # stopped by max_evaluations, not by the timeout
+  results = read_jsonl(os.path.join(run["eval_dir"], evaluate.METRICS_FILE))
+  steps = [r["global_step"] for r in results]
+  assert len(steps) == 2 and steps[0] < steps[1] and set(steps) <= {10, 20, 30, 40}, steps
+  for r in results:
+    assert r["checkpoint"] == f"ckpt-{r['global_step']}"
+    assert re.search(rf"ckpt-{r['global_step']} \(step {r['global_step']}\): loss [\d.]+ mAP ",
+                     run["eval_log"])
+
+
+def test_metrics_jsonl_fields_match_sklearn(run):
+  results = read_jsonl(os.path.join(run["eval_dir"], evaluate.METRICS_FILE))
+  for r in results:
+    missing = [f for f in FIELDS if f not in r]
+    assert not missing, missing
+    assert r["num_images"] == 12 and math.isfinite(r["loss"]) and r["loss"] > 0
+    assert len(r["per_label_ap"]) == LABELS
+    assert r["per_label_ap"][0] is None and r["excluded_labels"] == [0]  # no positives
+    assert r["mAP"] == pytest.approx(np.mean(r["per_label_ap"][1:]))
+  assert "excluded, no positives: label_0" in run["eval_log"]
+  # The last evaluation wrote the score and label files: recompute its metrics with sklearn.
+  labels = np.loadtxt(run["label_file"], dtype=int)
+  np.testing.assert_array_equal(labels, run["labels"])  # in record order
+  scores = np.loadtxt(run["scores"])
+  assert scores.shape == (12, LABELS)
+  last = results[-1]
+  for j in range(1, LABELS):
+    assert last["per_label_ap"][j] == pytest.approx(
+        average_precision_score(labels[:, j], scores[:, j]), abs=1e-4)
+  top3 = np.zeros_like(labels)
+  np.put_along_axis(top3, np.argsort(-scores, axis=1, kind="stable")[:, :3], 1, axis=1)
+  for suffix, predictions in (("", (scores >= 0.5).astype(int)), ("_top3", top3)):
+    cp = precision_score(labels, predictions, average="macro", zero_division=0)
+    cr = recall_score(labels, predictions, average="macro", zero_division=0)
+    op = precision_score(labels, predictions, average="micro", zero_division=0)
+    o_r = recall_score(labels, predictions, average="micro", zero_division=0)
+    want = {"CP": cp, "CR": cr, "CF1": 2 * cp * cr / (cp + cr) if cp + cr else 0.0,
+            "OP": op, "OR": o_r, "OF1": 2 * op * o_r / (op + o_r) if op + o_r else 0.0}
+    for name, value in want.items():
+      assert last[name + suffix] == pytest.approx(value, abs=1e-9), name + suffix
+
+
+def test_best_holds_a_restorable_checkpoint_config_and_metrics(run):
+  results = read_jsonl(os.path.join(run["eval_dir"], evaluate.METRICS_FILE))
+  best_dir = os.path.join(run["eval_dir"], evaluate.BEST_DIR)
+  with open(os.path.join(best_dir, "metrics.json")) as f:
+    best = json.load(f)
+  top = max(results, key=lambda r: r["mAP"])
+  assert best["mAP"] == top["mAP"]
+  name = best["checkpoint"]
+  assert name == f"ckpt-{best['global_step']}"
+  assert sorted(os.listdir(best_dir)) == sorted(
+      ["checkpoint", "config.json", "metrics.json", f"{name}.index",
+       f"{name}.data-00000-of-00001"])
+  for suffix in (".index", ".data-00000-of-00001"):  # the very bytes train.py saved
+    with open(os.path.join(best_dir, name + suffix), "rb") as a, \
+        open(os.path.join(run["train_dir"], name + suffix), "rb") as b:
+      assert a.read() == b.read()
+  model, model_config, prefix, step = run_utils.load_trained_model(best_dir)
+  assert prefix == os.path.join(best_dir, name) and step == best["global_step"]
+  assert (model_config.label_count, model_config.target_height) == (LABELS, 32)
+  assert not glob.glob(best_dir + ".*")  # no staging left behind
+
+
+def test_eval_tensorboard_scalars_and_per_label_ap(run):
+  tags = {}
+  for path in glob.glob(os.path.join(run["eval_dir"], "events.out.tfevents.*")):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        tags.setdefault(value.tag, []).append(event.step)
+  steps = sorted(r["global_step"] for r in read_jsonl(
+      os.path.join(run["eval_dir"], evaluate.METRICS_FILE)))
+  for tag in ("eval/loss", "eval/mAP", "eval/CF1", "eval/OF1", "eval/CF1_top3",
+              "per_label_ap/label_1", "per_label_ap/label_3"):
+    assert sorted(tags.get(tag, [])) == steps, tag
+  assert "per_label_ap/label_0" not in tags  # None: the label has no positives
+
+
+def test_run_once_checkpoint_path_score_files_and_ema_weights(run, tmp_path):
+  prefix = os.path.join(run["train_dir"], "ckpt-10")
+  scores_file, labels_file = str(tmp_path / "s.txt"), str(tmp_path / "l.txt")
+  status, log = run_evaluate([
+      f"--checkpoint_dir={run['train_dir']}", f"--checkpoint_path={prefix}", "--run_once=true",
+      f"--input_tfrecord_file={run['eval_data']}", f"--eval_dir={tmp_path / 'eval'}",
+      "--batch_size=5", f"--score_file={scores_file}", f"--label_file={labels_file}"])
+  assert status == 0
+  (result,) = read_jsonl(tmp_path / "eval" / evaluate.METRICS_FILE)
+  assert (result["checkpoint"], result["global_step"]) == ("ckpt-10", 10)
+  lines = open(scores_file).read().splitlines()
+  assert len(lines) == 12
+  assert all(re.fullmatch(r"\d\.\d{6}( \d\.\d{6}){3}", line) for line in lines), lines[0]
+  np.testing.assert_array_equal(np.loadtxt(labels_file, dtype=int), run["labels"])
+  assert open(labels_file).read().splitlines()[0] == " ".join(map(str, run["labels"][0]))
+  # The scores are the EMA weights' (ckpt-10 holds 'ema'), not the raw weights'.
+  assert any(k.startswith("ema/") for k in tf.train.load_checkpoint(prefix)
+             .get_variable_to_shape_map())
+  model, model_config, _, step = run_utils.load_trained_model(prefix)  # use_ema=True
+  assert step == 10
+  written = np.loadtxt(scores_file)
+  np.testing.assert_allclose(model_scores(model, model_config, run["eval_data"]), written,
+                             atol=2e-6)
+  run_utils.restore_model(model, prefix, use_ema=False)
+  raw = model_scores(model, model_config, run["eval_data"])
+  assert np.abs(raw - written).max() > 1e-3
+
+
+def test_deleted_checkpoints_under_the_evaluator_are_skipped(run, tmp_path, monkeypatch):
+  """train.py's max_to_keep deletes old checkpoints under the evaluator: the first before the
+  model is even built, the next with only its data file gone, one while it is being scored
+  (before the copy to best/). Each is logged and skipped; the last one evaluates normally."""
+  ckpt_dir = tmp_path / "train"
+  ckpt_dir.mkdir()
+  shutil.copy(os.path.join(run["train_dir"], run_utils.CONFIG_FILE), ckpt_dir)
+  for path in glob.glob(os.path.join(run["train_dir"], "ckpt-*")):
+    shutil.copy(path, ckpt_dir)
+  remove = lambda name, pattern=".*": [os.remove(p) for p in glob.glob(str(ckpt_dir / name)
+                                                                       + pattern)]
+
+  def checkpoints(eval_config):
+    remove("ckpt-10")
+    yield str(ckpt_dir / "ckpt-10")
+    remove("ckpt-20", ".data-*")  # its .index is still there
+    yield str(ckpt_dir / "ckpt-20")
+    yield str(ckpt_dir / "ckpt-30")
+    yield str(ckpt_dir / "ckpt-40")
+
+  score_dataset = evaluate.score_dataset
+  scored = []
+
+  def score_and_delete(predict, dataset):
+    scored.append(True)
+    if len(scored) == 1:
+      remove("ckpt-30")
+    return score_dataset(predict, dataset)
+
+  monkeypatch.setattr(evaluate, "checkpoints_to_evaluate", checkpoints)
+  monkeypatch.setattr(evaluate, "score_dataset", score_and_delete)
+  eval_dir = tmp_path / "eval"
+  status, log = run_evaluate([f"--checkpoint_dir={ckpt_dir}", "--min_global_step=0",
+                              f"--input_tfrecord_file={run['eval_data']}",
+                              f"--eval_dir={eval_dir}", "--batch_size=5"])
+  assert status == 0
+  assert "skipping ckpt-10: it was deleted" in log
+  assert "skipping ckpt-20: it was deleted" in log
+  assert "ckpt-30 was deleted before it could be copied" in log
+  assert [r["checkpoint"] for r in read_jsonl(eval_dir / evaluate.METRICS_FILE)] == [
+      "ckpt-30", "ckpt-40"]
+  with open(eval_dir / evaluate.BEST_DIR / "metrics.json") as f:
+    assert json.load(f)["checkpoint"] == "ckpt-40"
+  assert run_utils.resolve_checkpoint(str(eval_dir / evaluate.BEST_DIR))[0] == str(
+      eval_dir / evaluate.BEST_DIR / "ckpt-40")
+  assert not glob.glob(str(eval_dir / evaluate.BEST_DIR) + ".*")
+
+
+def test_eval_set_without_positives_gives_no_map_and_no_best(run, tmp_path):
+  eval_data = write_records(tmp_path / "negatives.tfrecord", np.zeros((6, LABELS), int), seed=3)
+  eval_dir = tmp_path / "eval"
+  status, log = run_evaluate([
+      f"--checkpoint_dir={run['train_dir']}", "--run_once=true", f"--eval_dir={eval_dir}",
+      f"--input_tfrecord_file={eval_data}", "--batch_size=4"])
+  assert status == 0
+  assert re.search(r"ckpt-40 \(step 40\): loss [\d.]+ mAP n/a ", log), log
+  (result,) = read_jsonl(eval_dir / evaluate.METRICS_FILE)
+  assert result["mAP"] is None and result["per_label_ap"] == [None] * LABELS
+  assert result["excluded_labels"] == list(range(LABELS))
+  assert (result["CR"], result["OR"]) == (0.0, 0.0)  # nothing to recall
+  assert not os.path.exists(eval_dir / evaluate.BEST_DIR)  # nothing to rank it by
+
+
+def test_already_evaluated_ignores_a_line_cut_short(tmp_path, capsys):
+  """A killed evaluator can leave a partial last line: a restart must not crash on it."""
+  good = json.dumps({"checkpoint": "ckpt-10", "global_step": 10, "mAP": 0.5})
+  (tmp_path / evaluate.METRICS_FILE).write_text(good + "\n" + good[:25])
+  assert evaluate.already_evaluated(str(tmp_path)) == {"ckpt-10"}
+  assert f"{evaluate.METRICS_FILE}:2: not a metrics record" in capsys.readouterr().out

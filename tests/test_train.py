@@ -1,0 +1,425 @@
+"""train.py on tiny data (16 random 40x40 JPEGs, 4 labels, 32x32 crops, batch 4, a few steps).
+
+The model is always ResNet-50, so runs share artefacts through module fixtures: one fine-tuning
+first run from a slim-format checkpoint (EMA on, TensorBoard on, a checkpoint per step) and one
+resume of it. Oracles: the slim checkpoint's own tensors (tf.train.load_checkpoint), the EMA and
+SGD update formulas, the staircase decay formula, and TensorBoard's event files.
+
+  .venv/bin/python -m pytest tests/test_train.py
+"""
+import contextlib
+import glob
+import io
+import json
+import math
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+import configs
+import records
+import run_utils
+import train
+from multi_label_classification_model import MultiLabelClassificationModel
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+LABELS = 4
+SIZE = ["--target_height=32", "--target_width=32", "--resize_height=36", "--resize_width=36"]
+STEP_KEY = "global_step/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+def write_records(path, labels, seed=0, side=40):
+  """One record per row of `labels`, each a random side x side JPEG."""
+  rng = np.random.default_rng(seed)
+  with tf.io.TFRecordWriter(str(path)) as writer:
+    for i, row in enumerate(labels):
+      buffer = io.BytesIO()
+      Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)).save(buffer, "JPEG")
+      writer.write(records.make_example(f"img{i}.jpg", buffer.getvalue(), row)
+                   .SerializeToString())
+  return str(path)
+
+
+def train_args(data, train_dir, *extra):
+  return [f"--label_count={LABELS}", f"--input_tfrecord_file={data}", f"--train_dir={train_dir}",
+          *SIZE, "--batch_size=4", "--shuffle_buffer=16", "--gpu_id=-1", *extra]
+
+
+def run_main(argv):
+  """train.main in-process: (exit status, its log)."""
+  out = io.StringIO()
+  with contextlib.redirect_stdout(out):
+    status = train.main(argv)
+  return status, out.getvalue()
+
+
+def snapshot(variables):
+  return [v.numpy().copy() for v in variables]
+
+
+def global_norm(arrays):
+  return math.sqrt(sum(float(np.sum(np.square(a.astype(np.float64)))) for a in arrays))
+
+
+class RestoreSpy:
+  """Wraps train.restore_or_start to keep the run's tf.train.Checkpoint (model, optimizer, ema)
+  and a copy of the model's and optimiser's state right after the restore."""
+
+  def __init__(self, patch):
+    original = train.restore_or_start
+
+    def spy(manager, model, *args, **kwargs):
+      resumed = original(manager, model, *args, **kwargs)
+      self.checkpoint = manager.checkpoint
+      self.model_after_restore = snapshot(model.variables)
+      self.optimizer_after_restore = snapshot(manager.checkpoint.optimizer.variables)
+      ema = getattr(manager.checkpoint, "ema", None)
+      self.ema_after_restore = snapshot(ema.shadows) if ema is not None else None
+      return resumed
+
+    patch.setattr(train, "restore_or_start", spy)
+
+
+def read_events(directory):
+  """{tag: [(step, value)]} from the TensorBoard event files in `directory`; image summaries are
+  stored as the number of images they hold."""
+  plugins, found = {}, {}
+  for path in sorted(glob.glob(os.path.join(directory, "events.out.tfevents.*"))):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        if value.metadata.plugin_data.plugin_name:  # written with a tag's first value only
+          plugins[value.tag] = value.metadata.plugin_data.plugin_name
+        array = tf.make_ndarray(value.tensor)
+        item = len(array) - 2 if plugins.get(value.tag) == "images" else float(array)
+        found.setdefault(value.tag, []).append((event.step, item))
+  return found, plugins
+
+
+# ---------------------------------------------------------------------------------------------
+# Fixtures.
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+  labels = np.random.default_rng(1).integers(0, 2, (16, LABELS))
+  return write_records(tmp_path_factory.mktemp("data") / "train.tfrecord", labels)
+
+
+@pytest.fixture(scope="module")
+def slim_checkpoint(tmp_path_factory, reference_dir):
+  """A name-based checkpoint as TF-Slim wrote resnet_v2_50.ckpt: slim's 272 variable names (the
+  1001-way logits included) and a global_step, with random values, written by SaveV2."""
+  names = json.loads((reference_dir / "resnet_v2_50_variables.json").read_text())["variables"]
+  rng = np.random.default_rng(7)
+  tensors = {}
+  for name, shape in names:
+    kind = name.rsplit("/", 1)[-1]
+    if kind == "weights":
+      value = rng.normal(0, math.sqrt(2.0 / math.prod(shape[:-1])), shape)
+    elif kind in ("gamma", "moving_variance"):
+      value = rng.uniform(0.5, 1.5, shape)
+    else:  # beta, moving_mean, biases
+      value = rng.normal(0, 0.1, shape)
+    tensors[name] = tf.constant(value, tf.float32)
+  tensors["global_step"] = tf.constant(123456, tf.int64)
+  prefix = str(tmp_path_factory.mktemp("slim") / "resnet_v2_50.ckpt")
+  tf.raw_ops.SaveV2(prefix=prefix, tensor_names=list(tensors),
+                    shape_and_slices=[""] * len(tensors), tensors=list(tensors.values()))
+  return prefix
+
+
+FIRST_RUN = ["--train_base_network=true", "--ema_decay=0.5", "--learning_rate=0.01",
+             "--decay_steps=1", "--decay_rate=0.5", "--staircase=true", "--save_checkpoint_steps=1",
+             "--log_every_n_steps=1", "--image_summary_steps=1"]
+
+
+@pytest.fixture(scope="module")
+def first_run(data, slim_checkpoint, tmp_path_factory):
+  """Fine-tunes 2 steps from the slim checkpoint: ckpt-1 and ckpt-2, EMA decay 0.5."""
+  train_dir = str(tmp_path_factory.mktemp("first") / "train")
+  with pytest.MonkeyPatch.context() as patch:
+    spy = RestoreSpy(patch)
+    status, log = run_main(train_args(data, train_dir, *FIRST_RUN, "--number_of_steps=2",
+                                      f"--base_network_checkpoint={slim_checkpoint}"))
+  ckpt = spy.checkpoint
+  return dict(train_dir=train_dir, status=status, log=log, spy=spy, model=ckpt.model,
+              model_at_end=snapshot(ckpt.model.variables),
+              optimizer_at_end=snapshot(ckpt.optimizer.variables),
+              ema_at_end=snapshot(ckpt.ema.shadows))
+
+
+@pytest.fixture(scope="module")
+def resumed_run(first_run, data):
+  """Runs train.py again on the first run's train_dir, base_network_checkpoint now naming
+  nothing. number_of_steps is already reached, so it restores and stops without tracing a step
+  (the SIGTERM test resumes and trains on)."""
+  with pytest.MonkeyPatch.context() as patch:
+    spy = RestoreSpy(patch)
+    status, log = run_main(train_args(data, first_run["train_dir"], *FIRST_RUN,
+                                      "--number_of_steps=2",
+                                      "--base_network_checkpoint=/nonexistent/ignored.ckpt"))
+  return dict(status=status, log=log, spy=spy)
+
+
+@pytest.fixture(scope="module")
+def frozen_model():
+  """A frozen-backbone model (only the head trains) shared by the one-step tests, its initial
+  weights, and one fixed batch."""
+  tf.random.set_seed(0)
+  config = configs.ModelConfig(label_count=LABELS, target_height=32, target_width=32,
+                               batch_size=4)
+  model = MultiLabelClassificationModel(config)
+  images = tf.random.stateless_uniform([4, 32, 32, 3], [1, 2], -1.0, 1.0)
+  labels = tf.constant(np.random.default_rng(3).integers(0, 2, (4, LABELS)), tf.float32)
+  return model, config, snapshot(model.trainable_variables), (images, labels)
+
+
+def one_batch_steps(model, model_config, batch, **train_overrides):
+  """A train.make_train_step for a TrainConfig with the overrides, on a repeated fixed batch.
+  Returns (step function taking no arguments, optimizer)."""
+  train_config = configs.TrainConfig(**train_overrides)
+  optimizer = run_utils.make_optimizer(train_config, model.trainable_variables)
+  step = train.make_train_step(model, optimizer, None, tf.distribute.get_strategy(),
+                               model_config, train_config)
+  iterator = iter(tf.data.Dataset.from_tensors(batch).repeat())
+  return (lambda: {k: float(v) for k, v in step(iterator).items()}), optimizer
+
+
+# ---------------------------------------------------------------------------------------------
+# First run, resume, checkpoints.
+
+def test_first_run_restores_backbone_from_slim_checkpoint(first_run, slim_checkpoint):
+  assert first_run["status"] == 0
+  assert f"restored the backbone from {slim_checkpoint}" in first_run["log"]
+  reader = tf.train.load_checkpoint(slim_checkpoint)
+  model = first_run["model"]
+  backbone = {id(v) for v in model.backbone_variables}
+  compared = 0
+  for v, value in zip(model.variables, first_run["spy"].model_after_restore):
+    if id(v) in backbone:
+      np.testing.assert_array_equal(value, reader.get_tensor(v.name[:-2]), err_msg=v.name)
+      compared += 1
+  assert compared == 270  # slim's 272 minus the 1001-way logits, which the head replaces
+
+
+def test_first_run_checkpoints_config_and_steps(first_run):
+  train_dir = first_run["train_dir"]
+  state = tf.train.get_checkpoint_state(train_dir)
+  assert [os.path.basename(p) for p in state.all_model_checkpoint_paths] == ["ckpt-1", "ckpt-2"]
+  for step in (1, 2):
+    reader = tf.train.load_checkpoint(os.path.join(train_dir, f"ckpt-{step}"))
+    assert reader.get_tensor(STEP_KEY) == step
+  model_config = run_utils.load_model_config(train_dir)
+  assert (model_config.label_count, model_config.target_height, model_config.target_width,
+          model_config.train_base_network) == (LABELS, 32, 32, True)
+  saved = configs.load_config(os.path.join(train_dir, run_utils.CONFIG_FILE), "train",
+                              configs.TrainConfig)
+  assert (saved.ema_decay, saved.number_of_steps, saved.decay_steps) == (0.5, 2, 1)
+
+
+def test_tensorboard_scalars_images_and_learning_rate_schedule(first_run):
+  found, plugins = read_events(first_run["train_dir"])
+  for tag in ("loss/classification", "loss/regularization", "learning_rate", "gradient_norm",
+              "images_per_sec"):
+    assert [step for step, _ in found[tag]] == [1, 2], tag
+    assert plugins[tag] == "scalars"
+    assert all(math.isfinite(value) for _, value in found[tag]), tag
+  assert all(value > 0 for _, value in found["gradient_norm"] + found["images_per_sec"])
+  # staircase decay every step by 0.5: step n ran at 0.01 * 0.5 ** (n - 1)
+  for step, value in found["learning_rate"]:
+    assert value == pytest.approx(0.01 * 0.5 ** (step - 1), rel=1e-6)
+  images = [tag for tag, plugin in plugins.items() if plugin == "images"]
+  assert images and all(count >= 1 for _, count in found[images[0]])
+
+
+def test_ema_starts_at_restored_weights_is_saved_and_restores(first_run):
+  """shadow_1 = d * w_0 + (1 - d) * w_1, with w_0 the weights right after the slim restore."""
+  model = first_run["model"]
+  prefix = os.path.join(first_run["train_dir"], "ckpt-1")
+  names = tf.train.load_checkpoint(prefix).get_variable_to_shape_map()
+  assert any(name.startswith("ema/") for name in names)
+  trainable = {id(v) for v in model.trainable_variables}
+  w0 = [value for v, value in zip(model.variables, first_run["spy"].model_after_restore)
+        if id(v) in trainable]
+  w0 = dict(zip([v.name for v in model.variables if id(v) in trainable], w0))
+  assert run_utils.restore_model(model, prefix, use_ema=False) == 1
+  w1 = {v.name: v.numpy() for v in model.trainable_variables}
+  assert run_utils.restore_model(model, prefix, use_ema=True) == 1
+  assert len(w0) == len(model.trainable_variables) > 150  # the backbone is averaged too
+  for v in model.trainable_variables:
+    np.testing.assert_allclose(v.numpy(), 0.5 * w0[v.name] + 0.5 * w1[v.name],
+                               rtol=1e-5, atol=1e-6, err_msg=v.name)
+  moved = max(float(np.abs(w1[name] - w0[name]).max()) for name in w1)
+  assert moved > 1e-4  # the step changed the weights, so the check above can fail
+
+
+def test_resume_restores_step_weights_optimizer_and_ema(first_run, resumed_run):
+  assert resumed_run["status"] == 0
+  train_dir = first_run["train_dir"]
+  assert f"resumed from {os.path.join(train_dir, 'ckpt-2')}" in resumed_run["log"]
+  assert "training from step 2 to 2" in resumed_run["log"]
+  spy = resumed_run["spy"]
+  optimizer = spy.checkpoint.optimizer
+  # The optimiser state right after the restore equals ckpt-2's tensors, read by name.
+  reader = tf.train.load_checkpoint(os.path.join(train_dir, "ckpt-2"))
+  after = spy.optimizer_after_restore
+  assert int(after[0]) == reader.get_tensor(STEP_KEY) == 2  # iterations = the global step
+  slots = {}
+  for key in reader.get_variable_to_shape_map():
+    parts = key.split("/")
+    if parts[:2] == ["optimizer", "_variables"]:
+      slots[int(parts[2])] = reader.get_tensor(key)
+  assert sorted(slots) == list(range(1, len(optimizer.variables)))
+  assert len(slots) == 2 * len(spy.checkpoint.model.trainable_variables)  # Adam's m and v
+  for index, value in slots.items():
+    np.testing.assert_array_equal(after[index], value, err_msg=optimizer.variables[index].name)
+  assert sum(float(np.abs(value).sum()) for value in slots.values()) > 0  # not fresh zeros
+  # ... and equals the first run's final state, as do the weights and the EMA shadows.
+  for got, want in zip(after, first_run["optimizer_at_end"]):
+    np.testing.assert_array_equal(got, want)
+  for got, want in zip(spy.model_after_restore, first_run["model_at_end"]):
+    np.testing.assert_array_equal(got, want)
+  for got, want in zip(spy.ema_after_restore, first_run["ema_at_end"]):
+    np.testing.assert_array_equal(got, want)
+  assert tf.train.latest_checkpoint(train_dir) == os.path.join(train_dir, "ckpt-2")
+
+
+def test_nonexistent_base_network_checkpoint_is_an_error(data, tmp_path):
+  missing = str(tmp_path / "no_such_dir" / "resnet_v2_50.ckpt")
+  with pytest.raises(FileNotFoundError, match="no_such_dir"):
+    run_main(train_args(data, tmp_path / "train", "--number_of_steps=1",
+                        f"--base_network_checkpoint={missing}"))
+  assert tf.train.latest_checkpoint(str(tmp_path / "train")) is None
+
+
+def test_unknown_optimizer_is_an_error_naming_it(data, tmp_path):
+  with pytest.raises(ValueError, match="Adagrad"):
+    run_main(train_args(data, tmp_path / "train", "--number_of_steps=1", "--optimizer=Adagrad"))
+  with pytest.raises(ValueError, match="'adam'"):  # names are exact
+    run_utils.make_optimizer(configs.TrainConfig(optimizer="adam"), [])
+
+
+def test_sigterm_saves_the_current_step_and_exits_143_then_resumes(data, tmp_path):
+  train_dir = str(tmp_path / "train")
+  argv = train_args(data, train_dir, "--number_of_steps=100000", "--log_every_n_steps=1",
+                    "--save_checkpoint_steps=0", "--save_checkpoint_secs=0",
+                    "--image_summary_steps=0")
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+  proc = subprocess.Popen([sys.executable, "train.py", *argv], cwd=REPO, env=env, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+  watchdog = threading.Timer(240, proc.kill)
+  watchdog.start()
+  lines = []
+  try:
+    for line in proc.stdout:
+      lines.append(line)
+      if line.startswith("step "):
+        proc.send_signal(signal.SIGTERM)
+        break
+    lines += proc.stdout.readlines()
+    status = proc.wait(timeout=120)
+  finally:
+    watchdog.cancel()
+    proc.kill()
+  output = "".join(lines)
+  assert status == 128 + signal.SIGTERM, output
+  assert "received SIGTERM" in output and "Traceback" not in output, output
+  assert "warning: no base_network_checkpoint" in output
+  last_step = int([line for line in lines if line.startswith("step ")][-1].split(":")[0][5:])
+  prefix = os.path.join(train_dir, f"ckpt-{last_step}")
+  assert f"saved {prefix}" in output
+  assert tf.train.latest_checkpoint(train_dir) == prefix
+  assert tf.train.load_checkpoint(prefix).get_tensor(STEP_KEY) == last_step < 100000
+
+  handler = signal.getsignal(signal.SIGTERM)
+  status, log = run_main(argv + [f"--number_of_steps={last_step + 1}"])
+  assert status == 0
+  assert f"resumed from {prefix}" in log
+  assert f"training from step {last_step} to {last_step + 1}" in log
+  assert tf.train.load_checkpoint(tf.train.latest_checkpoint(train_dir)).get_tensor(
+      STEP_KEY) == last_step + 1
+  assert signal.getsignal(signal.SIGTERM) == handler  # main() put the handler back
+
+
+# ---------------------------------------------------------------------------------------------
+# The train step: learning, optimisers, losses, clipping, schedule.
+
+def test_loss_falls_when_overfitting_one_fixed_batch():
+  """Fine-tuning the whole net on one batch of 8 random images and labels: the loss must drop
+  well below what the best label-blind (per-label constant) prediction reaches."""
+  tf.random.set_seed(1)
+  config = configs.ModelConfig(label_count=LABELS, target_height=32, target_width=32,
+                               batch_size=8, train_base_network=True, use_regularizer=False)
+  model = MultiLabelClassificationModel(config)
+  labels = np.random.default_rng(0).integers(0, 2, (8, LABELS)).astype(np.float32)
+  images = tf.random.stateless_uniform([8, 32, 32, 3], [4, 5], -1.0, 1.0)
+  run, _ = one_batch_steps(model, config, (images, tf.constant(labels)), learning_rate=1e-3)
+  losses = [run()["loss/classification"] for _ in range(15)]
+  p = labels.mean(axis=0)
+  constant_loss = float(np.mean([-(q * math.log(q) + (1 - q) * math.log(1 - q)) if 0 < q < 1
+                                 else 0.0 for q in p]))
+  assert losses[-1] < 0.7 * losses[0], losses
+  assert losses[-1] < constant_loss - 0.1, (losses, constant_loss)
+
+
+@pytest.mark.parametrize("optimizer,loss", [
+    ("Adam", "sigmoid"), ("SGD", "sigmoid"), ("Momentum", "sigmoid"), ("RMSProp", "sigmoid"),
+    ("AdamW", "sigmoid"), ("Adam", "focal"), ("Adam", "asymmetric")])
+def test_each_optimizer_and_loss_trains_without_nan(frozen_model, optimizer, loss):
+  model, config, initial, batch = frozen_model
+  for v, value in zip(model.trainable_variables, initial):
+    v.assign(value)
+  run, opt = one_batch_steps(model, config, batch, optimizer=optimizer, loss=loss,
+                             learning_rate=1e-4)
+  expected_class = {"Adam": "Adam", "SGD": "SGD", "Momentum": "SGD", "RMSProp": "RMSprop",
+                    "AdamW": "AdamW"}[optimizer]
+  assert type(opt).__name__ == expected_class
+  if optimizer == "Momentum":
+    assert opt.momentum == pytest.approx(0.9)
+  for _ in range(2):
+    scalars = run()
+    assert all(math.isfinite(value) for value in scalars.values()), scalars
+  assert int(opt.iterations) == 2
+  after = snapshot(model.trainable_variables)
+  assert all(np.all(np.isfinite(a)) for a in after)
+  assert global_norm([a - b for a, b in zip(after, initial)]) > 0
+
+
+def test_gradient_clipping_and_learning_rate_reach_the_update(frozen_model):
+  """Plain SGD moves the weights by exactly lr_n * g: the update's global norm must be
+  lr_n * min(norm, clip) with lr_n = 0.1 * 0.5 ** (n - 1) (staircase, decay every step)."""
+  model, config, initial, batch = frozen_model
+  schedule = dict(optimizer="SGD", learning_rate=0.1, decay_steps=1, decay_rate=0.5,
+                  staircase=True)
+  for clip in (0.0, 1.0):
+    for v, value in zip(model.trainable_variables, initial):
+      v.assign(value)
+    run, _ = one_batch_steps(model, config, batch, clip_gradients=clip, **schedule)
+    before = snapshot(model.trainable_variables)
+    for n in (1, 2, 3) if clip else (1,):
+      scalars = run()
+      after = snapshot(model.trainable_variables)
+      norm = scalars["gradient_norm"]
+      if n == 1:
+        assert norm > 10  # large enough for clip=1.0 to act
+      moved = global_norm([a - b for a, b in zip(after, before)])
+      want = 0.1 * 0.5 ** (n - 1) * (min(norm, clip) if clip else norm)
+      assert moved == pytest.approx(want, rel=2e-3), (clip, n, norm)
+      before = after
+
+
+def test_learning_rate_schedule_matches_exponential_decay_formula():
+  for staircase in (True, False):
+    config = configs.TrainConfig(learning_rate=0.03, decay_steps=7, decay_rate=0.9,
+                                 staircase=staircase)
+    schedule = run_utils.learning_rate_schedule(config)
+    for step in range(0, 50, 3):
+      exponent = step // 7 if staircase else step / 7
+      assert float(schedule(step)) == pytest.approx(0.03 * 0.9 ** exponent, rel=1e-6)
