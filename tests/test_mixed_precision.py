@@ -1,0 +1,315 @@
+"""ModelConfig.precision: float32 | mixed_bfloat16 | mixed_float16, on the CPU.
+
+  .venv/bin/python -m pytest tests/test_mixed_precision.py    # about 1 min on 2 CPU cores
+
+The compute dtype runs through the backbone and the head while variables, logits, sigmoid and loss
+stay float32; slim checkpoints restore into the float32 variables; mixed_float16 scales the loss
+dynamically and clips the true (unscaled) gradient, and its checkpoints carry the loss scale
+across a resume; a mixed_bfloat16 run trains and is evaluated and scored by evaluate.py and
+inference.py, which rebuild it, in bfloat16, from its config.json.
+"""
+import glob
+import io
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+from tensorflow.core.util import event_pb2
+
+import configs
+import evaluate
+import inference
+import records
+import resnet_utils
+import run_utils
+import train
+from multi_label_classification_model import (MultiLabelClassificationModel, build_dataset,
+                                              total_loss)
+
+L = 3
+HALF = {"mixed_bfloat16": tf.bfloat16, "mixed_float16": tf.float16}
+SMALL = dict(label_count=L, target_height=64, target_width=64, resize_height=72, resize_width=72)
+
+
+def model_config(**overrides):
+  return configs.ModelConfig(**dict(SMALL, **overrides))
+
+
+def read_scalars(log_dir):
+  """{tag: {step: value}} from the TensorBoard event files train.py wrote to `log_dir`."""
+  scalars = {}
+  for path in sorted(glob.glob(os.path.join(log_dir, "events.out.tfevents.*"))):
+    for record in tf.data.TFRecordDataset(path):
+      event = event_pb2.Event.FromString(record.numpy())
+      for value in event.summary.value:
+        if value.metadata.plugin_data.plugin_name == "scalars":
+          scalars.setdefault(value.tag, {})[event.step] = float(tf.make_ndarray(value.tensor))
+  return scalars
+
+
+# ---------------------------------------------------------------------------------------------
+# The compute dtype, end to end.
+
+COMPUTE_OPS = {"Conv2D", "FusedBatchNormV3", "Relu", "MaxPool", "BiasAdd", "AddV2"}
+
+
+@pytest.mark.parametrize("precision, training", [
+    ("float32", False), ("mixed_bfloat16", False), ("mixed_bfloat16", True),
+    ("mixed_float16", True)])  # training: fine-tuning, batch norm on batch statistics
+def test_compute_dtype_runs_through_backbone_and_head(precision, training):
+  """Every convolution, batch norm, ReLU, pool, bias and residual add on the [B, H, W, C] maps of
+  the traced forward pass (backbone and head) computes in the compute dtype; the logits, the
+  sigmoid and the loss are float32, as are all variables and their gradients."""
+  dtype = HALF.get(precision, tf.float32)
+  model = MultiLabelClassificationModel(model_config(precision=precision,
+                                                     train_base_network=training))
+  images = tf.TensorSpec([2, 64, 64, 3], tf.float32)
+  labels = tf.TensorSpec([2, L], tf.float32)
+
+  def forward(images, labels):
+    logits, end_points = model(images, training=training)
+    return logits, end_points["predictions"], total_loss(model, logits, labels)[0]
+
+  graph = tf.function(forward).get_concrete_function(images, labels).graph
+  forward_ops = graph.get_operations()
+  compute = [op for op in forward_ops
+             if op.type in COMPUTE_OPS and op.outputs[0].shape.rank == 4]
+  # 53 convolutions in ResNet-50 v2 (conv1, 16 units x 3, 4 shortcuts) + the head's 3
+  n_convs = sum(isinstance(m, resnet_utils.Conv2D) for m in model.submodules)
+  assert n_convs == 56 and sum(op.type == "Conv2D" for op in compute) == n_convs
+  assert sum(op.type == "FusedBatchNormV3" for op in compute) == 49  # 16 units x 3 + postnorm
+  assert sum(op.type == "AddV2" for op in compute) == 16  # one residual add per unit
+  wrong = sorted({(op.type, op.get_attr("T").name) for op in compute
+                  if op.get_attr("T") != dtype})
+  assert not wrong, f"ops not in {dtype.name}: {wrong}"
+  sigmoids = [op for op in forward_ops if op.type == "Sigmoid"]
+  assert sigmoids and all(op.get_attr("T") == tf.float32 for op in sigmoids)
+  assert all(t.dtype == tf.float32 for t in graph.structured_outputs)  # logits, sigmoid, loss
+  assert {v.dtype for v in model.variables} == {tf.float32}
+  x, y = tf.random.uniform([2, 64, 64, 3], -1, 1), tf.ones([2, L])
+  with tf.GradientTape() as tape:
+    loss = forward(x, y)[2]
+  grads = tape.gradient(loss, model.trainable_variables)
+  assert len(grads) == len(model.trainable_variables)
+  assert (len(grads) > 6) == training  # the head's 3 weights + 3 biases, unless fine-tuning
+  assert all(g is not None and g.dtype == tf.float32 for g in grads)
+
+
+def test_bad_precision_is_refused():
+  with pytest.raises(ValueError, match="precision='float64'"):
+    MultiLabelClassificationModel(model_config(precision="float64"))
+
+
+# ---------------------------------------------------------------------------------------------
+# A slim (name-based) checkpoint restores into float32 variables under mixed precision.
+
+def save_name_based(prefix, variables):
+  """Writes `variables` as a TF1/slim checkpoint: one tensor per variable, keyed by its name."""
+  tf.raw_ops.SaveV2(prefix=str(prefix), tensor_names=[v.name[:-2] for v in variables],
+                    shape_and_slices=[""] * len(variables), tensors=list(variables))
+
+
+@pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
+def test_slim_checkpoint_restores_into_float32_variables(tmp_path, precision):
+  tf.random.set_seed(1)
+  source = MultiLabelClassificationModel(model_config())  # float32, its own random weights
+  prefix = tmp_path / "resnet_v2_50.ckpt"
+  save_name_based(prefix, source.backbone_variables)
+  tf.random.set_seed(2)
+  model = MultiLabelClassificationModel(model_config(precision=precision))
+  result = model.restore_backbone(str(prefix))
+  assert result.unrestored == [] and result.unused == []
+  for got, want in zip(model.backbone_variables, source.backbone_variables):
+    assert got.name == want.name and got.dtype == tf.float32
+    np.testing.assert_array_equal(got.numpy(), want.numpy(), err_msg=got.name)
+  # ... and the half-precision backbone computes what the float32 one does, to half precision.
+  images = tf.random.uniform([2, 64, 64, 3], -1, 1, seed=3)
+  _, want = source(images)
+  _, got = model(images)
+  for name in ("resnet_v2_50/block1", "resnet_v2_50/block4"):
+    assert got[name].dtype == HALF[precision]
+    diff = np.abs(tf.cast(got[name], tf.float32).numpy() - want[name].numpy()).max()
+    tol = {"mixed_bfloat16": 3e-2, "mixed_float16": 5e-3}[precision]  # 8 vs 11 mantissa bits
+    assert diff <= tol * np.abs(want[name].numpy()).max(), (name, diff)
+
+
+# ---------------------------------------------------------------------------------------------
+# mixed_float16: dynamic loss scaling in train.make_train_step
+
+def test_mixed_float16_clips_the_true_gradient_and_skips_overflow_steps():
+  """SGD with clipping at half the true gradient norm, under LossScaleOptimizer (scale 2^15).
+
+  Oracle: the float32 gradient g of the same model and batch, computed by hand; one SGD step
+  with global-norm clipping at c moves the weights by -lr * g * c / |g|. Clipping the scaled
+  gradient instead (c against |2^15 g|) would move them 2^15 times less and report a norm 2^15
+  times larger. Step 1 is a batch that overflows float16: it must be skipped (weights and step
+  unchanged) and the scale halved; step 2 must then clip at the new scale.
+  """
+  cfg16, cfg32 = model_config(precision="mixed_float16", batch_size=4), model_config()
+  tf.random.set_seed(0)
+  model = MultiLabelClassificationModel(cfg16)
+  twin = MultiLabelClassificationModel(cfg32)
+  for a, b in zip(twin.variables, model.variables):
+    a.assign(b)
+  rng = np.random.default_rng(0)
+  # 0.01-scaled images keep the random backbone's features (and the scaled float16 weight
+  # gradients) in float16 range; 1e6-scaled ones overflow it (inf in, NaN out).
+  images = tf.constant(0.01 * rng.uniform(-1, 1, (4, 64, 64, 3)), tf.float32)
+  labels = tf.constant(rng.integers(0, 2, (4, L)), tf.float32)
+
+  with tf.GradientTape() as tape:
+    logits, _ = twin(images, training=True)
+    loss = total_loss(twin, logits, labels, global_batch_size=4)[0]
+  oracle = [g.numpy() for g in tape.gradient(loss, twin.trainable_variables)]
+  norm = np.sqrt(sum(np.sum(g.astype(np.float64) ** 2) for g in oracle))
+  clip, lr = 0.5 * norm, 0.1
+
+  train_config = configs.TrainConfig(optimizer="SGD", learning_rate=lr, clip_gradients=clip)
+  optimizer = run_utils.make_optimizer(train_config, model.trainable_variables, loss_scale=True)
+  assert isinstance(optimizer, tf.keras.optimizers.LossScaleOptimizer)
+  assert float(optimizer.dynamic_scale.numpy()) == 2.0 ** 15
+  step = train.make_train_step(model, optimizer, None, tf.distribute.get_strategy(), cfg16,
+                               train_config)
+  batches = tf.data.Dataset.from_tensor_slices(
+      (tf.stack([images * 1e6, images]), tf.stack([labels, labels])))
+  iterator = iter(batches)
+  before = [v.numpy() for v in model.trainable_variables]
+
+  skipped = step(iterator)
+  assert not np.isfinite(float(skipped["gradient_norm"]))
+  assert float(optimizer.dynamic_scale.numpy()) == 2.0 ** 14
+  assert int(optimizer.iterations.numpy()) == 0
+  for v, b in zip(model.trainable_variables, before):
+    np.testing.assert_array_equal(v.numpy(), b, err_msg=f"{v.name} moved on a skipped step")
+
+  taken = step(iterator)
+  np.testing.assert_allclose(float(taken["gradient_norm"]), norm, rtol=1e-2)
+  assert int(optimizer.iterations.numpy()) == 1
+  assert float(optimizer.dynamic_scale.numpy()) == 2.0 ** 14
+  for v, b, g in zip(model.trainable_variables, before, oracle):
+    want = -lr * g * clip / norm
+    # float16 compute: about 3 significant digits
+    np.testing.assert_allclose(v.numpy() - b, want, atol=1e-2 * np.abs(want).max(),
+                               err_msg=v.name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole runs: train.py, then evaluate.py and inference.py on its checkpoint.
+
+def jpeg(rng, size=64):
+  buffer = io.BytesIO()
+  Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(buffer, "JPEG")
+  return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+  """16 random 64x64 JPEG records with random labels, in one file; and the same images as files."""
+  root = tmp_path_factory.mktemp("data")
+  rng = np.random.default_rng(0)
+  path, images = root / "train.tfrecord", root / "images"
+  images.mkdir()
+  with records.atomic_tfrecord_writer(str(path)) as writer:
+    for i in range(16):
+      data = jpeg(rng)
+      (images / f"img{i:02d}.jpg").write_bytes(data)
+      example = records.make_example(f"img{i:02d}.jpg", data, rng.integers(0, 2, L))
+      writer.write(example.SerializeToString())
+  return str(path), str(images)
+
+
+def train_args(data_path, train_dir, **overrides):
+  args = dict(SMALL, input_tfrecord_file=data_path, train_dir=train_dir, batch_size=4,
+              log_every_n_steps=1, image_summary_steps=0, gpu_id="-1", **overrides)
+  return [f"--{k}={v}" for k, v in args.items()]
+
+
+def test_mixed_bfloat16_trains_without_nan_and_evaluates_and_infers(data, tmp_path):
+  """3 fine-tuning steps in bfloat16 (the whole backbone's backward pass too); then evaluate.py
+  and inference.py rebuild the model from config.json, in bfloat16."""
+  data_path, image_dir = data
+  train_dir = str(tmp_path / "train")
+  # batch_norm_decay=0 (the moving statistics are the last batch's) and small SGD steps (which
+  # keep them valid for the final weights): the evaluated network is then normalised and its
+  # sigmoids are not all saturated, which would hide the compute dtype
+  assert train.main(train_args(data_path, train_dir, precision="mixed_bfloat16",
+                               number_of_steps=3, train_base_network=True,
+                               batch_norm_decay=0.0, optimizer="SGD", learning_rate=0.01)) == 0
+  scalars = read_scalars(train_dir)
+  for tag in ("loss/total", "gradient_norm"):
+    values = [scalars[tag][s] for s in (1, 2, 3)]
+    assert np.all(np.isfinite(values)), (tag, values)
+  assert scalars["gradient_norm"][1] > 0
+  reader = tf.train.load_checkpoint(os.path.join(train_dir, "ckpt-3"))
+  dtypes = reader.get_variable_to_dtype_map()
+  for key, dtype in dtypes.items():
+    if key.startswith("model/"):
+      assert dtype == tf.float32, key
+      assert np.isfinite(reader.get_tensor(key)).all(), key
+  with open(os.path.join(train_dir, run_utils.CONFIG_FILE)) as f:
+    assert json.load(f)["model"]["precision"] == "mixed_bfloat16"
+
+  # evaluate.py: its scores are the bfloat16 model's, not a float32 rebuild's.
+  score_file = str(tmp_path / "eval_scores.txt")
+  assert evaluate.main([f"--checkpoint_dir={train_dir}", f"--input_tfrecord_file={data_path}",
+                        "--run_once=true", "--batch_size=8", f"--score_file={score_file}"]) == 0
+  scores = np.loadtxt(score_file, ndmin=2)
+  assert scores.shape == (16, L) and np.isfinite(scores).all()
+  by_precision = {}
+  for precision in ("mixed_bfloat16", "float32"):
+    model, model_config, _, step = run_utils.load_trained_model(train_dir, precision=precision)
+    assert step == 3 and model.dtype == HALF.get(precision, tf.float32)
+    model_config.batch_size = 8
+    by_precision[precision] = np.concatenate([
+        model(images)[1]["predictions"].numpy()
+        for images, _, _ in build_dataset(model_config, "eval")])
+  np.testing.assert_allclose(scores, by_precision["mixed_bfloat16"], atol=1e-6)
+  assert np.abs(scores - by_precision["float32"]).max() > 1e-4
+  assert 0.05 < scores.mean() < 0.95
+
+  # inference.py: 10-crop scores of the same images, finite probabilities.
+  out = tmp_path / "inference"
+  assert inference.main([f"--checkpoint_path={train_dir}", f"--image_dir={image_dir}",
+                         f"--inference_dir={out}", "--gpu_id=-1", "--resize_height=0",
+                         "--resize_width=0"]) == 0
+  crops = np.loadtxt(out / "scores.txt", ndmin=2)
+  assert crops.shape == (16, L) and np.isfinite(crops).all()
+  assert ((crops >= 0) & (crops <= 1)).all()
+
+
+def test_mixed_float16_checkpoint_keeps_the_loss_scale_and_resumes(data, tmp_path, capsys):
+  """Dynamic loss scaling, accounted for: each train step either applies (the optimizer's step,
+  saved as global_step, goes up by one) or overflows float16 (the scale halves; nothing else
+  changes), and the scale only grows after 2000 good steps. So over n steps from scale s0,
+  steps applied + log2(s0 / s) == n. Across a resume this holds only if the checkpoint restored
+  the scale (a fresh 2^15 would make log2(s_2 / s) negative). A random frozen backbone's
+  features are in the hundreds, so the first steps at 2^15 do overflow."""
+  data_path, _ = data
+  train_dir = str(tmp_path / "train")
+  args = train_args(data_path, train_dir, precision="mixed_float16", optimizer="SGD",
+                    learning_rate=0.01)
+
+  def step_and_scale(prefix):
+    reader = tf.train.load_checkpoint(os.path.join(train_dir, prefix))
+    keys = [k for k in reader.get_variable_to_shape_map() if "dynamic_scale" in k]
+    assert len(keys) == 1, "the loss scale is not in the checkpoint"
+    return (int(reader.get_tensor("global_step/.ATTRIBUTES/VARIABLE_VALUE")),
+            float(reader.get_tensor(keys[0])))
+
+  assert train.main(args + ["--number_of_steps=4"]) == 0
+  applied_4, scale_4 = step_and_scale("ckpt-4")
+  assert applied_4 + np.log2(2.0 ** 15 / scale_4) == 4
+  assert scale_4 < 2.0 ** 15  # it did overflow (else the resume below would check nothing)
+  capsys.readouterr()
+  assert train.main(args + ["--number_of_steps=16"]) == 0  # resumes: every object must match
+  assert "resumed from" in capsys.readouterr().out
+  # train.py runs 16 - applied_4 more steps: from the restored global step to 16
+  prefix = tf.train.latest_checkpoint(train_dir)
+  applied, scale = step_and_scale(os.path.basename(prefix))
+  assert applied - applied_4 + np.log2(scale_4 / scale) == 16 - applied_4
+  assert applied > applied_4  # it does train once the scale has come down
+  losses = read_scalars(train_dir)["loss/total"]
+  assert np.isfinite(losses[max(losses)])
