@@ -11,7 +11,6 @@ with TF-Slim's variable names so that its checkpoints and the official `resnet_v
 by name. Preprocessing runs inside tf.data, once, for training, evaluation and 10-crop inference.
 """
 
-import numpy as np
 import tensorflow as tf
 
 import records

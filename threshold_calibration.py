@@ -21,7 +21,6 @@ A label with no positives or no negatives in the calibration set keeps 0.5, with
 
 import sys
 
-import numpy as np
 
 import configs
 import metrics

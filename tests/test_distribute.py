@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
-from tensorflow.core.util import event_pb2
 
 import configs
 import evaluate
 import records
+from run_helpers import read_scalars
 import run_utils
 import train
 from multi_label_classification_model import build_dataset, input_files
@@ -50,18 +50,6 @@ def write_records(path, num_shards, labels_of, count=32, seed=0):
       for example in examples[shard::num_shards]:
         writer.write(example.SerializeToString())
   return paths
-
-
-def read_scalars(log_dir):
-  """{tag: {step: value}} from the TensorBoard event files train.py wrote to `log_dir`."""
-  scalars = {}
-  for path in sorted(glob.glob(os.path.join(log_dir, "events.out.tfevents.*"))):
-    for record in tf.data.TFRecordDataset(path):
-      event = event_pb2.Event.FromString(record.numpy())
-      for value in event.summary.value:
-        if value.metadata.plugin_data.plugin_name == "scalars":
-          scalars.setdefault(value.tag, {})[event.step] = float(tf.make_ndarray(value.tensor))
-  return scalars
 
 
 def free_ports(count):

@@ -23,11 +23,10 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
 from sklearn.metrics import average_precision_score, precision_score, recall_score
 
 import evaluate
-import records
+from run_helpers import write_records
 import run_utils
 from multi_label_classification_model import build_dataset
 
@@ -36,18 +35,6 @@ LABELS = 4
 PRF = ("CP", "CR", "CF1", "OP", "OR", "OF1")
 FIELDS = ("global_step", "loss", "mAP", "per_label_ap", *PRF, *(f"{n}_top3" for n in PRF))
 TIMEOUT = 120  # evaluate.py's --timeout_secs backstop; max_evaluations should stop it first
-
-
-def write_records(path, labels, seed=0, side=40):
-  """One record per row of `labels`, each a random side x side JPEG."""
-  rng = np.random.default_rng(seed)
-  with tf.io.TFRecordWriter(str(path)) as writer:
-    for i, row in enumerate(labels):
-      buffer = io.BytesIO()
-      Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)).save(buffer, "JPEG")
-      writer.write(records.make_example(f"img{i}.jpg", buffer.getvalue(), row)
-                   .SerializeToString())
-  return str(path)
 
 
 def eval_labels():

@@ -8,7 +8,6 @@ dynamically and clips the true (unscaled) gradient, and its checkpoints carry th
 across a resume; a mixed_bfloat16 run trains and is evaluated and scored by evaluate.py and
 inference.py, which rebuild it, in bfloat16, from its config.json.
 """
-import glob
 import io
 import json
 import os
@@ -17,12 +16,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
-from tensorflow.core.util import event_pb2
 
 import configs
 import evaluate
 import inference
 import records
+from run_helpers import read_scalars
 import resnet_utils
 import run_utils
 import train
@@ -36,18 +35,6 @@ SMALL = dict(label_count=L, target_height=64, target_width=64, resize_height=72,
 
 def model_config(**overrides):
   return configs.ModelConfig(**dict(SMALL, **overrides))
-
-
-def read_scalars(log_dir):
-  """{tag: {step: value}} from the TensorBoard event files train.py wrote to `log_dir`."""
-  scalars = {}
-  for path in sorted(glob.glob(os.path.join(log_dir, "events.out.tfevents.*"))):
-    for record in tf.data.TFRecordDataset(path):
-      event = event_pb2.Event.FromString(record.numpy())
-      for value in event.summary.value:
-        if value.metadata.plugin_data.plugin_name == "scalars":
-          scalars.setdefault(value.tag, {})[event.step] = float(tf.make_ndarray(value.tensor))
-  return scalars
 
 
 # ---------------------------------------------------------------------------------------------

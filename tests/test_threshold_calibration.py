@@ -4,7 +4,6 @@ sklearn-based re-implementations of each method."""
 import os
 import subprocess
 import sys
-import warnings
 
 import numpy as np
 import pytest

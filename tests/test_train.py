@@ -22,10 +22,9 @@ import threading
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
 
 import configs
-import records
+from run_helpers import write_records
 import run_utils
 import train
 from multi_label_classification_model import MultiLabelClassificationModel
@@ -34,18 +33,6 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 LABELS = 4
 SIZE = ["--target_height=32", "--target_width=32", "--resize_height=36", "--resize_width=36"]
 STEP_KEY = "global_step/.ATTRIBUTES/VARIABLE_VALUE"
-
-
-def write_records(path, labels, seed=0, side=40):
-  """One record per row of `labels`, each a random side x side JPEG."""
-  rng = np.random.default_rng(seed)
-  with tf.io.TFRecordWriter(str(path)) as writer:
-    for i, row in enumerate(labels):
-      buffer = io.BytesIO()
-      Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)).save(buffer, "JPEG")
-      writer.write(records.make_example(f"img{i}.jpg", buffer.getvalue(), row)
-                   .SerializeToString())
-  return str(path)
 
 
 def train_args(data, train_dir, *extra):

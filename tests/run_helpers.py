@@ -1,0 +1,36 @@
+"""Helpers shared by the train/evaluate/distribute/mixed-precision tests (not collected)."""
+
+import glob
+import io
+import os
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+from tensorflow.core.util import event_pb2
+
+import records
+
+
+def write_records(path, labels, seed=0, side=40):
+  """One record per row of `labels`, each a random side x side JPEG."""
+  rng = np.random.default_rng(seed)
+  with tf.io.TFRecordWriter(str(path)) as writer:
+    for i, row in enumerate(labels):
+      buffer = io.BytesIO()
+      Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)).save(buffer, "JPEG")
+      writer.write(records.make_example(f"img{i}.jpg", buffer.getvalue(), row)
+                   .SerializeToString())
+  return str(path)
+
+
+def read_scalars(log_dir):
+  """{tag: {step: value}} from the TensorBoard event files train.py wrote to `log_dir`."""
+  scalars = {}
+  for path in sorted(glob.glob(os.path.join(log_dir, "events.out.tfevents.*"))):
+    for record in tf.data.TFRecordDataset(path):
+      event = event_pb2.Event.FromString(record.numpy())
+      for value in event.summary.value:
+        if value.metadata.plugin_data.plugin_name == "scalars":
+          scalars.setdefault(value.tag, {})[event.step] = float(tf.make_ndarray(value.tensor))
+  return scalars
