@@ -130,6 +130,27 @@ def evaluate_checkpoint(model, predict, prefix, eval_config, model_config):
   return result, scores, labels
 
 
+def report(result, scores, labels, prefix, train_dir, eval_dir, eval_config, writer,
+           label_names):
+  """Logs one checkpoint's result and writes it where it goes: TensorBoard, metrics.jsonl,
+  best/ (if it is the best so far), and the score and label files if asked for."""
+  name = os.path.basename(prefix)
+  mean_ap = "n/a" if result["mAP"] is None else f"{result['mAP']:.4f}"  # None: no positives
+  log(f"{name} (step {result['global_step']}): loss {result['loss']:.4f} "
+      f"mAP {mean_ap} CF1 {result['CF1']:.4f} OF1 {result['OF1']:.4f} "
+      f"[{result['num_images']} images, {result['seconds']:.1f} s]")
+  log(metrics.format_metrics_table(result, label_names))
+  write_summaries(writer, result, label_names)
+  with open(os.path.join(eval_dir, METRICS_FILE), "a") as f:
+    f.write(json.dumps(result) + "\n")
+  if keep_if_best(result, prefix, eval_dir, train_dir):
+    log(f"new best mAP {result['mAP']:.4f}: copied {name} to {eval_dir}/{BEST_DIR}/")
+  if eval_config.score_file:
+    metrics.save_scores(eval_config.score_file, scores)
+  if eval_config.label_file:
+    metrics.save_labels(eval_config.label_file, labels)
+
+
 def checkpoints_to_evaluate(eval_config):
   """The checkpoint prefixes to evaluate: one for run_once, else each new one as it appears."""
   if eval_config.run_once:
@@ -179,20 +200,7 @@ def main(argv):
           f"(train.py's max_to_keep?): {type(e).__name__}")
       continue
 
-    mean_ap = "n/a" if result["mAP"] is None else f"{result['mAP']:.4f}"  # None: no positives
-    log(f"{name} (step {result['global_step']}): loss {result['loss']:.4f} "
-        f"mAP {mean_ap} CF1 {result['CF1']:.4f} OF1 {result['OF1']:.4f} "
-        f"[{result['num_images']} images, {result['seconds']:.1f} s]")
-    log(metrics.format_metrics_table(result, label_names))
-    write_summaries(writer, result, label_names)
-    with open(os.path.join(eval_dir, METRICS_FILE), "a") as f:
-      f.write(json.dumps(result) + "\n")
-    if keep_if_best(result, prefix, eval_dir, train_dir):
-      log(f"new best mAP {result['mAP']:.4f}: copied {name} to {eval_dir}/{BEST_DIR}/")
-    if eval_config.score_file:
-      metrics.save_scores(eval_config.score_file, scores)
-    if eval_config.label_file:
-      metrics.save_labels(eval_config.label_file, labels)
+    report(result, scores, labels, prefix, train_dir, eval_dir, eval_config, writer, label_names)
     done.add(name)
     evaluations += 1
     if eval_config.max_evaluations and evaluations >= eval_config.max_evaluations:
