@@ -1,0 +1,610 @@
+"""Throughput of the toolkit against a hand-written Keras fine-tune, in one process (issue 6).
+
+Generates COCO-like 640x480 JPEGs (smooth colour fields, shapes and sensor noise, ~140 KB each),
+writes them to 2 TFRecord shards with create_tfrecord.py, then measures, warm-up excluded, each
+figure the median of several timed windows:
+  a. the input pipeline alone (build_dataset, train mode), images/s;
+  b. the full fine-tune train step (train.make_train_step, train_base_network=True), images/s;
+  c. the frozen-backbone train step (the default config), images/s;
+  d. 10-crop inference (inference.make_scorer), images/s;
+  e. the peer: keras.applications.ResNet50V2(weights=None) + the same 3-conv head, model.fit and
+     model.predict on the same in-memory batches;
+plus a conv/matmul peak (GFLOP/s), the train step's achieved share of it, and scaling checks
+(train step at batch b/2, b, 2b; pipeline with 1 and 2 parallel calls). Prints a table and, as
+the last line, one JSON object with every figure.
+
+    python benchmarks/throughput.py --quick          # < 3 min on 2 cores
+    python benchmarks/throughput.py                  # the full run, ~10-15 min on 2 cores
+    python benchmarks/throughput.py --xla --precision=mixed_bfloat16 --batch_size=256   # GPU
+"""
+
+import argparse
+import dataclasses
+import gc
+import io
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from PIL import Image, ImageDraw, ImageFilter  # noqa: E402
+
+import configs  # noqa: E402
+import inference  # noqa: E402
+import run_utils  # noqa: E402
+import train  # noqa: E402
+from multi_label_classification_model import (MultiLabelClassificationModel,  # noqa: E402
+                                              build_dataset, preprocess_ten_crop)
+
+GOALS = {"fit_ratio": 1.15, "frozen_ratio": 2.5, "pipeline_ratio": 5.0, "inference_ratio": 1.1,
+         "peak_fraction": 0.6}
+
+
+def parse_args(argv):
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--quick", action="store_true", help="fewer images and shorter windows")
+  p.add_argument("--batch_size", type=int, default=16, help="train batch (scaling: b/2, b, 2b)")
+  p.add_argument("--image_size", type=int, default=224, help="network input side, multiple of 32")
+  p.add_argument("--label_count", type=int, default=80, help="labels (COCO has 80)")
+  p.add_argument("--num_images", type=int, default=0, help="JPEGs to generate; 0 = 48/160")
+  p.add_argument("--infer_images", type=int, default=0, help="images per 10-crop batch; 0 = 2/8")
+  p.add_argument("--windows", type=int, default=0, help="timed windows per figure; 0 = 3/5")
+  p.add_argument("--xla", action="store_true", help="TrainConfig.xla; Keras jit_compile=True")
+  p.add_argument("--precision", default="float32", help="ModelConfig.precision, e.g. "
+                 "mixed_bfloat16 (Keras gets the same global policy)")
+  p.add_argument("--intra_op", type=int, default=0, help="TF intra-op threads; 0 = TF default")
+  p.add_argument("--inter_op", type=int, default=0, help="TF inter-op threads; 0 = TF default")
+  p.add_argument("--max_side", type=int, default=0,
+                 help="also measure (a) on records pre-resized by create_tfrecord --max_side")
+  p.add_argument("--only", default="", help="comma list of sections: peak,pipeline,train,"
+                 "frozen,scaling,inference,keras (default: all)")
+  p.add_argument("--keep_dir", default="", help="write the images/records here and keep them")
+  p.add_argument("--wait_quiet", type=float, default=0.0, help="before each round of windows, "
+                 "wait up to this many seconds for other processes to use < 10%% of the CPUs")
+  args = p.parse_args(argv)
+  args.num_images = args.num_images or (48 if args.quick else 160)
+  args.infer_images = args.infer_images or (2 if args.quick else 8)
+  args.windows = args.windows or (3 if args.quick else 5)
+  args.sections = set(args.only.split(",")) if args.only else {
+      "peak", "pipeline", "train", "frozen", "scaling", "inference", "keras"}
+  return args
+
+
+# ---------------------------------------------------------------------------------------------
+# Timing. A runner has warmup() and window() -> (seconds, items), synced on the host at the end.
+# Runners that are compared (toolkit vs Keras) run their windows interleaved, so that a colleague's
+# job starting halfway through hits both alike. Each figure: the median over windows of items/s.
+
+def loadavg():
+  return round(os.getloadavg()[0], 2)
+
+
+def cpu_snapshot():
+  """(wall, machine busy CPU-seconds, this process's CPU-seconds), for `others_cpu`."""
+  busy = 0.0
+  try:
+    with open("/proc/stat") as f:
+      ticks = [int(v) for v in f.readline().split()[1:9]]  # user nice system idle iowait ...
+    busy = (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # steal counts as busy
+  except (OSError, ValueError):
+    pass
+  own = os.times()
+  return time.perf_counter(), busy, own.user + own.system
+
+
+def others_cpu(before, after):
+  """Share of the machine's cores that other processes (colleagues' jobs, the hypervisor's
+  steal) used between two snapshots: 0 = a quiet machine, 0.5 = one of 2 cores taken."""
+  wall = after[0] - before[0]
+  return max(0.0, (after[1] - before[1]) - (after[2] - before[2])) / (wall * os.cpu_count())
+
+
+def wait_for_quiet(max_wait, threshold=0.1):
+  """Sleeps (up to max_wait s) until other processes use < threshold of the machine."""
+  deadline = time.perf_counter() + max_wait
+  while time.perf_counter() < deadline:
+    before = cpu_snapshot()
+    time.sleep(1.0)
+    if others_cpu(before, cpu_snapshot()) < threshold:
+      return
+
+
+def step_runner(step_once, sync, items_per_step, steps_per_window, warmup=2):
+  """A runner of any step function: `warmup` steps, then windows of steps_per_window steps.
+  A window returns (snapshot before, snapshot after, items)."""
+  def run(steps):
+    before = cpu_snapshot()
+    for _ in range(steps):
+      out = step_once()
+    sync(out)
+    return before, cpu_snapshot(), steps * items_per_step
+  return lambda: run(warmup), lambda: run(steps_per_window)
+
+
+OTHERS_CPU = []  # every window's others_cpu, for the run's summary
+
+
+def measure(runners, windows, max_wait=0.0, wait_each_round=True):
+  """Runs {name: (warmup, window)} interleaved: all warm-ups, then `windows` rounds of one
+  window each. Returns {name: {"per_s": median items/s, "per_cpu_s": median items per second of
+  this process's CPU time, "windows": [items/s], "others_cpu": [share per window]}}.
+
+  per_cpu_s does not depend on how much CPU colleagues' jobs took; on a quiet 2-core machine
+  per_s is about 2 x per_cpu_s x the step's parallel efficiency. Before the warm-up, and with
+  wait_each_round before each round, it waits up to max_wait s for the machine to be quiet (not
+  between an input pipeline's windows: its prefetch would fill up during the wait)."""
+  if max_wait > 0:
+    wait_for_quiet(max_wait)
+  for warmup, _ in runners.values():
+    warmup()
+  samples = {name: [] for name in runners}
+  for round_no in range(windows):
+    if max_wait > 0 and wait_each_round and round_no > 0:
+      wait_for_quiet(max_wait)
+    for name, (_, window) in runners.items():
+      before, after, items = window()
+      samples[name].append((items / (after[0] - before[0]),
+                            items / max(after[2] - before[2], 1e-3),
+                            round(others_cpu(before, after), 2)))
+  results = {}
+  for name, values in samples.items():
+    rates, per_cpu, others = zip(*values)
+    OTHERS_CPU.extend(others)
+    results[name] = {"per_s": statistics.median(rates), "per_cpu_s": statistics.median(per_cpu),
+                     "windows": [round(v, 3) for v in rates], "others_cpu": list(others)}
+    print(f"  {name}: {results[name]['per_s']:.2f}/s  windows {results[name]['windows']}  "
+          f"per CPU-s {results[name]['per_cpu_s']:.2f}  others' CPU {list(others)}", flush=True)
+  return results
+
+
+class KerasWindow(tf.keras.callbacks.Callback):
+  """Snapshots one model.fit / model.predict call from its first batch's start to its last
+  batch's end (host-synced), so the per-call set-up, paid once in real use, stays out."""
+
+  def __init__(self):
+    super().__init__()
+    self.before = self.after = None
+
+  def _begin(self, batch, logs=None):
+    if batch == 0:
+      self.before = cpu_snapshot()
+
+  def _end(self, batch, logs=None):
+    for value in tf.nest.flatten(logs or {}):
+      np.asarray(value)  # host sync on the step's outputs
+    self.after = cpu_snapshot()
+
+  on_train_batch_begin = on_predict_batch_begin = _begin
+  on_train_batch_end = on_predict_batch_end = _end
+
+
+# ---------------------------------------------------------------------------------------------
+# Data: COCO-like photos -> create_tfrecord.py -> TFRecords.
+
+def make_photo(rng, width=640, height=480):
+  """A smooth random colour field with shapes, blurred, plus sensor-like noise: at quality 90
+  it encodes to ~140 KB, like COCO's 640x480 photos (so JPEG decode costs what it would)."""
+  coarse = rng.integers(0, 256, (int(rng.integers(3, 9)), int(rng.integers(3, 9)), 3), np.uint8)
+  image = Image.fromarray(coarse).resize((width, height), Image.BICUBIC)
+  draw = ImageDraw.Draw(image)
+  for _ in range(int(rng.integers(5, 15))):
+    x0, y0 = int(rng.integers(-50, width)), int(rng.integers(-50, height))
+    box = [x0, y0, x0 + int(rng.integers(20, 320)), y0 + int(rng.integers(20, 240))]
+    colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+    kind = int(rng.integers(3))
+    if kind == 0:
+      draw.ellipse(box, fill=colour)
+    elif kind == 1:
+      draw.rectangle(box, fill=colour)
+    else:
+      draw.polygon([(int(rng.integers(width)), int(rng.integers(height))) for _ in range(5)],
+                   fill=colour)
+  image = image.filter(ImageFilter.GaussianBlur(1.0))
+  noisy = np.asarray(image, np.float32) + rng.normal(0, 16, (height, width, 3)).astype(np.float32)
+  return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
+
+
+def make_records(folder, num_images, label_count, max_side=0, seed=0):
+  """Writes num_images JPEGs + image_list/image_label, runs create_tfrecord.py (2 shards).
+
+  Returns (glob of the shards, mean JPEG bytes, create_tfrecord seconds)."""
+  rng = np.random.default_rng(seed)
+  images = os.path.join(folder, "images")
+  os.makedirs(images, exist_ok=True)
+  sizes, list_lines, label_lines = [], [], []
+  for i in range(num_images):
+    name = f"photo_{i:05d}.jpg"
+    path = os.path.join(images, name)
+    if not os.path.exists(path):
+      buffer = io.BytesIO()
+      make_photo(rng).save(buffer, "JPEG", quality=90)
+      with open(path, "wb") as f:
+        f.write(buffer.getvalue())
+    sizes.append(os.path.getsize(path))
+    labels = np.zeros(label_count, int)
+    labels[rng.choice(label_count, int(rng.integers(1, 5)), replace=False)] = 1
+    list_lines.append(f"{name} {labels.sum()}\n")
+    label_lines.append(" ".join(map(str, labels)) + "\n")
+  with open(os.path.join(folder, "image_list"), "w") as f:
+    f.writelines(list_lines)
+  with open(os.path.join(folder, "image_label"), "w") as f:
+    f.writelines(label_lines)
+  output = os.path.join(folder, f"records_{max_side}", "train.tfrecord")
+  start = time.perf_counter()
+  subprocess.run([sys.executable, os.path.join(REPO, "create_tfrecord.py"),
+                  f"--image_dir={images}", f"--imglist_file={folder}/image_list",
+                  f"--imglabel_file={folder}/image_label", f"--output_file={output}",
+                  "--num_shards=2", f"--max_side={max_side}"],
+                 check=True, cwd=REPO, stdout=subprocess.DEVNULL)
+  return output + "-*", float(np.mean(sizes)), time.perf_counter() - start
+
+
+# ---------------------------------------------------------------------------------------------
+# Peak: a large 3x3 conv, a 1x1 conv and a matmul, in GFLOP/s; and the FLOPs of a forward pass.
+
+def measure_peak(windows, max_wait):
+  g = tf.random.Generator.from_seed(0)
+  x = g.normal([16, 56, 56, 256])
+  w3, w1 = g.normal([3, 3, 256, 256]), g.normal([1, 1, 256, 1024])
+  a, b = g.normal([2048, 2048]), g.normal([2048, 2048])
+  cases = {
+      "conv3x3_256to256_56x56_b16": (lambda: tf.nn.conv2d(x, w3, 1, "SAME"),
+                                     2 * 16 * 56 * 56 * 9 * 256 * 256),
+      "conv1x1_256to1024_56x56_b16": (lambda: tf.nn.conv2d(x, w1, 1, "SAME"),
+                                      2 * 16 * 56 * 56 * 256 * 1024),
+      "matmul_2048": (lambda: tf.matmul(a, b), 2 * 2048 ** 3),
+  }
+  runners = {}
+  for name, (op, flops) in cases.items():
+    fn = tf.function(lambda op=op: tf.reshape(op(), [-1])[0])  # a scalar: a cheap host sync
+    runners[name] = step_runner(fn, lambda out: out.numpy(), flops / 1e9, 1)
+  return measure(runners, windows, max_wait)
+
+
+def forward_flops(fn, batch, size):
+  """Conv + matmul FLOPs (2 per multiply-add) of each layer of one forward pass, read from the
+  shapes in the traced graph, in graph order."""
+  graph = tf.function(fn).get_concrete_function(
+      tf.TensorSpec([batch, size, size, 3], tf.float32)).graph
+  flops = []
+  for op in graph.get_operations():
+    if op.type == "Conv2D":
+      kh, kw, cin, _ = op.inputs[1].shape
+      flops.append(2 * op.outputs[0].shape.num_elements() * kh * kw * cin)
+    elif op.type in ("MatMul", "BatchMatMulV2"):
+      flops.append(2 * op.outputs[0].shape.num_elements() * op.inputs[0].shape[-1])
+  return flops
+
+
+# ---------------------------------------------------------------------------------------------
+# The toolkit.
+
+def model_configs(args, train_base_network, batch_size, files=""):
+  model_config = configs.ModelConfig(
+      label_count=args.label_count, input_tfrecord_file=files, batch_size=batch_size,
+      target_height=args.image_size, target_width=args.image_size,
+      train_base_network=train_base_network, precision=args.precision)
+  train_config = configs.TrainConfig(xla=args.xla, seed=0)
+  return model_config, train_config
+
+
+def pipeline_rate(args, files, num_parallel_calls, what):
+  """(a): build_dataset in train mode, batches pulled as fast as it makes them. Measured alone:
+  a live iterator's background threads would take CPU from whatever is measured next."""
+  model_config, _ = model_configs(args, False, args.batch_size, files)
+  model_config.num_parallel_calls = num_parallel_calls
+  iterator = iter(build_dataset(model_config, "train", seed=0))
+  batches = 8 if args.quick else 16
+  runner = step_runner(lambda: next(iterator), lambda out: out[0].numpy(), args.batch_size,
+                       batches, warmup=6)
+  result = measure({what: runner}, args.windows, args.wait_quiet, wait_each_round=False)[what]
+  del iterator
+  gc.collect()
+  return result
+
+
+def memory_batches(args, files, count):
+  """`count` pipeline-made images and labels held in memory (numpy)."""
+  model_config, _ = model_configs(args, False, count, files)
+  images, labels = next(iter(build_dataset(model_config, "train", seed=1)))
+  return images.numpy(), labels.numpy()
+
+
+def memory_dataset(images, labels, batch):
+  """Whole batches from memory, repeated: the train step is measured without the pipeline."""
+  n = len(images) // batch * batch
+  x = images[:n].reshape([-1, batch] + list(images.shape[1:]))  # [N, ...] -> [N/b, b, ...]
+  y = labels[:n].reshape([-1, batch, labels.shape[1]])
+  return tf.data.Dataset.from_tensor_slices((x, y)).repeat().prefetch(2)
+
+
+def build_toolkit(args, train_base_network, batch):
+  model_config, train_config = model_configs(args, train_base_network, batch)
+  tf.random.set_seed(0)
+  model = MultiLabelClassificationModel(model_config)
+  optimizer = run_utils.make_optimizer(train_config, model.trainable_variables,
+                                       loss_scale=args.precision == "mixed_float16")
+  return model, optimizer, model_config, train_config
+
+
+def train_runner(toolkit, data, batch, steps_per_window, warmup=2):
+  """(b)/(c): train.make_train_step under the default strategy, over in-memory batches."""
+  model, optimizer, model_config, train_config = toolkit
+  model_config = dataclasses.replace(model_config, batch_size=batch)
+  strategy = run_utils.make_strategy("default")
+  step = train.make_train_step(model, optimizer, None, strategy, model_config, train_config)
+  iterator = iter(memory_dataset(*data, batch))
+  return step_runner(lambda: step(iterator), lambda out: float(out["loss/classification"]),
+                     batch, steps_per_window, warmup)
+
+
+def ten_crop_batch(args, folder, count):
+  """[count, 10, s, s, 3] crops of generated photos, preprocessed as inference.py does (its
+  default resize: the original's 290/224 of the target)."""
+  target = (args.image_size, args.image_size)
+  resize = inference.resize_hw(
+      configs.InferenceConfig(resize_height=0, resize_width=0),
+      configs.ModelConfig(target_height=target[0], target_width=target[1]))[0]
+  paths = sorted(os.listdir(os.path.join(folder, "images")))[:count]
+  return tf.stack([preprocess_ten_crop(tf.io.read_file(os.path.join(folder, "images", p)),
+                                       resize, target) for p in paths])
+
+
+def scorer_runner(model, crops):
+  """(d): inference.make_scorer on a batch of [B, 10, s, s, 3] crops."""
+  score = inference.make_scorer(model, "mean")
+  return step_runner(lambda: score(crops), lambda out: out.numpy(), int(crops.shape[0]), 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# The peer: Keras's own ResNet50V2 with the same head, optimiser and batches.
+
+def keras_peer(args):
+  keras = tf.keras
+  if args.precision != "float32":
+    keras.mixed_precision.set_global_policy(args.precision)
+  size, labels = args.image_size, args.label_count
+  base = keras.applications.ResNet50V2(weights=None, include_top=False,
+                                       input_shape=(size, size, 3))
+  x = keras.layers.Conv2D(labels, 1, activation="relu", name="my_conv_1")(base.output)
+  x = keras.layers.Conv2D(labels, 1, activation="relu", name="my_conv_2")(x)
+  x = keras.layers.Conv2D(labels, size // 32, padding="valid", name="my_conv_3")(x)
+  x = keras.layers.Reshape((labels,))(x)  # squeeze [B, 1, 1, L] -> [B, L]
+  out = keras.layers.Activation("sigmoid", dtype="float32")(x)
+  model = keras.Model(base.input, out)
+  defaults = configs.TrainConfig()
+  schedule = run_utils.learning_rate_schedule(defaults)  # lr 0.001 and the toolkit's decay
+  # global_clipnorm: the toolkit clips by the global norm (clip_by_global_norm, 5.0).
+  model.compile(optimizer=keras.optimizers.Adam(schedule,
+                                                global_clipnorm=defaults.clip_gradients),
+                loss=keras.losses.BinaryCrossentropy(),
+                jit_compile=True if args.xla else "auto")
+  return model
+
+
+def keras_fit_runner(model, data, batch, steps_per_window):
+  dataset, timer = memory_dataset(*data, batch), KerasWindow()
+
+  def run(steps):
+    model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False,
+              callbacks=[timer])
+    return timer.before, timer.after, steps * batch
+  return lambda: run(2), lambda: run(steps_per_window)
+
+
+def keras_predict_runner(model, crops):
+  """Keras predict on the same crops, [B * 10, s, s, 3]; counted in images (10 crops each)."""
+  flat = tf.reshape(crops, [-1] + crops.shape[2:].as_list())  # [B, 10, s, s, 3] -> [B*10, ...]
+  dataset, timer = tf.data.Dataset.from_tensors(flat).repeat(), KerasWindow()
+
+  def run(steps):
+    model.predict(dataset, steps=steps, verbose=0, callbacks=[timer])
+    return timer.before, timer.after, steps * int(crops.shape[0])
+  return lambda: run(2), lambda: run(1)
+
+
+# ---------------------------------------------------------------------------------------------
+
+def onednn_enabled():
+  """Whether TF's oneDNN graph rewrites are on (TF_ENABLE_ONEDNN_OPTS, or TF's per-CPU
+  default: on only for CPUs with AVX-512 VNNI/BF16 or AMX)."""
+  try:
+    from tensorflow.python.util import _pywrap_util_port  # private; no public query exists
+    return bool(_pywrap_util_port.IsMklEnabled())
+  except (ImportError, AttributeError):
+    return None
+
+
+def machine():
+  cpu = platform.processor() or "unknown"
+  try:
+    with open("/proc/cpuinfo") as f:
+      cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+  except (OSError, StopIteration):
+    pass
+  return {"cpu": cpu, "cores": os.cpu_count(), "tensorflow": tf.__version__,
+          "keras": tf.keras.__version__ if hasattr(tf.keras, "__version__") else "",
+          "python": platform.python_version(),
+          "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
+          "onednn_opts": onednn_enabled(),
+          "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+          "inter_op": tf.config.threading.get_inter_op_parallelism_threads()}
+
+
+def ratio(numerator, denominator):
+  return None if numerator is None or not denominator else numerator / denominator
+
+
+def print_table(rows):
+  """rows: (name, wall-clock figure, per-CPU-second figure or None)."""
+  fmt = lambda v: "-" if v is None else (f"{v:,.2f}" if isinstance(v, float) else str(v))
+  width = max(len(name) for name, _, _ in rows)
+  print("\n" + f"{'figure':<{width}}  {'wall clock':>14}  {'per CPU-second':>14}")
+  print("-" * (width + 32))
+  for name, value, per_cpu in rows:
+    print(f"{name:<{width}}  {fmt(value):>14}  {fmt(per_cpu) if per_cpu is not None else '':>14}")
+  print("-" * (width + 32))
+
+
+def main(argv):
+  args = parse_args(argv)
+  if args.intra_op:
+    tf.config.threading.set_intra_op_parallelism_threads(args.intra_op)
+  if args.inter_op:
+    tf.config.threading.set_inter_op_parallelism_threads(args.inter_op)
+  start = time.perf_counter()
+  out = {"machine": machine(), "settings": dict(vars(args), sections=sorted(args.sections)),
+         "load_start": loadavg()}
+  print(f"machine: {json.dumps(out['machine'])}\nload average (1 min): {out['load_start']}",
+        flush=True)
+  w, b, size, sections = args.windows, args.batch_size, args.image_size, args.sections
+  q, train_windows = args.wait_quiet, (2 if args.quick else args.windows)
+  folder = args.keep_dir or tempfile.mkdtemp(prefix="throughput_")
+  fig, cpu, flops, section_s = {}, {}, {}, {}  # cpu: items per CPU-second of this process
+
+  def record(key, result, scale=1.0):
+    fig[key], cpu[key] = scale * result["per_s"], scale * result["per_cpu_s"]
+
+  def lap(name, since):
+    section_s[name] = round(time.perf_counter() - since, 1)
+    return time.perf_counter()
+
+  t = time.perf_counter()
+  if "peak" in sections:
+    print("peak, GFLOP/s:", flush=True)
+    peak = measure_peak(w, q)
+    best = max(peak, key=lambda name: peak[name]["per_s"])
+    out["peak_gflops"] = {name: r["per_s"] for name, r in peak.items()}
+    record("peak_gflops", peak[best])
+    t = lap("peak", t)
+
+  print(f"data: {args.num_images} photos 640x480 -> create_tfrecord.py (2 shards)", flush=True)
+  files, mean_bytes, seconds = make_records(folder, args.num_images, args.label_count)
+  fig["jpeg_mean_kb"], fig["create_tfrecord_s"] = mean_bytes / 1e3, seconds
+  t = lap("data", t)
+
+  if "pipeline" in sections:
+    print(f"(a) input pipeline, batch {b}:", flush=True)
+    record("pipeline", pipeline_rate(args, files, -1, "AUTOTUNE images/s"))
+    record("pipeline_npc1", pipeline_rate(args, files, 1, "num_parallel_calls=1 images/s"))
+    record("pipeline_npc2", pipeline_rate(args, files, 2, "num_parallel_calls=2 images/s"))
+    if args.max_side:
+      small, kb, _ = make_records(folder, args.num_images, args.label_count, args.max_side)
+      fig[f"jpeg_mean_kb_max_side_{args.max_side}"] = kb / 1e3
+      record(f"pipeline_max_side_{args.max_side}",
+             pipeline_rate(args, small, -1, f"max_side={args.max_side} images/s"))
+    t = lap("pipeline", t)
+
+  scaling = sorted({max(1, b // 2), b, 2 * b}) if "scaling" in sections else [b]
+  data = memory_batches(args, files, 2 * max(scaling))
+  keras_model = keras_peer(args) if "keras" in sections else None
+
+  if {"train", "scaling"} & sections:
+    toolkit = build_toolkit(args, True, b)
+    layers = forward_flops(lambda x: toolkit[0](x, training=True)[0], b, size)
+    flops["forward"], flops["head"] = sum(layers), sum(layers[-3:])  # the head: the last 3
+    flops["train_full"] = 3 * flops["forward"]  # forward + input gradients + weight gradients
+    flops["train_frozen"] = flops["forward"] + 2 * flops["head"]  # backward through the head
+    print(f"FLOPs at batch {b}: forward {flops['forward'] / 1e9:.1f} G, full train step "
+          f"{flops['train_full'] / 1e9:.1f} G", flush=True)
+    print(f"(b) full fine-tune step, batch {b}" + (", (e) keras fit:" if keras_model else ":"),
+          flush=True)
+    runners = {"toolkit full images/s": train_runner(toolkit, data, b, 1)}
+    if keras_model:
+      runners["keras fit images/s"] = keras_fit_runner(keras_model, data, b, 1)
+    result = measure(runners, train_windows, q)
+    record("train_full", result["toolkit full images/s"])
+    record("train_full_gflops", result["toolkit full images/s"], flops["train_full"] / b / 1e9)
+    if keras_model:
+      flops["keras_train_full"] = 3 * sum(
+          forward_flops(lambda x: keras_model(x, training=True), b, size))
+      record("keras_fit", result["keras fit images/s"])
+      record("keras_fit_gflops", result["keras fit images/s"],
+             flops["keras_train_full"] / b / 1e9)
+    t = lap("train_full", t)
+    if len(scaling) > 1:
+      print("scaling, full fine-tune step:", flush=True)
+      step_s = {b: b / fig["train_full"]}
+      for batch in scaling:
+        if batch != b:
+          what = f"batch {batch} images/s"
+          rate = measure({what: train_runner(toolkit, data, batch, 1, warmup=1)}, 2, q)[what]
+          step_s[batch] = batch / rate["per_s"]
+      fig["scaling_step_s"] = {str(k): v for k, v in sorted(step_s.items())}
+      fig["scaling_ms_per_image"] = {str(k): 1e3 * v / k for k, v in sorted(step_s.items())}
+      t = lap("scaling", t)
+    del toolkit
+    gc.collect()
+
+  if "frozen" in sections:
+    print(f"(c) frozen-backbone step, batch {b}:", flush=True)
+    toolkit = build_toolkit(args, False, b)
+    what = "toolkit frozen images/s"
+    result = measure({what: train_runner(toolkit, data, b, 2)}, w, q)[what]
+    record("train_frozen", result)
+    if flops:
+      record("train_frozen_gflops", result, flops["train_frozen"] / b / 1e9)
+    del toolkit
+    gc.collect()
+    t = lap("frozen", t)
+
+  if "inference" in sections:
+    crops = ten_crop_batch(args, folder, args.infer_images)
+    print(f"(d) 10-crop inference, {args.infer_images} images ({10 * args.infer_images} crops) "
+          "per batch" + (", (e) keras predict on the same crops:" if keras_model else ":"),
+          flush=True)
+    model = build_toolkit(args, False, b)[0]
+    runners = {"toolkit 10-crop images/s": scorer_runner(model, crops)}
+    if keras_model:
+      runners["keras predict 10-crop images/s"] = keras_predict_runner(keras_model, crops)
+    result = measure(runners, w, q)
+    record("inference", result["toolkit 10-crop images/s"])
+    if keras_model:
+      record("keras_predict_10crop_images", result["keras predict 10-crop images/s"])
+      record("keras_predict_crops", result["keras predict 10-crop images/s"], 10.0)
+    del model
+    gc.collect()
+    t = lap("inference", t)
+
+  ratios = {"fit_ratio": ("train_full", "keras_fit"),
+            "frozen_ratio": ("train_frozen", "train_full"),
+            "pipeline_ratio": ("pipeline", "train_full"),
+            "inference_ratio": ("inference", "keras_predict_10crop_images"),
+            "peak_fraction": ("train_full_gflops", "peak_gflops"),
+            "keras_peak_fraction": ("keras_fit_gflops", "peak_gflops")}
+  for name, (num, den) in ratios.items():
+    fig[name], cpu[name] = ratio(fig.get(num), fig.get(den)), ratio(cpu.get(num), cpu.get(den))
+  out["goals"] = {k: (None if fig[k] is None else fig[k] >= v) for k, v in GOALS.items()}
+  out["figures"], out["per_cpu_second"], out["flops_per_step"] = fig, cpu, flops
+  out["section_s"] = section_s
+  out["others_cpu"] = {"median": statistics.median(OTHERS_CPU or [0]),
+                       "max": max(OTHERS_CPU or [0]), "windows": len(OTHERS_CPU)}
+  out["load_end"], out["seconds"] = loadavg(), time.perf_counter() - start
+  if not args.keep_dir:
+    shutil.rmtree(folder, ignore_errors=True)
+
+  rows = [(k, v, cpu.get(k)) for k, v in fig.items() if not isinstance(v, dict)]
+  for key in ("scaling_step_s", "scaling_ms_per_image"):
+    rows += [(f"{key} [batch {k}]", v, None) for k, v in fig.get(key, {}).items()]
+  rows += [(f"goal {k} >= {v}", out["goals"][k], None) for k, v in GOALS.items()]
+  rows += [("others' CPU share per window, median / max",
+            "{median:.2f} / {max:.2f}".format(**out["others_cpu"]), None),
+           ("load average start / end", f"{out['load_start']} / {out['load_end']}", None),
+           ("seconds", out["seconds"], None)]
+  print_table(rows)
+  print(json.dumps(out, default=float))
+
+
+if __name__ == "__main__":
+  main(sys.argv[1:])
