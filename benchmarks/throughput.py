@@ -20,9 +20,9 @@ the last line, one JSON object with every figure.
 
 import argparse
 import dataclasses
-import gc
 import io
 import json
+import math
 import os
 import platform
 import shutil
@@ -42,11 +42,14 @@ from PIL import Image, ImageDraw, ImageFilter  # noqa: E402
 
 import configs  # noqa: E402
 import inference  # noqa: E402
+import records  # noqa: E402
 import run_utils  # noqa: E402
 import train  # noqa: E402
 from multi_label_classification_model import (MultiLabelClassificationModel,  # noqa: E402
-                                              build_dataset, preprocess_ten_crop)
+                                              build_dataset, compute_dtype,
+                                              preprocess_ten_crop, score_ten_crops)
 
+SECTIONS = ("peak", "pipeline", "train", "frozen", "scaling", "inference", "keras")
 GOALS = {"fit_ratio": 1.15, "frozen_ratio": 2.5, "pipeline_ratio": 5.0, "inference_ratio": 1.1,
          "peak_fraction": 0.6}
 
@@ -57,7 +60,7 @@ def parse_args(argv):
   p.add_argument("--batch_size", type=int, default=16, help="train batch (scaling: b/2, b, 2b)")
   p.add_argument("--image_size", type=int, default=224, help="network input side, multiple of 32")
   p.add_argument("--label_count", type=int, default=80, help="labels (COCO has 80)")
-  p.add_argument("--num_images", type=int, default=0, help="JPEGs to generate; 0 = 48/160")
+  p.add_argument("--num_images", type=int, default=0, help="JPEGs to generate; 0 = 32/160")
   p.add_argument("--infer_images", type=int, default=0, help="images per 10-crop batch; 0 = 2/8")
   p.add_argument("--windows", type=int, default=0, help="timed windows per figure; 0 = 3/5")
   p.add_argument("--xla", action="store_true", help="TrainConfig.xla; Keras jit_compile=True")
@@ -67,17 +70,27 @@ def parse_args(argv):
   p.add_argument("--inter_op", type=int, default=0, help="TF inter-op threads; 0 = TF default")
   p.add_argument("--max_side", type=int, default=0,
                  help="also measure (a) on records pre-resized by create_tfrecord --max_side")
+  p.add_argument("--levers", type=int, default=-1, help="1: also measure the levers (the "
+                 "XLA scorer, Keras predict with XLA); -1 = on in the full run, off with --quick")
   p.add_argument("--only", default="", help="comma list of sections: peak,pipeline,train,"
                  "frozen,scaling,inference,keras (default: all)")
   p.add_argument("--keep_dir", default="", help="write the images/records here and keep them")
   p.add_argument("--wait_quiet", type=float, default=0.0, help="before each round of windows, "
                  "wait up to this many seconds for other processes to use < 10%% of the CPUs")
   args = p.parse_args(argv)
-  args.num_images = args.num_images or (48 if args.quick else 160)
+  args.num_images = args.num_images or (32 if args.quick else 160)
   args.infer_images = args.infer_images or (2 if args.quick else 8)
   args.windows = args.windows or (3 if args.quick else 5)
-  args.sections = set(args.only.split(",")) if args.only else {
-      "peak", "pipeline", "train", "frozen", "scaling", "inference", "keras"}
+  args.levers = (not args.quick) if args.levers < 0 else bool(args.levers)
+  args.train_windows = 2 if args.quick else args.windows  # (b) and (e): the slowest steps
+  args.warmup = 1 if args.quick else 2  # steps before timing; the first one traces
+  args.sections = set(args.only.split(",")) if args.only else set(SECTIONS)
+  if args.sections - set(SECTIONS):
+    p.error(f"--only={args.only!r}: unknown {sorted(args.sections - set(SECTIONS))}; "
+            f"sections are {','.join(SECTIONS)}")
+  if args.image_size % 32:
+    p.error(f"--image_size={args.image_size}: must be a multiple of 32")
+  compute_dtype(args.precision)  # raises naming a bad --precision
   return args
 
 
@@ -132,7 +145,7 @@ def step_runner(step_once, sync, items_per_step, steps_per_window, warmup=2):
   return lambda: run(warmup), lambda: run(steps_per_window)
 
 
-OTHERS_CPU = []  # every window's others_cpu, for the run's summary
+WINDOWS = {}  # every measured figure's windows, for the JSON line
 
 
 def measure(runners, windows, max_wait=0.0, wait_each_round=True):
@@ -146,8 +159,10 @@ def measure(runners, windows, max_wait=0.0, wait_each_round=True):
   between an input pipeline's windows: its prefetch would fill up during the wait)."""
   if max_wait > 0:
     wait_for_quiet(max_wait)
+  start = time.perf_counter()
   for warmup, _ in runners.values():
     warmup()
+  print(f"  (warm-up, tracing included: {time.perf_counter() - start:.1f} s)", flush=True)
   samples = {name: [] for name in runners}
   for round_no in range(windows):
     if max_wait > 0 and wait_each_round and round_no > 0:
@@ -160,9 +175,9 @@ def measure(runners, windows, max_wait=0.0, wait_each_round=True):
   results = {}
   for name, values in samples.items():
     rates, per_cpu, others = zip(*values)
-    OTHERS_CPU.extend(others)
     results[name] = {"per_s": statistics.median(rates), "per_cpu_s": statistics.median(per_cpu),
                      "windows": [round(v, 3) for v in rates], "others_cpu": list(others)}
+    WINDOWS[name] = results[name]
     print(f"  {name}: {results[name]['per_s']:.2f}/s  windows {results[name]['windows']}  "
           f"per CPU-s {results[name]['per_cpu_s']:.2f}  others' CPU {list(others)}", flush=True)
   return results
@@ -216,24 +231,24 @@ def make_photo(rng, width=640, height=480):
 
 
 def make_records(folder, num_images, label_count, max_side=0, seed=0):
-  """Writes num_images JPEGs + image_list/image_label, runs create_tfrecord.py (2 shards).
+  """Writes num_images JPEGs (kept if already there) + image_list / image_label, and runs
+  create_tfrecord.py into 2 shards (with --max_side if set).
 
-  Returns (glob of the shards, mean JPEG bytes, create_tfrecord seconds)."""
-  rng = np.random.default_rng(seed)
+  Returns (glob of the shards, mean stored bytes per record, create_tfrecord seconds)."""
   images = os.path.join(folder, "images")
   os.makedirs(images, exist_ok=True)
-  sizes, list_lines, label_lines = [], [], []
+  label_rng = np.random.default_rng(seed)
+  list_lines, label_lines = [], []
   for i in range(num_images):
     name = f"photo_{i:05d}.jpg"
     path = os.path.join(images, name)
     if not os.path.exists(path):
       buffer = io.BytesIO()
-      make_photo(rng).save(buffer, "JPEG", quality=90)
+      make_photo(np.random.default_rng([seed, i])).save(buffer, "JPEG", quality=90)
       with open(path, "wb") as f:
         f.write(buffer.getvalue())
-    sizes.append(os.path.getsize(path))
     labels = np.zeros(label_count, int)
-    labels[rng.choice(label_count, int(rng.integers(1, 5)), replace=False)] = 1
+    labels[label_rng.choice(label_count, int(label_rng.integers(1, 5)), replace=False)] = 1
     list_lines.append(f"{name} {labels.sum()}\n")
     label_lines.append(" ".join(map(str, labels)) + "\n")
   with open(os.path.join(folder, "image_list"), "w") as f:
@@ -247,29 +262,32 @@ def make_records(folder, num_images, label_count, max_side=0, seed=0):
                   f"--imglabel_file={folder}/image_label", f"--output_file={output}",
                   "--num_shards=2", f"--max_side={max_side}"],
                  check=True, cwd=REPO, stdout=subprocess.DEVNULL)
-  return output + "-*", float(np.mean(sizes)), time.perf_counter() - start
+  seconds = time.perf_counter() - start
+  shards = records.expand_file_spec(output + "-*")
+  return output + "-*", sum(os.path.getsize(f) for f in shards) / num_images, seconds
 
 
 # ---------------------------------------------------------------------------------------------
 # Peak: a large 3x3 conv, a 1x1 conv and a matmul, in GFLOP/s; and the FLOPs of a forward pass.
 
-def measure_peak(windows, max_wait):
+def peak_runners(warmup):
+  """GFLOP/s runners: a large 3x3 conv, a 1x1 conv and a matmul (forward, float32)."""
   g = tf.random.Generator.from_seed(0)
   x = g.normal([16, 56, 56, 256])
   w3, w1 = g.normal([3, 3, 256, 256]), g.normal([1, 1, 256, 1024])
   a, b = g.normal([2048, 2048]), g.normal([2048, 2048])
   cases = {
-      "conv3x3_256to256_56x56_b16": (lambda: tf.nn.conv2d(x, w3, 1, "SAME"),
-                                     2 * 16 * 56 * 56 * 9 * 256 * 256),
-      "conv1x1_256to1024_56x56_b16": (lambda: tf.nn.conv2d(x, w1, 1, "SAME"),
-                                      2 * 16 * 56 * 56 * 256 * 1024),
-      "matmul_2048": (lambda: tf.matmul(a, b), 2 * 2048 ** 3),
+      "peak conv3x3 256->256 56x56 b16 GFLOP/s": (lambda: tf.nn.conv2d(x, w3, 1, "SAME"),
+                                                  2 * 16 * 56 * 56 * 9 * 256 * 256),
+      "peak conv1x1 256->1024 56x56 b16 GFLOP/s": (lambda: tf.nn.conv2d(x, w1, 1, "SAME"),
+                                                   2 * 16 * 56 * 56 * 256 * 1024),
+      "peak matmul 2048^3 GFLOP/s": (lambda: tf.matmul(a, b), 2 * 2048 ** 3),
   }
   runners = {}
   for name, (op, flops) in cases.items():
     fn = tf.function(lambda op=op: tf.reshape(op(), [-1])[0])  # a scalar: a cheap host sync
-    runners[name] = step_runner(fn, lambda out: out.numpy(), flops / 1e9, 1)
-  return measure(runners, windows, max_wait)
+    runners[name] = step_runner(fn, lambda out: out.numpy(), flops / 1e9, 2, warmup)
+  return runners
 
 
 def forward_flops(fn, batch, size):
@@ -305,13 +323,10 @@ def pipeline_rate(args, files, num_parallel_calls, what):
   model_config, _ = model_configs(args, False, args.batch_size, files)
   model_config.num_parallel_calls = num_parallel_calls
   iterator = iter(build_dataset(model_config, "train", seed=0))
-  batches = 8 if args.quick else 16
+  batches = 12 if args.quick else 24
   runner = step_runner(lambda: next(iterator), lambda out: out[0].numpy(), args.batch_size,
                        batches, warmup=6)
-  result = measure({what: runner}, args.windows, args.wait_quiet, wait_each_round=False)[what]
-  del iterator
-  gc.collect()
-  return result
+  return measure({what: runner}, args.windows, args.wait_quiet, wait_each_round=False)[what]
 
 
 def memory_batches(args, files, count):
@@ -338,7 +353,7 @@ def build_toolkit(args, train_base_network, batch):
   return model, optimizer, model_config, train_config
 
 
-def train_runner(toolkit, data, batch, steps_per_window, warmup=2):
+def train_runner(toolkit, data, batch, steps_per_window, warmup):
   """(b)/(c): train.make_train_step under the default strategy, over in-memory batches."""
   model, optimizer, model_config, train_config = toolkit
   model_config = dataclasses.replace(model_config, batch_size=batch)
@@ -361,17 +376,26 @@ def ten_crop_batch(args, folder, count):
                                        resize, target) for p in paths])
 
 
-def scorer_runner(model, crops):
-  """(d): inference.make_scorer on a batch of [B, 10, s, s, 3] crops."""
-  score = inference.make_scorer(model, "mean")
-  return step_runner(lambda: score(crops), lambda out: out.numpy(), int(crops.shape[0]), 1)
+def scorer_runner(model, crops, warmup, xla=False):
+  """(d): inference.make_scorer on a batch of [B, 10, s, s, 3] crops; with xla, the same
+  function body (score_ten_crops) under tf.function(jit_compile=True), as a lever: the
+  toolkit's scorer has no XLA switch."""
+  if xla:
+    score = tf.function(lambda c: score_ten_crops(model, c, "mean"), jit_compile=True)
+  else:
+    score = inference.make_scorer(model, "mean")
+  return step_runner(lambda: score(crops), lambda out: out.numpy(), int(crops.shape[0]), 1,
+                     warmup)
 
 
 # ---------------------------------------------------------------------------------------------
 # The peer: Keras's own ResNet50V2 with the same head, optimiser and batches.
 
-def keras_peer(args):
+def keras_peer(args, xla=None):
+  """ResNet50V2(weights=None) + the head, compiled; jit_compile=True with xla (default
+  args.xla), else Keras's "auto" (which is off on a CPU-only machine)."""
   keras = tf.keras
+  xla = args.xla if xla is None else xla
   if args.precision != "float32":
     keras.mixed_precision.set_global_policy(args.precision)
   size, labels = args.image_size, args.label_count
@@ -389,21 +413,31 @@ def keras_peer(args):
   model.compile(optimizer=keras.optimizers.Adam(schedule,
                                                 global_clipnorm=defaults.clip_gradients),
                 loss=keras.losses.BinaryCrossentropy(),
-                jit_compile=True if args.xla else "auto")
+                jit_compile=True if xla else "auto")
   return model
 
 
-def keras_fit_runner(model, data, batch, steps_per_window):
+def keras_forward_flops(model, batch):
+  """Conv FLOPs of one forward pass (2 per multiply-add), from the layers' static shapes."""
+  total = 0
+  for layer in model.layers:
+    if isinstance(layer, tf.keras.layers.Conv2D):
+      kh, kw, cin, _ = layer.kernel.shape
+      total += 2 * batch * math.prod(layer.output.shape[1:]) * kh * kw * cin
+  return total
+
+
+def keras_fit_runner(model, data, batch, steps_per_window, warmup):
   dataset, timer = memory_dataset(*data, batch), KerasWindow()
 
   def run(steps):
     model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False,
               callbacks=[timer])
     return timer.before, timer.after, steps * batch
-  return lambda: run(2), lambda: run(steps_per_window)
+  return lambda: run(warmup), lambda: run(steps_per_window)
 
 
-def keras_predict_runner(model, crops):
+def keras_predict_runner(model, crops, warmup):
   """Keras predict on the same crops, [B * 10, s, s, 3]; counted in images (10 crops each)."""
   flat = tf.reshape(crops, [-1] + crops.shape[2:].as_list())  # [B, 10, s, s, 3] -> [B*10, ...]
   dataset, timer = tf.data.Dataset.from_tensors(flat).repeat(), KerasWindow()
@@ -411,7 +445,7 @@ def keras_predict_runner(model, crops):
   def run(steps):
     model.predict(dataset, steps=steps, verbose=0, callbacks=[timer])
     return timer.before, timer.after, steps * int(crops.shape[0])
-  return lambda: run(2), lambda: run(1)
+  return lambda: run(warmup), lambda: run(1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -446,14 +480,151 @@ def ratio(numerator, denominator):
   return None if numerator is None or not denominator else numerator / denominator
 
 
-def print_table(rows):
-  """rows: (name, wall-clock figure, per-CPU-second figure or None)."""
+class Figures:
+  """The run's figures: wall clock (`fig`), per CPU-second of this process (`cpu`), FLOPs."""
+
+  def __init__(self):
+    self.fig, self.cpu, self.flops = {}, {}, {}
+
+  def record(self, key, result, scale=1.0):
+    self.fig[key], self.cpu[key] = scale * result["per_s"], scale * result["per_cpu_s"]
+
+  def record_peak(self, results):
+    """The best of the peak runners' medians is the peak."""
+    peak = {name: r for name, r in results.items() if name.startswith("peak ")}
+    self.fig["peak_detail"] = {name: r["per_s"] for name, r in peak.items()}
+    self.record("peak_gflops", peak[max(peak, key=lambda name: peak[name]["per_s"])])
+
+
+# ---------------------------------------------------------------------------------------------
+# The sections, in the order they run.
+
+def pipeline_section(args, folder, files, figs):
+  """(a), and the pipeline's scaling with num_parallel_calls (and --max_side records)."""
+  print(f"(a) input pipeline, batch {args.batch_size}:", flush=True)
+  figs.record("pipeline", pipeline_rate(args, files, -1, "AUTOTUNE images/s"))
+  figs.record("pipeline_npc1", pipeline_rate(args, files, 1, "num_parallel_calls=1 images/s"))
+  figs.record("pipeline_npc2", pipeline_rate(args, files, 2, "num_parallel_calls=2 images/s"))
+  if args.max_side:
+    small, stored, _ = make_records(folder, args.num_images, args.label_count, args.max_side)
+    figs.fig[f"record_kb_max_side_{args.max_side}"] = stored / 1e3
+    figs.record(f"pipeline_max_side_{args.max_side}",
+                pipeline_rate(args, small, -1, f"max_side={args.max_side} images/s"))
+
+
+def train_section(args, data, keras_model, figs, scaling):
+  """(b) interleaved with (e) fit and the peak runners; then the batch scaling."""
+  b, size, flops = args.batch_size, args.image_size, figs.flops
+  toolkit = build_toolkit(args, True, b)
+  layers = forward_flops(lambda x: toolkit[0](x, training=True)[0], b, size)
+  flops["forward"], flops["head"] = sum(layers), sum(layers[-3:])  # the head: the last 3
+  flops["train_full"] = 3 * flops["forward"]  # forward + input gradients + weight gradients
+  flops["train_frozen"] = flops["forward"] + 2 * flops["head"]  # backward through the head
+  print(f"FLOPs at batch {b}: forward {flops['forward'] / 1e9:.1f} G, full train step "
+        f"{flops['train_full'] / 1e9:.1f} G", flush=True)
+  print(f"(b) full fine-tune step, batch {b}" + (", (e) keras fit" if keras_model else "")
+        + (", conv/matmul peak" if "peak" in args.sections else "") + ", interleaved:",
+        flush=True)
+  runners = {"toolkit full images/s": train_runner(toolkit, data, b, 1, args.warmup)}
+  if keras_model:
+    runners["keras fit images/s"] = keras_fit_runner(keras_model, data, b, 1, args.warmup)
+  if "peak" in args.sections:  # under the same load as the step, for peak_fraction
+    runners.update(peak_runners(args.warmup))
+  result = measure(runners, args.train_windows, args.wait_quiet)
+  if "peak" in args.sections:
+    figs.record_peak(result)
+  figs.record("train_full", result["toolkit full images/s"])
+  figs.record("train_full_gflops", result["toolkit full images/s"], flops["train_full"] / b / 1e9)
+  if keras_model:
+    flops["keras_train_full"] = 3 * keras_forward_flops(keras_model, b)
+    figs.record("keras_fit", result["keras fit images/s"])
+    figs.record("keras_fit_gflops", result["keras fit images/s"],
+                flops["keras_train_full"] / b / 1e9)
+  if len(scaling) > 1:
+    print("scaling, full fine-tune step:", flush=True)
+    rates = {b: result["toolkit full images/s"]}
+    for batch in scaling:
+      if batch != b:
+        what = f"batch {batch} images/s"
+        runner = train_runner(toolkit, data, batch, 1, args.warmup)
+        rates[batch] = measure({what: runner}, args.train_windows, args.wait_quiet)[what]
+    rates = sorted(rates.items())
+    figs.fig["scaling_step_s"] = {str(k): k / r["per_s"] for k, r in rates}
+    figs.fig["scaling_ms_per_image"] = {str(k): 1e3 / r["per_s"] for k, r in rates}
+    # CPU-ms per image: the same check, immune to colleagues' jobs taking cores mid-run.
+    figs.fig["scaling_cpu_ms_per_image"] = {str(k): 1e3 / r["per_cpu_s"] for k, r in rates}
+
+
+def frozen_section(args, data, figs):
+  """(c): the default config's step: no gradients through the backbone."""
+  print(f"(c) frozen-backbone step, batch {args.batch_size}:", flush=True)
+  what = "toolkit frozen images/s"
+  runner = train_runner(build_toolkit(args, False, args.batch_size), data, args.batch_size, 2,
+                        args.warmup)
+  result = measure({what: runner}, args.windows, args.wait_quiet)[what]
+  figs.record("train_frozen", result)
+  if figs.flops:
+    figs.record("train_frozen_gflops", result, figs.flops["train_frozen"] / args.batch_size / 1e9)
+
+
+def inference_section(args, folder, keras_model, figs):
+  """(d) interleaved with (e) predict on the same crops; with --levers also both under XLA."""
+  crops = ten_crop_batch(args, folder, args.infer_images)
+  print(f"(d) 10-crop inference, {args.infer_images} images ({10 * args.infer_images} crops) per "
+        "batch" + (", (e) keras predict on the same crops" if keras_model else "") +
+        ", interleaved:", flush=True)
+  model = build_toolkit(args, False, args.batch_size)[0]
+  names = {"inference": "toolkit 10-crop images/s",
+           "keras_predict_10crop_images": "keras predict 10-crop images/s",
+           "lever_inference_xla": "lever: toolkit 10-crop, XLA scorer",
+           "lever_keras_predict_xla": "lever: keras predict, jit_compile=True"}
+  warmup = args.warmup
+  runners = {names["inference"]: scorer_runner(model, crops, warmup, args.xla)}
+  if keras_model:
+    runners[names["keras_predict_10crop_images"]] = keras_predict_runner(keras_model, crops,
+                                                                         warmup)
+  if args.levers and not args.xla:
+    runners[names["lever_inference_xla"]] = scorer_runner(model, crops, warmup, xla=True)
+    if keras_model:
+      runners[names["lever_keras_predict_xla"]] = keras_predict_runner(
+          keras_peer(args, xla=True), crops, warmup)
+  result = measure(runners, args.windows, args.wait_quiet)
+  for key, name in names.items():
+    if name in result:
+      figs.record(key, result[name])
+  if keras_model:
+    figs.record("keras_predict_crops", result[names["keras_predict_10crop_images"]], 10.0)
+
+
+RATIOS = {"fit_ratio": ("train_full", "keras_fit"),
+          "frozen_ratio": ("train_frozen", "train_full"),
+          "pipeline_ratio": ("pipeline", "train_full"),
+          "inference_ratio": ("inference", "keras_predict_10crop_images"),
+          "peak_fraction": ("train_full_gflops", "peak_gflops"),
+          "keras_peak_fraction": ("keras_fit_gflops", "peak_gflops"),
+          "lever_inference_xla_ratio": ("lever_inference_xla", "keras_predict_10crop_images"),
+          "lever_inference_xla_vs_keras_xla": ("lever_inference_xla", "lever_keras_predict_xla")}
+
+
+def print_table(out):
+  """The figures: wall clock, and per CPU-second of this process where it applies."""
+  fig, cpu = out["figures"], out["per_cpu_second"]
+  rows = [(k, v, cpu.get(k)) for k, v in fig.items()
+          if not isinstance(v, dict) and not (v is None and k.startswith("lever"))]
+  for key in ("peak_detail", "scaling_step_s", "scaling_ms_per_image",
+              "scaling_cpu_ms_per_image"):
+    rows += [(f"{key} [{k}]", v, None) for k, v in fig.get(key, {}).items()]
+  rows += [(f"goal {k} >= {v}", out["goals"][k], None) for k, v in GOALS.items()]
+  rows += [("others' CPU share per window, median / max",
+            "{median:.2f} / {max:.2f}".format(**out["others_cpu"]), None),
+           ("load average start / end", f"{out['load_start']} / {out['load_end']}", None),
+           ("seconds", out["seconds"], None)]
   fmt = lambda v: "-" if v is None else (f"{v:,.2f}" if isinstance(v, float) else str(v))
   width = max(len(name) for name, _, _ in rows)
   print("\n" + f"{'figure':<{width}}  {'wall clock':>14}  {'per CPU-second':>14}")
   print("-" * (width + 32))
   for name, value, per_cpu in rows:
-    print(f"{name:<{width}}  {fmt(value):>14}  {fmt(per_cpu) if per_cpu is not None else '':>14}")
+    print(f"{name:<{width}}  {fmt(value):>14}  {'' if per_cpu is None else fmt(per_cpu):>14}")
   print("-" * (width + 32))
 
 
@@ -463,146 +634,54 @@ def main(argv):
     tf.config.threading.set_intra_op_parallelism_threads(args.intra_op)
   if args.inter_op:
     tf.config.threading.set_inter_op_parallelism_threads(args.inter_op)
-  start = time.perf_counter()
-  out = {"machine": machine(), "settings": dict(vars(args), sections=sorted(args.sections)),
+  start, sections, figs, section_s = time.perf_counter(), args.sections, Figures(), {}
+  out = {"machine": machine(), "settings": dict(vars(args), sections=sorted(sections)),
          "load_start": loadavg()}
   print(f"machine: {json.dumps(out['machine'])}\nload average (1 min): {out['load_start']}",
         flush=True)
-  w, b, size, sections = args.windows, args.batch_size, args.image_size, args.sections
-  q, train_windows = args.wait_quiet, (2 if args.quick else args.windows)
   folder = args.keep_dir or tempfile.mkdtemp(prefix="throughput_")
-  fig, cpu, flops, section_s = {}, {}, {}, {}  # cpu: items per CPU-second of this process
+  last = [start]
 
-  def record(key, result, scale=1.0):
-    fig[key], cpu[key] = scale * result["per_s"], scale * result["per_cpu_s"]
-
-  def lap(name, since):
-    section_s[name] = round(time.perf_counter() - since, 1)
-    return time.perf_counter()
-
-  t = time.perf_counter()
-  if "peak" in sections:
-    print("peak, GFLOP/s:", flush=True)
-    peak = measure_peak(w, q)
-    best = max(peak, key=lambda name: peak[name]["per_s"])
-    out["peak_gflops"] = {name: r["per_s"] for name, r in peak.items()}
-    record("peak_gflops", peak[best])
-    t = lap("peak", t)
+  def lap(name):
+    section_s[name] = round(time.perf_counter() - last[0], 1)
+    last[0] = time.perf_counter()
 
   print(f"data: {args.num_images} photos 640x480 -> create_tfrecord.py (2 shards)", flush=True)
-  files, mean_bytes, seconds = make_records(folder, args.num_images, args.label_count)
-  fig["jpeg_mean_kb"], fig["create_tfrecord_s"] = mean_bytes / 1e3, seconds
-  t = lap("data", t)
-
+  files, stored, figs.fig["create_tfrecord_s"] = make_records(folder, args.num_images,
+                                                              args.label_count)
+  figs.fig["record_kb"] = stored / 1e3
+  lap("data")
   if "pipeline" in sections:
-    print(f"(a) input pipeline, batch {b}:", flush=True)
-    record("pipeline", pipeline_rate(args, files, -1, "AUTOTUNE images/s"))
-    record("pipeline_npc1", pipeline_rate(args, files, 1, "num_parallel_calls=1 images/s"))
-    record("pipeline_npc2", pipeline_rate(args, files, 2, "num_parallel_calls=2 images/s"))
-    if args.max_side:
-      small, kb, _ = make_records(folder, args.num_images, args.label_count, args.max_side)
-      fig[f"jpeg_mean_kb_max_side_{args.max_side}"] = kb / 1e3
-      record(f"pipeline_max_side_{args.max_side}",
-             pipeline_rate(args, small, -1, f"max_side={args.max_side} images/s"))
-    t = lap("pipeline", t)
-
-  scaling = sorted({max(1, b // 2), b, 2 * b}) if "scaling" in sections else [b]
+    pipeline_section(args, folder, files, figs)
+    lap("pipeline")
+  scaling = sorted({max(1, args.batch_size // 2), args.batch_size, 2 * args.batch_size}
+                   if "scaling" in sections else {args.batch_size})
   data = memory_batches(args, files, 2 * max(scaling))
   keras_model = keras_peer(args) if "keras" in sections else None
-
   if {"train", "scaling"} & sections:
-    toolkit = build_toolkit(args, True, b)
-    layers = forward_flops(lambda x: toolkit[0](x, training=True)[0], b, size)
-    flops["forward"], flops["head"] = sum(layers), sum(layers[-3:])  # the head: the last 3
-    flops["train_full"] = 3 * flops["forward"]  # forward + input gradients + weight gradients
-    flops["train_frozen"] = flops["forward"] + 2 * flops["head"]  # backward through the head
-    print(f"FLOPs at batch {b}: forward {flops['forward'] / 1e9:.1f} G, full train step "
-          f"{flops['train_full'] / 1e9:.1f} G", flush=True)
-    print(f"(b) full fine-tune step, batch {b}" + (", (e) keras fit:" if keras_model else ":"),
-          flush=True)
-    runners = {"toolkit full images/s": train_runner(toolkit, data, b, 1)}
-    if keras_model:
-      runners["keras fit images/s"] = keras_fit_runner(keras_model, data, b, 1)
-    result = measure(runners, train_windows, q)
-    record("train_full", result["toolkit full images/s"])
-    record("train_full_gflops", result["toolkit full images/s"], flops["train_full"] / b / 1e9)
-    if keras_model:
-      flops["keras_train_full"] = 3 * sum(
-          forward_flops(lambda x: keras_model(x, training=True), b, size))
-      record("keras_fit", result["keras fit images/s"])
-      record("keras_fit_gflops", result["keras fit images/s"],
-             flops["keras_train_full"] / b / 1e9)
-    t = lap("train_full", t)
-    if len(scaling) > 1:
-      print("scaling, full fine-tune step:", flush=True)
-      step_s = {b: b / fig["train_full"]}
-      for batch in scaling:
-        if batch != b:
-          what = f"batch {batch} images/s"
-          rate = measure({what: train_runner(toolkit, data, batch, 1, warmup=1)}, 2, q)[what]
-          step_s[batch] = batch / rate["per_s"]
-      fig["scaling_step_s"] = {str(k): v for k, v in sorted(step_s.items())}
-      fig["scaling_ms_per_image"] = {str(k): 1e3 * v / k for k, v in sorted(step_s.items())}
-      t = lap("scaling", t)
-    del toolkit
-    gc.collect()
-
+    train_section(args, data, keras_model, figs, scaling)
+    lap("train")
+  elif "peak" in sections:
+    figs.record_peak(measure(peak_runners(args.warmup), args.windows, args.wait_quiet))
   if "frozen" in sections:
-    print(f"(c) frozen-backbone step, batch {b}:", flush=True)
-    toolkit = build_toolkit(args, False, b)
-    what = "toolkit frozen images/s"
-    result = measure({what: train_runner(toolkit, data, b, 2)}, w, q)[what]
-    record("train_frozen", result)
-    if flops:
-      record("train_frozen_gflops", result, flops["train_frozen"] / b / 1e9)
-    del toolkit
-    gc.collect()
-    t = lap("frozen", t)
-
+    frozen_section(args, data, figs)
+    lap("frozen")
   if "inference" in sections:
-    crops = ten_crop_batch(args, folder, args.infer_images)
-    print(f"(d) 10-crop inference, {args.infer_images} images ({10 * args.infer_images} crops) "
-          "per batch" + (", (e) keras predict on the same crops:" if keras_model else ":"),
-          flush=True)
-    model = build_toolkit(args, False, b)[0]
-    runners = {"toolkit 10-crop images/s": scorer_runner(model, crops)}
-    if keras_model:
-      runners["keras predict 10-crop images/s"] = keras_predict_runner(keras_model, crops)
-    result = measure(runners, w, q)
-    record("inference", result["toolkit 10-crop images/s"])
-    if keras_model:
-      record("keras_predict_10crop_images", result["keras predict 10-crop images/s"])
-      record("keras_predict_crops", result["keras predict 10-crop images/s"], 10.0)
-    del model
-    gc.collect()
-    t = lap("inference", t)
-
-  ratios = {"fit_ratio": ("train_full", "keras_fit"),
-            "frozen_ratio": ("train_frozen", "train_full"),
-            "pipeline_ratio": ("pipeline", "train_full"),
-            "inference_ratio": ("inference", "keras_predict_10crop_images"),
-            "peak_fraction": ("train_full_gflops", "peak_gflops"),
-            "keras_peak_fraction": ("keras_fit_gflops", "peak_gflops")}
-  for name, (num, den) in ratios.items():
-    fig[name], cpu[name] = ratio(fig.get(num), fig.get(den)), ratio(cpu.get(num), cpu.get(den))
-  out["goals"] = {k: (None if fig[k] is None else fig[k] >= v) for k, v in GOALS.items()}
-  out["figures"], out["per_cpu_second"], out["flops_per_step"] = fig, cpu, flops
-  out["section_s"] = section_s
-  out["others_cpu"] = {"median": statistics.median(OTHERS_CPU or [0]),
-                       "max": max(OTHERS_CPU or [0]), "windows": len(OTHERS_CPU)}
-  out["load_end"], out["seconds"] = loadavg(), time.perf_counter() - start
+    inference_section(args, folder, keras_model, figs)
+    lap("inference")
   if not args.keep_dir:
     shutil.rmtree(folder, ignore_errors=True)
 
-  rows = [(k, v, cpu.get(k)) for k, v in fig.items() if not isinstance(v, dict)]
-  for key in ("scaling_step_s", "scaling_ms_per_image"):
-    rows += [(f"{key} [batch {k}]", v, None) for k, v in fig.get(key, {}).items()]
-  rows += [(f"goal {k} >= {v}", out["goals"][k], None) for k, v in GOALS.items()]
-  rows += [("others' CPU share per window, median / max",
-            "{median:.2f} / {max:.2f}".format(**out["others_cpu"]), None),
-           ("load average start / end", f"{out['load_start']} / {out['load_end']}", None),
-           ("seconds", out["seconds"], None)]
-  print_table(rows)
+  fig, cpu = figs.fig, figs.cpu
+  for name, (num, den) in RATIOS.items():
+    fig[name], cpu[name] = ratio(fig.get(num), fig.get(den)), ratio(cpu.get(num), cpu.get(den))
+  out["goals"] = {k: (None if fig[k] is None else fig[k] >= v) for k, v in GOALS.items()}
+  others = [o for r in WINDOWS.values() for o in r["others_cpu"]] or [0.0]
+  out.update(figures=fig, per_cpu_second=cpu, flops_per_step=figs.flops, section_s=section_s,
+             others_cpu={"median": statistics.median(others), "max": max(others),
+                         "windows": len(others)},
+             windows=WINDOWS, load_end=loadavg(), seconds=time.perf_counter() - start)
+  print_table(out)
   print(json.dumps(out, default=float))
 
 
