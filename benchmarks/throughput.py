@@ -1,21 +1,22 @@
 """Throughput of the toolkit against a hand-written Keras fine-tune, in one process (issue 6).
 
 Generates COCO-like 640x480 JPEGs (smooth colour fields, shapes and sensor noise, ~140 KB each),
-writes them to 2 TFRecord shards with create_tfrecord.py, then measures, warm-up excluded, each
-figure the median of several timed windows:
+writes 2 TFRecord shards with create_tfrecord.py, then measures, warm-up excluded, each figure the
+median of several timed windows (compared figures interleaved, window by window):
   a. the input pipeline alone (build_dataset, train mode), images/s;
-  b. the full fine-tune train step (train.make_train_step, train_base_network=True), images/s;
-  c. the frozen-backbone train step (the default config), images/s;
+  b. the full fine-tune step (train.make_train_step, train_base_network=True), images/s;
+  c. the frozen-backbone step (the default config), images/s;
   d. 10-crop inference (inference.make_scorer), images/s;
-  e. the peer: keras.applications.ResNet50V2(weights=None) + the same 3-conv head, model.fit and
-     model.predict on the same in-memory batches;
-plus a conv/matmul peak (GFLOP/s), the train step's achieved share of it, and scaling checks
-(train step at batch b/2, b, 2b; pipeline with 1 and 2 parallel calls). Prints a table and, as
-the last line, one JSON object with every figure.
+  e. the peer: keras.applications.ResNet50V2(weights=None) + the same 3-conv head, same optimiser
+     settings, model.fit and model.predict on the same in-memory batches and crops;
+plus a conv/matmul peak (GFLOP/s) measured beside (b), the share of it that (b) achieves, and
+scaling checks: the step at batch b/2, b, 2b (--quick: b/2, b) and the pipeline with 1 and 2
+parallel calls. Prints a table, then as the last line one JSON object with every figure.
+benchmarks/README.md explains each figure.
 
-    python benchmarks/throughput.py --quick          # < 3 min on 2 cores
-    python benchmarks/throughput.py                  # the full run, ~10-15 min on 2 cores
-    python benchmarks/throughput.py --xla --precision=mixed_bfloat16 --batch_size=256   # GPU
+    python benchmarks/throughput.py --quick     # ~3 min on 2 idle cores
+    python benchmarks/throughput.py             # the full run, with levers: ~10 min
+    python benchmarks/throughput.py --xla --precision=mixed_bfloat16 --batch_size=256   # a GPU
 """
 
 import argparse
@@ -68,10 +69,12 @@ def parse_args(argv):
                  "mixed_bfloat16 (Keras gets the same global policy)")
   p.add_argument("--intra_op", type=int, default=0, help="TF intra-op threads; 0 = TF default")
   p.add_argument("--inter_op", type=int, default=0, help="TF inter-op threads; 0 = TF default")
-  p.add_argument("--max_side", type=int, default=0,
-                 help="also measure (a) on records pre-resized by create_tfrecord --max_side")
-  p.add_argument("--levers", type=int, default=-1, help="1: also measure the levers (the "
-                 "XLA scorer, Keras predict with XLA); -1 = on in the full run, off with --quick")
+  p.add_argument("--levers", type=int, default=-1, help="1: also measure the levers (XLA "
+                 "scorer, Keras predict with XLA, --max_side records); -1 = on in the full run, "
+                 "off with --quick")
+  p.add_argument("--max_side", type=int, default=-1, help="with --levers, also measure (a) on "
+                 "records pre-resized by create_tfrecord --max_side; -1 = 340 (4:3 photos keep "
+                 ">= 255 px on the short side, the train resize), 0 = off")
   p.add_argument("--only", default="", help="comma list of sections: peak,pipeline,train,"
                  "frozen,scaling,inference,keras (default: all)")
   p.add_argument("--keep_dir", default="", help="write the images/records here and keep them")
@@ -82,6 +85,7 @@ def parse_args(argv):
   args.infer_images = args.infer_images or (2 if args.quick else 8)
   args.windows = args.windows or (3 if args.quick else 5)
   args.levers = (not args.quick) if args.levers < 0 else bool(args.levers)
+  args.max_side = (340 if args.max_side < 0 else args.max_side) if args.levers else 0
   args.train_windows = 2 if args.quick else args.windows  # (b) and (e): the slowest steps
   args.warmup = 1 if args.quick else 2  # steps before timing; the first one traces
   args.sections = set(args.only.split(",")) if args.only else set(SECTIONS)
@@ -270,12 +274,13 @@ def make_records(folder, num_images, label_count, max_side=0, seed=0):
 # ---------------------------------------------------------------------------------------------
 # Peak: a large 3x3 conv, a 1x1 conv and a matmul, in GFLOP/s; and the FLOPs of a forward pass.
 
-def peak_runners(warmup):
-  """GFLOP/s runners: a large 3x3 conv, a 1x1 conv and a matmul (forward, float32)."""
+def peak_runners(warmup, dtype=tf.float32):
+  """GFLOP/s runners: a large 3x3 conv, a 1x1 conv and a matmul, forward, in the compute dtype
+  (--precision)."""
   g = tf.random.Generator.from_seed(0)
-  x = g.normal([16, 56, 56, 256])
-  w3, w1 = g.normal([3, 3, 256, 256]), g.normal([1, 1, 256, 1024])
-  a, b = g.normal([2048, 2048]), g.normal([2048, 2048])
+  x = tf.cast(g.normal([16, 56, 56, 256]), dtype)
+  w3, w1 = tf.cast(g.normal([3, 3, 256, 256]), dtype), tf.cast(g.normal([1, 1, 256, 1024]), dtype)
+  a, b = tf.cast(g.normal([2048, 2048]), dtype), tf.cast(g.normal([2048, 2048]), dtype)
   cases = {
       "peak conv3x3 256->256 56x56 b16 GFLOP/s": (lambda: tf.nn.conv2d(x, w3, 1, "SAME"),
                                                   2 * 16 * 56 * 56 * 9 * 256 * 256),
@@ -529,7 +534,7 @@ def train_section(args, data, keras_model, figs, scaling):
   if keras_model:
     runners["keras fit images/s"] = keras_fit_runner(keras_model, data, b, 1, args.warmup)
   if "peak" in args.sections:  # under the same load as the step, for peak_fraction
-    runners.update(peak_runners(args.warmup))
+    runners.update(peak_runners(args.warmup, compute_dtype(args.precision)))
   result = measure(runners, args.train_windows, args.wait_quiet)
   if "peak" in args.sections:
     figs.record_peak(result)
@@ -654,15 +659,17 @@ def main(argv):
   if "pipeline" in sections:
     pipeline_section(args, folder, files, figs)
     lap("pipeline")
-  scaling = sorted({max(1, args.batch_size // 2), args.batch_size, 2 * args.batch_size}
-                   if "scaling" in sections else {args.batch_size})
+  b = args.batch_size  # scaling: b/2, b, 2b; --quick leaves 2b out (its trace + steps: ~40 s)
+  scaling = sorted(({max(1, b // 2), b} if args.quick else {max(1, b // 2), b, 2 * b})
+                   if "scaling" in sections else {b})
   data = memory_batches(args, files, 2 * max(scaling))
   keras_model = keras_peer(args) if "keras" in sections else None
   if {"train", "scaling"} & sections:
     train_section(args, data, keras_model, figs, scaling)
     lap("train")
   elif "peak" in sections:
-    figs.record_peak(measure(peak_runners(args.warmup), args.windows, args.wait_quiet))
+    peak = peak_runners(args.warmup, compute_dtype(args.precision))
+    figs.record_peak(measure(peak, args.windows, args.wait_quiet))
   if "frozen" in sections:
     frozen_section(args, data, figs)
     lap("frozen")
