@@ -137,28 +137,52 @@ def conv2d_stride1(x, w, rate=1):
   (13x slower than the forward conv at 2x2x512, 2.5x at 7x7x512: ResNet's block4). For stride 1
   and symmetric SAME padding the input gradient is itself a SAME convolution of the output
   gradient with the kernel flipped in space and transposed in depth, so it is computed that way.
-  The filter gradient is TensorFlow's own. Both equal the default gradient (tests check it).
+  The filter gradient is a matmul for 1x1 kernels and, on the CPU, a forward conv otherwise
+  (`_filter_gradient`). All equal TensorFlow's own gradients (tests check it).
   """
   @tf.custom_gradient
   def conv(x, w):
     def grad(dy):
       w_flipped = tf.transpose(tf.reverse(w, axis=[0, 1]), [0, 1, 3, 2])  # [kh, kw, out, in]
       dx = tf.nn.conv2d(dy, w_flipped, 1, "SAME", dilations=rate)
-      if w.shape[0] == w.shape[1] == 1:  # a 1x1 filter gradient is one matmul
-        dw = tf.reshape(tf.matmul(tf.reshape(x, [-1, w.shape[2]]), tf.reshape(dy, [-1, w.shape[3]]),
-                                  transpose_a=True), tf.shape(w))  # [N*H*W, in]^T [N*H*W, out]
-      elif rate == 1:
-        dw = tf.raw_ops.Conv2DBackpropFilter(
-            input=x, filter_sizes=tf.shape(w), out_backprop=dy, strides=[1, 1, 1, 1],
-            padding="SAME")
-      else:  # no CPU kernel for a dilated filter gradient: TF's own (space_to_batch) one
-        with tf.GradientTape() as tape:
-          tape.watch(w)
-          y = tf.nn.convolution(x, w, 1, "SAME", dilations=rate)
-        dw = tape.gradient(y, w, output_gradients=dy)
-      return dx, dw
+      return dx, _filter_gradient(x, w, dy, rate)
     return tf.nn.conv2d(x, w, 1, "SAME", dilations=rate), grad
   return conv(x, w)
+
+
+def _filter_gradient(x, w, dy, rate):
+  """dL/dw of y = conv2d(x, w, 1, "SAME", dilations=rate), odd kernel: [kh, kw, in, out].
+
+  1x1: one matmul over the N*H*W pixels, ordered so the longer side of the [in, out] result is
+  the matmul's row dimension (up to 1.4x faster on the CPU when in > out). Larger kernels on the
+  CPU: dw[i, j, c, o] = sum_{n,h,w} x_pad[n, h + i*rate, w + j*rate, c] dy[n, h, w, o] is a VALID
+  forward conv of x_pad laid out as [in, H', W', N] with dy as an [H, W, N, out] filter, at
+  stride `rate`: 1.1-1.6x faster than TF's CPU Conv2DBackpropFilter on ResNet's 3x3 layers,
+  whose forward conv kernel is better tuned. On a GPU, cuDNN's own filter gradient is kept.
+  """
+  kh, kw, depth_in, depth = w.shape
+  if kh == kw == 1:
+    if depth_in > depth:
+      dw = tf.matmul(tf.reshape(dy, [-1, depth]), tf.reshape(x, [-1, depth_in]), transpose_a=True)
+      return tf.reshape(tf.transpose(dw), tf.shape(w))  # [out, in] -> [1, 1, in, out]
+    return tf.reshape(tf.matmul(tf.reshape(x, [-1, depth_in]), tf.reshape(dy, [-1, depth]),
+                                transpose_a=True), tf.shape(w))  # [N*H*W, in]^T [N*H*W, out]
+  if tf.config.list_logical_devices("GPU"):
+    return _tape_filter_gradient(x, w, dy, rate)
+  ph, pw = (kh - 1) // 2 * rate, (kw - 1) // 2 * rate
+  x_pad = tf.pad(x, [[0, 0], [ph, ph], [pw, pw], [0, 0]])
+  dw = tf.nn.conv2d(tf.transpose(x_pad, [3, 1, 2, 0]),  # [N, H', W', in] -> [in, H', W', N]
+                    tf.transpose(dy, [1, 2, 0, 3]),  # [N, H, W, out] -> [H, W, N, out]
+                    rate, "VALID")  # [in, kh, kw, out]
+  return tf.transpose(dw, [1, 2, 0, 3])  # [in, kh, kw, out] -> [kh, kw, in, out]
+
+
+def _tape_filter_gradient(x, w, dy, rate):
+  """TensorFlow's own filter gradient (cuDNN's on a GPU; space_to_batch + conv if dilated)."""
+  with tf.GradientTape() as tape:
+    tape.watch(w)
+    y = tf.nn.convolution(x, w, 1, "SAME", dilations=rate)
+  return tape.gradient(y, w, output_gradients=dy)
 
 
 class Conv2D(tf.Module):
@@ -223,9 +247,28 @@ def conv2d_same(scope, kernel, depth_in, depth, stride, rate=1, **layer_kw):
 
 
 def subsample(x, factor):
-  """slim's subsample: [B, H, W, C] -> [B, ceil(H / f), ceil(W / f), C]. Slim's 1x1 max pool
-  with stride `factor` keeps every factor-th pixel from the first, which is this slice."""
-  return x if factor == 1 else x[:, ::factor, ::factor, :]
+  """slim's subsample: [B, H, W, C] -> [B, ceil(H / f), ceil(W / f), C], every factor-th pixel
+  from the first, by slim's own 1x1 max pool with stride `factor`.
+
+  Its gradient scatters dy back into zeros with one pad; TF's MaxPoolGrad, like the gradient of
+  x[:, ::f, ::f], is 1.5-3x slower on the CPU."""
+  if factor == 1:
+    return x
+
+  @tf.custom_gradient
+  def pick(x):
+    def grad(dy):
+      n, h, w = tf.shape(x)[0], tf.shape(x)[1], tf.shape(x)[2]
+      h_out, w_out, c = tf.shape(dy)[1], tf.shape(dy)[2], x.shape[3]
+      dx = tf.pad(tf.reshape(dy, [n * h_out, 1, w_out, c]),  # [B*h', 1, w', C] ...
+                  [[0, 0], [0, factor - 1], [0, 0], [0, (factor - 1) * c]])  # ... [B*h', f, w', fC]
+      dx = tf.reshape(dx, [n, h_out * factor, w_out * factor, c])  # dy[b, i, j] at [fi, fj]
+      if x.shape[1] is not None and x.shape[2] is not None and not (
+          x.shape[1] % factor or x.shape[2] % factor):
+        return dx
+      return dx[:, :h, :w, :]  # ceil rounded up: drop the rows and columns past the input
+    return tf.nn.max_pool2d(x, 1, factor, "SAME"), grad
+  return pick(x)
 
 
 def stack_blocks_dense(blocks, depth_in, output_stride=None, scope="", **layer_kw):

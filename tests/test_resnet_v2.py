@@ -274,12 +274,14 @@ def tf_conv_gradients(conv, x, w, dy):
 
 @pytest.mark.parametrize("eager", [True, False], ids=["eager", "tf.function"])
 @pytest.mark.parametrize("rate", [1, 2], ids=["rate1", "rate2"])
-@pytest.mark.parametrize("kernel", [(1, 1), (3, 3), (1, 3)], ids=["1x1", "3x3", "1x3"])
-def test_conv2d_stride1_gradient_equals_tensorflows(kernel, rate, eager):
+@pytest.mark.parametrize("kernel", [(1, 1), (3, 3), (1, 3), (5, 3)],
+                         ids=["1x1", "3x3", "1x3", "5x3"])
+@pytest.mark.parametrize("depths", [(3, 4), (5, 2)], ids=["in<out", "in>out"])
+def test_conv2d_stride1_gradient_equals_tensorflows(kernel, rate, eager, depths):
   rng = np.random.RandomState(0)
-  x = tf.constant(rng.randn(2, 5, 7, 3), tf.float32)  # odd, non-square maps: SAME pads unevenly
-  w = tf.constant(rng.randn(*kernel, 3, 4), tf.float32)
-  dy = tf.constant(rng.randn(2, 5, 7, 4), tf.float32)
+  x = tf.constant(rng.randn(2, 5, 7, depths[0]), tf.float32)  # odd, non-square maps
+  w = tf.constant(rng.randn(*kernel, *depths), tf.float32)
+  dy = tf.constant(rng.randn(2, 5, 7, depths[1]), tf.float32)
   # TF's default gradient; tf.nn.convolution because tf.nn.conv2d's own gradient has no CPU
   # kernel for dilations > 1 (it runs a dilated conv as space_to_batch + conv2d there).
   reference = lambda x, w: tf.nn.convolution(x, w, 1, "SAME", dilations=rate)
@@ -290,6 +292,29 @@ def test_conv2d_stride1_gradient_equals_tensorflows(kernel, rate, eager):
   got = run(tf_conv_gradients, custom, x, w, dy)
   for name, g, r in zip(["dx", "dw"], got, want):
     assert_close(g, r, tol=1e-4, what=f"{name}, kernel {kernel}, rate {rate}")
+
+
+@pytest.mark.parametrize("shape, factor", [
+    ((2, 6, 8, 3), 2), ((2, 7, 5, 3), 2), ((1, 9, 10, 2), 3), ((2, 4, 4, 3), 1)])
+def test_subsample_and_its_gradient_equal_a_strided_slice(shape, factor):
+  """subsample's pad-based gradient equals the gradient of x[:, ::f, ::f] (TF's own), for even
+  and odd sizes; the forward is slim's 1x1 max pool."""
+  rng = np.random.RandomState(2)
+  x = tf.constant(rng.randn(*shape), tf.float32)
+  reference = lambda x: x[:, ::factor, ::factor, :]
+  subsample = lambda x: resnet_utils.subsample(x, factor)
+  dy = tf.constant(rng.randn(*reference(x).shape), tf.float32)
+
+  def grad(f):
+    def g(x):
+      with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = f(x)
+      return tape.gradient(y, x, output_gradients=dy)
+    return g
+  for run in (lambda f: f(x), lambda f: tf.function(f)(x)):
+    assert_close(run(subsample), reference(x), tol=0, what="forward")
+    assert_close(run(grad(subsample)), run(grad(reference)), tol=0, what="dx")
 
 
 def gradient_ops(f, *args):
