@@ -81,10 +81,14 @@ def prediction_thresholds(config, label_count):
   return thresholds
 
 
-def make_scorer(model, aggregation):
+def make_scorer(model, aggregation, xla=False):
+  """crops [B, 10, h, w, 3] -> scores [B, L]. With xla, the forward pass is one XLA program:
+  it fuses batch norm, ReLU and padding into the convs' neighbours, ~1.3x faster at 80 crops
+  on the CPU. XLA compiles once per batch shape (~5 s for ResNet-50 on 2 cores): here twice,
+  the full batches and the last one."""
   if aggregation not in ("mean", "max"):
     raise ValueError(f"aggregation={aggregation!r}: expected mean or max")
-  return tf.function(lambda crops: score_ten_crops(model, crops, aggregation))
+  return tf.function(lambda crops: score_ten_crops(model, crops, aggregation), jit_compile=xla)
 
 
 def score_images(score, paths, resize, target, batch_size, label_count):
@@ -138,7 +142,7 @@ def main(argv):
   log(f"scoring {len(paths)} images: resize {resize}, 10 crops of {target}, {config.aggregation}")
 
   start = time.time()
-  score = make_scorer(model, config.aggregation)
+  score = make_scorer(model, config.aggregation, config.xla)
   scores, failed = score_images(score, paths, resize, target, config.batch_size,
                                 model_config.label_count)
   for i in failed:

@@ -50,6 +50,10 @@ from multi_label_classification_model import (MultiLabelClassificationModel,  # 
                                               build_dataset, compute_dtype,
                                               preprocess_ten_crop, score_ten_crops)
 
+# Process-wide settings that change these figures; the JSON records the ones that are set.
+ENV_KNOBS = ("TF_ENABLE_ONEDNN_OPTS", "TF_CPU_ALLOCATOR_USE_BFC", "OMP_NUM_THREADS",
+             "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "TF_XLA_FLAGS",
+             "CUDA_VISIBLE_DEVICES")
 SECTIONS = ("peak", "pipeline", "train", "frozen", "scaling", "inference", "keras")
 GOALS = {"fit_ratio": 1.15, "frozen_ratio": 2.5, "pipeline_ratio": 5.0, "inference_ratio": 1.1,
          "peak_fraction": 0.6}
@@ -99,9 +103,10 @@ def parse_args(argv):
 
 
 # ---------------------------------------------------------------------------------------------
-# Timing. A runner has warmup() and window() -> (seconds, items), synced on the host at the end.
-# Runners that are compared (toolkit vs Keras) run their windows interleaved, so that a colleague's
-# job starting halfway through hits both alike. Each figure: the median over windows of items/s.
+# Timing. A runner is (warmup(), window()); a window returns (snapshot before, snapshot after,
+# items), the after snapshot taken after a host sync on the last step's output. Runners that are
+# compared (toolkit vs Keras) run their windows in turn, so that a colleague's job starting
+# halfway through slows both alike. Each figure: the median over windows of items/s.
 
 def loadavg():
   return round(os.getloadavg()[0], 2)
@@ -381,14 +386,10 @@ def ten_crop_batch(args, folder, count):
                                        resize, target) for p in paths])
 
 
-def scorer_runner(model, crops, warmup, xla=False):
-  """(d): inference.make_scorer on a batch of [B, 10, s, s, 3] crops; with xla, the same
-  function body (score_ten_crops) under tf.function(jit_compile=True), as a lever: the
-  toolkit's scorer has no XLA switch."""
-  if xla:
-    score = tf.function(lambda c: score_ten_crops(model, c, "mean"), jit_compile=True)
-  else:
-    score = inference.make_scorer(model, "mean")
+def scorer_runner(model, crops, warmup, xla):
+  """(d): inference.make_scorer on a batch of [B, 10, s, s, 3] crops; xla as InferenceConfig.xla
+  (on by default, as inference.py runs it)."""
+  score = inference.make_scorer(model, "mean", xla)
   return step_runner(lambda: score(crops), lambda out: out.numpy(), int(crops.shape[0]), 1,
                      warmup)
 
@@ -442,14 +443,18 @@ def keras_fit_runner(model, data, batch, steps_per_window, warmup):
   return lambda: run(warmup), lambda: run(steps_per_window)
 
 
-def keras_predict_runner(model, crops, warmup):
-  """Keras predict on the same crops, [B * 10, s, s, 3]; counted in images (10 crops each)."""
+def keras_predict_runner(model, crops, warmup, crops_per_batch=0):
+  """Keras predict on the same crops, [B * 10, s, s, 3], as one batch (or batches of
+  crops_per_batch); counted in images (10 crops each)."""
   flat = tf.reshape(crops, [-1] + crops.shape[2:].as_list())  # [B, 10, s, s, 3] -> [B*10, ...]
-  dataset, timer = tf.data.Dataset.from_tensors(flat).repeat(), KerasWindow()
+  per_batch = crops_per_batch or int(flat.shape[0])
+  steps_per_pass = int(flat.shape[0]) // per_batch
+  dataset = tf.data.Dataset.from_tensor_slices(flat).batch(per_batch).repeat()
+  timer = KerasWindow()
 
-  def run(steps):
-    model.predict(dataset, steps=steps, verbose=0, callbacks=[timer])
-    return timer.before, timer.after, steps * int(crops.shape[0])
+  def run(passes):
+    model.predict(dataset, steps=passes * steps_per_pass, verbose=0, callbacks=[timer])
+    return timer.before, timer.after, passes * int(crops.shape[0])
   return lambda: run(warmup), lambda: run(1)
 
 
@@ -477,6 +482,7 @@ def machine():
           "python": platform.python_version(),
           "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
           "onednn_opts": onednn_enabled(),
+          "env": {k: os.environ[k] for k in ENV_KNOBS if k in os.environ},
           "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
           "inter_op": tf.config.threading.get_inter_op_parallelism_threads()}
 
@@ -573,7 +579,8 @@ def frozen_section(args, data, figs):
 
 
 def inference_section(args, folder, keras_model, figs):
-  """(d) interleaved with (e) predict on the same crops; with --levers also both under XLA."""
+  """(d) interleaved with (e) predict on the same crops; with --levers also the scorer without
+  XLA, Keras predict with XLA, and Keras predict one image (10 crops) per batch."""
   crops = ten_crop_batch(args, folder, args.infer_images)
   print(f"(d) 10-crop inference, {args.infer_images} images ({10 * args.infer_images} crops) per "
         "batch" + (", (e) keras predict on the same crops" if keras_model else "") +
@@ -581,18 +588,22 @@ def inference_section(args, folder, keras_model, figs):
   model = build_toolkit(args, False, args.batch_size)[0]
   names = {"inference": "toolkit 10-crop images/s",
            "keras_predict_10crop_images": "keras predict 10-crop images/s",
-           "lever_inference_xla": "lever: toolkit 10-crop, XLA scorer",
-           "lever_keras_predict_xla": "lever: keras predict, jit_compile=True"}
-  warmup = args.warmup
-  runners = {names["inference"]: scorer_runner(model, crops, warmup, args.xla)}
+           "lever_inference_no_xla": "lever: toolkit 10-crop, scorer without XLA",
+           "lever_keras_predict_xla": "lever: keras predict, jit_compile=True",
+           "lever_keras_predict_b10": "lever: keras predict, batches of 10 crops"}
+  warmup, xla = args.warmup, args.xla or configs.InferenceConfig().xla
+  runners = {names["inference"]: scorer_runner(model, crops, warmup, xla)}
   if keras_model:
     runners[names["keras_predict_10crop_images"]] = keras_predict_runner(keras_model, crops,
                                                                          warmup)
-  if args.levers and not args.xla:
-    runners[names["lever_inference_xla"]] = scorer_runner(model, crops, warmup, xla=True)
+  if args.levers:
+    runners[names["lever_inference_no_xla"]] = scorer_runner(model, crops, warmup, xla=False)
     if keras_model:
-      runners[names["lever_keras_predict_xla"]] = keras_predict_runner(
-          keras_peer(args, xla=True), crops, warmup)
+      runners[names["lever_keras_predict_b10"]] = keras_predict_runner(keras_model, crops,
+                                                                       warmup, 10)
+      if not args.xla:
+        runners[names["lever_keras_predict_xla"]] = keras_predict_runner(
+            keras_peer(args, xla=True), crops, warmup)
   result = measure(runners, args.windows, args.wait_quiet)
   for key, name in names.items():
     if name in result:
@@ -607,8 +618,9 @@ RATIOS = {"fit_ratio": ("train_full", "keras_fit"),
           "inference_ratio": ("inference", "keras_predict_10crop_images"),
           "peak_fraction": ("train_full_gflops", "peak_gflops"),
           "keras_peak_fraction": ("keras_fit_gflops", "peak_gflops"),
-          "lever_inference_xla_ratio": ("lever_inference_xla", "keras_predict_10crop_images"),
-          "lever_inference_xla_vs_keras_xla": ("lever_inference_xla", "lever_keras_predict_xla")}
+          "lever_inference_no_xla_ratio": ("lever_inference_no_xla", "keras_predict_10crop_images"),
+          "lever_inference_vs_keras_xla": ("inference", "lever_keras_predict_xla"),
+          "lever_inference_vs_keras_b10": ("inference", "lever_keras_predict_b10")}
 
 
 def print_table(out):

@@ -77,7 +77,8 @@ def latest_run(trained, hand):
 
 @pytest.fixture(scope="module")
 def prefix_max_run(trained):
-  """A checkpoint prefix (ckpt-10, head A, no EMA), max over the crops, a plain list of paths."""
+  """A checkpoint prefix (ckpt-10, head A, no EMA), max over the crops, a plain list of paths;
+  the scorer without XLA (the other runs use the default, XLA)."""
   root = os.path.join(trained.root, "prefix_run")
   os.makedirs(root)
   paths = [os.path.join(trained.image_dir, name) for name in fx.IMAGES]
@@ -85,7 +86,7 @@ def prefix_max_run(trained):
   with open(list_file, "w") as f:
     f.write("\n".join(paths) + "\n")
   log = run_main([f"--checkpoint_path={trained.prefix_a}", f"--image_list_file={list_file}",
-                  "--aggregation=max", f"--inference_dir={root}"])
+                  "--aggregation=max", f"--inference_dir={root}", "--xla=false"])
   return dict(log=log, paths=paths, scores=np.loadtxt(os.path.join(root, "scores.txt")))
 
 
