@@ -424,13 +424,14 @@ def keras_peer(args, xla=None):
 
 
 def keras_forward_flops(model, batch):
-  """Conv FLOPs of one forward pass (2 per multiply-add), from the layers' static shapes."""
-  total = 0
+  """Conv FLOPs of each conv layer of one forward pass (2 per multiply-add), in layer order,
+  from the layers' static shapes."""
+  flops = []
   for layer in model.layers:
     if isinstance(layer, tf.keras.layers.Conv2D):
       kh, kw, cin, _ = layer.kernel.shape
-      total += 2 * batch * math.prod(layer.output.shape[1:]) * kh * kw * cin
-  return total
+      flops.append(2 * batch * math.prod(layer.output.shape[1:]) * kh * kw * cin)
+  return flops
 
 
 def keras_fit_runner(model, data, batch, steps_per_window, warmup):
@@ -529,8 +530,10 @@ def train_section(args, data, keras_model, figs, scaling):
   toolkit = build_toolkit(args, True, b)
   layers = forward_flops(lambda x: toolkit[0](x, training=True)[0], b, size)
   flops["forward"], flops["head"] = sum(layers), sum(layers[-3:])  # the head: the last 3
-  flops["train_full"] = 3 * flops["forward"]  # forward + input gradients + weight gradients
-  flops["train_frozen"] = flops["forward"] + 2 * flops["head"]  # backward through the head
+  # Forward + input gradients + weight gradients, each costing the forward's FLOPs, except the
+  # input gradients nothing uses: the image's (full), the backbone output's (frozen).
+  flops["train_full"] = 3 * flops["forward"] - layers[0]
+  flops["train_frozen"] = flops["forward"] + 2 * flops["head"] - layers[-3]
   print(f"FLOPs at batch {b}: forward {flops['forward'] / 1e9:.1f} G, full train step "
         f"{flops['train_full'] / 1e9:.1f} G", flush=True)
   print(f"(b) full fine-tune step, batch {b}" + (", (e) keras fit" if keras_model else "")
@@ -547,7 +550,8 @@ def train_section(args, data, keras_model, figs, scaling):
   figs.record("train_full", result["toolkit full images/s"])
   figs.record("train_full_gflops", result["toolkit full images/s"], flops["train_full"] / b / 1e9)
   if keras_model:
-    flops["keras_train_full"] = 3 * keras_forward_flops(keras_model, b)
+    keras_layers = keras_forward_flops(keras_model, b)
+    flops["keras_train_full"] = 3 * sum(keras_layers) - keras_layers[0]  # as the toolkit's
     figs.record("keras_fit", result["keras fit images/s"])
     figs.record("keras_fit_gflops", result["keras fit images/s"],
                 flops["keras_train_full"] / b / 1e9)
