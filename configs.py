@@ -142,7 +142,7 @@ class InferenceConfig:
   resize_width: int = 290  # resize before the 10 crops; 0 = from the train config
   aggregation: str = "mean"  # mean | max over the 10 crops
   batch_size: int = 8  # images per batch (x10 crops through the network)
-  xla: bool = True  # compile the scorer with XLA: ~1.3x on a 2-core CPU (benchmarks/README.md)
+  xla: str = "auto"  # auto (time both scorers on the first batch, keep the faster) | true | false
   thresholds_file: str = ""  # per-label thresholds from threshold_calibration.py
   threshold: float = 0.5  # single threshold when no thresholds_file is given
   label_names_file: str = ""  # one label name per line; default label_<i>

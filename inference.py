@@ -81,14 +81,42 @@ def prediction_thresholds(config, label_count):
   return thresholds
 
 
-def make_scorer(model, aggregation, xla=False):
-  """crops [B, 10, h, w, 3] -> scores [B, L]. With xla, the forward pass is one XLA program:
-  it fuses batch norm, ReLU and padding into the convs' neighbours, ~1.3x faster at 80 crops
-  on the CPU. XLA compiles once per batch shape (~5 s for ResNet-50 on 2 cores): here twice,
-  the full batches and the last one."""
+def make_scorer(model, aggregation, xla="false"):
+  """crops [B, 10, h, w, 3] -> scores [B, L], the forward pass compiled by XLA or not.
+
+  XLA fuses batch norm, ReLU and padding into the convs' neighbours, but its CPU convolutions
+  are slow on tiny maps: on 2 cores it scored 80 crops 1.3x faster at 224 px and 8x slower at
+  64 px. So "auto" compiles both on the first batch, times one run of each and keeps the faster
+  for the rest (the first batch costs four passes). XLA compiles once per batch shape (~5 s for
+  ResNet-50 on 2 cores): here twice, the full batches and the last one.
+  """
   if aggregation not in ("mean", "max"):
     raise ValueError(f"aggregation={aggregation!r}: expected mean or max")
-  return tf.function(lambda crops: score_ten_crops(model, crops, aggregation), jit_compile=xla)
+  if xla not in ("auto", "true", "false"):
+    raise ValueError(f"xla={xla!r}: expected auto, true or false")
+  plain = tf.function(lambda crops: score_ten_crops(model, crops, aggregation))
+  compiled = tf.function(lambda crops: score_ten_crops(model, crops, aggregation),
+                         jit_compile=True)
+  if xla != "auto":
+    return compiled if xla == "true" else plain
+  chosen = []
+
+  def score(crops):
+    if chosen:
+      return chosen[0](crops)
+    seconds, scores = {}, {}
+    for name, scorer in (("XLA", compiled), ("plain", plain)):
+      scorer(crops).numpy()  # traces (and compiles)
+      start = time.perf_counter()
+      scores[name] = scorer(crops)
+      scores[name].numpy()  # waits for the result
+      seconds[name] = time.perf_counter() - start
+    best = min(seconds, key=seconds.get)
+    chosen.append(compiled if best == "XLA" else plain)
+    log(f"scorer: XLA {seconds['XLA']:.2f} s, plain {seconds['plain']:.2f} s a batch; "
+        f"using {best}")
+    return scores[best]
+  return score
 
 
 def score_images(score, paths, resize, target, batch_size, label_count):

@@ -388,7 +388,7 @@ def ten_crop_batch(args, folder, count):
 
 def scorer_runner(model, crops, warmup, xla):
   """(d): inference.make_scorer on a batch of [B, 10, s, s, 3] crops; xla as InferenceConfig.xla
-  (on by default, as inference.py runs it)."""
+  ("auto" by default, as inference.py runs it: the warm-up step picks XLA or not)."""
   score = inference.make_scorer(model, "mean", xla)
   return step_runner(lambda: score(crops), lambda out: out.numpy(), int(crops.shape[0]), 1,
                      warmup)
@@ -595,13 +595,13 @@ def inference_section(args, folder, keras_model, figs):
            "lever_inference_no_xla": "lever: toolkit 10-crop, scorer without XLA",
            "lever_keras_predict_xla": "lever: keras predict, jit_compile=True",
            "lever_keras_predict_b10": "lever: keras predict, batches of 10 crops"}
-  warmup, xla = args.warmup, args.xla or configs.InferenceConfig().xla
+  warmup, xla = args.warmup, "true" if args.xla else configs.InferenceConfig().xla
   runners = {names["inference"]: scorer_runner(model, crops, warmup, xla)}
   if keras_model:
     runners[names["keras_predict_10crop_images"]] = keras_predict_runner(keras_model, crops,
                                                                          warmup)
   if args.levers:
-    runners[names["lever_inference_no_xla"]] = scorer_runner(model, crops, warmup, xla=False)
+    runners[names["lever_inference_no_xla"]] = scorer_runner(model, crops, warmup, xla="false")
     if keras_model:
       runners[names["lever_keras_predict_b10"]] = keras_predict_runner(keras_model, crops,
                                                                        warmup, 10)

@@ -93,6 +93,18 @@ def prefix_max_run(trained):
 # ---------------------------------------------------------------------------------------------
 # Scores.
 
+def test_auto_xla_times_both_scorers_once_and_logs_its_choice(latest_run):
+  """The default xla=auto: one 'scorer:' line with both timings; the scores (checked against the
+  hand-made crops below) come from whichever it chose."""
+  lines = [line for line in latest_run["log"].splitlines() if "scorer:" in line]
+  assert len(lines) == 1, latest_run["log"]
+  assert re.search(r"XLA \d+\.\d+ s, plain \d+\.\d+ s a batch; using (XLA|plain)$", lines[0]), lines[0]
+
+
+def test_make_scorer_rejects_an_unknown_xla_value():
+  with pytest.raises(ValueError, match="xla='yes'"):
+    inference.make_scorer(None, "mean", "yes")
+
 def test_mean_equals_the_mean_over_hand_made_crops(latest_run, hand):
   scores = np.loadtxt(latest_run["scores"])
   for path, row in zip(latest_run["paths"], scores):
