@@ -48,7 +48,7 @@ import run_utils  # noqa: E402
 import train  # noqa: E402
 from multi_label_classification_model import (MultiLabelClassificationModel,  # noqa: E402
                                               build_dataset, compute_dtype,
-                                              preprocess_ten_crop, score_ten_crops)
+                                              preprocess_ten_crop)
 
 # Process-wide settings that change these figures; the JSON records the ones that are set.
 ENV_KNOBS = ("TF_ENABLE_ONEDNN_OPTS", "TF_CPU_ALLOCATOR_USE_BFC", "OMP_NUM_THREADS",
@@ -73,9 +73,9 @@ def parse_args(argv):
                  "mixed_bfloat16 (Keras gets the same global policy)")
   p.add_argument("--intra_op", type=int, default=0, help="TF intra-op threads; 0 = TF default")
   p.add_argument("--inter_op", type=int, default=0, help="TF inter-op threads; 0 = TF default")
-  p.add_argument("--levers", type=int, default=-1, help="1: also measure the levers (XLA "
-                 "scorer, Keras predict with XLA, --max_side records); -1 = on in the full run, "
-                 "off with --quick")
+  p.add_argument("--levers", type=int, default=-1, help="1: also measure the levers (the "
+                 "scorer without XLA, Keras predict with jit_compile and with 10-crop batches, "
+                 "--max_side records); -1 = on in the full run, off with --quick")
   p.add_argument("--max_side", type=int, default=-1, help="with --levers, also measure (a) on "
                  "records pre-resized by create_tfrecord --max_side; -1 = 340 (4:3 photos keep "
                  ">= 255 px on the short side, the train resize), 0 = off")
