@@ -3,8 +3,8 @@ import pathlib
 
 import pytest
 
-# TF-Slim ground truth; CI places shared/ beside the clone, as here.
-REFERENCE_DIR = pathlib.Path(__file__).resolve().parents[2] / "shared/reference/slim_resnet_v2"
+# TF-Slim ground truth, made by TF-Slim itself (tests/fixtures/slim_resnet_v2/README.md).
+REFERENCE_DIR = pathlib.Path(__file__).resolve().parent / "fixtures/slim_resnet_v2"
 
 
 @pytest.fixture(scope="session")
