@@ -52,6 +52,8 @@ class DemoDataConfig:
   num_test: int = 200  # test images (0 = skip the split, else >= 10)
   image_size: int = 64  # square image side (pixels), >= 32
   max_digits: int = 4  # each image holds 1..max_digits distinct digits (at most 4)
+  min_digit: float = 0.25  # smallest digit side, as a fraction of image_size
+  max_digit: float = 0.44  # largest digit side, as a fraction of image_size (<= 0.5, a quadrant)
   seed: int = 0  # seed for the source-digit split and the image generation
 
 
@@ -59,14 +61,17 @@ class DemoDataConfig:
 class ModelConfig:
   """The network, its preprocessing and its input pipeline (multi_label_classification_model.py)."""
   label_count: int = 0  # number of labels (columns of image_label); must be set
-  base_network_checkpoint: str = ""  # slim resnet_v2_50.ckpt for the first run; "" = from scratch
+  backbone: str = "resnet_v2_50"  # resnet_v2_50 | resnet_v2_101 | resnet_v2_152 | resnet_v2_200
+  base_network_checkpoint: str = ""  # first run: slim .ckpt, or a train dir/best//prefix of ours
+  head_depth: int = 0  # channels of my_conv_1/_2; 0 = label_count (the original); 256 won't die
+  augmentation: str = "seed"  # seed (original) | crop_flip | flip | none | randaugment (README)
   input_tfrecord_file: str = ""  # TFRecords: one file, a comma-separated list, or a glob
   target_height: int = 224  # network input height (pixels); a multiple of 32
   target_width: int = 224  # network input width (pixels); a multiple of 32
   resize_height: int = 255  # train: resize to this before the random crop to target
   resize_width: int = 255  # train: resize to this before the random crop to target
   use_regularizer: bool = True  # L2 weight decay on the head (and the backbone when fine-tuning)
-  weight_decay: float = 1e-4  # L2 factor: loss += weight_decay * sum(w**2) / 2
+  weight_decay: float = 1e-4  # L2 factor: loss += weight_decay * sum(w**2) / 2; AdamW: its decay
   batch_size: int = 32  # images per batch (per replica under tf.distribute)
   train_base_network: bool = False  # False = frozen backbone (moving BN statistics, no gradients)
   batch_norm_decay: float = 0.997  # slim's BN moving-average decay; lower it for short scratch runs
@@ -84,11 +89,13 @@ class TrainConfig:
   """train.py: optimisation, checkpoints and summaries."""
   train_dir: str = "train_dir"  # checkpoints, config.json and TensorBoard summaries go here
   gpu_id: str = "0"  # CUDA_VISIBLE_DEVICES for training; "" = all visible, "-1" = CPU only
-  learning_rate: float = 0.001  # initial learning rate
+  learning_rate: float = 0.001  # initial learning rate (the peak, after any warmup)
+  lr_schedule: str = "exponential"  # exponential (the original's) | cosine: to 0 at the last step
+  warmup_steps: int = 0  # cosine only: rise linearly from 0 to learning_rate over these steps
   decay_steps: int = 1000  # exponential decay period (steps)
   decay_rate: float = 0.9  # learning rate multiplier per decay period
   staircase: bool = True  # decay in whole periods rather than continuously
-  optimizer: str = "Adam"  # Adam | SGD | Momentum | RMSProp | AdamW
+  optimizer: str = "Adam"  # Adam | SGD | Momentum | RMSProp | AdamW (needs use_regularizer=false)
   momentum: float = 0.9  # for Momentum and RMSProp
   clip_gradients: float = 5.0  # global-norm gradient clipping; 0 = off
   max_to_keep: int = 20  # recent checkpoints kept

@@ -64,7 +64,7 @@ def contrasting_colour(rng, background):
       return colour
 
 
-def render_image(rng, scans, pools, digits, size):
+def render_image(rng, scans, pools, digits, size, digit_range=(0.25, 0.44)):
   """Draws `digits` (distinct classes) into one image.
 
   Args:
@@ -80,7 +80,7 @@ def render_image(rng, scans, pools, digits, size):
   half = size // 2
   for digit, quadrant in zip(digits, rng.permutation(4)):
     scan = scans[rng.choice(pools[digit])]
-    side = int(rng.integers(size // 4, int(size * 0.44) + 1))  # 16..28 px at size 64
+    side = int(rng.integers(int(size * digit_range[0]), int(size * digit_range[1]) + 1))
     mask = Image.fromarray(np.uint8(scan * 255)).resize((side, side), Image.Resampling.BICUBIC)
     mask = mask.rotate(rng.uniform(-15, 15), Image.Resampling.BILINEAR)
     alpha = np.asarray(mask, dtype=np.float32)[:, :, None] / 255.0  # [side, side, 1]
@@ -118,7 +118,8 @@ def write_split(cfg, split, num_images, scans, pools, rng):
   for i in range(num_images):
     digits = choose_digits(rng, i, cfg.max_digits)
     name = f"{split}_{i:05d}.jpg"
-    image = render_image(rng, scans, pools, digits, cfg.image_size)
+    image = render_image(rng, scans, pools, digits, cfg.image_size,
+                         (cfg.min_digit, cfg.max_digit))
     Image.fromarray(image).save(os.path.join(image_dir, name), "JPEG", quality=90)
     row = [1 if d in digits else 0 for d in range(NUM_LABELS)]
     list_lines.append(f"{name} {sum(row)}")
@@ -136,6 +137,9 @@ def check_config(cfg):
                                 f"so every label has a positive")
   if cfg.image_size < 32:
     raise configs.ConfigError(f"--image_size={cfg.image_size}: must be >= 32")
+  if not 0 < cfg.min_digit <= cfg.max_digit <= 0.5:
+    raise configs.ConfigError(f"--min_digit={cfg.min_digit}, --max_digit={cfg.max_digit}: need "
+                              "0 < min_digit <= max_digit <= 0.5 (a digit fits its quadrant)")
   if not 1 <= cfg.max_digits <= 4:
     raise configs.ConfigError(f"--max_digits={cfg.max_digits}: must be 1..4 (one per quadrant)")
   if not cfg.output_dir:

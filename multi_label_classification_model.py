@@ -1,24 +1,32 @@
 """The multi-label model, its preprocessing, its input pipeline and its loss.
 
     backbone: resnet_v2_50, global_pool=False, no logits   [B, H/32, W/32, 2048]
-    my_sub_network/my_conv_1: 1x1, label_count, ReLU         [B, H/32, W/32, L]
-    my_sub_network/my_conv_2: 1x1, label_count, ReLU         [B, H/32, W/32, L]
+    my_sub_network/my_conv_1: 1x1, D, ReLU                   [B, H/32, W/32, D]
+    my_sub_network/my_conv_2: 1x1, D, ReLU                   [B, H/32, W/32, D]
     my_sub_network/my_conv_3: k x k VALID, linear (k = H/32) [B, 1, 1, L]
     squeeze -> logits [B, L] -> sigmoid
 
 This is the original toolkit's network (a ResNet-50 v2 endpoint followed by three convolutions),
 with TF-Slim's variable names so that its checkpoints and the official `resnet_v2_50.ckpt` restore
-by name. Preprocessing runs inside tf.data, once, for training, evaluation and 10-crop inference.
+by name. D is `head_depth`, by default (0) the label count L as in the original; the backbone may
+be ResNet-101/152/200 v2 (`backbone`), under slim's scope for each. Preprocessing runs inside
+tf.data, once, for training (with the `augmentation` chosen), evaluation and 10-crop inference.
+The file holds these four parts because each stage uses all of them together (~400 lines).
 """
 
+import numpy as np
 import tensorflow as tf
 
 import records
 import resnet_utils
 import resnet_v2
 
-BACKBONE_SCOPE = "resnet_v2_50"
 HEAD_SCOPE = "my_sub_network"
+# ModelConfig.backbone -> the slim builder; the name is also the variables' scope, as in slim.
+BACKBONES = {"resnet_v2_50": resnet_v2.resnet_v2_50, "resnet_v2_101": resnet_v2.resnet_v2_101,
+             "resnet_v2_152": resnet_v2.resnet_v2_152, "resnet_v2_200": resnet_v2.resnet_v2_200}
+FEATURE_DEPTH = 2048  # the depth of every slim ResNet v2's last block
+AUGMENTATIONS = ("seed", "crop_flip", "flip", "none", "randaugment")
 
 COMPUTE_DTYPES = {"float32": tf.float32, "mixed_bfloat16": tf.bfloat16,
                   "mixed_float16": tf.float16}
@@ -35,11 +43,12 @@ def compute_dtype(precision):
 # The model.
 
 class MultiLabelClassificationModel(tf.Module):
-  """ResNet-50 v2 backbone + the original's three-convolution head, from a ModelConfig.
+  """ResNet v2 backbone + the original's three-convolution head, from a ModelConfig.
 
   `model(images, training)` takes [B, H, W, 3] images in [-1, 1] and returns
-  `(logits [B, label_count] float32, end_points)`; end_points adds 'logits' and 'predictions'
-  (the sigmoid) to the backbone's.
+  `(logits [B, label_count] float32, end_points)`; end_points adds the head's three outputs
+  ('my_sub_network/my_conv_1' ... '_3'), 'logits' and 'predictions' (the sigmoid) to the
+  backbone's.
 
   With `train_base_network=False` (the original's default) the backbone's variables are not
   trainable and its batch norm always uses the moving statistics, even while training, so a
@@ -54,35 +63,44 @@ class MultiLabelClassificationModel(tf.Module):
       if getattr(config, side) % 32:
         raise ValueError(f"{side}={getattr(config, side)}: must be a multiple of 32 "
                          "(the backbone's output stride)")
+    if config.backbone not in BACKBONES:
+      raise ValueError(f"backbone={config.backbone!r}: expected one of {', '.join(BACKBONES)}")
+    if config.head_depth < 0:
+      raise ValueError(f"head_depth={config.head_depth}: use 0 (= label_count, the original) "
+                       "or a number of channels")
     self.config = config
     self.dtype = compute_dtype(config.precision)
-    self.backbone = resnet_v2.resnet_v2_50(
-        num_classes=None, global_pool=False, scope=BACKBONE_SCOPE,
+    self.backbone = BACKBONES[config.backbone](
+        num_classes=None, global_pool=False, scope=config.backbone,
         trainable=config.train_base_network,
         batch_norm_decay=config.batch_norm_decay,
         batch_norm_epsilon=config.batch_norm_epsilon)
-    labels = config.label_count
+    labels, depth = config.label_count, head_depth(config)
     kernel = (config.target_height // 32, config.target_width // 32)
-    conv = lambda name, k, depth_in, relu: resnet_utils.Conv2D(
-        f"{HEAD_SCOPE}/{name}", k, depth_in, labels, padding="VALID", batch_norm=False,
+    conv = lambda name, k, depth_in, depth_out, relu: resnet_utils.Conv2D(
+        f"{HEAD_SCOPE}/{name}", k, depth_in, depth_out, padding="VALID", batch_norm=False,
         activation=tf.nn.relu if relu else None, initializer=resnet_utils.xavier_initializer())
-    self.head = [conv("my_conv_1", (1, 1), 2048, True),
-                 conv("my_conv_2", (1, 1), labels, True),
-                 conv("my_conv_3", kernel, labels, False)]
+    self.head = [conv("my_conv_1", (1, 1), FEATURE_DEPTH, depth, True),
+                 conv("my_conv_2", (1, 1), depth, depth, True),
+                 conv("my_conv_3", kernel, depth, labels, False)]
 
   @property
   def backbone_variables(self):
     return self.backbone.variables
 
   @property
-  def regularized_weights(self):
-    """The weights that L2 covers: the head's, plus the backbone's when it is fine-tuned."""
-    if not self.config.use_regularizer:
-      return []
+  def conv_weights(self):
+    """The trained conv weights (no biases, no batch norm): the head's, plus the backbone's when
+    it is fine-tuned. L2 or AdamW's decay applies to these."""
     weights = [layer.weights for layer in self.head]
     if self.config.train_base_network:
       weights += list(self.backbone.regularized_weights)
     return weights
+
+  @property
+  def regularized_weights(self):
+    """The weights that L2 covers: conv_weights, or none without use_regularizer."""
+    return self.conv_weights if self.config.use_regularizer else []
 
   def __call__(self, images, training=False):
     # `training` may be a bool tensor: the backbone's batch norm then picks its mode in-graph
@@ -91,16 +109,43 @@ class MultiLabelClassificationModel(tf.Module):
     if not self.config.train_base_network:
       net = tf.stop_gradient(net)  # nothing below the head is trained: keep backprop out of it
     for layer in self.head:
-      net = layer(net)
+      net = layer(net, end_points=end_points)  # end_points[<its scope>]: after its ReLU
     logits = tf.cast(tf.squeeze(net, axis=[1, 2]), tf.float32)  # [B, 1, 1, L] -> [B, L]
     end_points["logits"] = logits
     end_points["predictions"] = tf.sigmoid(logits)
     return logits, end_points
 
   def restore_backbone(self, checkpoint_path):
-    """First-run restore: the `resnet_v2_50/` variables from a slim-format checkpoint."""
+    """First-run restore: the backbone's variables (e.g. `resnet_v2_50/`) from a slim-format
+    checkpoint, all but its ImageNet logits. run_utils.restore_backbone also takes train.py's."""
     return resnet_utils.restore_from_checkpoint(
-        self.backbone.variables, checkpoint_path, exclude_scopes=(f"{BACKBONE_SCOPE}/logits",))
+        self.backbone.variables, checkpoint_path,
+        exclude_scopes=(f"{self.config.backbone}/logits",))
+
+
+def head_depth(config):
+  """The channels of my_conv_1 and my_conv_2: ModelConfig.head_depth, or 0 = label_count."""
+  return config.head_depth or config.label_count
+
+
+# ---------------------------------------------------------------------------------------------
+# Dead head units. The original's head squeezes 2048 features through label_count ReLUs, twice;
+# with few labels, early Adam steps can push a unit's pre-activation below 0 for every input, and
+# a ReLU that is never positive gets no gradient again: it is dead for good.
+
+HEAD_RELUS = (f"{HEAD_SCOPE}/my_conv_1", f"{HEAD_SCOPE}/my_conv_2")
+
+
+def head_activity(end_points):
+  """{relu scope: [D] float32, 1 where the unit was positive somewhere in the batch, else 0}."""
+  return {scope: tf.cast(tf.reduce_any(end_points[scope] > 0, axis=[0, 1, 2]), tf.float32)
+          for scope in HEAD_RELUS}  # [B, h, w, D] -> [D]
+
+
+def count_dead_units(activities):
+  """Units never positive over a window of steps: [steps of {scope: [D]}] -> {scope: count}."""
+  return {scope: int(np.sum(np.max(np.stack([a[scope] for a in activities]), axis=0) <= 0))
+          for scope in HEAD_RELUS}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -202,15 +247,48 @@ def color_augment(image):
   return tf.clip_by_value(image, 0.0, 1.0)
 
 
-def preprocess_train(image_data, config):
-  """JPEG bytes -> [target_h, target_w, 3] in [-1, 1]: random crop, flip and colour."""
-  window = train_crop_window(tf.io.extract_jpeg_shape(image_data),
-                             (config.resize_height, config.resize_width),
-                             (config.target_height, config.target_width))
-  image = tf.io.decode_and_crop_jpeg(image_data, window, channels=3)
-  image = tf.image.resize(_to_unit_range(image), (config.target_height, config.target_width))
+def randaugment_layers(seed=None):
+  """The multi-label recipe of ASL / ML-Decoder (Ridnik et al. 2021, 2023) on [H, W, 3] in [0, 1]:
+  Keras 3's RandAugment (2 random ops of magnitude 0.5; Cubuk et al. 2020, arXiv:1909.13719),
+  then RandomErasing (Zhong et al. 2020) on half the images. Built once per pipeline; they run in
+  tf.data on TensorFlow's ops."""
+  import keras  # only this choice needs it: evaluation and inference start faster without
+  seeds = (None, None) if seed is None else (seed, seed + 1)
+  augment = keras.layers.RandAugment(value_range=(0, 1), seed=seeds[0])
+  erase = keras.layers.RandomErasing(factor=0.5, value_range=(0, 1), seed=seeds[1])
+  return lambda image: erase(augment(image, training=True), training=True)
+
+
+def preprocess_train(image_data, config, randaugment=None):
+  """JPEG bytes -> [target_h, target_w, 3] in [-1, 1], augmented as config.augmentation says.
+
+    seed         the original's: random crop (of a resize_h x resize_w resize), flip, colour
+    crop_flip    the random crop and the flip, no colour jitter
+    flip         eval's plain resize, then the flip
+    none         eval's plain resize (preprocess_eval), nothing random
+    randaugment  the random crop and the flip, then `randaugment` (default randaugment_layers())
+
+  The crops decode only their window of the JPEG (train_crop_window).
+  """
+  kind, target = config.augmentation, (config.target_height, config.target_width)
+  if kind == "none":
+    return preprocess_eval(image_data, config)
+  if kind == "flip":
+    image = tf.io.decode_image(image_data, channels=3, expand_animations=False)
+    image = tf.image.resize(_to_unit_range(image), target)
+  elif kind in ("seed", "crop_flip", "randaugment"):
+    window = train_crop_window(tf.io.extract_jpeg_shape(image_data),
+                               (config.resize_height, config.resize_width), target)
+    image = tf.io.decode_and_crop_jpeg(image_data, window, channels=3)
+    image = tf.image.resize(_to_unit_range(image), target)
+  else:
+    raise ValueError(f"augmentation={kind!r}: expected one of {', '.join(AUGMENTATIONS)}")
   image = tf.image.random_flip_left_right(image)
-  return _to_network_range(color_augment(image))
+  if kind == "seed":
+    image = color_augment(image)
+  elif kind == "randaugment":
+    image = tf.clip_by_value((randaugment or randaugment_layers())(image), 0.0, 1.0)
+  return _to_network_range(image)
 
 
 def preprocess_eval(image_data, config):
@@ -304,6 +382,8 @@ def build_dataset(config, mode, file_spec=None, input_context=None, seed=None, d
     ds = ds.shuffle(config.shuffle_buffer, seed=seed).repeat()
 
   label_count = config.label_count
+  randaugment = (randaugment_layers(seed)
+                 if training and config.augmentation == "randaugment" else None)
 
   def parse(serialized):
     path, data, labels = records.parse_example(
@@ -315,7 +395,7 @@ def build_dataset(config, mode, file_spec=None, input_context=None, seed=None, d
     with tf.control_dependencies([check]):
       labels = tf.ensure_shape(tf.cast(labels, tf.float32), [label_count])
     if training:
-      return preprocess_train(data, config), labels
+      return preprocess_train(data, config, randaugment), labels
     return preprocess_eval(data, config), labels, path
 
   ds = ds.map(parse, num_parallel_calls=parallel, deterministic=not training)

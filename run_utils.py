@@ -11,7 +11,7 @@ import sys
 import tensorflow as tf
 
 import configs
-from multi_label_classification_model import MultiLabelClassificationModel
+from multi_label_classification_model import HEAD_SCOPE, MultiLabelClassificationModel
 
 CONFIG_FILE = "config.json"
 
@@ -72,24 +72,45 @@ def is_multi_worker(strategy):
 
 
 def learning_rate_schedule(train_config):
-  return tf.keras.optimizers.schedules.ExponentialDecay(
-      train_config.learning_rate, train_config.decay_steps, train_config.decay_rate,
-      staircase=train_config.staircase)
+  """exponential: the original's, learning_rate * decay_rate ** (step / decay_steps), floored to
+  whole periods with staircase. cosine: Keras's CosineDecay (Loshchilov & Hutter 2017,
+  arXiv:1608.03983) from learning_rate to 0 at number_of_steps, after a linear warmup from 0 over
+  warmup_steps (Goyal et al. 2017, arXiv:1706.02677). The cosine is laid over number_of_steps, so
+  continuing a finished run with a larger number_of_steps stretches it: the rate rises again."""
+  lr, warmup = train_config.learning_rate, train_config.warmup_steps
+  if train_config.lr_schedule == "exponential":
+    if warmup:
+      raise ValueError(f"warmup_steps={warmup}: warmup comes with lr_schedule=cosine only")
+    return tf.keras.optimizers.schedules.ExponentialDecay(
+        lr, train_config.decay_steps, train_config.decay_rate, staircase=train_config.staircase)
+  if train_config.lr_schedule == "cosine":
+    if not 0 <= warmup < train_config.number_of_steps:
+      raise ValueError(f"warmup_steps={warmup}: must be in [0, number_of_steps="
+                       f"{train_config.number_of_steps})")
+    return tf.keras.optimizers.schedules.CosineDecay(
+        0.0 if warmup else lr, train_config.number_of_steps - warmup,
+        warmup_target=lr if warmup else None, warmup_steps=warmup)
+  raise ValueError(f"lr_schedule={train_config.lr_schedule!r}: expected exponential or cosine")
 
 
-def make_optimizer(train_config, variables, loss_scale=False):
+def make_optimizer(train_config, variables, loss_scale=False, weight_decay=1e-4, decayed=None):
   """The optimiser named by train_config.optimizer, built for `variables`.
 
   Building it here (not lazily on the first step) fixes its slot variables before a checkpoint
   is restored, so that resuming restores the optimiser state too. Gradient clipping is done by
-  the train step, not here.
+  the train step, not here. AdamW decays by `weight_decay` (ModelConfig.weight_decay) only the
+  variables in `decayed` (default all): the conv weights, never biases or batch norm, which
+  slim's L2 never covered either (Loshchilov & Hutter 2019, arXiv:1711.05101).
   """
   lr = learning_rate_schedule(train_config)
   name = train_config.optimizer
   if name == "Adam":
     optimizer = tf.keras.optimizers.Adam(lr)
   elif name == "AdamW":
-    optimizer = tf.keras.optimizers.AdamW(lr, weight_decay=1e-4)
+    optimizer = tf.keras.optimizers.AdamW(lr, weight_decay=weight_decay)
+    if decayed is not None:
+      keep = {id(v) for v in decayed}
+      optimizer.exclude_from_weight_decay(var_list=[v for v in variables if id(v) not in keep])
   elif name == "SGD":
     optimizer = tf.keras.optimizers.SGD(lr)
   elif name == "Momentum":
@@ -188,6 +209,42 @@ def load_trained_model(checkpoint_path, use_ema=True, **config_overrides):
   model = MultiLabelClassificationModel(model_config)
   step = restore_model(model, prefix, use_ema)
   return model, model_config, prefix, step
+
+
+def is_training_checkpoint(prefix):
+  """True for a train.py (object-graph) checkpoint, False for a name-based (slim / TF1) one."""
+  reader = tf.train.load_checkpoint(prefix)
+  return reader.has_tensor("_CHECKPOINTABLE_OBJECT_GRAPH")
+
+
+def restore_backbone(model, path):
+  """A first run's backbone weights from `path`; returns a line saying what was restored.
+
+  `path` is a slim-format checkpoint (the official resnet_v2_50.ckpt, a prefix or its folder), or
+  a run of ours: a train dir (its latest checkpoint), an eval best/ dir, or a train.py checkpoint
+  prefix. From a run of ours only the backbone is taken, with the moving average of the weights
+  when that run kept one (what evaluate.py scored), whatever its label_count and head_depth: "my
+  12 tags from the backbone I trained on COCO". The head keeps its fresh initial weights.
+  """
+  prefix = tf.train.latest_checkpoint(path) if os.path.isdir(path) else path
+  if prefix is None or not is_training_checkpoint(prefix):
+    result = model.restore_backbone(path)
+    return (f"restored the backbone from {path}: {len(result.unused)} checkpoint tensors unused, "
+            f"{len(result.unrestored)} variables not in it")
+  source, source_config, prefix, step = load_trained_model(path)
+  if source_config.backbone != model.config.backbone:
+    raise ValueError(f"base_network_checkpoint={path!r} is a {source_config.backbone} run; this "
+                     f"model's backbone is {model.config.backbone} (set --backbone to match)")
+  by_name = {v.name: v for v in source.backbone.variables}
+  for v in model.backbone.variables:  # same builder, same scope: the same names and shapes
+    v.assign(by_name[v.name])
+  has_ema = any(k.startswith("ema/") for k in
+                tf.train.load_checkpoint(prefix).get_variable_to_shape_map())
+  averaged = has_ema and source_config.train_base_network  # else only its head was averaged
+  weights = "its moving-average weights" if averaged else "its weights"
+  return (f"restored the backbone ({len(by_name)} {source_config.backbone} variables, {weights}) "
+          f"from {prefix}, step {step} of a run with {source_config.label_count} labels; the "
+          f"head ({HEAD_SCOPE}, {model.config.label_count} labels) starts fresh")
 
 
 def fail(message):

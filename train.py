@@ -26,9 +26,25 @@ import tensorflow as tf  # noqa: E402
 
 import configs
 import run_utils
-from multi_label_classification_model import (MultiLabelClassificationModel, build_dataset,
-                                              total_loss)
+from multi_label_classification_model import (AUGMENTATIONS, MultiLabelClassificationModel,
+                                              build_dataset, count_dead_units, head_activity,
+                                              head_depth, total_loss)
 from run_utils import log
+
+
+def check_config(model_config, train_config):
+  """Exits with status 2 naming the first contradictory setting, before any work."""
+  if model_config.augmentation not in AUGMENTATIONS:
+    raise configs.ConfigError(f"--augmentation={model_config.augmentation!r}: expected one of "
+                              f"{', '.join(AUGMENTATIONS)}")
+  if train_config.optimizer == "AdamW" and model_config.use_regularizer:
+    raise configs.ConfigError("--optimizer=AdamW decays the weights itself (by weight_decay, "
+                              "decoupled): set --use_regularizer=false, or L2 would decay them "
+                              "twice")
+  try:
+    run_utils.learning_rate_schedule(train_config)
+  except ValueError as e:
+    raise configs.ConfigError(str(e)) from None
 
 
 def restore_or_start(manager, model, model_config, latest=None):
@@ -46,8 +62,7 @@ def restore_or_start(manager, model, model_config, latest=None):
     return False
   if not (tf.io.gfile.exists(path) or tf.io.gfile.exists(path + ".index")):
     raise FileNotFoundError(f"base_network_checkpoint={path!r} does not exist")
-  model.restore_backbone(path)
-  log(f"restored the backbone from {path}")
+  log(run_utils.restore_backbone(model, path))
   return False
 
 
@@ -72,15 +87,15 @@ def make_train_step(model, optimizer, ema, strategy, model_config, train_config)
   @tf.function(jit_compile=train_config.xla)
   def gradients(images, labels):
     with tf.GradientTape() as tape:
-      logits, _ = model(images, training=True)
+      logits, end_points = model(images, training=True)
       loss, classification, regularization = total_loss(
           model, logits, labels, global_batch_size=global_batch, **loss_options)
       scaled = optimizer.scale_loss(loss) if loss_scale else loss
     grads = tape.gradient(scaled, variables)
-    return grads, classification, regularization
+    return grads, classification, regularization, head_activity(end_points)
 
   def replica_step(images, labels):
-    grads, classification, regularization = gradients(images, labels)
+    grads, classification, regularization, activity = gradients(images, labels)
     replicas = strategy.num_replicas_in_sync
     if replicas > 1:
       # Keras 3 optimisers sum the replicas' gradients only inside apply_gradients, after the
@@ -101,17 +116,20 @@ def make_train_step(model, optimizer, ema, strategy, model_config, train_config)
     optimizer.apply_gradients(zip(grads, variables))
     if ema is not None:
       ema.update()
-    return classification, regularization, norm
+    return classification, regularization, norm, activity
 
   @tf.function
   def step(iterator):
     images, labels = next(iterator)
-    classification, regularization, norm = strategy.run(replica_step, args=(images, labels))
+    classification, regularization, norm, activity = strategy.run(replica_step,
+                                                                  args=(images, labels))
     total = lambda x: strategy.reduce(tf.distribute.ReduceOp.SUM, x, axis=None)
     # Both terms are already scaled per replica (global batch; replica count), so they sum.
-    return {"loss/classification": total(classification),
-            "loss/regularization": total(regularization),
-            "gradient_norm": strategy.reduce(tf.distribute.ReduceOp.MEAN, norm, axis=None)}
+    scalars = {"loss/classification": total(classification),
+               "loss/regularization": total(regularization),
+               "gradient_norm": strategy.reduce(tf.distribute.ReduceOp.MEAN, norm, axis=None)}
+    # > 0 where a unit was positive on some replica's batch: [D] per head ReLU
+    return scalars, {scope: total(a) for scope, a in activity.items()}
 
   return step
 
@@ -136,17 +154,44 @@ class StopFlag:
     log(f"received {signal.Signals(signum).name}: saving a checkpoint after this step")
 
 
-def summarize_images(iterator, strategy, step_no, count=3):
+def summarize_images(iterator, strategy, step_no, model_config, count=3):
   """A few augmented training inputs, as the network sees them (mapped back to [0, 1])."""
   images, _ = next(iterator)
   images = strategy.experimental_local_results(images)[0][:count]
-  tf.summary.image("augmented_inputs", (images + 1.0) / 2.0, step=step_no, max_outputs=count)
+  tf.summary.image("augmented_inputs", (images + 1.0) / 2.0, step=step_no, max_outputs=count,
+                   description=f"the inputs as the network sees them: augmentation="
+                               f"{model_config.augmentation}")
+
+
+class DeadUnitWatch:
+  """Counts the head's dead ReLUs over each logging window (units never positive on any of its
+  batches), and warns once when more than half of a layer's units are dead."""
+
+  def __init__(self, depth):
+    self.depth, self.window, self.warned = depth, [], False
+
+  def add(self, activity):
+    self.window.append(activity)  # device tensors: read only at the end of the window
+
+  def read(self):
+    """{'head/dead_units_1': n, 'head/dead_units_2': n} over the window; starts a new one."""
+    dead = count_dead_units(self.window)
+    self.window = []
+    counts = {f"head/dead_units_{i + 1}": n for i, n in enumerate(dead.values())}
+    worst = max(dead, key=dead.get)
+    if not self.warned and dead[worst] > self.depth / 2:
+      self.warned = True
+      log(f"warning: {dead[worst]} of {self.depth} units of {worst} were never positive over "
+          f"the last steps: dead ReLUs, which get no gradient and never recover. The head is "
+          f"{self.depth} wide (head_depth); rerun with a wider head, e.g. --head_depth=256")
+    return counts
 
 
 def train_loop(step, iterator, strategy, manager, writer, model_config, train_config,
                global_step, learning_rate, stop):
   """Runs steps to number_of_steps, logging, summarising and saving as configured."""
   step_no = start = int(global_step.numpy())
+  dead_units = DeadUnitWatch(head_depth(model_config))
   batch = model_config.batch_size * strategy.num_replicas_in_sync  # images/s counts all replicas
   # Saving is collective across workers (ON_READ variables are reduced), so every worker must
   # save at the same step: a wall-clock trigger would fire on one and hang the others.
@@ -157,7 +202,8 @@ def train_loop(step, iterator, strategy, manager, writer, model_config, train_co
   window_start, window_steps, last_save = time.time(), 0, time.time()
   log(f"training from step {step_no} to {train_config.number_of_steps}")
   while step_no < train_config.number_of_steps and stop.signal is None:
-    scalars = step(iterator)
+    scalars, activity = step(iterator)
+    dead_units.add(activity)
     step_no += 1
     window_steps += 1
     if step_no % train_config.log_every_n_steps == 0 or step_no == train_config.number_of_steps:
@@ -165,6 +211,7 @@ def train_loop(step, iterator, strategy, manager, writer, model_config, train_co
       rate = window_steps * batch / elapsed
       eta = (train_config.number_of_steps - step_no) * elapsed / window_steps
       values = {k: float(v) for k, v in scalars.items()}
+      values.update(dead_units.read())
       values["loss/total"] = values["loss/classification"] + values["loss/regularization"]
       # the rate this step used: the optimiser reads the schedule before counting the step
       values["learning_rate"] = float(learning_rate(step_no - 1))
@@ -174,13 +221,14 @@ def train_loop(step, iterator, strategy, manager, writer, model_config, train_co
           tf.summary.scalar(name, value)
       log(f"step {step_no}: loss {values['loss/total']:.4f} "
           f"(classification {values['loss/classification']:.4f}, regularization "
-          f"{values['loss/regularization']:.4f}) lr {values['learning_rate']:.2e} "
+          f"{values['loss/regularization']:.4f}) lr {values['learning_rate']:.2e} dead head "
+          f"units {values['head/dead_units_1']:.0f}+{values['head/dead_units_2']:.0f} "
           f"{rate:.1f} images/s, eta {eta / 60:.1f} min")
       window_start, window_steps = time.time(), 0
     if train_config.image_summary_steps > 0 and (
         step_no % train_config.image_summary_steps == 0 or step_no == start + 1):
       with writer.as_default():
-        summarize_images(iterator, strategy, step_no)
+        summarize_images(iterator, strategy, step_no, model_config)
     due = (train_config.save_checkpoint_steps > 0
            and step_no % train_config.save_checkpoint_steps == 0) or (
            save_secs > 0 and time.time() - last_save >= save_secs)
@@ -194,6 +242,7 @@ def main(argv):
   model_config = configs.ModelConfig()  # edit here, e.g. label_count=35, input_tfrecord_file=...
   train_config = configs.TrainConfig()  # e.g. train_dir="runs/coco", number_of_steps=20000
   configs.parse_overrides(argv, model_config, train_config)
+  check_config(model_config, train_config)
   if train_config.seed >= 0:
     tf.random.set_seed(train_config.seed)
 
@@ -205,7 +254,8 @@ def main(argv):
     model = MultiLabelClassificationModel(model_config)
     optimizer = run_utils.make_optimizer(
         train_config, model.trainable_variables,
-        loss_scale=model_config.precision == "mixed_float16")
+        loss_scale=model_config.precision == "mixed_float16",
+        weight_decay=model_config.weight_decay, decayed=model.conv_weights)
     ema = (run_utils.ExponentialMovingAverage(model.trainable_variables, train_config.ema_decay)
            if train_config.ema_decay > 0 else None)
   checkpoint = run_utils.make_checkpoint(model, optimizer, ema)

@@ -46,6 +46,7 @@ import inference  # noqa: E402
 import records  # noqa: E402
 import run_utils  # noqa: E402
 import train  # noqa: E402
+from keras_peer import keras_model  # noqa: E402
 from multi_label_classification_model import (MultiLabelClassificationModel,  # noqa: E402
                                               build_dataset, compute_dtype,
                                               preprocess_ten_crop)
@@ -370,7 +371,7 @@ def train_runner(toolkit, data, batch, steps_per_window, warmup):
   strategy = run_utils.make_strategy("default")
   step = train.make_train_step(model, optimizer, None, strategy, model_config, train_config)
   iterator = iter(memory_dataset(*data, batch))
-  return step_runner(lambda: step(iterator), lambda out: float(out["loss/classification"]),
+  return step_runner(lambda: step(iterator), lambda out: float(out[0]["loss/classification"]),
                      batch, steps_per_window, warmup)
 
 
@@ -398,29 +399,10 @@ def scorer_runner(model, crops, warmup, xla):
 # The peer: Keras's own ResNet50V2 with the same head, optimiser and batches.
 
 def keras_peer(args, xla=None):
-  """ResNet50V2(weights=None) + the head, compiled; jit_compile=True with xla (default
-  args.xla), else Keras's "auto" (which is off on a CPU-only machine)."""
-  keras = tf.keras
-  xla = args.xla if xla is None else xla
-  if args.precision != "float32":
-    keras.mixed_precision.set_global_policy(args.precision)
-  size, labels = args.image_size, args.label_count
-  base = keras.applications.ResNet50V2(weights=None, include_top=False,
-                                       input_shape=(size, size, 3))
-  x = keras.layers.Conv2D(labels, 1, activation="relu", name="my_conv_1")(base.output)
-  x = keras.layers.Conv2D(labels, 1, activation="relu", name="my_conv_2")(x)
-  x = keras.layers.Conv2D(labels, size // 32, padding="valid", name="my_conv_3")(x)
-  x = keras.layers.Reshape((labels,))(x)  # squeeze [B, 1, 1, L] -> [B, L]
-  out = keras.layers.Activation("sigmoid", dtype="float32")(x)
-  model = keras.Model(base.input, out)
-  defaults = configs.TrainConfig()
-  schedule = run_utils.learning_rate_schedule(defaults)  # lr 0.001 and the toolkit's decay
-  # global_clipnorm: the toolkit clips by the global norm (clip_by_global_norm, 5.0).
-  model.compile(optimizer=keras.optimizers.Adam(schedule,
-                                                global_clipnorm=defaults.clip_gradients),
-                loss=keras.losses.BinaryCrossentropy(),
-                jit_compile=True if xla else "auto")
-  return model
+  """keras_peer.keras_model at this run's size, labels and precision; jit_compile=True with xla
+  (default args.xla), else Keras's "auto" (which is off on a CPU-only machine)."""
+  return keras_model(args.image_size, args.label_count, args.precision,
+                     args.xla if xla is None else xla)
 
 
 def keras_forward_flops(model, batch):

@@ -97,6 +97,57 @@ def test_variables_are_slims_backbone_plus_the_head(frozen, backbone_ref):
     assert not layer.biases.numpy().any()
 
 
+def test_head_depth_sets_the_width_of_the_two_relu_layers(images):
+  model = mlc.MultiLabelClassificationModel(model_config(head_depth=16))
+  head = names_and_shapes(v for v in model.variables if v.name.startswith(HEAD + "/"))
+  assert head == {f"{HEAD}/my_conv_1/weights": [1, 1, 2048, 16], f"{HEAD}/my_conv_1/biases": [16],
+                  f"{HEAD}/my_conv_2/weights": [1, 1, 16, 16], f"{HEAD}/my_conv_2/biases": [16],
+                  f"{HEAD}/my_conv_3/weights": [2, 2, 16, L], f"{HEAD}/my_conv_3/biases": [L]}
+  logits, end_points = model(images)
+  assert logits.shape == (2, L)
+  assert end_points[f"{HEAD}/my_conv_1"].shape == (2, 2, 2, 16)
+  assert end_points[f"{HEAD}/my_conv_2"].shape == (2, 2, 2, 16)
+  with pytest.raises(ValueError, match="head_depth=-1"):
+    mlc.MultiLabelClassificationModel(model_config(head_depth=-1))
+
+
+def test_head_depth_0_is_the_originals_label_count_wide_head(frozen):
+  """0 (the default) builds exactly today's variables: the same names, shapes and, from the same
+  seed, values as an explicit head_depth=label_count."""
+  assert mlc.head_depth(frozen.config) == L
+  models = []
+  for depth in (0, L):
+    tf.random.set_seed(11)
+    models.append(mlc.MultiLabelClassificationModel(model_config(head_depth=depth)))
+  default, explicit = ([v for v in m.variables if v.name.startswith(HEAD + "/")] for m in models)
+  assert names_and_shapes(default) == head_names_and_shapes(L, (2, 2))
+  for a, b in zip(default, explicit):
+    assert a.name == b.name
+    np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.name)
+
+
+def test_dead_head_units_equal_a_numpy_count():
+  """head_activity per batch and count_dead_units over a window, against numpy on hand-made
+  activations: a unit is dead when it is never positive on any pixel of any batch."""
+  rng = np.random.default_rng(4)
+  batches = []
+  for _ in range(3):
+    one = rng.normal(size=(4, 2, 2, 6)).clip(min=0)  # after a ReLU
+    one[..., [1, 4]] = 0  # units 1 and 4 never fire
+    batches.append(one)
+  batches[1][0, 1, 0, 4] = 0.3  # unit 4 fires once, in the second batch
+  two = [np.zeros((4, 2, 2, 3)), np.zeros((4, 2, 2, 3))]
+  two[0][2, 0, 1, 2] = 1.0  # only unit 2 of the second layer fires, once
+  activities = [mlc.head_activity({mlc.HEAD_RELUS[0]: tf.constant(a, tf.float32),
+                                   mlc.HEAD_RELUS[1]: tf.constant(b, tf.float32)})
+                for a, b in zip(batches, two + [np.zeros((4, 2, 2, 3))])]
+  for layer, arrays in zip(mlc.HEAD_RELUS, (batches, two)):
+    want = int(np.sum(~np.any(np.stack(arrays) > 0, axis=(0, 1, 2, 3))))
+    assert mlc.count_dead_units(activities)[layer] == want
+  assert mlc.count_dead_units(activities) == {mlc.HEAD_RELUS[0]: 1, mlc.HEAD_RELUS[1]: 2}
+  assert mlc.count_dead_units(activities[:1])[mlc.HEAD_RELUS[0]] == 2
+
+
 def test_head_output_at_64_equals_numpy_head(frozen, images):
   """logits [B, L] = my_conv_3(relu(my_conv_2(relu(my_conv_1(features))))), predictions = sigmoid."""
   rng = np.random.RandomState(1)
@@ -400,6 +451,79 @@ def test_color_augment_clips_to_unit_range():
   for _ in range(5):
     out = mlc.color_augment(image).numpy()
     assert out.shape == (16, 16, 3) and out.min() >= 0 and out.max() <= 1
+
+
+# Augmentation choices (ModelConfig.augmentation).
+
+def test_augmentation_none_is_eval_preprocessing_exactly():
+  data = jpeg(smooth_image(50, 70))
+  config = model_config(augmentation="none")
+  want = mlc.preprocess_eval(data, config).numpy()
+  for _ in range(3):
+    np.testing.assert_array_equal(mlc.preprocess_train(data, config).numpy(), want)
+
+
+def test_augmentation_flip_is_the_eval_image_or_its_mirror():
+  data = jpeg(smooth_image(50, 70))
+  config = model_config(augmentation="flip")
+  plain = resized(decoded(data), (64, 64)) * 2 - 1  # eval's resize, by the test's own ops
+  seen = set()
+  for _ in range(12):
+    got = mlc.preprocess_train(data, config).numpy()
+    mirrored = np.abs(got - plain[:, ::-1]).max() < 1e-5
+    assert mirrored or np.abs(got - plain).max() < 1e-5
+    seen.add(mirrored)
+  assert seen == {True, False}  # 12 fair coin flips all alike: p = 2 ** -11
+
+
+def test_augmentation_crop_flip_is_the_originals_crop_without_colour(monkeypatch):
+  """The original's crop of the resized image and its mirror, colour untouched: unlike the
+  `seed` test above, color_augment is not patched out, so any jitter would show."""
+  data = jpeg(smooth_image(144, 144))
+  monkeypatch.setattr(tf.image, "random_flip_left_right", lambda image: image[:, ::-1])
+  fixed_uniform(monkeypatch, [0.5, 0.95])  # offsets 4 and 8, as in the seed test
+  got = mlc.preprocess_train(data, model_config(augmentation="crop_flip")).numpy()
+  original = resized(decoded(data), (72, 72))[4:68, 8:72][:, ::-1]
+  np.testing.assert_allclose(got, original * 2 - 1, atol=1e-5)
+
+
+def test_augmentation_randaugment_changes_images_keeps_shape_and_range(monkeypatch):
+  """On the same crop (the draw fixed, the flip off), randaugment differs from crop_flip."""
+  monkeypatch.setattr(tf.image, "random_flip_left_right", lambda image: image)
+  fixed_uniform(monkeypatch, [0.5, 0.5])
+  config = model_config(augmentation="randaugment")
+  layers = mlc.randaugment_layers(seed=3)
+  changed = []
+  for seed in range(8):
+    data = jpeg(smooth_image(80, 80, seed=seed))
+    crop_flip = mlc.preprocess_train(data, model_config(augmentation="crop_flip")).numpy()
+    got = mlc.preprocess_train(data, config, layers).numpy()
+    assert got.shape == (64, 64, 3) and got.dtype == np.float32
+    assert got.min() >= -1 and got.max() <= 1
+    changed.append(np.abs(got - crop_flip).mean())
+  assert sum(c > 0.02 for c in changed) >= 4, changed  # 2 ops of magnitude 0.5 per image
+
+
+def test_randaugment_is_deterministic_under_a_seed():
+  """The same seed gives the same augmented images, inside tf.data as train.py runs it; another
+  seed gives others."""
+  images = tf.constant(np.stack([smooth_image(64, 64, seed=s) for s in range(6)]) / 255.0,
+                       tf.float32)
+
+  def augmented(seed):
+    layers = mlc.randaugment_layers(seed)
+    ds = tf.data.Dataset.from_tensor_slices(images).map(layers)
+    return np.stack(list(ds.as_numpy_iterator()))
+
+  first, again, other = augmented(5), augmented(5), augmented(6)
+  np.testing.assert_array_equal(first, again)
+  assert np.abs(first - other).max() > 0.1
+  assert first.min() >= 0 and first.max() <= 1 and first.shape == (6, 64, 64, 3)
+
+
+def test_unknown_augmentation_is_an_error_naming_it():
+  with pytest.raises(ValueError, match="augmentation='mixup'"):
+    mlc.preprocess_train(jpeg(smooth_image(40, 40)), model_config(augmentation="mixup"))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""ResNet v2 against TF-Slim's own outputs (../shared/reference/slim_resnet_v2) and numpy oracles.
+"""ResNet v2 against TF-Slim's own outputs (tests/fixtures/slim_resnet_v2) and numpy oracles.
 
   .venv/bin/python -m pytest tests/test_resnet_v2.py -m "not slow"   # fast
   .venv/bin/python -m pytest tests/test_resnet_v2.py                 # + ResNet-50 at 224

@@ -176,7 +176,7 @@ def one_batch_steps(model, model_config, batch, **train_overrides):
   step = train.make_train_step(model, optimizer, None, tf.distribute.get_strategy(),
                                model_config, train_config)
   iterator = iter(tf.data.Dataset.from_tensors(batch).repeat())
-  return (lambda: {k: float(v) for k, v in step(iterator).items()}), optimizer
+  return (lambda: {k: float(v) for k, v in step(iterator)[0].items()}), optimizer
 
 
 # ---------------------------------------------------------------------------------------------
