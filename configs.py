@@ -16,6 +16,8 @@ import tempfile
 import typing
 from dataclasses import dataclass
 
+from errors import ConfigError
+
 
 @dataclass
 class CreateTFRecordConfig:
@@ -169,17 +171,14 @@ class CalibrationConfig:
   label_names_file: str = ""  # one label name per line, for the tables; "" = label_<i>
 
 
+@dataclass
+class ReportConfig:
+  """demo/report.py: the demo's closing table."""
+  out: str = "demo_out"  # the demo's output folder (demo.sh's DEMO_OUT)
+
+
 # ---------------------------------------------------------------------------------------------
 # The override helper.
-
-class ConfigError(SystemExit):
-  """A bad command-line override: exits with status 2 after printing the message."""
-
-  def __init__(self, message):
-    self.message = message
-    print(f"error: {message}", file=sys.stderr)
-    super().__init__(2)
-
 
 _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no"}
@@ -207,7 +206,8 @@ def parse_overrides(argv, *configs):
   """Applies `--field=value` (or `--field value`) arguments to the given config objects.
 
   A field name that several configs share sets all of them. Unknown fields, missing values and
-  values of the wrong type exit with status 2 and a message naming them. Each override is printed.
+  values of the wrong type raise ConfigError naming them (exit status 2 through errors.run).
+  Each override is printed.
 
   Args:
     argv: the arguments, e.g. sys.argv[1:].

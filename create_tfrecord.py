@@ -5,8 +5,8 @@ Input, as in the original toolkit (CRLF line endings and blank lines are fine):
                relative to image_dir and may contain spaces; count = number of 1s in its label row
   image_label  "1 0 1 0 ..." per line, one 0/1 per label, same order as image_list
 
-Both files are checked completely before anything is written; any error names the file and line
-and exits with status 1. Every image is then decoded (Pillow, one process per core): RGB JPEGs are
+Both files are checked completely before anything is written; every error names the file and line
+(exit status 1). Every image is then decoded (Pillow, one process per core): RGB JPEGs are
 stored byte for byte; PNG, GIF, BMP, WebP, grayscale, RGBA (composited on white), palette and CMYK
 images are converted to RGB and re-encoded as JPEG, whatever their extension; unreadable images are
 skipped with one line each. Records are tf.train.SequenceExample in the original layout (see
@@ -34,6 +34,7 @@ import numpy as np
 from PIL import Image
 
 import configs
+import errors
 import records
 
 
@@ -43,7 +44,7 @@ IMAGE_MAGIC = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG", "PNG"), (b"GIF8", "GIF"),
 SHARD_SUFFIX = "[0-9]" * 5 + "-of-" + "[0-9]" * 5  # glob of records.shard_paths' suffix
 
 
-class InputError(Exception):
+class InputError(errors.DataError):
   """Bad image_list / image_label content; the message names the file and line."""
 
 
@@ -67,32 +68,33 @@ def read_lines(path, what):
 def read_list_and_labels(imglist_file, imglabel_file, max_errors=20):
   """Reads and cross-checks both files; returns [(name, labels)] or raises InputError.
 
-  All errors are collected (up to max_errors are shown) so one run reports every bad line.
+  All problems are collected, so that one run reports every bad line: one problem is the error's
+  message; several are its details (up to max_errors of them), printed above it.
   """
   list_lines = read_lines(imglist_file, "imglist_file")
   label_lines = read_lines(imglabel_file, "imglabel_file")
   if not list_lines:
     raise InputError(f"{imglist_file}: no entries")
-  errors, entries, row_length = [], [], None
+  problems, entries, row_length = [], [], None
   if len(list_lines) != len(label_lines):
     longer, lines = ((imglist_file, list_lines) if len(list_lines) > len(label_lines)
                      else (imglabel_file, label_lines))
     first_extra = lines[min(len(list_lines), len(label_lines))][0]
-    errors.append(f"{longer}:{first_extra}: line count mismatch: {imglist_file} has "
-                  f"{len(list_lines)} entries but {imglabel_file} has {len(label_lines)} rows; "
-                  f"this is the first line without a partner")
+    problems.append(f"{longer}:{first_extra}: line count mismatch: {imglist_file} has "
+                    f"{len(list_lines)} entries but {imglabel_file} has {len(label_lines)} rows; "
+                    f"this is the first line without a partner")
   for (list_no, list_text), (label_no, label_text) in zip(list_lines, label_lines):
     where_list, where_label = f"{imglist_file}:{list_no}", f"{imglabel_file}:{label_no}"
     fields = list_text.rsplit(maxsplit=1)  # the name may contain spaces; the count is last
     if len(fields) != 2 or not fields[1].isdigit():
-      errors.append(f"{where_list}: expected '<image name> <label count>', got {list_text!r}")
+      problems.append(f"{where_list}: expected '<image name> <label count>', got {list_text!r}")
       continue
     name, count = fields[0], int(fields[1])
     tokens = label_text.split()
     labels = []
     for j, token in enumerate(tokens):
       if token not in ("0", "1", "0.0", "1.0"):  # the original parsed labels as floats
-        errors.append(f"{where_label}: label {j} is {token!r}; labels must be 0 or 1")
+        problems.append(f"{where_label}: label {j} is {token!r}; labels must be 0 or 1")
         break
       labels.append(int(float(token)))
     if len(labels) != len(tokens):
@@ -100,17 +102,20 @@ def read_list_and_labels(imglist_file, imglabel_file, max_errors=20):
     if row_length is None:
       row_length = (len(labels), label_no)
     elif len(labels) != row_length[0]:
-      errors.append(f"{where_label}: {len(labels)} labels, but line {row_length[1]} has "
-                    f"{row_length[0]}; every row needs one 0/1 per label")
+      problems.append(f"{where_label}: {len(labels)} labels, but line {row_length[1]} has "
+                      f"{row_length[0]}; every row needs one 0/1 per label")
       continue
     if count != sum(labels):
-      errors.append(f"{where_list}: count {count} for {name!r}, but its label row "
-                    f"{where_label} has {sum(labels)} ones")
+      problems.append(f"{where_list}: count {count} for {name!r}, but its label row "
+                      f"{where_label} has {sum(labels)} ones")
       continue
     entries.append((name, labels))
-  if errors:
-    more = f"\n... and {len(errors) - max_errors} more errors" if len(errors) > max_errors else ""
-    raise InputError("\n".join(errors[:max_errors]) + more)
+  if len(problems) == 1:
+    raise InputError(problems[0])
+  if problems:
+    more = [f"... and {len(problems) - max_errors} more"] if len(problems) > max_errors else []
+    raise InputError(f"{len(problems)} bad lines in {imglist_file} and {imglabel_file}, listed "
+                     "above", problems[:max_errors] + more)
   return entries
 
 
@@ -196,25 +201,25 @@ def image_results(tasks, num_workers):
 
 
 def check_config(cfg):
-  """Exits with status 2 naming the first bad or missing setting."""
+  """ConfigError (exit status 2) naming the first bad or missing setting."""
   for name in ("imglist_file", "imglabel_file", "output_file"):
     if not getattr(cfg, name):
-      raise configs.ConfigError(f"--{name} is required")
+      raise errors.ConfigError(f"--{name} is required")
   if cfg.image_dir and not os.path.isdir(cfg.image_dir):
-    raise configs.ConfigError(f"--image_dir={cfg.image_dir!r}: no such directory")
+    raise errors.ConfigError(f"--image_dir={cfg.image_dir!r}: no such directory")
   if os.path.isdir(cfg.output_file):
-    raise configs.ConfigError(f"--output_file={cfg.output_file!r} is a directory; give a file name")
+    raise errors.ConfigError(f"--output_file={cfg.output_file!r} is a directory; give a file name")
   for name, low, high in (("num_shards", 1, 100000), ("num_workers", 0, 1024),
                           ("max_side", 0, 1 << 30), ("jpeg_quality", 1, 100), ("seed", -1, 2**63)):
     value = getattr(cfg, name)
     if not low <= value <= high:
-      raise configs.ConfigError(f"--{name}={value}: must be in [{low}, {high}]")
+      raise errors.ConfigError(f"--{name}={value}: must be in [{low}, {high}]")
 
 
-def main(argv=None):
+def main(argv):
   # Configuration: edit here, or override with --field=value.
   cfg = configs.CreateTFRecordConfig()
-  configs.parse_overrides(sys.argv[1:] if argv is None else argv, cfg)
+  configs.parse_overrides(argv, cfg)
   check_config(cfg)
   cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
   num_workers = cfg.num_workers or cores or 1
@@ -224,8 +229,7 @@ def main(argv=None):
   try:
     entries = read_list_and_labels(cfg.imglist_file, cfg.imglabel_file)
   except InputError as e:
-    print(f"error: {e}\nnothing was written", file=sys.stderr)
-    sys.exit(1)
+    raise InputError(f"{e}; nothing was written", e.details) from None
   print(f"{len(entries)} images, {len(entries[0][1])} labels in {cfg.imglist_file}")
 
   # 2. Shuffle the record order (the original shuffled too); seed -1 keeps the list order.
@@ -254,11 +258,8 @@ def main(argv=None):
           counts[result[2]] += 1
         progress.update(i + 1)
       progress.finish(len(entries))
-      if not counts["written"]:
-        raise InputError(f"all {len(entries)} images were skipped")  # removes the temp files
-  except InputError as e:
-    print(f"error: {e}; nothing was written", file=sys.stderr)
-    sys.exit(1)
+      if not counts["written"]:  # raised inside, so that the temp files are removed
+        raise InputError(f"all {len(entries)} images were skipped; nothing was written")
   except KeyboardInterrupt:
     print("\ninterrupted; no output file was written", file=sys.stderr)
     sys.exit(130)
@@ -280,4 +281,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  main()
+  errors.run(main)

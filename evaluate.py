@@ -12,13 +12,13 @@ the model from the train dir's config.json, and keeps the best checkpoint by mAP
 import json
 import os
 import shutil
-import sys
 import time
 
 import numpy as np
 import tensorflow as tf
 
 import configs
+import errors
 import metrics
 import records
 import run_utils
@@ -166,7 +166,7 @@ def main(argv):
   eval_config = configs.EvalConfig()  # edit here, e.g. checkpoint_dir="runs/coco"
   configs.parse_overrides(argv, eval_config)
   if not eval_config.input_tfrecord_file:
-    run_utils.fail("set --input_tfrecord_file to the eval TFRecords")
+    raise errors.ConfigError("set --input_tfrecord_file to the eval TFRecords")
   eval_dir = eval_config.eval_dir or os.path.join(eval_config.checkpoint_dir, "eval")
   os.makedirs(eval_dir, exist_ok=True)
   run_utils.select_devices(eval_config.gpu_id)
@@ -210,4 +210,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  sys.exit(main(sys.argv[1:]))
+  errors.run(main)

@@ -18,13 +18,13 @@ One image that can't be decoded fails the whole call (inference.py instead skips
 
 import os
 import shutil
-import sys
 import tempfile
 
 import numpy as np
 import tensorflow as tf
 
 import configs
+import errors
 import run_utils
 from multi_label_classification_model import preprocess_ten_crop, score_ten_crops
 from run_utils import log
@@ -132,4 +132,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  sys.exit(main(sys.argv[1:]))
+  errors.run(main)

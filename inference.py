@@ -13,13 +13,13 @@ them), decodes images in parallel in tf.data, and writes:
 import csv
 import os
 import re
-import sys
 import time
 
 import numpy as np
 import tensorflow as tf
 
 import configs
+import errors
 import export_saved_model
 import metrics
 import records
@@ -191,4 +191,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  sys.exit(main(sys.argv[1:]))
+  errors.run(main)

@@ -19,13 +19,13 @@ Writes, in the original toolkit's formats (create_tfrecord.py reads them):
 """
 
 import os
-import sys
 
 import numpy as np
 from PIL import Image
 from sklearn.datasets import load_digits
 
 import configs
+import errors
 
 NUM_LABELS = 10
 MIN_SPLIT_SHARE = 0.15  # eval/test get at least this share of each class's source scans
@@ -133,23 +133,23 @@ def check_config(cfg):
   for name in ("num_train", "num_eval", "num_test"):
     value = getattr(cfg, name)
     if value != 0 and value < NUM_LABELS:
-      raise configs.ConfigError(f"--{name}={value}: use 0 (skip the split) or >= {NUM_LABELS}, "
-                                f"so every label has a positive")
+      raise errors.ConfigError(f"--{name}={value}: use 0 (skip the split) or >= {NUM_LABELS}, "
+                               f"so every label has a positive")
   if cfg.image_size < 32:
-    raise configs.ConfigError(f"--image_size={cfg.image_size}: must be >= 32")
+    raise errors.ConfigError(f"--image_size={cfg.image_size}: must be >= 32")
   if not 0 < cfg.min_digit <= cfg.max_digit <= 0.5:
-    raise configs.ConfigError(f"--min_digit={cfg.min_digit}, --max_digit={cfg.max_digit}: need "
-                              "0 < min_digit <= max_digit <= 0.5 (a digit fits its quadrant)")
+    raise errors.ConfigError(f"--min_digit={cfg.min_digit}, --max_digit={cfg.max_digit}: need "
+                             "0 < min_digit <= max_digit <= 0.5 (a digit fits its quadrant)")
   if not 1 <= cfg.max_digits <= 4:
-    raise configs.ConfigError(f"--max_digits={cfg.max_digits}: must be 1..4 (one per quadrant)")
+    raise errors.ConfigError(f"--max_digits={cfg.max_digits}: must be 1..4 (one per quadrant)")
   if not cfg.output_dir:
-    raise configs.ConfigError("--output_dir is required")
+    raise errors.ConfigError("--output_dir is required")
 
 
-def main(argv=None):
+def main(argv):
   # Configuration: edit here, or override with --field=value.
   cfg = configs.DemoDataConfig()
-  configs.parse_overrides(sys.argv[1:] if argv is None else argv, cfg)
+  configs.parse_overrides(argv, cfg)
   check_config(cfg)
   rng = np.random.default_rng(cfg.seed)
 
@@ -171,4 +171,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  main()
+  errors.run(main)

@@ -31,6 +31,8 @@ import tempfile
 
 import numpy as np
 
+import errors
+
 
 # ---------------------------------------------------------------------------------------------
 # Ranking: average precision and the ROC curve.
@@ -344,15 +346,15 @@ def _check_pair(labels, second, second_name="scores"):
   labels = np.asarray(labels, dtype=np.float64)
   second = np.asarray(second, dtype=np.float64)
   if labels.ndim != 2 or labels.shape != second.shape:
-    raise ValueError(f"labels shape {labels.shape} and {second_name} shape {second.shape} must be "
-                     f"equal and [num_images, num_labels]")
+    raise errors.DataError(f"labels shape {labels.shape} and {second_name} shape {second.shape} "
+                           f"must be equal and [num_images, num_labels]")
   bad = ~np.isin(labels, (0.0, 1.0))
   if bad.any():
     i, j = np.argwhere(bad)[0]
-    raise ValueError(f"labels must be 0/1; found {labels[i, j]!r} at image {i}, label {j}")
+    raise errors.DataError(f"labels must be 0/1; found {labels[i, j]!r} at image {i}, label {j}")
   if not np.all(np.isfinite(second)):
     i, j = np.argwhere(~np.isfinite(second))[0]
-    raise ValueError(f"{second_name} contain {second[i, j]!r} at image {i}, label {j}")
+    raise errors.DataError(f"{second_name} contain {second[i, j]!r} at image {i}, label {j}")
   return labels, second
 
 
@@ -387,32 +389,44 @@ def save_labels(path, labels):
   _write_atomically(path, "".join(" ".join(str(int(v)) for v in row) + "\n" for row in labels))
 
 
+def read_lines(path):
+  """The lines of a text input file; MissingFileError or DataError naming it if it can't be read."""
+  try:
+    with open(path, encoding="utf-8") as f:
+      return f.read().split("\n")
+  except FileNotFoundError:
+    raise errors.MissingFileError(f"{path}: no such file") from None
+  except OSError as e:  # a directory, no permission
+    raise errors.DataError(f"{path}: cannot be read ({e.strerror})") from None
+  except UnicodeDecodeError as e:
+    raise errors.DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+
+
 def load_matrix(path):
   """A whitespace-separated numeric text file as float64 [num_rows, num_columns].
 
   Always 2-D (one row or one column included). Blank lines and '#' lines are skipped. A
-  non-numeric value, a row of a different length, or an empty file is a ValueError naming the
+  non-numeric value, a row of a different length, or an empty file is a DataError naming the
   file and line.
   """
   rows, width, first_line = [], None, None
-  with open(path) as f:
-    for line_number, line in enumerate(f, 1):
-      fields = line.split()
-      if not fields or fields[0].startswith("#"):
-        continue
-      try:
-        row = [float(field) for field in fields]
-      except ValueError:
-        bad = next(x for x in fields if not _is_float(x))
-        raise ValueError(f"{path}:{line_number}: non-numeric value {bad!r}") from None
-      if width is None:
-        width, first_line = len(row), line_number
-      elif len(row) != width:
-        raise ValueError(f"{path}:{line_number}: {len(row)} values, but line {first_line} has "
-                         f"{width}")
-      rows.append(row)
+  for line_number, line in enumerate(read_lines(path), 1):
+    fields = line.split()
+    if not fields or fields[0].startswith("#"):
+      continue
+    try:
+      row = [float(field) for field in fields]
+    except ValueError:
+      bad = next(x for x in fields if not _is_float(x))
+      raise errors.DataError(f"{path}:{line_number}: non-numeric value {bad!r}") from None
+    if width is None:
+      width, first_line = len(row), line_number
+    elif len(row) != width:
+      raise errors.DataError(f"{path}:{line_number}: {len(row)} values, but line {first_line} "
+                             f"has {width}")
+    rows.append(row)
   if not rows:
-    raise ValueError(f"{path}: no data rows")
+    raise errors.DataError(f"{path}: no data rows")
   return np.array(rows, dtype=np.float64)
 
 
@@ -430,26 +444,26 @@ def load_labels(path):
   bad = ~np.isin(matrix, (0.0, 1.0))
   if bad.any():
     i, j = np.argwhere(bad)[0]
-    raise ValueError(f"{path}: labels must be 0 or 1; found {matrix[i, j]:g} in data row {i + 1}, "
-                     f"column {j + 1}")
+    raise errors.DataError(f"{path}: labels must be 0 or 1; found {matrix[i, j]:g} in data row "
+                           f"{i + 1}, column {j + 1}")
   return matrix.astype(np.int64)
 
 
 def load_label_names(path, label_count):
   """Label names, one per line (surrounding spaces stripped); "" = label_0, label_1, ...
 
-  A blank name or a count other than `label_count` is a ValueError naming the file.
+  A blank name or a count other than `label_count` is a DataError naming the file.
   """
   if not path:
     return [f"label_{j}" for j in range(label_count)]
-  with open(path) as f:
-    names = [line.strip() for line in f.read().splitlines()]
+  names = [line.strip() for line in read_lines(path)]
   while names and not names[-1]:  # trailing newlines
     names.pop()
   if "" in names:
-    raise ValueError(f"{path}:{names.index('') + 1}: blank label name")
+    raise errors.DataError(f"{path}:{names.index('') + 1}: blank label name")
   if len(names) != label_count:
-    raise ValueError(f"{path}: {len(names)} label names, but the model has {label_count} labels")
+    raise errors.DataError(f"{path}: {len(names)} label names, but the model has {label_count} "
+                           "labels")
   return names
 
 
@@ -462,16 +476,15 @@ def save_thresholds(path, thresholds, method):
 def load_thresholds(path):
   """A thresholds file (one per line, '#' comment lines skipped) as float64 [num_labels]."""
   thresholds = []
-  with open(path) as f:
-    for line_number, line in enumerate(f, 1):
-      text = line.strip()
-      if not text or text.startswith("#"):
-        continue
-      try:
-        thresholds.append(float(text))
-      except ValueError:
-        raise ValueError(f"{path}:{line_number}: expected one threshold per line, got {text!r}") \
-          from None
+  for line_number, line in enumerate(read_lines(path), 1):
+    text = line.strip()
+    if not text or text.startswith("#"):
+      continue
+    try:
+      thresholds.append(float(text))
+    except ValueError:
+      raise errors.DataError(f"{path}:{line_number}: expected one threshold per line, got "
+                             f"{text!r}") from None
   if not thresholds:
-    raise ValueError(f"{path}: no thresholds")
+    raise errors.DataError(f"{path}: no thresholds")
   return np.array(thresholds, dtype=np.float64)

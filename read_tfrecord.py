@@ -12,12 +12,12 @@ any failure makes the exit status 1.
 
 import os
 import re
-import sys
 
 import numpy as np
 import tensorflow as tf
 
 import configs
+import errors
 import records
 
 JPEG_MAGIC = b"\xff\xd8\xff"
@@ -146,23 +146,19 @@ def print_statistics(label_rows, heights, widths):
     print(f"image {what}: min {np.min(sizes)}, median {np.median(sizes):g}, max {np.max(sizes)}")
 
 
-def main(argv=None):
+def main(argv):
   # Configuration: edit here, or override with --field=value.
   cfg = configs.ReadTFRecordConfig()
-  configs.parse_overrides(sys.argv[1:] if argv is None else argv, cfg)
+  configs.parse_overrides(argv, cfg)
   try:
     tf.config.set_visible_devices([], "GPU")  # decoding is CPU work; leave the GPUs to training
   except RuntimeError:
     pass  # TensorFlow was already initialized by the caller (e.g. tests calling main())
   if not cfg.data_path:
-    raise configs.ConfigError("--data_path is required (a file, a comma list or a glob)")
+    raise errors.ConfigError("--data_path is required (a file, a comma list or a glob)")
   if cfg.num_samples < 0:
-    raise configs.ConfigError(f"--num_samples={cfg.num_samples}: must be >= 0")
-  try:
-    files = records.expand_file_spec(cfg.data_path)
-  except FileNotFoundError as e:
-    print(f"error: --data_path: {e}", file=sys.stderr)
-    sys.exit(1)
+    raise errors.ConfigError(f"--num_samples={cfg.num_samples}: must be >= 0")
+  files = records.expand_file_spec(cfg.data_path)  # a MissingFileError names the spec
   print(f"{len(files)} file(s): {', '.join(files) if len(files) <= 5 else files[0] + ' ...'}")
 
   # 1. Parse and decode every record, collecting statistics, failures and samples as we go.
@@ -210,12 +206,10 @@ def main(argv=None):
         f.write(f"{name}\t{index}\t{file}\t{path}\t{positives}\t{row}\t{shape[0]}\t{shape[1]}\n")
     print(f"dumped {len(samples)} samples and samples.tsv to {cfg.dump_dir}")
   if failures:
-    print(f"error: {len(failures)} failure(s), listed above as FAILED", file=sys.stderr)
-    sys.exit(1)
+    raise errors.DataError(f"{len(failures)} failure(s), listed above as FAILED")
   if not count:
-    print(f"error: no records in {cfg.data_path}", file=sys.stderr)
-    sys.exit(1)
+    raise errors.DataError(f"no records in {cfg.data_path}")
 
 
 if __name__ == "__main__":
-  main()
+  errors.run(main)

@@ -27,6 +27,8 @@ import uuid
 
 import tensorflow as tf
 
+import errors
+
 IMAGE_PATH_KEY = "image_path"
 IMAGE_DATA_KEY = "image_data"
 IMAGE_LABEL_KEY = "image_label"
@@ -41,23 +43,24 @@ def expand_file_spec(spec):
   Returns:
     list of str: the files in the order given; each glob's matches sorted; no file twice.
   Raises:
-    FileNotFoundError: naming the spec (and the part of a list) that matches no file.
+    errors.MissingFileError (a FileNotFoundError): naming the spec (and the part of a list) that
+      matches no file.
   """
   parts = [os.path.expanduser(part.strip()) for part in str(spec).split(",") if part.strip()]
   if not parts:
-    raise FileNotFoundError(f"empty file spec {spec!r}: give a file, a comma list or a glob")
+    raise errors.MissingFileError(f"empty file spec {spec!r}: give a file, a comma list or a glob")
   files = []
   for part in parts:
     where = f"{part!r}" if len(parts) == 1 else f"{part!r} (part of {spec!r})"
     if glob.has_magic(part):
       matches = sorted(m for m in glob.glob(part) if os.path.isfile(m))
       if not matches:
-        raise FileNotFoundError(f"glob {where} matches no file")
+        raise errors.MissingFileError(f"glob {where} matches no file")
     elif os.path.isfile(part):
       matches = [part]
     else:
-      raise FileNotFoundError(f"file {where} does not exist" if not os.path.exists(part)
-                              else f"{where} is not a file")
+      raise errors.MissingFileError(f"file {where} does not exist" if not os.path.exists(part)
+                                    else f"{where} is not a file")
     files.extend(m for m in matches if m not in files)
   return files
 

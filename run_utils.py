@@ -6,7 +6,6 @@ itself uses no Keras.
 """
 
 import os
-import sys
 
 import tensorflow as tf
 
@@ -246,7 +245,3 @@ def restore_backbone(model, path):
           f"from {prefix}, step {step} of a run with {source_config.label_count} labels; the "
           f"head ({HEAD_SCOPE}, {model.config.label_count} labels) starts fresh")
 
-
-def fail(message):
-  print(f"error: {message}", file=sys.stderr)
-  sys.exit(1)

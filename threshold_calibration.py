@@ -21,8 +21,8 @@ A label with no positives or no negatives in the calibration set keeps 0.5, with
 
 import sys
 
-
 import configs
+import errors
 import metrics
 
 
@@ -35,21 +35,22 @@ def load_pair(label_file, score_file):
   labels = metrics.load_labels(label_file)
   scores = metrics.load_matrix(score_file)
   if labels.shape != scores.shape:
-    raise ValueError(f"label file {label_file} has shape {labels.shape} (images, labels) but "
-                     f"score file {score_file} has shape {scores.shape}; they must match")
+    raise errors.DataError(f"label file {label_file} has shape {labels.shape} (images, labels) "
+                           f"but score file {score_file} has shape {scores.shape}; they must match")
   return labels, scores
 
 
 def check_config(cfg):
-  """Errors for missing or contradictory fields, before any work."""
+  """ConfigError for missing or contradictory fields, before any work."""
   if not cfg.label_file or not cfg.score_file:
-    raise ValueError("--label_file and --score_file are both required")
+    raise errors.ConfigError("--label_file and --score_file are both required")
   if cfg.method not in ("roc", "f1", "youden"):
-    raise ValueError(f"unknown --method={cfg.method!r}; expected roc, f1 or youden")
+    raise errors.ConfigError(f"unknown --method={cfg.method!r}; expected roc, f1 or youden")
   if cfg.apply_to and not (cfg.predictions_file or cfg.apply_labels):
-    raise ValueError(f"--apply_to={cfg.apply_to}: give --predictions_file and/or --apply_labels")
+    raise errors.ConfigError(f"--apply_to={cfg.apply_to}: give --predictions_file and/or "
+                             "--apply_labels")
   if (cfg.predictions_file or cfg.apply_labels) and not cfg.apply_to:
-    raise ValueError("--predictions_file and --apply_labels need --apply_to=SCORES")
+    raise errors.ConfigError("--predictions_file and --apply_labels need --apply_to=SCORES")
 
 
 def comparison_table(labels, scores, thresholds, title, label_names=None):
@@ -94,9 +95,9 @@ def main(argv):
   # Apply them to a test score file.
   test_scores = metrics.load_matrix(cfg.apply_to)
   if test_scores.shape[1] != len(thresholds):
-    raise ValueError(f"score file {cfg.apply_to} has shape {test_scores.shape}, i.e. "
-                     f"{test_scores.shape[1]} labels, but the calibration files have "
-                     f"{len(thresholds)} labels (shape {labels.shape})")
+    raise errors.DataError(f"score file {cfg.apply_to} has shape {test_scores.shape}, i.e. "
+                           f"{test_scores.shape[1]} labels, but the calibration files have "
+                           f"{len(thresholds)} labels (shape {labels.shape})")
   predictions = metrics.threshold_predictions(test_scores, thresholds)
   if cfg.predictions_file:
     metrics.save_labels(cfg.predictions_file, predictions)
@@ -109,7 +110,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  try:
-    main(sys.argv[1:])
-  except (ValueError, OSError) as e:  # bad input files or flags: the message names them
-    sys.exit(f"error: {e}")
+  errors.run(main)

@@ -15,7 +15,6 @@ SIGTERM saves a checkpoint before exiting.
 import os
 import shutil
 import signal
-import sys
 import tempfile
 import time
 
@@ -25,6 +24,7 @@ os.environ.setdefault("TF_GPU_THREAD_MODE", "gpu_private")
 import tensorflow as tf  # noqa: E402
 
 import configs
+import errors
 import run_utils
 from multi_label_classification_model import (AUGMENTATIONS, MultiLabelClassificationModel,
                                               build_dataset, count_dead_units, head_activity,
@@ -33,18 +33,18 @@ from run_utils import log
 
 
 def check_config(model_config, train_config):
-  """Exits with status 2 naming the first contradictory setting, before any work."""
+  """ConfigError (exit status 2) naming the first contradictory setting, before any work."""
   if model_config.augmentation not in AUGMENTATIONS:
-    raise configs.ConfigError(f"--augmentation={model_config.augmentation!r}: expected one of "
-                              f"{', '.join(AUGMENTATIONS)}")
+    raise errors.ConfigError(f"--augmentation={model_config.augmentation!r}: expected one of "
+                             f"{', '.join(AUGMENTATIONS)}")
   if train_config.optimizer == "AdamW" and model_config.use_regularizer:
-    raise configs.ConfigError("--optimizer=AdamW decays the weights itself (by weight_decay, "
-                              "decoupled): set --use_regularizer=false, or L2 would decay them "
-                              "twice")
+    raise errors.ConfigError("--optimizer=AdamW decays the weights itself (by weight_decay, "
+                             "decoupled): set --use_regularizer=false, or L2 would decay them "
+                             "twice")
   try:
     run_utils.learning_rate_schedule(train_config)
   except ValueError as e:
-    raise configs.ConfigError(str(e)) from None
+    raise errors.ConfigError(str(e)) from None
 
 
 def restore_or_start(manager, model, model_config, latest=None):
@@ -298,4 +298,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  sys.exit(main(sys.argv[1:]))
+  errors.run(main)

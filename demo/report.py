@@ -9,11 +9,15 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import configs  # noqa: E402
+import errors  # noqa: E402
 import metrics  # noqa: E402
 
 
 def main(argv):
-  out = argv[0].split("=", 1)[1] if argv else "demo_out"
+  config = configs.ReportConfig()
+  configs.parse_overrides(argv, config)
+  out = config.out
   names = metrics.load_label_names(os.path.join(out, "data", "label_names.txt"), 10)
   labels = metrics.load_labels(os.path.join(out, "data", "test", "image_label"))
   scores = metrics.load_matrix(os.path.join(out, "inference", "scores.txt"))
@@ -39,4 +43,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  main(sys.argv[1:])
+  errors.run(main)

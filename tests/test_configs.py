@@ -8,15 +8,16 @@ import sys
 import pytest
 
 import configs
+import errors
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def parse(capsys, argv, *cfgs):
-  """Runs parse_overrides; returns (exit status or None, stdout, stderr)."""
+  """Runs parse_overrides as a script's main does, through errors.run; returns (exit status or
+  None, stdout, stderr)."""
   try:
-    configs.parse_overrides(argv, *cfgs)
-    code = None
+    errors.run(lambda args: configs.parse_overrides(args, *cfgs) and None, argv)
   except SystemExit as e:
     code = e.code
   out, err = capsys.readouterr()

@@ -1,7 +1,8 @@
 """create_tfrecord.py: round trips, shards, bad list/label files, odd image formats, skips.
 
-Most runs call main() in this process (a fresh Python importing TensorFlow costs ~6 s); the exit
-status is then SystemExit.code, the same value the process would exit with. One shard run and one
+Most runs call main() in this process, through errors.run as the script does (a fresh Python
+importing TensorFlow costs ~6 s); the exit status is then SystemExit.code, the same value the
+process would exit with. One shard run and one
 bad-input run go through a real subprocess to cover the command line and the worker pool.
 """
 
@@ -17,6 +18,7 @@ import tensorflow as tf
 from PIL import Image
 
 import create_tfrecord
+import errors
 import records
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -71,10 +73,9 @@ def run(capsys, image_dir, list_file, label_file, output, **flags):
           f"--imglabel_file={label_file}", f"--output_file={output}", "--num_workers=1"]
   argv += [f"--{key}={value}" for key, value in flags.items()]
   try:
-    create_tfrecord.main(argv)
-    code = 0
+    errors.run(create_tfrecord.main, argv)
   except SystemExit as e:
-    code = e.code
+    code = e.code or 0
   out, err = capsys.readouterr()
   return code, out, err
 

@@ -8,6 +8,7 @@ from PIL import Image
 from sklearn.datasets import load_digits
 
 import create_tfrecord
+import errors
 import make_demo_data
 import read_tfrecord
 
@@ -102,7 +103,7 @@ def test_demo_data_goes_through_create_and_read(demo_dir, tmp_path, capsys):
 @pytest.mark.parametrize("flag", ["--num_eval=5", "--image_size=16", "--max_digits=5"])
 def test_bad_settings_exit_2(tmp_path, flag, capsys):
   with pytest.raises(SystemExit) as info:
-    make_demo_data.main([f"--output_dir={tmp_path}", flag])
+    errors.run(make_demo_data.main, [f"--output_dir={tmp_path}", flag])
   assert info.value.code == 2 and flag.split("=")[0] in capsys.readouterr().err
   assert os.listdir(tmp_path) == []
 

@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+import errors
 import read_tfrecord
 import records
 
@@ -60,10 +61,9 @@ def original_file(tmp_path):
 
 def run(capsys, *argv):
   try:
-    read_tfrecord.main(list(argv))
-    code = 0
+    errors.run(read_tfrecord.main, argv)
   except SystemExit as e:
-    code = e.code
+    code = e.code or 0
   out, err = capsys.readouterr()
   return code, out, err
 

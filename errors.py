@@ -1,0 +1,67 @@
+"""The one error style of every script: a user's mistake ends in one line and an exit status.
+
+    error: <what went wrong, naming the value, or the file:line>
+
+Exit status 2 is a configuration error (a missing, unknown or impossible setting), 1 is bad data
+(an input file that is missing, empty or does not fit the configuration). Code that finds such a
+mistake raises ConfigError or DataError; every script's `__main__` block is
+
+    if __name__ == "__main__":
+      errors.run(main)
+
+which prints the line and exits with the status. Any other exception is a bug and still ends in
+a traceback. Standard library only, so that every module can raise these.
+"""
+
+import sys
+
+
+class UserError(Exception):
+  """A mistake in what the user gave; `status` is the exit status.
+
+  Args:
+    message: one line naming the bad value, or the file and line.
+    details: optional lines printed before it (e.g. every bad line of an input file).
+  """
+
+  status = 1
+
+  def __init__(self, message, details=()):
+    super().__init__(message)
+    self.details = list(details)
+
+
+class ConfigError(UserError, ValueError):
+  """A missing, unknown or impossible setting (a flag, a config file's field): exit status 2.
+
+  A ValueError too, so that library callers that catch bad values keep working."""
+
+  status = 2
+
+
+class DataError(UserError, ValueError):
+  """Input data that is missing, empty, unreadable or does not fit the configuration: status 1."""
+
+  status = 1
+
+
+class MissingFileError(DataError, FileNotFoundError):
+  """An input file or directory that does not exist: a DataError that is still a
+  FileNotFoundError for library callers."""
+
+
+def run(main, argv=None):
+  """Runs `main(argv)` as a script and exits with its return value (None = 0).
+
+  A UserError prints its details, then `error: <message>`, to stderr, and exits with its status
+  (no traceback); anything else propagates. `argv` defaults to sys.argv[1:].
+  """
+  try:
+    status = main(sys.argv[1:] if argv is None else list(argv))
+  except UserError as e:
+    sys.stdout.flush()  # what the script printed before comes first
+    for line in e.details:
+      print(line, file=sys.stderr)
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(e.status)
+  sys.exit(status)
