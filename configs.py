@@ -2,21 +2,30 @@
 
 The defaults are the original TF1 toolkit's. The documented way to configure a run is to edit the
 config objects at the top of a script's `main()`; `--field=value` on the command line overrides
-any field of that script's configs (a name two configs share, such as `batch_size`, sets both):
+any field of that script's configs (a name two configs share, such as `batch_size`, sets both),
+and a .json argument (a saved config.json, or a hand-written subset) loads before the flags:
 
     python train.py --label_count=10 --input_tfrecord_file=data/train.tfrecord --train_dir=runs/a
+    python train.py runs/a/config.json --number_of_steps=40000   # continue runs/a
     python evaluate.py --checkpoint_dir=runs/a --run_once=true
+    python evaluate.py --help
+
+Every field's one-line comment here is also its --help text (field_comments reads this file), so
+they are written in one place. That is why the helper lives beside the dataclasses, and why this
+file is longer than ~300 lines.
 """
 
+import ast
 import dataclasses
+import io
 import json
 import os
-import sys
 import tempfile
+import tokenize
 import typing
 from dataclasses import dataclass
 
-from errors import ConfigError
+from errors import ConfigError, MissingFileError
 
 
 @dataclass
@@ -178,10 +187,123 @@ class ReportConfig:
 
 
 # ---------------------------------------------------------------------------------------------
-# The override helper.
+# Config files: each config class has a section name; a run saves the sections it ran with.
+
+SECTIONS = {"create_tfrecord": CreateTFRecordConfig, "read_tfrecord": ReadTFRecordConfig,
+            "demo_data": DemoDataConfig, "model": ModelConfig, "train": TrainConfig,
+            "eval": EvalConfig, "inference": InferenceConfig, "calibration": CalibrationConfig,
+            "report": ReportConfig}
+RECORD_SECTIONS = ("label_names", "run")  # what a run found or resolved; not read back as settings
+
+
+def _read_json(path):
+  """A config file's {section: {field: value}}; errors name the file (and the line)."""
+  try:
+    with open(path, encoding="utf-8") as f:
+      data = json.load(f)
+  except FileNotFoundError:
+    raise MissingFileError(f"{path}: no such config file") from None
+  except json.JSONDecodeError as e:
+    raise ConfigError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+  if not isinstance(data, dict):
+    raise ConfigError(f"{path}: expected a JSON object of sections, got {type(data).__name__}")
+  return data
+
+
+def _set_fields(path, section, values, cfg):
+  """Sets cfg's fields from one section's {field: value}, checking names and JSON types."""
+  if not isinstance(values, dict):
+    raise ConfigError(f"{path}: section {section!r} is not a JSON object")
+  types = typing.get_type_hints(type(cfg))
+  for name, value in values.items():
+    if name not in types:
+      raise ConfigError(f"{path}: unknown field {section}.{name} ({type(cfg).__name__} has no "
+                        f"field {name!r})")
+    typ = types[name]
+    ok = (isinstance(value, typ) and not (typ is int and isinstance(value, bool))
+          or typ is float and isinstance(value, int) and not isinstance(value, bool))
+    if not ok:
+      raise ConfigError(f"{path}: {section}.{name}={value!r}: expected {typ.__name__}")
+    setattr(cfg, name, typ(value))
+
+
+def apply_config_file(path, *configs):
+  """Applies a .json config file to the configs of its sections; prints what it set.
+
+  The file is a saved config.json (or eval_config.json, inference_config.json) or one written by
+  hand with a subset of its sections and fields. Sections of configs this script does not take
+  are skipped with a note; RECORD_SECTIONS are skipped silently; any other section, an unknown
+  field or a value of the wrong type is a ConfigError naming the file and the field.
+  """
+  by_class = {type(cfg): cfg for cfg in configs}
+  loaded, skipped = [], []
+  for section, values in _read_json(path).items():
+    if section in RECORD_SECTIONS:
+      continue
+    if section not in SECTIONS:
+      raise ConfigError(f"{path}: unknown section {section!r}; config sections are "
+                        f"{', '.join(SECTIONS)}")
+    cfg = by_class.get(SECTIONS[section])
+    if cfg is None:
+      skipped.append(section)
+      continue
+    _set_fields(path, section, values, cfg)
+    loaded.append(f"{type(cfg).__name__} ({len(values)} fields)")
+  print(f"loaded {' and '.join(loaded) or 'no section of this script'} from {path}"
+        + (f"; skipped {', '.join(skipped)} (not this script's)" if skipped else ""))
+
+
+def save_configs(path, **sections):
+  """Writes {"model": {...}, "train": {...}, ...} JSON atomically (temp file + rename).
+
+  Each keyword is a section: a config dataclass (its SECTIONS name), or a JSON value that
+  records what the run found (RECORD_SECTIONS: "label_names", "run").
+  """
+  data = {}
+  for key, value in sections.items():
+    if dataclasses.is_dataclass(value):
+      assert SECTIONS[key] is type(value), f"section {key!r} holds a {type(value).__name__}"
+      data[key] = dataclasses.asdict(value)
+    else:
+      assert key in RECORD_SECTIONS, f"unknown section {key!r}"
+      data[key] = value
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".config-", suffix=".tmp")
+  with os.fdopen(fd, "w") as f:
+    json.dump(data, f, indent=2, sort_keys=True)
+  os.replace(tmp, path)
+
+
+def load_config(path, key, cls):
+  """Reads one saved config section back as a `cls` instance.
+
+  Fields the file lacks keep their defaults (older runs); fields the class lacks are an error,
+  since they would silently change meaning. A missing file is a MissingFileError.
+  """
+  if not os.path.exists(path):
+    raise MissingFileError(f"{path}: no saved config; was this directory written by train.py?")
+  data = _read_json(path)
+  if key not in data:
+    raise ConfigError(f"{path}: no {key!r} section (has {sorted(data)})")
+  cfg = cls()
+  _set_fields(path, key, data[key], cfg)
+  return cfg
+
+
+def saved_section(path, key, default=None):
+  """One RECORD_SECTIONS value of a saved config file, or `default` if the file or key is absent."""
+  if not os.path.exists(path):
+    return default
+  return _read_json(path).get(key, default)
+
+
+# ---------------------------------------------------------------------------------------------
+# The override helper, and --help from this file's field comments.
 
 _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no"}
+HELP_FLAGS = ("-h", "--help")
 
 
 def _convert(name, text, typ):
@@ -202,29 +324,86 @@ def _convert(name, text, typ):
   raise ConfigError(f"--{name}: unsupported field type {typ!r}")
 
 
-def parse_overrides(argv, *configs):
-  """Applies `--field=value` (or `--field value`) arguments to the given config objects.
+def field_comments(source):
+  """{class name: {field name: comment}} of the classes defined at the top level of `source`.
 
-  A field name that several configs share sets all of them. Unknown fields, missing values and
-  values of the wrong type raise ConfigError naming them (exit status 2 through errors.run).
-  Each override is printed.
+  A field is an annotated assignment in a class body; its comment is the `# ...` comment on the
+  line where the assignment ends ("" if there is none). Python's tokenizer finds the comments,
+  so a '#' inside a string default is not one.
+  """
+  comments = {token.start[0]: token.string[1:].strip()
+              for token in tokenize.generate_tokens(io.StringIO(source).readline)
+              if token.type == tokenize.COMMENT}
+  return {node.name: {stmt.target.id: comments.get(stmt.end_lineno, "")
+                      for stmt in node.body
+                      if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)}
+          for node in ast.parse(source).body if isinstance(node, ast.ClassDef)}
+
+
+def _show(value):
+  """A default as it is typed on the command line."""
+  if isinstance(value, bool):
+    return str(value).lower()
+  return '""' if value == "" else str(value)
+
+
+def help_text(usage, *configs):
+  """The script's usage, then each config's fields: --name=default, type, comment."""
+  with open(__file__, encoding="utf-8") as f:
+    comments = field_comments(f.read())
+  lines = [usage.strip("\n"), "",
+           "Options: --field=value (or --field value) for any field below. A .json argument (a",
+           "saved config.json, or a subset of its sections and fields) loads first; the flags",
+           "then override it. -h, --help: this text."]
+  rows = {type(cfg): [(f"--{f.name}={_show(getattr(cfg, f.name))}", f.type.__name__,
+                       comments[type(cfg).__name__][f.name]) for f in dataclasses.fields(cfg)]
+          for cfg in configs}
+  width = max(len(flag) for fields in rows.values() for flag, _, _ in fields)
+  for cls, fields in rows.items():
+    lines += ["", f"{cls.__name__}: {cls.__doc__}"]
+    lines += [f"  {flag:<{width}}  {typ:<5}  {comment}" for flag, typ, comment in fields]
+  return "\n".join(lines)
+
+
+def parse_overrides(argv, *configs, usage=""):
+  """Applies a script's arguments to its config objects, in place.
+
+  Arguments:
+    -h, --help: print help_text(usage, *configs) and exit 0.
+    a path ending in .json: a config file (apply_config_file), applied first, in order.
+    --field=value (or --field value): sets that field, after the files. A field name that
+      several configs share sets all of them. Each override is printed.
+  Unknown fields, missing values, values of the wrong type and other arguments raise ConfigError
+  naming them (exit status 2 through errors.run).
 
   Args:
     argv: the arguments, e.g. sys.argv[1:].
     *configs: dataclass instances, modified in place.
+    usage: the script's usage text for --help (its module docstring).
   Returns:
     The configs, for chaining.
   """
-  args = list(argv)
+  args, files, overrides = list(argv), [], []
   while args:
     arg = args.pop(0)
+    if arg in HELP_FLAGS:
+      print(help_text(usage, *configs))
+      raise SystemExit(0)
+    if arg.endswith(".json") and not arg.startswith("-"):
+      files.append(arg)
+      continue
     if not arg.startswith("--"):
-      raise ConfigError(f"unexpected argument {arg!r}: use --field=value")
+      raise ConfigError(f"unexpected argument {arg!r}: use --field=value (or a .json config "
+                        "file)")
     name, eq, text = arg[2:].partition("=")
     if not eq:
       if not args:
         raise ConfigError(f"--{name} needs a value: use --{name}=value")
       text = args.pop(0)
+    overrides.append((name, text))
+  for path in files:
+    apply_config_file(path, *configs)
+  for name, text in overrides:
     targets = [c for c in configs if name in {f.name for f in dataclasses.fields(c)}]
     if not targets:
       known = sorted({f.name for c in configs for f in dataclasses.fields(c)})
@@ -235,33 +414,3 @@ def parse_overrides(argv, *configs):
       setattr(cfg, name, value)
       print(f"override {type(cfg).__name__}.{name} = {value!r}")
   return configs
-
-
-def save_configs(path, **configs):
-  """Writes {"model": {...}, "train": {...}} style JSON atomically (temp file + rename)."""
-  data = {key: dataclasses.asdict(cfg) for key, cfg in configs.items()}
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".config-", suffix=".tmp")
-  with os.fdopen(fd, "w") as f:
-    json.dump(data, f, indent=2, sort_keys=True)
-  os.replace(tmp, path)
-
-
-def load_config(path, key, cls):
-  """Reads one saved config section back as a `cls` instance.
-
-  Fields the file lacks keep their defaults (older runs); fields the class lacks are an error,
-  since they would silently change meaning.
-  """
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{path}: no saved config; was this directory written by train.py?")
-  with open(path) as f:
-    data = json.load(f)
-  if key not in data:
-    raise KeyError(f"{path}: no {key!r} section (has {sorted(data)})")
-  known = {f.name for f in dataclasses.fields(cls)}
-  unknown = sorted(set(data[key]) - known)
-  if unknown:
-    raise ValueError(f"{path}: unknown {cls.__name__} fields {unknown}")
-  return cls(**data[key])

@@ -13,10 +13,10 @@ skipped with one line each. Records are tf.train.SequenceExample in the original
 records.py), written in a seeded shuffled order, round-robin over the shards; each shard is
 written to a temporary name and renamed when complete.
 
-    python create_tfrecord.py --image_dir=data/demo/train/images \
-        --imglist_file=data/demo/train/image_list --imglabel_file=data/demo/train/image_label \
+    python create_tfrecord.py --image_dir=data/demo/train/images \\
+        --imglist_file=data/demo/train/image_list --imglabel_file=data/demo/train/image_label \\
         --output_file=data/demo/train.tfrecord
-    python create_tfrecord.py --image_dir=imgs --imglist_file=image_list \
+    python create_tfrecord.py --image_dir=imgs --imglist_file=image_list \\
         --imglabel_file=image_label --output_file=out/train.tfrecord --num_shards=4 --max_side=512
 """
 
@@ -219,7 +219,7 @@ def check_config(cfg):
 def main(argv):
   # Configuration: edit here, or override with --field=value.
   cfg = configs.CreateTFRecordConfig()
-  configs.parse_overrides(argv, cfg)
+  configs.parse_overrides(argv, cfg, usage=__doc__)
   check_config(cfg)
   cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
   num_workers = cfg.num_workers or cores or 1

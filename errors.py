@@ -13,6 +13,7 @@ which prints the line and exits with the status. Any other exception is a bug an
 a traceback. Standard library only, so that every module can raise these.
 """
 
+import os
 import sys
 
 
@@ -54,14 +55,19 @@ def run(main, argv=None):
   """Runs `main(argv)` as a script and exits with its return value (None = 0).
 
   A UserError prints its details, then `error: <message>`, to stderr, and exits with its status
-  (no traceback); anything else propagates. `argv` defaults to sys.argv[1:].
+  (no traceback); a closed stdout (`| head`) exits 1 quietly, as Python's documentation advises;
+  anything else propagates. `argv` defaults to sys.argv[1:].
   """
   try:
     status = main(sys.argv[1:] if argv is None else list(argv))
+    sys.stdout.flush()
   except UserError as e:
     sys.stdout.flush()  # what the script printed before comes first
     for line in e.details:
       print(line, file=sys.stderr)
     print(f"error: {e}", file=sys.stderr)
     sys.exit(e.status)
+  except BrokenPipeError:  # e.g. `python train.py --help | head`: the reader has gone
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+    sys.exit(1)
   sys.exit(status)

@@ -5,7 +5,7 @@ the model from the train dir's config.json, and keeps the best checkpoint by mAP
 <eval_dir>/best/:
 
     python evaluate.py --checkpoint_dir=runs/coco --input_tfrecord_file='data/eval-*'
-    python evaluate.py --checkpoint_dir=runs/coco --input_tfrecord_file=data/eval.tfrecord \
+    python evaluate.py --checkpoint_dir=runs/coco --input_tfrecord_file=data/eval.tfrecord \\
         --run_once=true --score_file=eval_scores.txt --label_file=eval_labels.txt
 """
 
@@ -164,7 +164,7 @@ def checkpoints_to_evaluate(eval_config):
 
 def main(argv):
   eval_config = configs.EvalConfig()  # edit here, e.g. checkpoint_dir="runs/coco"
-  configs.parse_overrides(argv, eval_config)
+  configs.parse_overrides(argv, eval_config, usage=__doc__)
   if not eval_config.input_tfrecord_file:
     raise errors.ConfigError("set --input_tfrecord_file to the eval TFRecords")
   eval_dir = eval_config.eval_dir or os.path.join(eval_config.checkpoint_dir, "eval")

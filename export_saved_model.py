@@ -9,9 +9,9 @@ their mirrors; `preprocess_ten_crop`), and returns
           file, or the single `threshold`).
 One image that can't be decoded fails the whole call (inference.py instead skips it).
 
-    python export_saved_model.py --checkpoint_path=runs/coco/eval/best \
+    python export_saved_model.py --checkpoint_path=runs/coco/eval/best \\
         --export_saved_model=export/coco
-    python export_saved_model.py --checkpoint_path=runs/coco --thresholds_file=thresholds.txt \
+    python export_saved_model.py --checkpoint_path=runs/coco --thresholds_file=thresholds.txt \\
         --export_saved_model=export/coco
     saved_model_cli show --dir export/coco --signature_def serving_default
 """
@@ -114,7 +114,7 @@ def export(model, export_dir, resize, target, aggregation, thresholds=None):
 
 def main(argv):
   config = configs.InferenceConfig()  # edit here, e.g. export_saved_model="export/coco"
-  configs.parse_overrides(argv, config)
+  configs.parse_overrides(argv, config, usage=__doc__)
   if not config.export_saved_model:
     raise ValueError("set --export_saved_model to the folder the SavedModel goes to")
   import inference  # here, not at the top: inference.py imports this module for its own export

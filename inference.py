@@ -6,7 +6,7 @@ them), decodes images in parallel in tf.data, and writes:
   <inference_dir>/predictions.csv        path, status, every score, the predicted label names
 
     python inference.py --checkpoint_path=runs/coco/eval/best --image_dir=test_images
-    python inference.py --checkpoint_path=runs/coco --image_list_file=test/image_list \
+    python inference.py --checkpoint_path=runs/coco --image_list_file=test/image_list \\
         --image_dir=test/images --thresholds_file=thresholds.txt --label_names_file=names.txt
 """
 
@@ -157,7 +157,7 @@ def write_predictions_csv(path, paths, scores, failed, thresholds, label_names):
 
 def main(argv):
   config = configs.InferenceConfig()  # edit here, e.g. checkpoint_path="runs/coco/eval/best"
-  configs.parse_overrides(argv, config)
+  configs.parse_overrides(argv, config, usage=__doc__)
   run_utils.select_devices(config.gpu_id)
 
   model, model_config, prefix, step = run_utils.load_trained_model(config.checkpoint_path)

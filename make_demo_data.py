@@ -149,7 +149,7 @@ def check_config(cfg):
 def main(argv):
   # Configuration: edit here, or override with --field=value.
   cfg = configs.DemoDataConfig()
-  configs.parse_overrides(argv, cfg)
+  configs.parse_overrides(argv, cfg, usage=__doc__)
   check_config(cfg)
   rng = np.random.default_rng(cfg.seed)
 

@@ -6,7 +6,7 @@ training uses; each failure is reported with its record index, file, image path 
 any failure makes the exit status 1.
 
     python read_tfrecord.py --data_path=data/demo/train.tfrecord
-    python read_tfrecord.py --data_path="data/train.tfrecord-*" --dump_dir=/tmp/samples \
+    python read_tfrecord.py --data_path="data/train.tfrecord-*" --dump_dir=/tmp/samples \\
         --num_samples=20
 """
 
@@ -149,7 +149,7 @@ def print_statistics(label_rows, heights, widths):
 def main(argv):
   # Configuration: edit here, or override with --field=value.
   cfg = configs.ReadTFRecordConfig()
-  configs.parse_overrides(argv, cfg)
+  configs.parse_overrides(argv, cfg, usage=__doc__)
   try:
     tf.config.set_visible_devices([], "GPU")  # decoding is CPU work; leave the GPUs to training
   except RuntimeError:

@@ -73,7 +73,7 @@ def comparison_table(labels, scores, thresholds, title, label_names=None):
 
 def main(argv):
   cfg = configs.CalibrationConfig()
-  configs.parse_overrides(argv, cfg)
+  configs.parse_overrides(argv, cfg, usage=__doc__)
   check_config(cfg)
 
   # Choose the thresholds on the calibration set.

@@ -2,7 +2,7 @@
 
 Run it beside evaluate.py, and watch both in TensorBoard:
 
-    python train.py --label_count=35 --input_tfrecord_file='data/train-*' --train_dir=runs/coco \
+    python train.py --label_count=35 --input_tfrecord_file='data/train-*' --train_dir=runs/coco \\
         --base_network_checkpoint=resnet_v2_50.ckpt
     python evaluate.py --checkpoint_dir=runs/coco --input_tfrecord_file='data/eval-*'
     tensorboard --logdir runs/coco
@@ -241,7 +241,7 @@ def train_loop(step, iterator, strategy, manager, writer, model_config, train_co
 def main(argv):
   model_config = configs.ModelConfig()  # edit here, e.g. label_count=35, input_tfrecord_file=...
   train_config = configs.TrainConfig()  # e.g. train_dir="runs/coco", number_of_steps=20000
-  configs.parse_overrides(argv, model_config, train_config)
+  configs.parse_overrides(argv, model_config, train_config, usage=__doc__)
   check_config(model_config, train_config)
   if train_config.seed >= 0:
     tf.random.set_seed(train_config.seed)

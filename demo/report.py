@@ -16,7 +16,7 @@ import metrics  # noqa: E402
 
 def main(argv):
   config = configs.ReportConfig()
-  configs.parse_overrides(argv, config)
+  configs.parse_overrides(argv, config, usage=__doc__)
   out = config.out
   names = metrics.load_label_names(os.path.join(out, "data", "label_names.txt"), 10)
   labels = metrics.load_labels(os.path.join(out, "data", "test", "image_label"))

@@ -1,7 +1,12 @@
-"""configs.parse_overrides: typed values, shared names, and exit status 2 naming bad input."""
+"""configs.parse_overrides: typed values, shared names, exit status 2 naming bad input, --help
+from configs.py's field comments, and .json config files."""
 
 import dataclasses
+import importlib
+import importlib.util
+import json
 import os
+import re
 import subprocess
 import sys
 
@@ -86,3 +91,161 @@ def test_real_process_exits_2_on_an_unknown_field(tmp_path):
                            "--num_trian=5"], cwd=REPO, capture_output=True, text=True, timeout=120)
   assert result.returncode == 2 and "--num_trian" in result.stderr
   assert os.listdir(tmp_path) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# --help: the usage, then every field with its type, default and configs.py comment.
+
+def test_field_comments_parser_takes_the_comment_on_the_line_a_field_ends():
+  source = '''
+import dataclasses
+
+X = 1  # not in a class
+
+@dataclasses.dataclass
+class A:
+  """Doc."""
+  # a comment line of its own belongs to no field
+  plain: int = 3  # three, as in the original
+  hashed: str = "a#b"  # the '#' in the default is no comment
+  spread: str = (
+      "two lines")  # the comment where the assignment ends
+  bare: float = 0.5
+  def method(self):  # not a field
+    local: int = 1  # nor is this
+    return local
+
+class B:
+  flag: bool = True  #   padded  
+'''
+  assert configs.field_comments(source) == {
+      "A": {"plain": "three, as in the original", "hashed": "the '#' in the default is no comment",
+            "spread": "the comment where the assignment ends", "bare": ""},
+      "B": {"flag": "padded"}}
+
+
+def test_every_config_field_has_a_comment_in_configs_py():
+  with open(configs.__file__, encoding="utf-8") as f:
+    comments = configs.field_comments(f.read())
+  for cls in configs.SECTIONS.values():
+    names = [field.name for field in dataclasses.fields(cls)]
+    assert list(comments[cls.__name__]) == names, cls.__name__
+    missing = [name for name, text in comments[cls.__name__].items() if not text]
+    assert not missing, f"{cls.__name__} fields without a comment: {missing}"
+
+
+def load_script(name):
+  """A script as a module (demo/report.py by its path)."""
+  if name == "demo/report":
+    spec = importlib.util.spec_from_file_location("report", os.path.join(REPO, "demo", "report.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+  return importlib.import_module(name)
+
+
+SCRIPT_CONFIGS = {
+    "create_tfrecord": [configs.CreateTFRecordConfig],
+    "read_tfrecord": [configs.ReadTFRecordConfig],
+    "make_demo_data": [configs.DemoDataConfig],
+    "train": [configs.ModelConfig, configs.TrainConfig],
+    "evaluate": [configs.EvalConfig],
+    "threshold_calibration": [configs.CalibrationConfig],
+    "inference": [configs.InferenceConfig],
+    "export_saved_model": [configs.InferenceConfig],
+    "demo/report": [configs.ReportConfig]}
+
+
+@pytest.mark.parametrize("script", sorted(SCRIPT_CONFIGS))
+def test_help_prints_usage_and_every_field_and_exits_0(capsys, script):
+  module = load_script(script)
+  with open(configs.__file__, encoding="utf-8") as f:
+    comments = configs.field_comments(f.read())
+  outputs = []
+  for flag in ("--help", "-h"):
+    with pytest.raises(SystemExit) as info:
+      errors.run(module.main, ["--no_such_field=1", flag])  # help wins over a bad flag
+    out, err = capsys.readouterr()
+    assert info.value.code == 0 and err == ""
+    outputs.append(out)
+  out = outputs[0]
+  assert outputs[1] == out
+  assert out.startswith(module.__doc__.strip("\n") + "\n")
+  lines = out.splitlines()
+  for cls in SCRIPT_CONFIGS[script]:
+    assert f"{cls.__name__}: {cls.__doc__}" in lines
+    for field in dataclasses.fields(cls):
+      default = getattr(cls(), field.name)
+      shown = (str(default).lower() if isinstance(default, bool)
+               else '""' if default == "" else str(default))
+      pattern = (rf"  --{field.name}={re.escape(shown)} +{field.type.__name__} +"
+                 rf"{re.escape(comments[cls.__name__][field.name])}")
+      assert any(re.fullmatch(pattern, line) for line in lines), (field.name, pattern)
+
+
+def test_help_of_the_real_process(tmp_path):
+  for flag in ("--help", "-h"):
+    result = subprocess.run([sys.executable, "train.py", flag], cwd=REPO, capture_output=True,
+                            text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert result.stdout.startswith("Trains the multi-label model")
+    assert "  --label_count=0 " in result.stdout and "  --number_of_steps=100000 " in result.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# .json config arguments: loaded first, then the --field=value overrides.
+
+def test_a_saved_config_loads_and_the_flags_override_it(capsys, tmp_path):
+  path = str(tmp_path / "config.json")
+  saved_model = configs.ModelConfig(label_count=7, target_height=64, use_regularizer=False,
+                                    weight_decay=3.0, input_tfrecord_file="d/*.rec")
+  saved_train = configs.TrainConfig(train_dir="runs/a", number_of_steps=20, optimizer="SGD")
+  configs.save_configs(path, model=saved_model, train=saved_train, label_names=list("abcdefg"))
+  model, train = configs.ModelConfig(), configs.TrainConfig()
+  # The flag comes first on the command line, and still wins over the file.
+  code, out, _ = parse(capsys, ["--number_of_steps=40000", path], model, train)
+  assert code is None
+  assert model == saved_model
+  assert train == dataclasses.replace(saved_train, number_of_steps=40000)
+  assert f"loaded ModelConfig ({len(dataclasses.fields(model))} fields) and TrainConfig" in out
+  assert "override TrainConfig.number_of_steps = 40000" in out
+
+
+def test_a_hand_written_subset_sets_only_its_fields_and_skips_other_stages(capsys, tmp_path):
+  path = tmp_path / "mine.json"
+  path.write_text(json.dumps({"eval": {"batch_size": 4, "run_once": True},
+                              "model": {"label_count": 3}, "label_names": ["a", "b", "c"],
+                              "run": {"global_step": 7}}))
+  cfg = configs.EvalConfig()
+  code, out, _ = parse(capsys, [str(path)], cfg)
+  assert code is None
+  assert cfg == configs.EvalConfig(batch_size=4, run_once=True)
+  assert f"loaded EvalConfig (2 fields) from {path}; skipped model (not this script's)" in out
+  float_field = tmp_path / "float.json"  # a JSON integer is a float field's value too
+  float_field.write_text('{"train": {"learning_rate": 1}}')
+  train = configs.TrainConfig()
+  assert parse(capsys, [str(float_field)], train)[0] is None
+  assert train.learning_rate == 1.0 and type(train.learning_rate) is float
+
+
+@pytest.mark.parametrize("content, status, named", [
+    ('{"modle": {"label_count": 3}}', 2, "unknown section 'modle'"),
+    ('{"model": {"label_cuont": 3}}', 2, "unknown field model.label_cuont"),
+    ('{"model": {"label_count": "3"}}', 2, "model.label_count='3': expected int"),
+    ('{"model": {"label_count": 3.5}}', 2, "model.label_count=3.5: expected int"),
+    ('{"model": {"use_regularizer": 1}}', 2, "model.use_regularizer=1: expected bool"),
+    ('{"model": {"label_count": true}}', 2, "model.label_count=True: expected int"),
+    ('{"model": [1]}', 2, "section 'model' is not a JSON object"),
+    ('{"model": {"label_count": 3},\n "train": }', 2, ":2: not valid JSON"),
+    ("[]", 2, "expected a JSON object of sections"),
+    (None, 1, "no such config file")])
+def test_a_bad_config_file_is_one_line_naming_the_file_and_field(capsys, tmp_path, content,
+                                                                 status, named):
+  path = tmp_path / "bad.json"
+  if content is not None:
+    path.write_text(content)
+  model = configs.ModelConfig()
+  code, _, err = parse(capsys, [str(path)], model, configs.TrainConfig())
+  assert code == status
+  assert err.startswith(f"error: {path}") and named in err and err.count("\n") == 1, err
+  assert model == configs.ModelConfig()
