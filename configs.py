@@ -156,8 +156,8 @@ class InferenceConfig:
   gpu_id: str = "0"  # CUDA_VISIBLE_DEVICES; "-1" = CPU
   image_list_file: str = ""  # plain list of paths, or an original-format image_list
   image_dir: str = ""  # image_list names are relative to this; alone: every image in it
-  resize_height: int = 290  # resize before the 10 crops; 0 = from the train config
-  resize_width: int = 290  # resize before the 10 crops; 0 = from the train config
+  resize_height: int = 0  # resize before the 10 crops; 0 = target * 290/224 (290 at 224, 83 at 64)
+  resize_width: int = 0  # resize before the 10 crops; 0 = target * 290/224 (290 at 224, 83 at 64)
   aggregation: str = "mean"  # mean | max over the 10 crops
   batch_size: int = 8  # images per batch (x10 crops through the network)
   xla: str = "auto"  # auto (time both scorers on the first batch, keep the faster) | true | false

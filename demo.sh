@@ -56,9 +56,8 @@ $PY threshold_calibration.py --label_file="$OUT/eval_labels.txt" --score_file="$
 
 stage "6. 10-crop inference on the held-out test split"
 $PY inference.py --checkpoint_path="$OUT/train" --image_list_file="$OUT/data/test/image_list" \
-  --image_dir="$OUT/data/test/images" --inference_dir="$OUT/inference" --resize_height=0 \
-  --resize_width=0 --thresholds_file="$OUT/thresholds.txt" \
-  --label_names_file="$OUT/data/label_names.txt" --gpu_id=-1
+  --image_dir="$OUT/data/test/images" --inference_dir="$OUT/inference" \
+  --thresholds_file="$OUT/thresholds.txt" --label_names_file="$OUT/data/label_names.txt" --gpu_id=-1
 
 stage "7. Thresholds applied to the test scores"
 $PY threshold_calibration.py --label_file="$OUT/eval_labels.txt" --score_file="$OUT/eval_scores.txt" \

@@ -25,8 +25,9 @@ import tensorflow as tf
 
 import configs
 import errors
+import metrics
 import run_utils
-from multi_label_classification_model import preprocess_ten_crop, score_ten_crops
+from multi_label_classification_model import preprocess_ten_crop, score_ten_crops, ten_crop_resize
 from run_utils import log
 
 CROPS = 10
@@ -38,12 +39,10 @@ def serving_module(model, resize, target, aggregation, thresholds=None):
 
   Args:
     model: a MultiLabelClassificationModel with its trained weights.
-    resize, target: (height, width) of the resize and of the 10 crops, as inference.resize_hw.
+    resize, target: (height, width) of the resize and of the 10 crops (ten_crop_resize).
     aggregation: 'mean' or 'max' over the 10 crops.
     thresholds: None (no `labels` output), one threshold, or one per label.
   """
-  if aggregation not in ("mean", "max"):
-    raise ValueError(f"aggregation={aggregation!r}: expected mean or max")
   labels, (th, tw) = model.config.label_count, target
   if thresholds is not None:
     # float64, so that score >= threshold decides exactly as inference.py's numpy comparison.
@@ -56,7 +55,9 @@ def serving_module(model, resize, target, aggregation, thresholds=None):
     crops = preprocess_ten_crop(image_data, resize, target)
     return tf.ensure_shape(crops, [CROPS, th, tw, 3])
 
-  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
+  # autograph=False, as inference.make_scorer: so that a bad aggregation stays one ConfigError.
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")],
+               autograph=False)
   def serve(images):
     crops = tf.map_fn(preprocess, images,
                       fn_output_signature=tf.TensorSpec([CROPS, th, tw, 3], tf.float32))
@@ -66,6 +67,7 @@ def serving_module(model, resize, target, aggregation, thresholds=None):
       outputs["labels"] = tf.cast(above, tf.int64)
     return outputs
 
+  serve.get_concrete_function()  # traces now: a bad aggregation fails here, not at the save
   module = tf.Module()
   module.model = model  # tracks the variables, so that they are saved
   module.serve = serve
@@ -116,14 +118,15 @@ def main(argv):
   config = configs.InferenceConfig()  # edit here, e.g. export_saved_model="export/coco"
   configs.parse_overrides(argv, config, usage=__doc__)
   if not config.export_saved_model:
-    raise ValueError("set --export_saved_model to the folder the SavedModel goes to")
-  import inference  # here, not at the top: inference.py imports this module for its own export
+    raise errors.ConfigError("set --export_saved_model to the folder the SavedModel goes to")
   run_utils.select_devices(config.gpu_id)
 
   model, model_config, prefix, step = run_utils.load_trained_model(config.checkpoint_path)
   log(f"restored {prefix} (step {step})")
-  resize, target = inference.resize_hw(config, model_config)
-  thresholds = inference.prediction_thresholds(config, model_config.label_count)
+  target = (model_config.target_height, model_config.target_width)
+  resize = ten_crop_resize((config.resize_height, config.resize_width), target)
+  thresholds = metrics.prediction_thresholds(config.thresholds_file, config.threshold,
+                                             model_config.label_count)
   export(model, config.export_saved_model, resize, target, config.aggregation, thresholds)
   log(f"wrote a SavedModel to {config.export_saved_model}: {SIGNATURE}(images: tf.string [N]) -> "
       f"scores [N, {model_config.label_count}] ({config.aggregation} of 10 crops of {target} "

@@ -24,7 +24,8 @@ import export_saved_model
 import metrics
 import records
 import run_utils
-from multi_label_classification_model import preprocess_ten_crop, score_ten_crops
+from multi_label_classification_model import (preprocess_ten_crop, score_ten_crops,
+                                              ten_crop_resize)
 from run_utils import log
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
@@ -48,16 +49,6 @@ def get_test_image_list(config):
   raise ValueError("set --image_list_file or --image_dir to the images to score")
 
 
-def resize_hw(config, model_config):
-  """InferenceConfig's resize, or with 0 the original's 290/224 ratio applied to the target."""
-  target = (model_config.target_height, model_config.target_width)
-  resize = (config.resize_height or round(target[0] * 290 / 224),
-            config.resize_width or round(target[1] * 290 / 224))
-  if resize[0] < target[0] or resize[1] < target[1]:
-    raise ValueError(f"resize {resize} is smaller than the crops {target}")
-  return resize, target
-
-
 def crops_dataset(paths, resize, target, batch_size):
   """(index, [10, h, w, 3]) batches; images that fail to decode are dropped (found by index)."""
   def load(index, path):
@@ -65,20 +56,6 @@ def crops_dataset(paths, resize, target, batch_size):
   ds = tf.data.Dataset.from_tensor_slices((tf.range(len(paths)), tf.constant(paths, tf.string)))
   ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
   return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-
-
-def prediction_thresholds(config, label_count):
-  """thresholds_file's per-label thresholds ([label_count] float64), else the single `threshold`.
-
-  A thresholds file with a count other than label_count is a ValueError naming the file.
-  """
-  if not config.thresholds_file:
-    return config.threshold
-  thresholds = metrics.load_thresholds(config.thresholds_file)
-  if thresholds.size != label_count:
-    raise ValueError(f"{config.thresholds_file}: {thresholds.size} thresholds, but the model "
-                     f"has {label_count} labels")
-  return thresholds
 
 
 def make_scorer(model, aggregation, xla="false"):
@@ -90,13 +67,13 @@ def make_scorer(model, aggregation, xla="false"):
   for the rest (the first batch costs four passes). XLA compiles once per batch shape (~5 s for
   ResNet-50 on 2 cores): here twice, the full batches and the last one.
   """
-  if aggregation not in ("mean", "max"):
-    raise ValueError(f"aggregation={aggregation!r}: expected mean or max")
   if xla not in ("auto", "true", "false"):
-    raise ValueError(f"xla={xla!r}: expected auto, true or false")
-  plain = tf.function(lambda crops: score_ten_crops(model, crops, aggregation))
-  compiled = tf.function(lambda crops: score_ten_crops(model, crops, aggregation),
-                         jit_compile=True)
+    raise errors.ConfigError(f"xla={xla!r}: expected auto, true or false")
+  # autograph=False: nothing here branches on tensors, and autograph would turn the ConfigError
+  # score_ten_crops raises for a bad aggregation (at the first trace) into a multi-line error.
+  forward = lambda crops: score_ten_crops(model, crops, aggregation)
+  plain = tf.function(forward, autograph=False)
+  compiled = tf.function(forward, jit_compile=True, autograph=False)
   if xla != "auto":
     return compiled if xla == "true" else plain
   chosen = []
@@ -164,8 +141,10 @@ def main(argv):
   log(f"restored {prefix} (step {step})")
   # Read the names and thresholds now, so that a bad file fails before the images are scored.
   label_names = metrics.load_label_names(config.label_names_file, model_config.label_count)
-  thresholds = prediction_thresholds(config, model_config.label_count)
-  resize, target = resize_hw(config, model_config)
+  thresholds = metrics.prediction_thresholds(config.thresholds_file, config.threshold,
+                                             model_config.label_count)
+  target = (model_config.target_height, model_config.target_width)
+  resize = ten_crop_resize((config.resize_height, config.resize_width), target)
   paths = get_test_image_list(config)
   log(f"scoring {len(paths)} images: resize {resize}, 10 crops of {target}, {config.aggregation}")
 

@@ -473,6 +473,20 @@ def save_thresholds(path, thresholds, method):
   _write_atomically(path, "".join(lines))
 
 
+def prediction_thresholds(thresholds_file, threshold, label_count):
+  """thresholds_file's per-label thresholds ([label_count] float64), else the single `threshold`.
+
+  A thresholds file with a count other than label_count is a DataError naming the file.
+  """
+  if not thresholds_file:
+    return threshold
+  thresholds = load_thresholds(thresholds_file)
+  if thresholds.size != label_count:
+    raise errors.DataError(f"{thresholds_file}: {thresholds.size} thresholds, but the model has "
+                           f"{label_count} labels")
+  return thresholds
+
+
 def load_thresholds(path):
   """A thresholds file (one per line, '#' comment lines skipped) as float64 [num_labels]."""
   thresholds = []

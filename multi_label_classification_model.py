@@ -17,6 +17,7 @@ The file holds these four parts because each stage uses all of them together (~4
 import numpy as np
 import tensorflow as tf
 
+import errors
 import records
 import resnet_utils
 import resnet_v2
@@ -313,9 +314,13 @@ def ten_crops(image, target_hw):
 
 
 def score_ten_crops(model, crops, aggregation):
-  """[B, 10, h, w, 3] crops -> [B, L] sigmoid scores combined over the crops by mean or max."""
+  """[B, 10, h, w, 3] crops -> [B, L] sigmoid scores combined over the crops by mean or max.
+
+  The one place `aggregation` is checked: a tf.function that calls this raises the ConfigError
+  when it is traced, before it scores anything.
+  """
   if aggregation not in ("mean", "max"):
-    raise ValueError(f"aggregation={aggregation!r}: expected mean or max")
+    raise errors.ConfigError(f"aggregation={aggregation!r}: expected mean or max")
   height, width = crops.shape[2], crops.shape[3]
   flat = tf.reshape(crops, [-1, height, width, 3])  # [B, 10, h, w, 3] -> [B*10, h, w, 3]
   _, end_points = model(flat, training=False)
@@ -323,6 +328,25 @@ def score_ten_crops(model, crops, aggregation):
                         [tf.shape(crops)[0], 10, model.config.label_count])  # [B, 10, L]
   reduce = tf.reduce_mean if aggregation == "mean" else tf.reduce_max
   return reduce(per_crop, axis=1)
+
+
+TEN_CROP_RESIZE_RATIO = 290 / 224  # the original resized to 290 before cutting 224 crops
+
+
+def ten_crop_resize(resize_hw, target_hw):
+  """The (height, width) an image is resized to before its 10 crops of target_hw.
+
+  A side given as 0 follows the model: the original's 290/224 ratio applied to the trained
+  target side, so 290 for a 224 model and 83 for a 64 one. A side given explicitly wins, but
+  one smaller than the target's is a ConfigError: the crops would not fit.
+  """
+  resize = tuple(side or round(target * TEN_CROP_RESIZE_RATIO)
+                 for side, target in zip(resize_hw, target_hw))
+  if resize[0] < target_hw[0] or resize[1] < target_hw[1]:
+    raise errors.ConfigError(
+        f"resize_height/resize_width {tuple(resize_hw)} give a resize {resize} smaller than the "
+        f"model's {tuple(target_hw)} crops; use sides >= the target, or 0 to follow the model")
+  return resize
 
 
 def preprocess_ten_crop(image_data, resize_hw, target_hw):

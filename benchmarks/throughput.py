@@ -49,7 +49,7 @@ import train  # noqa: E402
 from keras_peer import keras_model  # noqa: E402
 from multi_label_classification_model import (MultiLabelClassificationModel,  # noqa: E402
                                               build_dataset, compute_dtype,
-                                              preprocess_ten_crop)
+                                              preprocess_ten_crop, ten_crop_resize)
 
 # Process-wide settings that change these figures; the JSON records the ones that are set.
 ENV_KNOBS = ("TF_ENABLE_ONEDNN_OPTS", "TF_CPU_ALLOCATOR_USE_BFC", "OMP_NUM_THREADS",
@@ -379,9 +379,7 @@ def ten_crop_batch(args, folder, count):
   """[count, 10, s, s, 3] crops of generated photos, preprocessed as inference.py does (its
   default resize: the original's 290/224 of the target)."""
   target = (args.image_size, args.image_size)
-  resize = inference.resize_hw(
-      configs.InferenceConfig(resize_height=0, resize_width=0),
-      configs.ModelConfig(target_height=target[0], target_width=target[1]))[0]
+  resize = ten_crop_resize((0, 0), target)
   paths = sorted(os.listdir(os.path.join(folder, "images")))[:count]
   return tf.stack([preprocess_ten_crop(tf.io.read_file(os.path.join(folder, "images", p)),
                                        resize, target) for p in paths])

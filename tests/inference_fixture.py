@@ -106,7 +106,7 @@ def build(root):
       model=model, heads={"A": head_a, "B": head_b})
 
 
-def hand_ten_crops(path):
+def hand_ten_crops(path, resize=RESIZE):
   """The 10 crops built by hand: decode, resize, numpy slicing and np.flip -> [10, h, w, 3].
 
   PNGs are decoded by PIL (lossless, so exact); JPEGs by TensorFlow, since libjpeg builds differ
@@ -118,20 +118,20 @@ def hand_ten_crops(path):
   else:
     pixels = np.asarray(Image.open(path).convert("RGB"))
   pixels = pixels.astype(np.float32) / 255.0
-  resized = tf.image.resize(pixels, RESIZE).numpy() * 2.0 - 1.0  # bilinear, as inference.py
-  (height, width), (th, tw) = RESIZE, TARGET
+  resized = tf.image.resize(pixels, resize).numpy() * 2.0 - 1.0  # bilinear, as inference.py
+  (height, width), (th, tw) = resize, TARGET
   corners = [(0, 0), (0, width - tw), (height - th, 0), (height - th, width - tw),
              ((height - th) // 2, (width - tw) // 2)]
   crops = [resized[y:y + th, x:x + tw] for y, x in corners]
   return np.stack(crops + [np.flip(c, axis=1) for c in crops])
 
 
-def per_crop_scores(fixture, head, paths):
-  """{path: [10, L] sigmoid scores} of the model with head 'A' or 'B' on the hand-made crops,
-  run eagerly (no tf.function, no tf.data)."""
+def per_crop_scores(fixture, head, paths, resize=RESIZE):
+  """{path: [10, L] sigmoid scores} of the model with head 'A' or 'B' on the hand-made crops of
+  a `resize` resize, run eagerly (no tf.function, no tf.data)."""
   for v in fixture.model.trainable_variables:
     v.assign(fixture.heads[head][v.name])
-  crops = np.concatenate([hand_ten_crops(p) for p in paths])  # [N*10, h, w, 3]
+  crops = np.concatenate([hand_ten_crops(p, resize) for p in paths])  # [N*10, h, w, 3]
   _, end_points = fixture.model(crops)
   scores = end_points["predictions"].numpy().reshape(len(paths), 10, LABELS)
   return dict(zip(paths, scores))

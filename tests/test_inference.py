@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 
 import configs
+import errors
 import inference
 import inference_fixture as fx
+import multi_label_classification_model as mlc
 
 NAMES = ["cat", "dog", "bird"]
 ATOL = 1e-5  # graph vs eager float32 ResNet-50, and the score file's %.6f rounding (5e-7)
@@ -184,6 +186,54 @@ def test_threshold_count_mismatch_is_a_clear_error_before_scoring(trained, tmp_p
     run_main([f"--checkpoint_path={trained.train_dir}", f"--image_dir={trained.image_dir}",
               f"--thresholds_file={thresholds_file}", f"--inference_dir={tmp_path / 'out'}"])
   assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# The default resize follows the model (the original's 290/224 of the trained target size).
+
+DEFAULT_RESIZE = (83, 124)  # round(64 * 290 / 224), round(96 * 290 / 224)
+
+
+def test_the_resize_rule():
+  assert mlc.ten_crop_resize((0, 0), (224, 224)) == (290, 290)  # the original's 290 at 224
+  assert mlc.ten_crop_resize((0, 0), (64, 64)) == (83, 83)
+  assert mlc.ten_crop_resize((0, 0), fx.TARGET) == DEFAULT_RESIZE
+  assert mlc.ten_crop_resize((300, 0), fx.TARGET) == (300, 124)  # a given side wins
+  assert mlc.ten_crop_resize(fx.TARGET, fx.TARGET) == fx.TARGET  # crops of the whole image
+  with pytest.raises(errors.ConfigError, match=r"\(0, 90\) give a resize \(83, 90\) smaller "
+                                               r"than the model's \(64, 96\) crops"):
+    mlc.ten_crop_resize((0, 90), fx.TARGET)
+
+
+def test_default_crops_are_of_the_followed_resize(trained):
+  """preprocess_ten_crop at the default resize equals numpy's crops of an 83 x 124 resize."""
+  path = os.path.join(trained.image_dir, "d.png")
+  with open(path, "rb") as f:
+    crops = mlc.preprocess_ten_crop(f.read(), mlc.ten_crop_resize((0, 0), fx.TARGET), fx.TARGET)
+  np.testing.assert_allclose(crops.numpy(), fx.hand_ten_crops(path, DEFAULT_RESIZE), atol=1e-5)
+
+
+def test_defaults_score_crops_of_the_followed_resize(trained, tmp_path):
+  """No resize flags: the 10-crop scores are the model's on numpy crops of an 83 x 124 resize
+  (not of a 290 x 290 one, the old default whatever the model)."""
+  paths = [os.path.join(trained.image_dir, name) for name in fx.IMAGES]
+  out = io.StringIO()
+  with contextlib.redirect_stdout(out):
+    assert inference.main(["--gpu_id=-1", f"--checkpoint_path={trained.prefix_a}",
+                           f"--image_dir={trained.image_dir}", f"--inference_dir={tmp_path}",
+                           "--xla=false"]) == 0
+  assert f"resize {DEFAULT_RESIZE}, 10 crops of {fx.TARGET}" in out.getvalue()
+  hand = fx.per_crop_scores(trained, "A", paths, DEFAULT_RESIZE)
+  rows = read_csv(tmp_path / "predictions.csv")[1:]
+  scores = np.loadtxt(tmp_path / "scores.txt")
+  checked = 0
+  for row, score in zip(rows, scores):
+    if row[1] == "ok":
+      np.testing.assert_allclose(score, hand[row[0]].mean(axis=0), atol=ATOL, err_msg=row[0])
+      checked += 1
+  assert checked == len(fx.IMAGES)
+  at_290 = fx.per_crop_scores(trained, "A", paths[:1], (290, 290))[paths[0]].mean(axis=0)
+  assert np.abs(at_290 - hand[paths[0]].mean(axis=0)).max() > 1e-3  # the resize shows
 
 
 # ---------------------------------------------------------------------------------------------
