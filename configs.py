@@ -17,6 +17,7 @@ file is longer than ~300 lines.
 
 import ast
 import dataclasses
+import difflib
 import io
 import json
 import os
@@ -407,7 +408,9 @@ def parse_overrides(argv, *configs, usage=""):
     targets = [c for c in configs if name in {f.name for f in dataclasses.fields(c)}]
     if not targets:
       known = sorted({f.name for c in configs for f in dataclasses.fields(c)})
-      raise ConfigError(f"unknown field --{name}; known fields: {', '.join(known)}")
+      close = difflib.get_close_matches(name, known, n=1)
+      hint = f"did you mean --{close[0]}? " if close else ""
+      raise ConfigError(f"unknown field --{name}; {hint}(--help lists every field)")
     for cfg in targets:
       typ = typing.get_type_hints(type(cfg))[name]
       value = _convert(name, text, typ)

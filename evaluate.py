@@ -50,7 +50,7 @@ def score_dataset(predict, dataset):
     progress.update(sum(len(s) for s in scores))
   progress.clear()
   if not scores:
-    raise ValueError("the eval records are empty")
+    raise errors.DataError("the eval records are empty")
   return np.concatenate(scores), np.concatenate(labels).astype(int), np.concatenate(losses).mean()
 
 
@@ -162,31 +162,43 @@ def checkpoints_to_evaluate(eval_config):
       timeout=eval_config.timeout_secs or None)
 
 
+def build_evaluator(prefix, eval_config, eval_dir):
+  """The model and what goes with it, built on the first checkpoint (train.py has then written
+  config.json): (model, predict, model_config, label names, train dir, summary writer).
+
+  Checks the eval records' label count against the model's before anything is written.
+  """
+  train_dir = os.path.dirname(prefix)  # holds config.json (a train dir or a best/ copy)
+  model_config = run_utils.load_model_config(train_dir)
+  model_config.batch_size = eval_config.batch_size
+  records.check_label_count(eval_config.input_tfrecord_file, model_config.label_count,
+                            model_config.image_label_key)
+  label_names = metrics.load_label_names(eval_config.label_names_file, model_config.label_count)
+  model = MultiLabelClassificationModel(model_config)
+  os.makedirs(eval_dir, exist_ok=True)
+  writer = tf.summary.create_file_writer(eval_dir)
+  return model, predict_fn(model), model_config, label_names, train_dir, writer
+
+
 def main(argv):
   eval_config = configs.EvalConfig()  # edit here, e.g. checkpoint_dir="runs/coco"
   configs.parse_overrides(argv, eval_config, usage=__doc__)
   if not eval_config.input_tfrecord_file:
     raise errors.ConfigError("set --input_tfrecord_file to the eval TFRecords")
+  records.expand_file_spec(eval_config.input_tfrecord_file)  # missing records: an error now
   eval_dir = eval_config.eval_dir or os.path.join(eval_config.checkpoint_dir, "eval")
-  os.makedirs(eval_dir, exist_ok=True)
   run_utils.select_devices(eval_config.gpu_id)
 
-  model = predict = writer = None
+  model = None
   done = already_evaluated(eval_dir)
   evaluations = 0
   for prefix in checkpoints_to_evaluate(eval_config):
     name = os.path.basename(prefix)
     if name in done and not eval_config.run_once:
       continue
-    if model is None:  # built on the first checkpoint, once train.py has written config.json
-      train_dir = os.path.dirname(prefix)  # holds config.json (a train dir or a best/ copy)
-      model_config = run_utils.load_model_config(train_dir)
-      model_config.batch_size = eval_config.batch_size
-      model = MultiLabelClassificationModel(model_config)
-      predict = predict_fn(model)
-      writer = tf.summary.create_file_writer(eval_dir)
-      label_names = metrics.load_label_names(eval_config.label_names_file,
-                                             model_config.label_count)
+    if model is None:
+      model, predict, model_config, label_names, train_dir, writer = build_evaluator(
+          prefix, eval_config, eval_dir)
     try:
       if not eval_config.run_once and int(name.rsplit("-", 1)[-1]) < eval_config.min_global_step:
         log(f"skipping {name}: below min_global_step={eval_config.min_global_step}")

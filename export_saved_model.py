@@ -74,20 +74,31 @@ def serving_module(model, resize, target, aggregation, thresholds=None):
   return module
 
 
+class ExportDirError(errors.ConfigError, FileExistsError):
+  """export_saved_model names a folder that must not be replaced (a ConfigError, exit 2)."""
+
+
+def check_export_dir(export_dir):
+  """ExportDirError if export_dir is a file, or a non-empty folder that holds no SavedModel, so
+  that a typo never deletes someone's files. The mains call it before any work."""
+  export_dir = os.path.abspath(export_dir)
+  if (os.path.isdir(export_dir) and os.listdir(export_dir)
+      and not os.path.exists(os.path.join(export_dir, "saved_model.pb"))):
+    raise ExportDirError(f"export_saved_model={export_dir!r} is a non-empty folder that holds "
+                         "no SavedModel; refusing to replace it")
+  if os.path.exists(export_dir) and not os.path.isdir(export_dir):
+    raise ExportDirError(f"export_saved_model={export_dir!r} is a file, not a folder")
+
+
 def export(model, export_dir, resize, target, aggregation, thresholds=None):
   """Writes the serving SavedModel to `export_dir`, atomically; returns export_dir.
 
   The SavedModel is written to a temporary folder beside export_dir and renamed into place, so a
   SavedModel at export_dir is always complete. An existing SavedModel there is replaced; any other
-  non-empty folder is an error, so that a typo never deletes someone's files.
+  non-empty folder is an error (check_export_dir).
   """
+  check_export_dir(export_dir)
   export_dir = os.path.abspath(export_dir)
-  if (os.path.isdir(export_dir) and os.listdir(export_dir)
-      and not os.path.exists(os.path.join(export_dir, "saved_model.pb"))):
-    raise FileExistsError(f"export_saved_model={export_dir!r} is a non-empty folder that holds "
-                          "no SavedModel; refusing to replace it")
-  if os.path.exists(export_dir) and not os.path.isdir(export_dir):
-    raise FileExistsError(f"export_saved_model={export_dir!r} is a file, not a folder")
   module = serving_module(model, resize, target, aggregation, thresholds)
   parent, name = os.path.split(export_dir)
   os.makedirs(parent, exist_ok=True)
@@ -119,6 +130,7 @@ def main(argv):
   configs.parse_overrides(argv, config, usage=__doc__)
   if not config.export_saved_model:
     raise errors.ConfigError("set --export_saved_model to the folder the SavedModel goes to")
+  check_export_dir(config.export_saved_model)
   run_utils.select_devices(config.gpu_id)
 
   model, model_config, prefix, step = run_utils.load_trained_model(config.checkpoint_path)

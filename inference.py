@@ -36,17 +36,26 @@ def get_test_image_list(config):
 
   image_list_file: a plain list of paths, or an original-format image_list ("name.jpg 3"); only
   the first column is used, and relative names are resolved against image_dir. image_dir alone:
-  every image in it, sorted.
+  every image in it, sorted. Neither is a ConfigError; a missing or empty list or folder is a
+  DataError naming it.
   """
   if config.image_list_file:
-    with open(config.image_list_file) as f:
-      names = [line.split()[0] for line in f if line.strip()]
+    names = [line.split()[0] for line in metrics.read_lines(config.image_list_file)
+             if line.strip()]
+    if not names:
+      raise errors.DataError(f"{config.image_list_file}: no image names in it")
     return [os.path.join(config.image_dir, n) if config.image_dir and not os.path.isabs(n)
             else n for n in names]
   if config.image_dir:
-    return sorted(os.path.join(config.image_dir, n) for n in os.listdir(config.image_dir)
-                  if n.lower().endswith(IMAGE_EXTENSIONS))
-  raise ValueError("set --image_list_file or --image_dir to the images to score")
+    if not os.path.isdir(config.image_dir):
+      raise errors.MissingFileError(f"image_dir={config.image_dir!r}: no such directory")
+    paths = sorted(os.path.join(config.image_dir, n) for n in os.listdir(config.image_dir)
+                   if n.lower().endswith(IMAGE_EXTENSIONS))
+    if not paths:
+      raise errors.DataError(f"image_dir={config.image_dir!r}: no images in it (no file ending "
+                             f"in {', '.join(IMAGE_EXTENSIONS)})")
+    return paths
+  raise errors.ConfigError("set --image_list_file or --image_dir to the images to score")
 
 
 def crops_dataset(paths, resize, target, batch_size):
@@ -135,6 +144,9 @@ def write_predictions_csv(path, paths, scores, failed, thresholds, label_names):
 def main(argv):
   config = configs.InferenceConfig()  # edit here, e.g. checkpoint_path="runs/coco/eval/best"
   configs.parse_overrides(argv, config, usage=__doc__)
+  paths = get_test_image_list(config)
+  if config.export_saved_model:
+    export_saved_model.check_export_dir(config.export_saved_model)
   run_utils.select_devices(config.gpu_id)
 
   model, model_config, prefix, step = run_utils.load_trained_model(config.checkpoint_path)
@@ -145,7 +157,6 @@ def main(argv):
                                              model_config.label_count)
   target = (model_config.target_height, model_config.target_width)
   resize = ten_crop_resize((config.resize_height, config.resize_width), target)
-  paths = get_test_image_list(config)
   log(f"scoring {len(paths)} images: resize {resize}, 10 crops of {target}, {config.aggregation}")
 
   start = time.time()

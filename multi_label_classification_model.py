@@ -36,7 +36,7 @@ COMPUTE_DTYPES = {"float32": tf.float32, "mixed_bfloat16": tf.bfloat16,
 def compute_dtype(precision):
   """The dtype activations run in for a ModelConfig.precision; variables always stay float32."""
   if precision not in COMPUTE_DTYPES:
-    raise ValueError(f"precision={precision!r}: expected one of {sorted(COMPUTE_DTYPES)}")
+    raise errors.ConfigError(f"precision={precision!r}: expected one of {sorted(COMPUTE_DTYPES)}")
   return COMPUTE_DTYPES[precision]
 
 
@@ -59,16 +59,17 @@ class MultiLabelClassificationModel(tf.Module):
   def __init__(self, config, name=None):
     super().__init__(name=name)
     if config.label_count < 1:
-      raise ValueError(f"label_count={config.label_count}: set it to the number of labels")
+      raise errors.ConfigError(f"label_count={config.label_count}: set it to the number of labels")
     for side in ("target_height", "target_width"):
-      if getattr(config, side) % 32:
-        raise ValueError(f"{side}={getattr(config, side)}: must be a multiple of 32 "
-                         "(the backbone's output stride)")
+      if getattr(config, side) % 32 or getattr(config, side) < 32:
+        raise errors.ConfigError(f"{side}={getattr(config, side)}: must be a positive multiple of "
+                                 "32 (the backbone's output stride)")
     if config.backbone not in BACKBONES:
-      raise ValueError(f"backbone={config.backbone!r}: expected one of {', '.join(BACKBONES)}")
+      raise errors.ConfigError(f"backbone={config.backbone!r}: expected one of "
+                               f"{', '.join(BACKBONES)}")
     if config.head_depth < 0:
-      raise ValueError(f"head_depth={config.head_depth}: use 0 (= label_count, the original) "
-                       "or a number of channels")
+      raise errors.ConfigError(f"head_depth={config.head_depth}: use 0 (= label_count, the "
+                               "original) or a number of channels")
     self.config = config
     self.dtype = compute_dtype(config.precision)
     self.backbone = BACKBONES[config.backbone](
@@ -151,6 +152,9 @@ def count_dead_units(activities):
 
 # ---------------------------------------------------------------------------------------------
 # Loss.
+
+LOSSES = ("sigmoid", "focal", "asymmetric")  # per_example_loss's kinds
+
 
 def per_example_loss(logits, labels, kind="sigmoid", focal_gamma=2.0, gamma_neg=4.0,
                      gamma_pos=0.0, asl_clip=0.05):

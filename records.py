@@ -65,6 +65,36 @@ def expand_file_spec(spec):
   return files
 
 
+def check_label_count(file_spec, label_count, image_label_key=IMAGE_LABEL_KEY):
+  """Reads the first record of each file of `file_spec` and checks its number of labels.
+
+  Cheap (one record per file), so that a wrong --label_count or the wrong records stop a run
+  before it starts, rather than at the first batch that holds such a record.
+  Returns:
+    the files (expand_file_spec).
+  Raises:
+    errors.MissingFileError: the spec matches no file.
+    errors.DataError: a first record has no `image_label_key` feature list or another number of
+      labels (naming the file and both counts), or no file holds a record.
+  """
+  files = expand_file_spec(file_spec)
+  found = False
+  for path in files:
+    for serialized in tf.data.TFRecordDataset(path).take(1):
+      found = True
+      lists = tf.train.SequenceExample.FromString(serialized.numpy()).feature_lists.feature_list
+      if image_label_key not in lists:
+        raise errors.DataError(f"{path}: its first record has no feature list "
+                               f"{image_label_key!r} (it has {sorted(lists)})")
+      count = len(lists[image_label_key].feature)
+      if count != label_count:
+        raise errors.DataError(f"{path}: its first record has {count} labels, but label_count is "
+                               f"{label_count}")
+  if not found:
+    raise errors.DataError(f"{file_spec}: no records in {len(files)} file(s)")
+  return files
+
+
 def shard_paths(output_file, num_shards):
   """Output names: the file itself for one shard, else <output_file>-00000-of-0000N etc."""
   if num_shards < 1:

@@ -10,6 +10,7 @@ import os
 import tensorflow as tf
 
 import configs
+import errors
 from multi_label_classification_model import HEAD_SCOPE, MultiLabelClassificationModel
 
 CONFIG_FILE = "config.json"
@@ -27,7 +28,11 @@ def select_devices(gpu_id):
   gpus = tf.config.list_physical_devices("GPU")
   if gpu_id.strip() == "":
     return gpus
-  wanted = [int(i) for i in gpu_id.split(",") if int(i) >= 0]
+  try:
+    wanted = [int(i) for i in gpu_id.split(",") if int(i) >= 0]
+  except ValueError:
+    raise errors.ConfigError(f"gpu_id={gpu_id!r}: expected GPU numbers such as 0 or 0,1; "
+                             '"" = all, -1 = CPU only') from None
   missing = [i for i in wanted if i >= len(gpus)]
   if missing:
     log(f"note: gpu_id={gpu_id!r} but only {len(gpus)} GPU(s) are visible; using what exists")
@@ -47,9 +52,9 @@ def make_strategy(name):
     return tf.distribute.MirroredStrategy()
   if name == "multi_worker":
     if "TF_CONFIG" not in os.environ:
-      raise ValueError("strategy=multi_worker needs the cluster in the TF_CONFIG variable")
+      raise errors.ConfigError("strategy=multi_worker needs the cluster in the TF_CONFIG variable")
     return tf.distribute.MultiWorkerMirroredStrategy()
-  raise ValueError(f"strategy={name!r}: expected default, mirrored or multi_worker")
+  raise errors.ConfigError(f"strategy={name!r}: expected default, mirrored or multi_worker")
 
 
 def is_chief(strategy):
@@ -117,7 +122,7 @@ def make_optimizer(train_config, variables, loss_scale=False, weight_decay=1e-4,
   elif name == "RMSProp":
     optimizer = tf.keras.optimizers.RMSprop(lr, momentum=train_config.momentum)
   else:
-    raise ValueError(f"optimizer={name!r}: expected Adam, SGD, Momentum, RMSProp or AdamW")
+    raise errors.ConfigError(f"optimizer={name!r}: expected Adam, SGD, Momentum, RMSProp or AdamW")
   if loss_scale:
     optimizer = tf.keras.optimizers.LossScaleOptimizer(optimizer)
   optimizer.build(variables)
@@ -172,11 +177,11 @@ def resolve_checkpoint(path):
   if os.path.isdir(path):
     prefix = tf.train.latest_checkpoint(path)
     if prefix is None:
-      raise FileNotFoundError(f"{path}: no checkpoint in this directory")
+      raise errors.MissingFileError(f"{path}: no checkpoint in this directory")
     return prefix, path
   if tf.io.gfile.exists(path + ".index"):
     return path, os.path.dirname(path)
-  raise FileNotFoundError(f"{path}: neither a checkpoint directory nor a checkpoint prefix")
+  raise errors.MissingFileError(f"{path}: neither a checkpoint directory nor a checkpoint prefix")
 
 
 def load_model_config(train_dir):

@@ -25,18 +25,36 @@ import tensorflow as tf  # noqa: E402
 
 import configs
 import errors
+import records
 import run_utils
-from multi_label_classification_model import (AUGMENTATIONS, MultiLabelClassificationModel,
-                                              build_dataset, count_dead_units, head_activity,
-                                              head_depth, total_loss)
+from multi_label_classification_model import (AUGMENTATIONS, LOSSES,
+                                              MultiLabelClassificationModel, build_dataset,
+                                              count_dead_units, head_activity, head_depth,
+                                              total_loss)
 from run_utils import log
 
 
 def check_config(model_config, train_config):
-  """ConfigError (exit status 2) naming the first contradictory setting, before any work."""
+  """ConfigError (exit status 2) naming the first missing, impossible or contradictory setting,
+  before any work. (The model, the optimiser and the strategy check their own choices as they
+  are built, still before anything is written.)"""
+  if model_config.label_count < 1:
+    raise errors.ConfigError(f"label_count={model_config.label_count}: set --label_count to the "
+                             "number of labels (the columns of image_label)")
+  if not model_config.input_tfrecord_file:
+    raise errors.ConfigError("set --input_tfrecord_file to the training TFRecords (a file, a "
+                             "comma-separated list or a glob)")
+  if train_config.loss not in LOSSES:
+    raise errors.ConfigError(f"loss={train_config.loss!r}: expected {', '.join(LOSSES)}")
   if model_config.augmentation not in AUGMENTATIONS:
     raise errors.ConfigError(f"--augmentation={model_config.augmentation!r}: expected one of "
                              f"{', '.join(AUGMENTATIONS)}")
+  for side in ("height", "width"):
+    resize, target = (getattr(model_config, f"resize_{side}"),
+                      getattr(model_config, f"target_{side}"))
+    if resize < target and model_config.augmentation not in ("flip", "none"):  # these don't crop
+      raise errors.ConfigError(f"resize_{side}={resize} is smaller than target_{side}={target}: "
+                               "the random crop needs resize >= target")
   if train_config.optimizer == "AdamW" and model_config.use_regularizer:
     raise errors.ConfigError("--optimizer=AdamW decays the weights itself (by weight_decay, "
                              "decoupled): set --use_regularizer=false, or L2 would decay them "
@@ -61,7 +79,7 @@ def restore_or_start(manager, model, model_config, latest=None):
     log("warning: no base_network_checkpoint: training the backbone from scratch")
     return False
   if not (tf.io.gfile.exists(path) or tf.io.gfile.exists(path + ".index")):
-    raise FileNotFoundError(f"base_network_checkpoint={path!r} does not exist")
+    raise errors.MissingFileError(f"base_network_checkpoint={path!r} does not exist")
   log(run_utils.restore_backbone(model, path))
   return False
 
@@ -243,6 +261,10 @@ def main(argv):
   train_config = configs.TrainConfig()  # e.g. train_dir="runs/coco", number_of_steps=20000
   configs.parse_overrides(argv, model_config, train_config, usage=__doc__)
   check_config(model_config, train_config)
+  # A record with another label count would stop training at its first batch: read the first
+  # record of each file now, before anything is built or written.
+  records.check_label_count(model_config.input_tfrecord_file, model_config.label_count,
+                            model_config.image_label_key)
   if train_config.seed >= 0:
     tf.random.set_seed(train_config.seed)
 

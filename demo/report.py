@@ -22,8 +22,8 @@ def main(argv):
   labels = metrics.load_labels(os.path.join(out, "data", "test", "image_label"))
   scores = metrics.load_matrix(os.path.join(out, "inference", "scores.txt"))
   thresholds = metrics.load_thresholds(os.path.join(out, "thresholds.txt"))
-  with open(os.path.join(out, "data", "test", "image_list")) as f:
-    images = [line.split()[0] for line in f if line.strip()]
+  images = [line.split()[0] for line in metrics.read_lines(
+      os.path.join(out, "data", "test", "image_list")) if line.strip()]
 
   mAP = metrics.mean_average_precision(labels, scores)[0]
   rows = [("at 0.5", metrics.threshold_predictions(scores, 0.5)),

@@ -1,0 +1,196 @@
+"""One error style: each user mistake ends in one `error: ...` line, exit status 2 (configuration)
+or 1 (data), and no traceback; a bug still raises. Each case runs its script's main through
+errors.run, as `python <script>.py` does; three run as real processes.
+
+The model cases use inference_fixture's train dir (3 labels, 64x96, random weights); the records
+hold 4 labels.
+"""
+
+import importlib.util
+import os
+import subprocess
+import sys
+import types
+
+import numpy as np
+import pytest
+
+import errors
+import evaluate
+import export_saved_model
+import inference
+import inference_fixture as fx
+from run_helpers import write_records
+import threshold_calibration
+import train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def paths(tmp_path_factory):
+  root = tmp_path_factory.mktemp("errors")
+  trained = fx.build(str(root / "run"))
+  empty_dir = root / "empty"
+  empty_dir.mkdir()
+  (empty_dir / "notes.txt").write_text("no image, no checkpoint\n")
+  not_a_model = root / "not_a_model"
+  not_a_model.mkdir()
+  (not_a_model / "notes.txt").write_text("keep me\n")
+  files = {"empty": "", "two_thresholds": "0.5\n0.4\n", "two_names": "cat\ndog\n",
+           "labels": "1 0 1\n0 1 0\n"}
+  for name, text in files.items():
+    (root / f"{name}.txt").write_text(text)
+  return types.SimpleNamespace(
+      root=str(root), train_dir=trained.train_dir, image_dir=trained.image_dir,
+      empty_dir=str(empty_dir), not_a_model=str(not_a_model),
+      records=write_records(root / "four.tfrecord", np.eye(4, dtype=int)),
+      empty_records=write_records(root / "none.tfrecord", []),
+      **{name: str(root / f"{name}.txt") for name in files})
+
+
+def train_args(p, *extra):
+  return [f"--train_dir={p.root}/train", "--gpu_id=-1", *extra]
+
+
+def infer_args(p, *extra):
+  return [f"--checkpoint_path={p.train_dir}", "--gpu_id=-1", f"--inference_dir={p.root}/out",
+          *extra]
+
+
+# case: (script's main, its arguments given the paths, exit status, what the error line says)
+CASES = {
+    "train: no flags": (train.main, lambda p: [], 2, "label_count=0: set --label_count"),
+    "train: no records": (train.main, lambda p: train_args(p, "--label_count=4"), 2,
+                          "set --input_tfrecord_file"),
+    "train: bad flag value": (train.main, lambda p: train_args(p, "--number_of_steps=many"), 2,
+                              "--number_of_steps='many': expected int"),
+    "train: unknown flag": (train.main, lambda p: train_args(p, "--label_cout=4"), 2,
+                            "unknown field --label_cout; did you mean --label_count?"),
+    "train: unknown loss": (train.main, lambda p: train_args(
+        p, "--label_count=4", f"--input_tfrecord_file={p.records}", "--loss=hinge"), 2,
+        "loss='hinge': expected sigmoid, focal, asymmetric"),
+    "train: missing records": (train.main, lambda p: train_args(
+        p, "--label_count=4", f"--input_tfrecord_file={p.root}/nothing.tfrecord"), 1,
+        f"nothing.tfrecord' does not exist"),
+    "train: empty records": (train.main, lambda p: train_args(
+        p, "--label_count=4", f"--input_tfrecord_file={p.empty_records}"), 1,
+        "none.tfrecord: no records in 1 file(s)"),
+    "train: records with another label count": (train.main, lambda p: train_args(
+        p, "--label_count=3", f"--input_tfrecord_file={p.records}"), 1,
+        "four.tfrecord: its first record has 4 labels, but label_count is 3"),
+    "evaluate: no records": (evaluate.main, lambda p: [f"--checkpoint_dir={p.train_dir}"], 2,
+                             "set --input_tfrecord_file"),
+    "evaluate: checkpoint dir with no checkpoint": (evaluate.main, lambda p: [
+        f"--checkpoint_dir={p.empty_dir}", "--run_once=true",
+        f"--input_tfrecord_file={p.records}"], 1, "empty: no checkpoint in this directory"),
+    "evaluate: records with another label count": (evaluate.main, lambda p: [
+        f"--checkpoint_dir={p.train_dir}", "--run_once=true", f"--input_tfrecord_file={p.records}",
+        f"--eval_dir={p.root}/eval"], 1,
+        "four.tfrecord: its first record has 4 labels, but label_count is 3"),
+    "inference: no images given": (inference.main, lambda p: infer_args(p), 2,
+                                   "set --image_list_file or --image_dir"),
+    "inference: image folder with no images": (inference.main, lambda p: infer_args(
+        p, f"--image_dir={p.empty_dir}"), 1, "empty': no images in it"),
+    "inference: missing image list": (inference.main, lambda p: infer_args(
+        p, f"--image_list_file={p.root}/no_list"), 1, "no_list: no such file"),
+    "inference: empty image list": (inference.main, lambda p: infer_args(
+        p, f"--image_list_file={p.empty}"), 1, "empty.txt: no image names in it"),
+    "inference: checkpoint dir with no checkpoint": (inference.main, lambda p: [
+        f"--checkpoint_path={p.empty_dir}", f"--image_dir={p.image_dir}"], 1,
+        "empty: no checkpoint in this directory"),
+    "inference: thresholds file of the wrong length": (inference.main, lambda p: infer_args(
+        p, f"--image_dir={p.image_dir}", f"--thresholds_file={p.two_thresholds}"), 1,
+        "two_thresholds.txt: 2 thresholds, but the model has 3 labels"),
+    "inference: empty thresholds file": (inference.main, lambda p: infer_args(
+        p, f"--image_dir={p.image_dir}", f"--thresholds_file={p.empty}"), 1,
+        "empty.txt: no thresholds"),
+    "inference: label names of the wrong length": (inference.main, lambda p: infer_args(
+        p, f"--image_dir={p.image_dir}", f"--label_names_file={p.two_names}"), 1,
+        "two_names.txt: 2 label names, but the model has 3 labels"),
+    "inference: resize smaller than the crops": (inference.main, lambda p: infer_args(
+        p, f"--image_dir={p.image_dir}", "--resize_height=50"), 2,
+        "give a resize (50, 124) smaller than the model's (64, 96) crops"),
+    "inference: unknown aggregation": (inference.main, lambda p: infer_args(
+        p, f"--image_dir={p.image_dir}", "--aggregation=median", "--xla=false"), 2,
+        "aggregation='median': expected mean or max"),
+    "export: no export folder": (export_saved_model.main, lambda p: infer_args(p), 2,
+                                 "set --export_saved_model"),
+    "export: a folder that is no SavedModel": (export_saved_model.main, lambda p: infer_args(
+        p, f"--export_saved_model={p.not_a_model}"), 2,
+        "not_a_model' is a non-empty folder that holds no SavedModel"),
+    "calibration: no flags": (threshold_calibration.main, lambda p: [], 2,
+                              "--label_file and --score_file are both required"),
+    "calibration: missing label file": (threshold_calibration.main, lambda p: [
+        f"--label_file={p.root}/no_labels.txt", f"--score_file={p.labels}"], 1,
+        "no_labels.txt: no such file"),
+    "calibration: empty score file": (threshold_calibration.main, lambda p: [
+        f"--label_file={p.labels}", f"--score_file={p.empty}"], 1, "empty.txt: no data rows"),
+}
+
+
+def assert_one_error_line(status, err, want_status, says):
+  """The exit status, a last line `error: ...` saying `says`, no other error line, no traceback."""
+  lines = err.rstrip("\n").splitlines()
+  assert status == want_status, err
+  assert lines and lines[-1].startswith("error: ") and says in lines[-1], err
+  assert sum(line.startswith("error:") for line in lines) == 1 and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_each_mistake_is_one_line_and_its_status(paths, capsys, case):
+  main, argv, want_status, says = CASES[case]
+  with pytest.raises(SystemExit) as info:
+    errors.run(main, argv(paths))
+  assert_one_error_line(info.value.code, capsys.readouterr().err, want_status, says)
+  assert not os.path.exists(os.path.join(paths.root, "train"))  # train.py wrote nothing
+  assert not os.path.exists(os.path.join(paths.root, "out"))  # nor inference.py
+  assert not os.path.exists(os.path.join(paths.root, "eval"))  # nor evaluate.py
+
+
+def test_demo_report_without_the_demo_output(tmp_path, capsys):
+  spec = importlib.util.spec_from_file_location("report", os.path.join(REPO, "demo", "report.py"))
+  report = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(report)
+  with pytest.raises(SystemExit) as info:
+    errors.run(report.main, [f"--out={tmp_path}"])
+  assert_one_error_line(info.value.code, capsys.readouterr().err, 1,
+                        "label_names.txt: no such file")
+
+
+@pytest.mark.parametrize("script, argv, want_status, says", [
+    ("train.py", [], 2, "label_count=0: set --label_count"),
+    ("threshold_calibration.py", ["--label_file=no_such.txt", "--score_file=x"], 1,
+     "no_such.txt: no such file"),
+    ("inference.py", ["--image_dir=empty"], 1, "'empty': no images in it")])
+def test_the_real_process(paths, script, argv, want_status, says):
+  result = subprocess.run([sys.executable, os.path.join(REPO, script), *argv], cwd=paths.root,
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+  assert_one_error_line(result.returncode, result.stderr, want_status, says)
+
+
+def test_a_bug_still_raises_with_its_traceback():
+  def main(argv):
+    return {}["no such key"]  # a bug, not a user's mistake
+  with pytest.raises(KeyError):
+    errors.run(main, [])
+
+
+def test_details_come_before_the_one_error_line(capsys):
+  def main(argv):
+    print("working")
+    raise errors.DataError("2 bad lines, listed above", ["a.txt:1: bad", "a.txt:3: bad"])
+  with pytest.raises(SystemExit) as info:
+    errors.run(main, [])
+  out, err = capsys.readouterr()
+  assert info.value.code == 1 and out == "working\n"
+  assert err == "a.txt:1: bad\na.txt:3: bad\nerror: 2 bad lines, listed above\n"
+
+
+def test_the_classes_are_what_library_callers_catch():
+  assert errors.ConfigError.status == 2 and errors.DataError.status == 1
+  assert issubclass(errors.ConfigError, ValueError) and issubclass(errors.DataError, ValueError)
+  missing = errors.MissingFileError("x: no such file")
+  assert isinstance(missing, FileNotFoundError) and isinstance(missing, errors.DataError)
+  assert str(missing) == "x: no such file" and missing.status == 1
