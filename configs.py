@@ -73,6 +73,7 @@ class DemoDataConfig:
 class ModelConfig:
   """The network, its preprocessing and its input pipeline (multi_label_classification_model.py)."""
   label_count: int = 0  # number of labels (columns of image_label); must be set
+  label_names_file: str = ""  # one name per line, kept in config.json; "" = as kept, else label_<i>
   backbone: str = "resnet_v2_50"  # resnet_v2_50 | resnet_v2_101 | resnet_v2_152 | resnet_v2_200
   base_network_checkpoint: str = ""  # first run: slim .ckpt, or a train dir/best//prefix of ours
   head_depth: int = 0  # channels of my_conv_1/_2; 0 = label_count (the original); 256 won't die
@@ -145,7 +146,7 @@ class EvalConfig:
   score_file: str = ""  # if set, write the eval scores here (%.6f, one row per image)
   label_file: str = ""  # if set, write the eval labels here (image_label format)
   top_k: int = 3  # k of the top-k metrics (CP/CR/CF1/OP/OR/OF1 at top-k)
-  label_names_file: str = ""  # one label name per line, for tables and TensorBoard; "" = label_<i>
+  label_names_file: str = ""  # one name per line; "" = the names in the train dir's config.json
 
 
 @dataclass
@@ -164,7 +165,7 @@ class InferenceConfig:
   xla: str = "auto"  # auto (time both scorers on the first batch, keep the faster) | true | false
   thresholds_file: str = ""  # per-label thresholds from threshold_calibration.py
   threshold: float = 0.5  # single threshold when no thresholds_file is given
-  label_names_file: str = ""  # one label name per line; default label_<i>
+  label_names_file: str = ""  # one name per line; "" = the names in the train dir's config.json
   export_saved_model: str = ""  # if set, also write a serving SavedModel to this folder
 
 
@@ -178,7 +179,8 @@ class CalibrationConfig:
   apply_to: str = ""  # a test score file to threshold
   predictions_file: str = ""  # where the 0/1 predictions for apply_to go (image_label format)
   apply_labels: str = ""  # test labels for apply_to, to report test-set metrics
-  label_names_file: str = ""  # one label name per line, for the tables; "" = label_<i>
+  label_names_file: str = ""  # one name per line, for the tables; "" = run_dir's, else label_<i>
+  run_dir: str = ""  # a train or eval dir: use the label names its config.json/eval_config.json has
 
 
 @dataclass
@@ -195,6 +197,7 @@ SECTIONS = {"create_tfrecord": CreateTFRecordConfig, "read_tfrecord": ReadTFReco
             "eval": EvalConfig, "inference": InferenceConfig, "calibration": CalibrationConfig,
             "report": ReportConfig}
 RECORD_SECTIONS = ("label_names", "run")  # what a run found or resolved; not read back as settings
+CONFIG_FILES = ("config.json", "eval_config.json", "inference_config.json")  # train, eval, infer
 
 
 def _read_json(path):
@@ -292,11 +295,14 @@ def load_config(path, key, cls):
   return cfg
 
 
-def saved_section(path, key, default=None):
-  """One RECORD_SECTIONS value of a saved config file, or `default` if the file or key is absent."""
-  if not os.path.exists(path):
-    return default
-  return _read_json(path).get(key, default)
+def saved_label_names(directory):
+  """(names, file): the label names a run stored in `directory`'s config file (the first of
+  CONFIG_FILES there), or None for names if it stored none; file is None if there is none."""
+  for name in CONFIG_FILES:
+    path = os.path.join(directory, name)
+    if os.path.exists(path):
+      return _read_json(path).get("label_names"), path
+  return None, None
 
 
 # ---------------------------------------------------------------------------------------------

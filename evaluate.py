@@ -28,6 +28,7 @@ from run_utils import log
 
 METRICS_FILE = "metrics.jsonl"
 BEST_DIR = "best"
+EVAL_CONFIG_FILE = configs.CONFIG_FILES[1]  # eval_config.json
 
 
 def predict_fn(model):
@@ -166,16 +167,19 @@ def build_evaluator(prefix, eval_config, eval_dir):
   """The model and what goes with it, built on the first checkpoint (train.py has then written
   config.json): (model, predict, model_config, label names, train dir, summary writer).
 
-  Checks the eval records' label count against the model's before anything is written.
+  Checks the eval records' label count against the model's before anything is written, then
+  saves <eval_dir>/eval_config.json: this EvalConfig, the model config and the label names.
   """
   train_dir = os.path.dirname(prefix)  # holds config.json (a train dir or a best/ copy)
   model_config = run_utils.load_model_config(train_dir)
   model_config.batch_size = eval_config.batch_size
   records.check_label_count(eval_config.input_tfrecord_file, model_config.label_count,
                             model_config.image_label_key)
-  label_names = metrics.load_label_names(eval_config.label_names_file, model_config.label_count)
+  label_names = metrics.load_label_names(eval_config.label_names_file, model_config.label_count,
+                                         run_dir=train_dir)
   model = MultiLabelClassificationModel(model_config)
-  os.makedirs(eval_dir, exist_ok=True)
+  configs.save_configs(os.path.join(eval_dir, EVAL_CONFIG_FILE), eval=eval_config,
+                       model=model_config, label_names=label_names)
   writer = tf.summary.create_file_writer(eval_dir)
   return model, predict_fn(model), model_config, label_names, train_dir, writer
 

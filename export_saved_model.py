@@ -7,7 +7,9 @@ their mirrors; `preprocess_ten_crop`), and returns
   labels: [N, L] int64, 1 where score >= the label's threshold (the thresholds are a constant in
           the graph), when thresholds were given (inference.py always gives them: the thresholds
           file, or the single `threshold`).
-One image that can't be decoded fails the whole call (inference.py instead skips it).
+One image that can't be decoded fails the whole call (inference.py instead skips it). The
+`label_names` signature takes nothing and returns `label_names`: tf.string [L], the names of the
+columns (the train dir's, as inference.py uses them, unless --label_names_file names others).
 
     python export_saved_model.py --checkpoint_path=runs/coco/eval/best \\
         --export_saved_model=export/coco
@@ -32,18 +34,23 @@ from run_utils import log
 
 CROPS = 10
 SIGNATURE = "serving_default"
+NAMES_SIGNATURE = "label_names"
 
 
-def serving_module(model, resize, target, aggregation, thresholds=None):
-  """A tf.Module holding `model` whose `serve(images)` is the serving signature (see above).
+def serving_module(model, resize, target, aggregation, thresholds=None, label_names=None):
+  """A tf.Module holding `model` whose `serve(images)` is the serving signature (see above), and
+  with label_names, `label_names()` returning them (the label_names signature).
 
   Args:
     model: a MultiLabelClassificationModel with its trained weights.
     resize, target: (height, width) of the resize and of the 10 crops (ten_crop_resize).
     aggregation: 'mean' or 'max' over the 10 crops.
     thresholds: None (no `labels` output), one threshold, or one per label.
+    label_names: None, or one name per label, kept in the graph as a constant.
   """
   labels, (th, tw) = model.config.label_count, target
+  if label_names is not None and len(label_names) != labels:
+    raise ValueError(f"got {len(label_names)} label names for {labels} labels")
   if thresholds is not None:
     # float64, so that score >= threshold decides exactly as inference.py's numpy comparison.
     thresholds = np.asarray(thresholds, np.float64)
@@ -71,6 +78,9 @@ def serving_module(model, resize, target, aggregation, thresholds=None):
   module = tf.Module()
   module.model = model  # tracks the variables, so that they are saved
   module.serve = serve
+  if label_names is not None:
+    module.label_names = tf.function(lambda: {"label_names": tf.constant(list(label_names))},
+                                     input_signature=[], autograph=False)
   return module
 
 
@@ -90,7 +100,7 @@ def check_export_dir(export_dir):
     raise ExportDirError(f"export_saved_model={export_dir!r} is a file, not a folder")
 
 
-def export(model, export_dir, resize, target, aggregation, thresholds=None):
+def export(model, export_dir, resize, target, aggregation, thresholds=None, label_names=None):
   """Writes the serving SavedModel to `export_dir`, atomically; returns export_dir.
 
   The SavedModel is written to a temporary folder beside export_dir and renamed into place, so a
@@ -99,7 +109,10 @@ def export(model, export_dir, resize, target, aggregation, thresholds=None):
   """
   check_export_dir(export_dir)
   export_dir = os.path.abspath(export_dir)
-  module = serving_module(model, resize, target, aggregation, thresholds)
+  module = serving_module(model, resize, target, aggregation, thresholds, label_names)
+  signatures = {SIGNATURE: module.serve}
+  if label_names is not None:
+    signatures[NAMES_SIGNATURE] = module.label_names
   parent, name = os.path.split(export_dir)
   os.makedirs(parent, exist_ok=True)
   staging = tempfile.mkdtemp(dir=parent, prefix=f".{name}.tmp-")
@@ -107,7 +120,7 @@ def export(model, export_dir, resize, target, aggregation, thresholds=None):
   try:
     # Serving takes no gradients: not tracing the custom ones (resnet_utils' convolutions) cuts
     # the save time by two thirds.
-    tf.saved_model.save(module, staging, signatures={SIGNATURE: module.serve},
+    tf.saved_model.save(module, staging, signatures=signatures,
                         options=tf.saved_model.SaveOptions(experimental_custom_gradients=False))
     if os.path.exists(export_dir):
       old = tempfile.mkdtemp(dir=parent, prefix=f".{name}.old-")
@@ -139,7 +152,10 @@ def main(argv):
   resize = ten_crop_resize((config.resize_height, config.resize_width), target)
   thresholds = metrics.prediction_thresholds(config.thresholds_file, config.threshold,
                                              model_config.label_count)
-  export(model, config.export_saved_model, resize, target, config.aggregation, thresholds)
+  label_names = metrics.load_label_names(config.label_names_file, model_config.label_count,
+                                         run_dir=os.path.dirname(prefix))
+  export(model, config.export_saved_model, resize, target, config.aggregation, thresholds,
+         label_names)
   log(f"wrote a SavedModel to {config.export_saved_model}: {SIGNATURE}(images: tf.string [N]) -> "
       f"scores [N, {model_config.label_count}] ({config.aggregation} of 10 crops of {target} "
       f"after resize {resize}), labels [N, {model_config.label_count}]")

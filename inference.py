@@ -4,6 +4,11 @@ Rebuilds the model from the checkpoint's saved config (and uses the EMA weights 
 them), decodes images in parallel in tf.data, and writes:
   <inference_dir>/<inference_file_name>  the original's score file: %.6f, a row per image
   <inference_dir>/predictions.csv        path, status, every score, the predicted label names
+  <inference_dir>/inference_config.json  this config, the model's, the label names, and what the
+                                         run used: checkpoint and step, resize and crops,
+                                         aggregation, thresholds (file and values)
+The label names are the train dir's (train.py keeps them in config.json) unless
+--label_names_file names others.
 
     python inference.py --checkpoint_path=runs/coco/eval/best --image_dir=test_images
     python inference.py --checkpoint_path=runs/coco --image_list_file=test/image_list \\
@@ -29,6 +34,7 @@ from multi_label_classification_model import (preprocess_ten_crop, score_ten_cro
 from run_utils import log
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+INFERENCE_CONFIG_FILE = configs.CONFIG_FILES[2]  # inference_config.json
 
 
 def get_test_image_list(config):
@@ -152,7 +158,8 @@ def main(argv):
   model, model_config, prefix, step = run_utils.load_trained_model(config.checkpoint_path)
   log(f"restored {prefix} (step {step})")
   # Read the names and thresholds now, so that a bad file fails before the images are scored.
-  label_names = metrics.load_label_names(config.label_names_file, model_config.label_count)
+  label_names = metrics.load_label_names(config.label_names_file, model_config.label_count,
+                                         run_dir=os.path.dirname(prefix))
   thresholds = metrics.prediction_thresholds(config.thresholds_file, config.threshold,
                                              model_config.label_count)
   target = (model_config.target_height, model_config.target_width)
@@ -172,11 +179,19 @@ def main(argv):
   metrics.save_scores(score_path, scores)
   csv_path = os.path.join(config.inference_dir, "predictions.csv")
   write_predictions_csv(csv_path, paths, scores, set(failed.tolist()), thresholds, label_names)
-  log(f"wrote {score_path} and {csv_path}")
   if config.export_saved_model:
     export_saved_model.export(model, config.export_saved_model, resize, target,
-                              config.aggregation, thresholds)
+                              config.aggregation, thresholds, label_names)
     log(f"wrote a SavedModel to {config.export_saved_model}")
+  # Last, so that it describes outputs that are all there.
+  config_path = os.path.join(config.inference_dir, INFERENCE_CONFIG_FILE)
+  configs.save_configs(config_path, inference=config, model=model_config, label_names=label_names,
+                       run={"checkpoint": prefix, "global_step": step, "resize": list(resize),
+                            "target": list(target), "aggregation": config.aggregation,
+                            "thresholds_file": config.thresholds_file,
+                            "thresholds": np.asarray(thresholds, np.float64).tolist(),
+                            "images": len(paths), "unreadable": len(failed)})
+  log(f"wrote {score_path}, {csv_path} and {config_path}")
   return 0
 
 

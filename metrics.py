@@ -31,6 +31,7 @@ import tempfile
 
 import numpy as np
 
+import configs
 import errors
 
 
@@ -449,11 +450,20 @@ def load_labels(path):
   return matrix.astype(np.int64)
 
 
-def load_label_names(path, label_count):
-  """Label names, one per line (surrounding spaces stripped); "" = label_0, label_1, ...
+def load_label_names(path, label_count, run_dir=""):
+  """Label names: one per line of `path` (surrounding spaces stripped); without a path, those a
+  run stored in `run_dir`'s config.json, eval_config.json or inference_config.json
+  (configs.saved_label_names); else label_0, label_1, ...
 
   A blank name or a count other than `label_count` is a DataError naming the file.
   """
+  if not path and run_dir:
+    names, source = configs.saved_label_names(run_dir)
+    if names is not None:
+      if len(names) != label_count:
+        raise errors.DataError(f"{source}: {len(names)} label names, but the model has "
+                               f"{label_count} labels")
+      return list(names)
   if not path:
     return [f"label_{j}" for j in range(label_count)]
   names = [line.strip() for line in read_lines(path)]

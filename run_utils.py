@@ -13,7 +13,7 @@ import configs
 import errors
 from multi_label_classification_model import HEAD_SCOPE, MultiLabelClassificationModel
 
-CONFIG_FILE = "config.json"
+CONFIG_FILE = configs.CONFIG_FILES[0]  # config.json
 
 
 def log(message):

@@ -9,7 +9,9 @@ Methods (metrics.py), all predicting score >= threshold:
   roc     the original's: the ROC point nearest to (0, 1), as sklearn.metrics.roc_curve gave it
   f1      the score maximising the label's F1
   youden  the ROC point maximising TPR - FPR
-A label with no positives or no negatives in the calibration set keeps 0.5, with a warning.
+A label with no positives or no negatives in the calibration set keeps 0.5, with a warning. The
+tables name the labels by --label_names_file, else by the names train.py kept in --run_dir (a
+train dir's config.json or an eval dir's eval_config.json), else label_<i>.
 
     python threshold_calibration.py --label_file=eval/labels.txt --score_file=eval/scores.txt
     python threshold_calibration.py --label_file=eval/labels.txt --score_file=eval/scores.txt \\
@@ -41,7 +43,8 @@ def load_pair(label_file, score_file):
 
 
 def check_config(cfg):
-  """ConfigError for missing or contradictory fields, before any work."""
+  """ConfigError for missing or contradictory fields (MissingFileError for a run_dir without a
+  saved config), before any work."""
   if not cfg.label_file or not cfg.score_file:
     raise errors.ConfigError("--label_file and --score_file are both required")
   if cfg.method not in ("roc", "f1", "youden"):
@@ -51,6 +54,10 @@ def check_config(cfg):
                              "--apply_labels")
   if (cfg.predictions_file or cfg.apply_labels) and not cfg.apply_to:
     raise errors.ConfigError("--predictions_file and --apply_labels need --apply_to=SCORES")
+  if cfg.run_dir and configs.saved_label_names(cfg.run_dir)[1] is None:
+    raise errors.MissingFileError(f"--run_dir={cfg.run_dir!r}: no "
+                                  f"{' or '.join(configs.CONFIG_FILES)} in it (give a train dir or "
+                                  "an eval dir)")
 
 
 def comparison_table(labels, scores, thresholds, title, label_names=None):
@@ -78,7 +85,7 @@ def main(argv):
 
   # Choose the thresholds on the calibration set.
   labels, scores = load_pair(cfg.label_file, cfg.score_file)
-  names = metrics.load_label_names(cfg.label_names_file, labels.shape[1])
+  names = metrics.load_label_names(cfg.label_names_file, labels.shape[1], run_dir=cfg.run_dir)
   thresholds, warnings = metrics.calibrate_thresholds(labels, scores, cfg.method, names)
   for warning in warnings:
     print(f"warning: {warning}", file=sys.stderr)

@@ -25,6 +25,7 @@ import tensorflow as tf  # noqa: E402
 
 import configs
 import errors
+import metrics
 import records
 import run_utils
 from multi_label_classification_model import (AUGMENTATIONS, LOSSES,
@@ -265,6 +266,10 @@ def main(argv):
   # record of each file now, before anything is built or written.
   records.check_label_count(model_config.input_tfrecord_file, model_config.label_count,
                             model_config.image_label_key)
+  # Given once, here: stored in config.json, where evaluate, calibration, inference and the
+  # SavedModel find them. A resumed run without the flag keeps the names stored before.
+  label_names = metrics.load_label_names(model_config.label_names_file, model_config.label_count,
+                                         run_dir=train_config.train_dir)
   if train_config.seed >= 0:
     tf.random.set_seed(train_config.seed)
 
@@ -293,7 +298,7 @@ def main(argv):
     ema.reset()  # the shadows were copied before the backbone was restored
   if run_utils.is_chief(strategy):
     configs.save_configs(os.path.join(train_config.train_dir, run_utils.CONFIG_FILE),
-                         model=model_config, train=train_config)
+                         model=model_config, train=train_config, label_names=label_names)
 
   seed = train_config.seed if train_config.seed >= 0 else None
   # tf.distribute strategies copy batches to their devices; on one GPU the pipeline does it.

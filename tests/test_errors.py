@@ -79,6 +79,10 @@ CASES = {
     "train: records with another label count": (train.main, lambda p: train_args(
         p, "--label_count=3", f"--input_tfrecord_file={p.records}"), 1,
         "four.tfrecord: its first record has 4 labels, but label_count is 3"),
+    "train: label names of the wrong length": (train.main, lambda p: train_args(
+        p, "--label_count=4", f"--input_tfrecord_file={p.records}",
+        f"--label_names_file={p.two_names}"), 1,
+        "two_names.txt: 2 label names, but the model has 4 labels"),
     "evaluate: no records": (evaluate.main, lambda p: [f"--checkpoint_dir={p.train_dir}"], 2,
                              "set --input_tfrecord_file"),
     "evaluate: checkpoint dir with no checkpoint": (evaluate.main, lambda p: [
@@ -124,6 +128,9 @@ CASES = {
     "calibration: missing label file": (threshold_calibration.main, lambda p: [
         f"--label_file={p.root}/no_labels.txt", f"--score_file={p.labels}"], 1,
         "no_labels.txt: no such file"),
+    "calibration: run_dir without a saved config": (threshold_calibration.main, lambda p: [
+        f"--label_file={p.labels}", f"--score_file={p.labels}", f"--run_dir={p.empty_dir}"], 1,
+        "empty': no config.json or eval_config.json or inference_config.json in it"),
     "calibration: empty score file": (threshold_calibration.main, lambda p: [
         f"--label_file={p.labels}", f"--score_file={p.empty}"], 1, "empty.txt: no data rows"),
 }

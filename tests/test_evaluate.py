@@ -25,9 +25,11 @@ import pytest
 import tensorflow as tf
 from sklearn.metrics import average_precision_score, precision_score, recall_score
 
+import configs
 import evaluate
 from run_helpers import write_records
 import run_utils
+import threshold_calibration
 from multi_label_classification_model import build_dataset
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -294,3 +296,46 @@ def test_already_evaluated_ignores_a_line_cut_short(tmp_path, capsys):
   (tmp_path / evaluate.METRICS_FILE).write_text(good + "\n" + good[:25])
   assert evaluate.already_evaluated(str(tmp_path)) == {"ckpt-10"}
   assert f"{evaluate.METRICS_FILE}:2: not a metrics record" in capsys.readouterr().out
+
+
+def test_names_from_config_json_reach_the_eval_config_tensorboard_and_calibration(run, tmp_path):
+  """train.py's config.json holds the label names: evaluate.py uses them and saves
+  eval_config.json (its EvalConfig, the model config it ran and the names), and
+  threshold_calibration.py --run_dir=<eval_dir> names its thresholds by them."""
+  names = ["none", "x", "y", "z"]  # label 0 has no eval positives
+  train_dir = tmp_path / "train"
+  train_dir.mkdir()
+  for path in glob.glob(os.path.join(run["train_dir"], "ckpt-40.*")):
+    os.link(path, train_dir / os.path.basename(path))
+  with open(os.path.join(run["train_dir"], run_utils.CONFIG_FILE)) as f:
+    saved = json.load(f)
+  (train_dir / run_utils.CONFIG_FILE).write_text(json.dumps({**saved, "label_names": names}))
+  eval_dir, scores, labels = tmp_path / "eval", tmp_path / "scores.txt", tmp_path / "labels.txt"
+  argv = [f"--checkpoint_dir={train_dir}", f"--checkpoint_path={train_dir / 'ckpt-40'}",
+          "--run_once=true", f"--input_tfrecord_file={run['eval_data']}", f"--eval_dir={eval_dir}",
+          "--batch_size=6", f"--score_file={scores}", f"--label_file={labels}"]
+  status, log = run_evaluate(argv)
+  assert status == 0
+  assert re.search(r"^y +\d\.\d{4}$", log, re.M) and "excluded, no positives: none" in log
+
+  config_path = eval_dir / evaluate.EVAL_CONFIG_FILE
+  expected = configs.EvalConfig()
+  configs.parse_overrides(argv, expected)
+  assert configs.load_config(config_path, "eval", configs.EvalConfig) == expected
+  model_config = run_utils.load_model_config(str(train_dir))
+  model_config.batch_size = 6  # the eval batch it ran with
+  assert configs.load_config(config_path, "model", configs.ModelConfig) == model_config
+  with open(config_path) as f:
+    assert json.load(f)["label_names"] == names
+
+  tags = {value.tag for path in glob.glob(str(eval_dir / "events.out.tfevents.*"))
+          for event in tf.compat.v1.train.summary_iterator(path) for value in event.summary.value}
+  assert {f"per_label_ap/{name}" for name in names[1:]} <= tags
+
+  out = io.StringIO()
+  with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+    threshold_calibration.main([f"--label_file={labels}", f"--score_file={scores}",
+                                f"--run_dir={eval_dir}"])
+  lines = out.getvalue().splitlines()
+  start = lines.index("thresholds (method=roc):") + 1
+  assert [line.split(":")[0].strip() for line in lines[start:start + 4]] == names

@@ -38,12 +38,17 @@ config = json.load(open(sys.argv[1]))
 images = [open(p, "rb").read() for p in config["images"]]
 result = {}
 for name, export_dir in config["exports"].items():
-  serve = tf.saved_model.load(export_dir).signatures["serving_default"]
+  signatures = tf.saved_model.load(export_dir).signatures
+  serve = signatures["serving_default"]
   inputs = serve.structured_input_signature[1]
   outputs = serve.structured_outputs
   result[name] = {
       "inputs": {k: [str(v.dtype.name), v.shape.as_list()] for k, v in inputs.items()},
-      "outputs": {k: [str(v.dtype.name), v.shape.as_list()] for k, v in outputs.items()}}
+      "outputs": {k: [str(v.dtype.name), v.shape.as_list()] for k, v in outputs.items()},
+      "signatures": sorted(signatures.keys())}
+  if "label_names" in signatures:
+    names = signatures["label_names"]()["label_names"]
+    result[name]["label_names"] = [n.decode() for n in names.numpy()]
   batch = serve(images=tf.constant(images))
   single = serve(images=tf.constant(images[:1]))
   for key in outputs:
@@ -128,6 +133,11 @@ def test_scores_equal_inference_py_on_the_same_images(exported):
   np.testing.assert_allclose(single, scores[:1], atol=1e-6)
 
 
+def test_the_label_names_signature_returns_the_names(exported):
+  assert exported["result"]["flag"]["signatures"] == ["label_names", "serving_default"]
+  assert exported["result"]["flag"]["label_names"] == NAMES
+
+
 def test_labels_are_the_scores_thresholded_per_label(exported):
   scores, labels = exported["load"]("flag_scores"), exported["load"]("flag_labels")
   expected = (scores.astype(np.float64) >= np.array(THRESHOLDS)).astype(np.int64)
@@ -159,8 +169,9 @@ def test_script_main_exports_the_checkpoint_with_inference_py_settings(trained, 
         "--resize_width=120", "--aggregation=max", f"--thresholds_file={thresholds_file}",
         f"--export_saved_model={tmp_path / 'model'}"]) == 0
   assert f"restored {trained.prefix_a} (step 10)" in out.getvalue()
-  [(model, export_dir, resize, target, aggregation, thresholds)] = calls
+  [(model, export_dir, resize, target, aggregation, thresholds, label_names)] = calls
   assert export_dir == str(tmp_path / "model")
+  assert label_names == ["label_0", "label_1", "label_2"]  # the fixture's config.json has none
   assert (resize, target, aggregation) == ((round(64 * 290 / 224), 120), fx.TARGET, "max")
   np.testing.assert_array_equal(thresholds, [0.25, 0.5, 0.75])
   for v in model.trainable_variables:  # ckpt-10's head (A)

@@ -5,7 +5,9 @@ inference_fixture.py); inference.main runs in-process, three times in all."""
 
 import contextlib
 import csv
+import glob
 import io
+import json
 import os
 import re
 
@@ -74,7 +76,8 @@ def latest_run(trained, hand):
                   "--batch_size=2"])
   return dict(log=log, paths=[os.path.join(trained.image_dir, n) for n in names],
               thresholds=np.loadtxt(thresholds_file), scores=os.path.join(output_dir, "scores.txt"),
-              csv=os.path.join(output_dir, "predictions.csv"))
+              csv=os.path.join(output_dir, "predictions.csv"), thresholds_file=thresholds_file,
+              config=os.path.join(output_dir, inference.INFERENCE_CONFIG_FILE), list=list_file)
 
 
 @pytest.fixture(scope="module")
@@ -234,6 +237,42 @@ def test_defaults_score_crops_of_the_followed_resize(trained, tmp_path):
   assert checked == len(fx.IMAGES)
   at_290 = fx.per_crop_scores(trained, "A", paths[:1], (290, 290))[paths[0]].mean(axis=0)
   assert np.abs(at_290 - hand[paths[0]].mean(axis=0)).max() > 1e-3  # the resize shows
+
+
+def test_inference_config_ties_the_scores_to_what_produced_them(latest_run, trained):
+  with open(latest_run["config"]) as f:
+    saved = json.load(f)
+  assert saved["run"] == {
+      "checkpoint": trained.prefix_b, "global_step": 20, "resize": list(fx.RESIZE),
+      "target": list(fx.TARGET), "aggregation": "mean",
+      "thresholds_file": latest_run["thresholds_file"],
+      "thresholds": np.loadtxt(latest_run["thresholds_file"]).tolist(),  # the values it used
+      "images": 6, "unreadable": 1}
+  assert saved["label_names"] == NAMES
+  config = configs.load_config(latest_run["config"], "inference", configs.InferenceConfig)
+  assert (config.image_list_file, config.batch_size, config.resize_height) == (
+      latest_run["list"], 2, fx.RESIZE[0])
+  model_config = configs.load_config(latest_run["config"], "model", configs.ModelConfig)
+  assert (model_config.label_count, model_config.target_height, model_config.target_width) == (
+      fx.LABELS, *fx.TARGET)
+
+
+def test_label_names_come_from_the_train_dir_config(trained, tmp_path):
+  """A train dir whose config.json holds label names (as train.py writes it): predictions.csv
+  and inference_config.json name the labels by them, with no --label_names_file."""
+  train_dir = tmp_path / "named"
+  train_dir.mkdir()
+  for path in glob.glob(trained.prefix_a + ".*"):
+    os.link(path, train_dir / os.path.basename(path))
+  with open(os.path.join(trained.train_dir, "config.json")) as f:
+    saved = json.load(f)
+  (train_dir / "config.json").write_text(json.dumps({**saved, "label_names": NAMES}))
+  run_main([f"--checkpoint_path={train_dir / 'ckpt-10'}", f"--image_dir={trained.image_dir}",
+            f"--inference_dir={tmp_path / 'out'}", "--xla=false"])
+  assert read_csv(tmp_path / "out" / "predictions.csv")[0] == (
+      ["image_path", "status"] + NAMES + ["predicted_labels"])
+  with open(tmp_path / "out" / inference.INFERENCE_CONFIG_FILE) as f:
+    assert json.load(f)["label_names"] == NAMES
 
 
 # ---------------------------------------------------------------------------------------------

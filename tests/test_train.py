@@ -8,6 +8,7 @@ SGD update formulas, the staircase decay formula, and TensorBoard's event files.
   .venv/bin/python -m pytest tests/test_train.py
 """
 import contextlib
+import dataclasses
 import glob
 import io
 import json
@@ -276,6 +277,33 @@ def test_resume_restores_step_weights_optimizer_and_ema(first_run, resumed_run):
   for got, want in zip(spy.ema_after_restore, first_run["ema_at_end"]):
     np.testing.assert_array_equal(got, want)
   assert tf.train.latest_checkpoint(train_dir) == os.path.join(train_dir, "ckpt-2")
+
+
+def test_saved_config_continues_the_run_and_keeps_the_label_names(data, tmp_path):
+  """Label names are read once, into config.json; `train.py <train_dir>/config.json
+  --number_of_steps=N` then continues that run with every setting it saved."""
+  names = tmp_path / "names.txt"
+  names.write_text("cat\ndog\nbird\nfish\n")
+  train_dir = str(tmp_path / "train")
+  status, _ = run_main(train_args(data, train_dir, "--number_of_steps=0", "--image_summary_steps=0",
+                                  f"--label_names_file={names}"))
+  config_path = os.path.join(train_dir, run_utils.CONFIG_FILE)
+  with open(config_path) as f:
+    assert status == 0 and json.load(f)["label_names"] == ["cat", "dog", "bird", "fish"]
+  names.unlink()  # the names now live in config.json alone
+  status, log = run_main([config_path, "--number_of_steps=1", "--label_names_file="])
+  assert status == 0, log
+  assert f"loaded ModelConfig ({len(dataclasses.fields(configs.ModelConfig))} fields) and " \
+         f"TrainConfig ({len(dataclasses.fields(configs.TrainConfig))} fields) from " \
+         f"{config_path}" in log
+  assert f"resumed from {os.path.join(train_dir, 'ckpt-0')}" in log
+  assert tf.train.latest_checkpoint(train_dir) == os.path.join(train_dir, "ckpt-1")
+  with open(config_path) as f:
+    saved = json.load(f)
+  assert saved["label_names"] == ["cat", "dog", "bird", "fish"]
+  assert (saved["model"]["label_count"], saved["model"]["target_height"],
+          saved["model"]["input_tfrecord_file"], saved["train"]["number_of_steps"],
+          saved["train"]["gpu_id"]) == (LABELS, 32, data, 1, "-1")
 
 
 def test_nonexistent_base_network_checkpoint_is_an_error(data, tmp_path):
