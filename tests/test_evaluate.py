@@ -339,3 +339,70 @@ def test_names_from_config_json_reach_the_eval_config_tensorboard_and_calibratio
   lines = out.getvalue().splitlines()
   start = lines.index("thresholds (method=roc):") + 1
   assert [line.split(":")[0].strip() for line in lines[start:start + 4]] == names
+
+
+def eval_events(eval_dir):
+  """{tag: {step: (plugin name, tensor)}} from evaluate.py's event files."""
+  found = {}
+  for path in glob.glob(os.path.join(eval_dir, "events.out.tfevents.*")):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        found.setdefault(value.tag, {})[event.step] = (
+            value.metadata.plugin_data.plugin_name, tf.make_ndarray(value.tensor))
+  return found
+
+
+def chart_geometry_matches(image, per_label_ap, mean_ap):
+  """Checks the chart against its documented layout: each bar's height from its AP (sorted), and
+  the red mAP row in the gap after the first bar."""
+  bar, plot, margin = evaluate.CHART_BAR, evaluate.CHART_PLOT, evaluate.CHART_MARGIN
+  colours = evaluate.CHART_COLOURS
+  aps = sorted((ap for ap in per_label_ap if ap is not None), reverse=True)
+  assert image.shape == (plot + 2 * margin, 2 * margin + len(aps) * (bar + 1) - 1, 3)
+  bottom = margin + plot
+  for j, ap in enumerate(aps):
+    for column in (margin + j * (bar + 1), margin + j * (bar + 1) + bar - 1):
+      is_bar = np.all(image[:, column] == colours["bar"], axis=-1)
+      assert np.array_equal(np.flatnonzero(is_bar), np.arange(bottom - round(ap * plot), bottom))
+  gap = margin + bar  # the column between the first two bars
+  red = np.flatnonzero(np.all(image[:, gap] == colours["mAP"], axis=-1))
+  assert red.tolist() == [bottom - round(mean_ap * plot)]
+
+
+def test_ap_chart_layout_on_hand_values():
+  per_label_ap = [0.5, None, 1.0, 0.25, 0.0]
+  image = evaluate.ap_bar_chart(per_label_ap, 0.4375)
+  chart_geometry_matches(image, per_label_ap, 0.4375)
+  assert image.dtype == np.uint8 and (image[0] == 255).all()  # the margin stays white
+
+
+def test_tensorboard_pr_curve_per_label_and_the_ap_chart(run):
+  """Each evaluation writes TensorBoard's pr_curve summary for every label (the no-positive one
+  too) and one PNG bar chart of the per-label APs; the last one's counts at each of its 201
+  thresholds t = k/200 equal numpy's on the written score and label files (except within 1e-5
+  of a score, where the files' %.6f rounding could tip them)."""
+  events = eval_events(run["eval_dir"])
+  results = {r["global_step"]: r for r in read_jsonl(os.path.join(run["eval_dir"],
+                                                                  evaluate.METRICS_FILE))}
+  for step, result in results.items():
+    for j in range(LABELS):
+      plugin, curve = events[f"pr_curve/label_{j}"][step]
+      assert plugin == "pr_curves" and curve.shape == (6, 201)  # tp fp tn fn precision recall
+    plugin, encoded = events["per_label_ap_chart"][step]
+    assert plugin == "images"
+    image = tf.io.decode_png(encoded[2]).numpy()
+    assert [int(encoded[0]), int(encoded[1])] == [image.shape[1], image.shape[0]]
+    chart_geometry_matches(image, result["per_label_ap"], result["mAP"])
+  scores, labels = np.loadtxt(run["scores"]), np.loadtxt(run["label_file"], dtype=int)
+  checked = 0
+  for j in range(LABELS):
+    counts = events[f"pr_curve/label_{j}"][max(results)][1][:4]  # [4, 201]
+    positive = labels[:, j] == 1
+    for k in range(201):
+      if np.abs(scores[:, j] - k / 200).min() < 1e-5:
+        continue
+      above = scores[:, j] >= k / 200
+      assert counts[:, k].tolist() == [(above & positive).sum(), (above & ~positive).sum(),
+                                       (~above & ~positive).sum(), (~above & positive).sum()]
+      checked += 1
+  assert checked > 190 * LABELS
