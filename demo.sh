@@ -34,11 +34,10 @@ $PY train.py --label_count=10 --input_tfrecord_file="$OUT/records/train.tfrecord
   --train_dir="$OUT/train" --target_height=64 --target_width=64 --resize_height=72 \
   --resize_width=72 --train_base_network=true --batch_norm_decay=0.9 \
   --number_of_steps="$STEPS" --save_checkpoint_steps=100 --log_every_n_steps=25 \
-  --image_summary_steps=100 > "$OUT/train.log" 2>&1 &
+  --image_summary_steps=100 --label_names_file="$OUT/data/label_names.txt" > "$OUT/train.log" 2>&1 &
 train_pid=$!
 $PY evaluate.py --checkpoint_dir="$OUT/train" --input_tfrecord_file="$OUT/records/eval.tfrecord-*" \
-  --min_global_step=100 --eval_interval_secs=5 --timeout_secs=120 \
-  --label_names_file="$OUT/data/label_names.txt" > "$OUT/evaluate.log" 2>&1 &
+  --min_global_step=100 --eval_interval_secs=5 --timeout_secs=120 > "$OUT/evaluate.log" 2>&1 &
 eval_pid=$!
 tail -f "$OUT/train.log" --pid=$train_pid | grep --line-buffered -E "^step|resumed|restored|saved"
 wait $train_pid
@@ -47,23 +46,22 @@ grep -E "^ckpt-.*mAP" "$OUT/evaluate.log" | sed 's/^/evaluator alongside: /' || 
 
 stage "4. Final evaluation of the last checkpoint, writing eval scores and labels"
 $PY evaluate.py --checkpoint_dir="$OUT/train" --input_tfrecord_file="$OUT/records/eval.tfrecord-*" \
-  --run_once=true --eval_dir="$OUT/final_eval" --label_names_file="$OUT/data/label_names.txt" \
-  --score_file="$OUT/eval_scores.txt" --label_file="$OUT/eval_labels.txt"
+  --run_once=true --eval_dir="$OUT/final_eval" --score_file="$OUT/eval_scores.txt" \
+  --label_file="$OUT/eval_labels.txt"
 
 stage "5. Per-label thresholds on the eval split (ROC point nearest (0,1), as the original)"
 $PY threshold_calibration.py --label_file="$OUT/eval_labels.txt" --score_file="$OUT/eval_scores.txt" \
-  --output_file="$OUT/thresholds.txt" --label_names_file="$OUT/data/label_names.txt"
+  --output_file="$OUT/thresholds.txt" --run_dir="$OUT/train"
 
 stage "6. 10-crop inference on the held-out test split"
 $PY inference.py --checkpoint_path="$OUT/train" --image_list_file="$OUT/data/test/image_list" \
   --image_dir="$OUT/data/test/images" --inference_dir="$OUT/inference" \
-  --thresholds_file="$OUT/thresholds.txt" --label_names_file="$OUT/data/label_names.txt" --gpu_id=-1
+  --thresholds_file="$OUT/thresholds.txt" --gpu_id=-1
 
 stage "7. Thresholds applied to the test scores"
 $PY threshold_calibration.py --label_file="$OUT/eval_labels.txt" --score_file="$OUT/eval_scores.txt" \
   --apply_to="$OUT/inference/scores.txt" --predictions_file="$OUT/test_predictions.txt" \
-  --apply_labels="$OUT/data/test/image_label" --label_names_file="$OUT/data/label_names.txt" \
-  | sed -n '/^test set/,$p'
+  --apply_labels="$OUT/data/test/image_label" --run_dir="$OUT/train" | sed -n '/^test set/,$p'
 
 stage "8. Summary"
 $PY demo/report.py --out="$OUT"
