@@ -237,8 +237,9 @@ def restore_backbone(model, path):
             f"{len(result.unrestored)} variables not in it")
   source, source_config, prefix, step = load_trained_model(path)
   if source_config.backbone != model.config.backbone:
-    raise ValueError(f"base_network_checkpoint={path!r} is a {source_config.backbone} run; this "
-                     f"model's backbone is {model.config.backbone} (set --backbone to match)")
+    raise errors.ConfigError(f"base_network_checkpoint={path!r} is a {source_config.backbone} "
+                             f"run; this model's backbone is {model.config.backbone} (set "
+                             "--backbone to match)")
   by_name = {v.name: v for v in source.backbone.variables}
   for v in model.backbone.variables:  # same builder, same scope: the same names and shapes
     v.assign(by_name[v.name])

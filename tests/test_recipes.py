@@ -16,6 +16,7 @@ import pytest
 import tensorflow as tf
 
 import configs
+import errors
 import multi_label_classification_model as mlc
 import run_utils
 import train
@@ -158,8 +159,9 @@ def test_train_py_decays_only_the_models_conv_weights_with_adamw():
 
 
 def test_adamw_with_l2_is_refused_in_one_line(data, tmp_path, capsys):
-  with pytest.raises(SystemExit) as exit_info:
-    run_main(train_args(data, tmp_path / "train", "--optimizer=AdamW", "--number_of_steps=1"))
+  with pytest.raises(SystemExit) as exit_info:  # through errors.run, as `python train.py` runs
+    errors.run(train.main, train_args(data, tmp_path / "train", "--optimizer=AdamW",
+                                      "--number_of_steps=1"))
   assert exit_info.value.code == 2
   assert "--optimizer=AdamW decays the weights itself" in capsys.readouterr().err
   assert not (tmp_path / "train").exists()
