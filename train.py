@@ -262,10 +262,7 @@ def main(argv):
   train_config = configs.TrainConfig()  # e.g. train_dir="runs/coco", number_of_steps=20000
   configs.parse_overrides(argv, model_config, train_config, usage=__doc__)
   check_config(model_config, train_config)
-  # A record with another label count would stop training at its first batch: read the first
-  # record of each file now, before anything is built or written.
-  records.check_label_count(model_config.input_tfrecord_file, model_config.label_count,
-                            model_config.image_label_key)
+  records.expand_file_spec(model_config.input_tfrecord_file)  # missing records: an error now
   # Given once, here: stored in config.json, where evaluate, calibration, inference and the
   # SavedModel find them. A resumed run without the flag keeps the names stored before.
   label_names = metrics.load_label_names(model_config.label_names_file, model_config.label_count,
@@ -275,6 +272,11 @@ def main(argv):
 
   run_utils.select_devices(train_config.gpu_id)
   strategy = run_utils.make_strategy(train_config.strategy)
+  # A record with another label count would stop training at its first batch: read the first
+  # record of each file now (after the devices and the strategy, which must come before the
+  # first TensorFlow op), before anything is built or written.
+  records.check_label_count(model_config.input_tfrecord_file, model_config.label_count,
+                            model_config.image_label_key)
   log(f"{strategy.num_replicas_in_sync} replica(s); global batch "
       f"{model_config.batch_size * strategy.num_replicas_in_sync}")
   with strategy.scope():
