@@ -17,10 +17,12 @@ import configs  # noqa: E402
 import run_utils  # noqa: E402
 
 
-def keras_model(image_size, label_count, precision="float32", jit_compile=False):
+def keras_model(image_size, label_count, precision="float32", jit_compile=False,
+                learning_rate=None):
   """The compiled peer for square `image_size` inputs in [-1, 1] (ResNet50V2's own range).
 
   jit_compile: True forces XLA; False leaves Keras's "auto" (off on a CPU-only machine).
+  learning_rate: a schedule; default the toolkit's default (0.001, the original's decay).
   """
   keras = tf.keras
   if precision != "float32":
@@ -34,7 +36,7 @@ def keras_model(image_size, label_count, precision="float32", jit_compile=False)
   out = keras.layers.Activation("sigmoid", dtype="float32")(x)
   model = keras.Model(base.input, out)
   defaults = configs.TrainConfig()
-  schedule = run_utils.learning_rate_schedule(defaults)  # lr 0.001 and the toolkit's decay
+  schedule = learning_rate or run_utils.learning_rate_schedule(defaults)  # 0.001, the decay
   # global_clipnorm: the toolkit clips by the global norm (clip_by_global_norm, 5.0).
   model.compile(optimizer=keras.optimizers.Adam(schedule,
                                                 global_clipnorm=defaults.clip_gradients),
