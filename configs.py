@@ -59,13 +59,14 @@ class ReadTFRecordConfig:
 class DemoDataConfig:
   """make_demo_data.py: the multi-label digits image set built from sklearn's load_digits."""
   output_dir: str = "demo_out/data"  # <output_dir>/<split>/{images/,image_list,image_label}
-  num_train: int = 3000  # train images (0 = skip the split, else >= 10)
+  num_train: int = 24000  # train images (0 = skip the split, else >= 10)
   num_eval: int = 500  # eval images (0 = skip the split, else >= 10)
   num_test: int = 200  # test images (0 = skip the split, else >= 10)
   image_size: int = 64  # square image side (pixels), >= 32
   max_digits: int = 4  # each image holds 1..max_digits distinct digits (at most 4)
-  min_digit: float = 0.25  # smallest digit side, as a fraction of image_size
-  max_digit: float = 0.44  # largest digit side, as a fraction of image_size (<= 0.5, a quadrant)
+  min_digit: float = 0.4  # smallest digit side, as a fraction of image_size
+  max_digit: float = 0.5  # largest digit side, as a fraction of image_size (<= 0.5, a quadrant)
+  colours: str = "mono"  # mono (light on dark) | random (contrasting colours, random backgrounds)
   seed: int = 0  # seed for the source-digit split and the image generation
 
 
@@ -189,13 +190,20 @@ class ReportConfig:
   out: str = "demo_out"  # the demo's output folder (demo.sh's DEMO_OUT)
 
 
+@dataclass
+class DeriveLabelsConfig:
+  """demo/derive_labels.py: the second label set of the demo's transfer stage."""
+  data: str = "demo_out/data"  # make_demo_data.py's output_dir, read
+  out: str = "demo_out/data2"  # where the derived image_list/image_label/label_names.txt go
+
+
 # ---------------------------------------------------------------------------------------------
 # Config files: each config class has a section name; a run saves the sections it ran with.
 
 SECTIONS = {"create_tfrecord": CreateTFRecordConfig, "read_tfrecord": ReadTFRecordConfig,
             "demo_data": DemoDataConfig, "model": ModelConfig, "train": TrainConfig,
             "eval": EvalConfig, "inference": InferenceConfig, "calibration": CalibrationConfig,
-            "report": ReportConfig}
+            "report": ReportConfig, "derive_labels": DeriveLabelsConfig}
 RECORD_SECTIONS = ("label_names", "run")  # what a run found or resolved; not read back as settings
 CONFIG_FILES = ("config.json", "eval_config.json", "inference_config.json")  # train, eval, infer
 

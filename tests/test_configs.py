@@ -135,9 +135,9 @@ def test_every_config_field_has_a_comment_in_configs_py():
 
 
 def load_script(name):
-  """A script as a module (demo/report.py by its path)."""
-  if name == "demo/report":
-    spec = importlib.util.spec_from_file_location("report", os.path.join(REPO, "demo", "report.py"))
+  """A script as a module (demo/report.py and demo/derive_labels.py by their paths)."""
+  if name.startswith("demo/"):
+    spec = importlib.util.spec_from_file_location(name[5:], os.path.join(REPO, name + ".py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -153,7 +153,8 @@ SCRIPT_CONFIGS = {
     "threshold_calibration": [configs.CalibrationConfig],
     "inference": [configs.InferenceConfig],
     "export_saved_model": [configs.InferenceConfig],
-    "demo/report": [configs.ReportConfig]}
+    "demo/report": [configs.ReportConfig],
+    "demo/derive_labels": [configs.DeriveLabelsConfig]}
 
 
 @pytest.mark.parametrize("script", sorted(SCRIPT_CONFIGS))

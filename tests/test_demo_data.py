@@ -47,6 +47,21 @@ def test_split_files_in_the_original_format(demo_dir, split):
   assert (demo_dir / "label_names.txt").read_text().split() == [str(d) for d in range(10)]
 
 
+def test_mono_digits_are_light_on_dark_and_random_colours_are_colourful(demo_dir, tmp_path):
+  """The default design draws grey digits brighter than a dark background; colours=random (the
+  earlier design) draws coloured ones."""
+  for name in sorted(os.listdir(demo_dir / "train" / "images"))[:5]:
+    image = np.asarray(Image.open(demo_dir / "train" / "images" / name), np.float64)
+    assert np.abs(image - image.mean(axis=2, keepdims=True)).max() < 40  # grey, up to JPEG
+    grey = image.mean(axis=2)
+    assert np.percentile(grey, 99) - np.median(grey) > 100  # light strokes on a dark ground
+  make_demo_data.main([f"--output_dir={tmp_path}", "--num_train=10", "--num_eval=0",
+                       "--num_test=0", "--colours=random"])
+  spreads = [np.ptp(np.asarray(Image.open(p), np.float64).mean(axis=(0, 1)))
+             for p in sorted((tmp_path / "train" / "images").iterdir())]
+  assert max(spreads) > 40  # some background is far from grey
+
+
 def test_same_seed_same_images(demo_dir, tmp_path):
   make_demo_data.main([f"--output_dir={tmp_path}", f"--num_train={SIZES['train']}",
                        f"--num_eval={SIZES['eval']}", f"--num_test={SIZES['test']}", "--seed=3"])
@@ -107,3 +122,26 @@ def test_bad_settings_exit_2(tmp_path, flag, capsys):
   assert info.value.code == 2 and flag.split("=")[0] in capsys.readouterr().err
   assert os.listdir(tmp_path) == []
 
+
+
+def test_derived_label_set_for_the_transfer_stage(demo_dir, tmp_path):
+  """demo/derive_labels.py: 'has an even digit' and 'has a digit > 5' from the digits present,
+  in the original formats, for the same image names."""
+  import importlib.util
+  path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "demo", "derive_labels.py")
+  spec = importlib.util.spec_from_file_location("derive_labels", path)
+  derive = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(derive)
+  derive.main([f"--data={demo_dir}", f"--out={tmp_path}"])
+  assert (tmp_path / "label_names.txt").read_text().split() == ["has_even_digit",
+                                                                 "has_digit_above_5"]
+  for split in SIZES:
+    names, _, digits = read_split(demo_dir, split)
+    new_names, counts, labels = read_split(tmp_path, split)
+    want = np.stack([digits[:, [0, 2, 4, 6, 8]].max(axis=1), digits[:, 6:].max(axis=1)], axis=1)
+    assert new_names == names
+    np.testing.assert_array_equal(labels, want)
+    np.testing.assert_array_equal(counts, want.sum(axis=1))
+    entries = create_tfrecord.read_list_and_labels(str(tmp_path / split / "image_list"),
+                                                   str(tmp_path / split / "image_label"))
+    assert [e[1] for e in entries] == want.tolist()
