@@ -11,6 +11,9 @@ Each record is a serialized `tf.train.SequenceExample`:
       feature_list["image_label"]: one Feature per label, each int64_list { value: 0 or 1 }
     }
 
+A label may also be -1, "unknown" (nobody checked it), stored as is: the loss and the metrics
+skip such entries. Records with only 0/1 are byte for byte what the original wrote.
+
 Used by create_tfrecord.py (writing), read_tfrecord.py and the model's tf.data input pipeline
 (parsing):
 
@@ -30,6 +33,8 @@ import tensorflow as tf
 IMAGE_PATH_KEY = "image_path"
 IMAGE_DATA_KEY = "image_data"
 IMAGE_LABEL_KEY = "image_label"
+UNKNOWN = -1  # the label value of an entry nobody annotated
+LABEL_VALUES = (0, 1, UNKNOWN)
 
 
 def expand_file_spec(spec):
@@ -78,18 +83,19 @@ def make_example(image_path, image_data, labels, *, image_path_key=IMAGE_PATH_KE
   Args:
     image_path: str or bytes, stored as UTF-8 bytes.
     image_data: bytes, the encoded JPEG.
-    labels: sequence of L ints, each 0 or 1.
+    labels: sequence of L ints, each 0 or 1, or -1 for unknown.
   Returns:
     tf.train.SequenceExample.
   Raises:
-    ValueError: naming a label that is not 0/1.
+    ValueError: naming a label that is not 0, 1 or -1.
   """
   if isinstance(image_path, str):
     image_path = image_path.encode("utf-8")
   values = [int(v) for v in labels]
-  bad = [(i, v) for i, v in enumerate(values) if v not in (0, 1)]
+  bad = [(i, v) for i, v in enumerate(values) if v not in LABEL_VALUES]
   if bad:
-    raise ValueError(f"{image_path!r}: label {bad[0][0]} is {bad[0][1]}; labels must be 0 or 1")
+    raise ValueError(f"{image_path!r}: label {bad[0][0]} is {bad[0][1]}; labels must be 0 or 1 "
+                     f"(or -1, unknown)")
   bytes_feature = lambda b: tf.train.Feature(bytes_list=tf.train.BytesList(value=[b]))
   int64_feature = lambda v: tf.train.Feature(int64_list=tf.train.Int64List(value=[v]))
   return tf.train.SequenceExample(
@@ -111,7 +117,7 @@ def parse_example(serialized, image_path_key=IMAGE_PATH_KEY, image_data_key=IMAG
   Returns:
     image_path: tf.string scalar.
     image_data: tf.string scalar, the encoded JPEG.
-    labels: tf.int64 [L], 0/1.
+    labels: tf.int64 [L], 0/1 (-1 = unknown).
   """
   context, sequence = tf.io.parse_single_sequence_example(
       serialized,

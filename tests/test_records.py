@@ -137,6 +137,22 @@ def test_make_then_parse_round_trip_through_a_file(tmp_path):
   assert got_labels.numpy().tolist() == [0, 1, 1]
 
 
+def test_unknown_labels_are_stored_as_is_and_round_trip(tmp_path):
+  """-1 (unknown) is one more int64 value in the same layout: the hand-built record holding -1
+  is byte-identical, and parse_example reads the -1 back in tf.data."""
+  data, labels = _jpeg(1), [1, -1, 0, -1, 1]
+  ours = records.make_example("u.jpg", data, labels)
+  serialize = lambda proto: proto.SerializeToString(deterministic=True)
+  assert serialize(ours) == serialize(_original_layout(b"u.jpg", data, labels))
+  path = str(tmp_path / "u.tfrecord")
+  with tf.io.TFRecordWriter(path) as writer:
+    writer.write(ours.SerializeToString())
+  (_, got_data, got_labels), = list(tf.data.TFRecordDataset(path).map(records.parse_example))
+  assert got_data.numpy() == data and got_labels.numpy().tolist() == labels
+  with pytest.raises(ValueError, match="label 1 is -2"):
+    records.make_example("p.jpg", b"d", [0, -2])
+
+
 # ---------------------------------------------------------------------------------------------
 # atomic writes
 
