@@ -111,6 +111,8 @@ class TrainConfig:
   gamma_neg: float = 4.0  # asymmetric loss: focusing for negatives (Ridnik et al. 2021)
   gamma_pos: float = 0.0  # asymmetric loss: focusing for positives
   asl_clip: float = 0.05  # asymmetric loss: probability margin shifted off negatives
+  unknown_label: str = "ignore"  # -1 labels: ignore (loss = mean of the known entries) | negative
+  pos_weight: str = ""  # per-label positive-term weight: "" off | auto (train neg/pos) | a file
   xla: bool = False  # compile the train step with XLA (jit_compile)
   strategy: str = "default"  # default | mirrored | multi_worker (tf.distribute)
   seed: int = 0  # seed for weight init and shuffling; -1 = nondeterministic

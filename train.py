@@ -27,8 +27,8 @@ import tensorflow as tf  # noqa: E402
 import configs
 import run_utils
 from multi_label_classification_model import (AUGMENTATIONS, MultiLabelClassificationModel,
-                                              build_dataset, count_dead_units, head_activity,
-                                              head_depth, total_loss)
+                                              build_dataset, count_dead_units, count_known,
+                                              head_activity, head_depth, total_loss)
 from run_utils import log
 
 
@@ -74,29 +74,38 @@ def checkpoint_dir(strategy, train_dir):
   return tempfile.mkdtemp(prefix="worker_ckpt_")
 
 
-def make_train_step(model, optimizer, ema, strategy, model_config, train_config):
+def make_train_step(model, optimizer, ema, strategy, model_config, train_config,
+                    pos_weight=None):
   """One distributed step: forward, loss, gradients, clipping, update, EMA. Returns the loss
-  terms and the global gradient norm, reduced over replicas."""
+  terms and the global gradient norm, reduced over replicas. pos_weight: None or the [L] list
+  of positive-term weights (run_utils.resolve_pos_weight)."""
   variables = model.trainable_variables
-  global_batch = model_config.batch_size * strategy.num_replicas_in_sync
+  replicas = strategy.num_replicas_in_sync
+  global_batch = model_config.batch_size * replicas
   loss_options = dict(kind=train_config.loss, focal_gamma=train_config.focal_gamma,
                       gamma_neg=train_config.gamma_neg, gamma_pos=train_config.gamma_pos,
-                      asl_clip=train_config.asl_clip)
+                      asl_clip=train_config.asl_clip, unknown_label=train_config.unknown_label,
+                      pos_weight=pos_weight)
   loss_scale = isinstance(optimizer, tf.keras.optimizers.LossScaleOptimizer)
 
   @tf.function(jit_compile=train_config.xla)
-  def gradients(images, labels):
+  def gradients(images, labels, known):
     with tf.GradientTape() as tape:
       logits, end_points = model(images, training=True)
       loss, classification, regularization = total_loss(
-          model, logits, labels, global_batch_size=global_batch, **loss_options)
+          model, logits, labels, global_batch_size=global_batch, known_entries=known,
+          **loss_options)
       scaled = optimizer.scale_loss(loss) if loss_scale else loss
     grads = tape.gradient(scaled, variables)
     return grads, classification, regularization, head_activity(end_points)
 
   def replica_step(images, labels):
-    grads, classification, regularization, activity = gradients(images, labels)
-    replicas = strategy.num_replicas_in_sync
+    known = count_known(labels)
+    if replicas > 1:
+      # The loss averages over the known (not -1) entries of the global batch, as it averages
+      # over the global batch: a run on n replicas is one big batch's, whatever each one holds.
+      known = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, known)
+    grads, classification, regularization, activity = gradients(images, labels, known)
     if replicas > 1:
       # Keras 3 optimisers sum the replicas' gradients only inside apply_gradients, after the
       # clipping below (and LossScaleOptimizer's finite check) would have seen each replica's
