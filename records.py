@@ -28,6 +28,7 @@ import sys
 import time
 import uuid
 
+import numpy as np
 import tensorflow as tf
 
 IMAGE_PATH_KEY = "image_path"
@@ -128,6 +129,45 @@ def parse_example(serialized, image_path_key=IMAGE_PATH_KEY, image_data_key=IMAG
       sequence_features={image_label_key: tf.io.FixedLenSequenceFeature([1], tf.int64)})
   labels = tf.reshape(sequence[image_label_key], [-1])  # [L, 1] -> [L]
   return context[image_path_key], context[image_data_key], labels
+
+
+def count_labels(files, label_count, image_label_key=IMAGE_LABEL_KEY, batch_size=1024):
+  """Counts each label's 1s, 0s and -1s in TFRecords, reading the labels only.
+
+  No image is decoded, but the records are still read whole: the pass costs about what reading
+  the files costs (for pos_weight=auto, once at the start of training).
+
+  Args:
+    files: list of TFRecord files (expand_file_spec's result).
+    label_count: the number of labels every record must hold.
+  Returns:
+    (positives, negatives, unknowns): int64 [label_count] each, and the number of records.
+  Raises:
+    ValueError: naming the file and record whose label count differs, or when there is no record.
+  """
+  counts = np.zeros((3, label_count), np.int64)  # rows: 1s, 0s, -1s
+  sequence_features = {image_label_key: tf.io.FixedLenSequenceFeature([1], tf.int64)}
+  progress, total = Progress(0, "records (labels only)"), 0
+  for path in files:
+    seen = 0
+    for batch in tf.data.TFRecordDataset(path).batch(batch_size):
+      _, sequence, lengths = tf.io.parse_sequence_example(
+          batch, sequence_features=sequence_features)
+      lengths = lengths[image_label_key].numpy()
+      if np.any(lengths != label_count):
+        index = seen + int(np.argmax(lengths != label_count))
+        raise ValueError(f"{path}: record {index} has {lengths[index - seen]} labels, but "
+                         f"label_count={label_count}")
+      labels = sequence[image_label_key].numpy()[:, :, 0]  # [b, L, 1] -> [b, L]
+      for row, value in enumerate((1, 0, UNKNOWN)):
+        counts[row] += (labels == value).sum(axis=0)
+      seen += len(labels)
+      progress.update(total + seen)
+    total += seen
+  progress.clear()
+  if not total:
+    raise ValueError(f"no records in {', '.join(files)}")
+  return counts[0], counts[1], counts[2], total
 
 
 def _temp_name(path):

@@ -12,6 +12,7 @@ checkpoints, training resumes from the latest (weights, optimiser state, global 
 SIGTERM saves a checkpoint before exiting.
 """
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -259,6 +260,7 @@ def main(argv):
   strategy = run_utils.make_strategy(train_config.strategy)
   log(f"{strategy.num_replicas_in_sync} replica(s); global batch "
       f"{model_config.batch_size * strategy.num_replicas_in_sync}")
+  pos_weight = run_utils.resolve_pos_weight(train_config, model_config)  # None = off
   with strategy.scope():
     model = MultiLabelClassificationModel(model_config)
     optimizer = run_utils.make_optimizer(
@@ -279,8 +281,10 @@ def main(argv):
   if ema is not None and not resumed:
     ema.reset()  # the shadows were copied before the backbone was restored
   if run_utils.is_chief(strategy):
+    # config.json records the pos_weight values used, not the "auto" or file that gave them
+    saved = dataclasses.replace(train_config, pos_weight=pos_weight) if pos_weight else train_config
     configs.save_configs(os.path.join(train_config.train_dir, run_utils.CONFIG_FILE),
-                         model=model_config, train=train_config)
+                         model=model_config, train=saved)
 
   seed = train_config.seed if train_config.seed >= 0 else None
   # tf.distribute strategies copy batches to their devices; on one GPU the pipeline does it.
@@ -288,7 +292,7 @@ def main(argv):
   dataset = strategy.distribute_datasets_from_function(
       lambda context: build_dataset(model_config, "train", input_context=context, seed=seed,
                                     device="/gpu:0" if single_gpu else None))
-  step = make_train_step(model, optimizer, ema, strategy, model_config, train_config)
+  step = make_train_step(model, optimizer, ema, strategy, model_config, train_config, pos_weight)
   writer = tf.summary.create_file_writer(save_dir)
   stop = StopFlag()
   try:

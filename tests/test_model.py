@@ -403,6 +403,36 @@ def test_0_1_labels_give_exactly_todays_loss_and_gradients(frozen, kind):
       assert ignore[0] == todays[0] and np.array_equal(ignore[1], todays[1])
 
 
+POS_WEIGHT = [3.0, 0.5, 1.0, 7.25, 2.0]
+
+
+@pytest.mark.parametrize("kind", ["sigmoid", "focal", "asymmetric"])
+def test_pos_weight_scales_the_positive_term_as_numpy(frozen, kind):
+  """-w z log p + (1 - z) * (the negative term), per label w, for all three losses; with -1
+  entries the known-entry mean of those."""
+  logits = np.clip(LOGITS, -8, 8)
+  w = np.array(POS_WEIGHT)
+  options = dict(kind=kind, focal_gamma=2.0, gamma_neg=4.0, gamma_pos=0.0, asl_clip=0.05)
+  for labels in (LABELS, HIDDEN):
+    z = np.maximum(labels, 0)
+    plain = numpy_entry_losses(kind, logits, z)
+    negatives = numpy_entry_losses(kind, logits, np.zeros_like(z))
+    positives = numpy_entry_losses(kind, logits, np.ones_like(z))
+    assert np.allclose(plain, np.where(z == 1, positives, negatives))
+    want = np.where(z == 1, w * positives, negatives)
+    known = labels >= 0
+    got = mlc.total_loss(frozen, logits, labels, pos_weight=POS_WEIGHT, **options)[1]
+    np.testing.assert_allclose(got, want[known].mean(), rtol=1e-5)
+  if kind == "sigmoid":  # it is TensorFlow's weighted cross-entropy, and weight 1 is no weight
+    np.testing.assert_allclose(
+        mlc.per_example_loss(logits, LABELS, pos_weight=POS_WEIGHT),
+        tf.reduce_mean(tf.nn.weighted_cross_entropy_with_logits(
+            LABELS, logits, np.float32(POS_WEIGHT)), -1),
+        rtol=1e-6)
+  np.testing.assert_allclose(mlc.per_example_loss(logits, LABELS, pos_weight=[1.0] * L, **options),
+                             mlc.per_example_loss(logits, LABELS, **options), rtol=1e-6)
+
+
 def test_unknown_label_mode_is_checked():
   with pytest.raises(ValueError, match="'skip'"):
     mlc.per_example_loss(LOGITS, LABELS, unknown_label="skip")

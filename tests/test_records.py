@@ -153,6 +153,26 @@ def test_unknown_labels_are_stored_as_is_and_round_trip(tmp_path):
     records.make_example("p.jpg", b"d", [0, -2])
 
 
+def test_count_labels_counts_ones_zeros_and_unknowns_per_label(tmp_path):
+  rows = np.random.default_rng(4).integers(-1, 2, (37, 5))
+  paths = []
+  for part in range(2):  # 37 records over two files, batches of 8
+    paths.append(str(tmp_path / f"c{part}.tfrecord"))
+    with tf.io.TFRecordWriter(paths[-1]) as writer:
+      for i, row in enumerate(rows[part::2]):
+        writer.write(records.make_example(f"{i}.jpg", _jpeg(i), row).SerializeToString())
+  positives, negatives, unknowns, count = records.count_labels(paths, 5, batch_size=8)
+  assert count == 37
+  for got, value in ((positives, 1), (negatives, 0), (unknowns, -1)):
+    np.testing.assert_array_equal(got, (rows == value).sum(axis=0))
+  with pytest.raises(ValueError, match=r"c1.tfrecord: record 0 has 5 labels, but label_count=4"):
+    records.count_labels(paths[1:], 4, batch_size=8)
+  empty = tmp_path / "empty.tfrecord"
+  empty.write_bytes(b"")
+  with pytest.raises(ValueError, match="no records in"):
+    records.count_labels([str(empty)], 5)
+
+
 # ---------------------------------------------------------------------------------------------
 # atomic writes
 
