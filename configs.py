@@ -33,6 +33,15 @@ class CreateTFRecordConfig:
 
 
 @dataclass
+class CocoConfig:
+  """coco_to_image_list.py: COCO instances JSON -> the original's image_list and image_label."""
+  annotations: str = ""  # COCO instances JSON, e.g. annotations/instances_train2014.json
+  output_dir: str = ""  # image_list, image_label and label_names.txt are written here
+  categories: str = ""  # "name,name,..." keeps these, in this order; "" = all, by category id
+  drop_empty: bool = False  # drop images without a kept category (default: an all-0 row)
+
+
+@dataclass
 class ReadTFRecordConfig:
   """read_tfrecord.py: statistics, verification and sample dumps of TFRecords."""
   data_path: str = ""  # one file, a comma-separated list, or a glob

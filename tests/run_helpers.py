@@ -34,3 +34,14 @@ def read_scalars(log_dir):
         if value.metadata.plugin_data.plugin_name == "scalars":
           scalars.setdefault(value.tag, {})[event.step] = float(tf.make_ndarray(value.tensor))
   return scalars
+
+
+def run_script_main(capsys, main, argv):
+  """A script's main(argv) in this process: (exit status, stdout, stderr)."""
+  try:
+    main(list(argv))
+    code = 0
+  except SystemExit as e:
+    code = e.code
+  out, err = capsys.readouterr()
+  return code, out, err
