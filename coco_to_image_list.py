@@ -19,9 +19,9 @@ The JSON is read with the standard library's json. Only each image's id and file
 annotation's image and category ids are kept, as they are parsed (json's object_hook), so the
 polygons never pile up in memory: on a synthetic file of COCO train2017's size (440 MB, 860,001
 annotations; benchmarks/coco_converter.py) it took 16 s and at most 852 MiB, about twice the
-file, most of it the file's text while it is read. Each output is written to a temporary name first; the old
-outputs are removed and the new ones renamed into place only once all three are complete, with
-image_label last, so a crash never leaves a mismatched pair that looks complete.
+file, most of it the file's text while it is read. Each output is written to a temporary name
+first; the old outputs are removed and the new ones renamed into place only once all three are
+complete, with image_label last, so a crash never leaves a mismatched pair that looks complete.
 """
 
 import json

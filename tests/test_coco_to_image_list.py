@@ -33,8 +33,9 @@ COCO = {
     "info": {"description": "test", "year": 2014},
     "licenses": [{"id": 3, "name": "CC", "url": "http://x"}],
     # not in id order, and not sorted by file name either
-    "images": [image(42, "COCO_val2014_000000000042.jpg"), image(7, "COCO_val2014_000000000007.jpg"),
-               image(9, "no boxes.jpg"), image(13, "COCO_val2014_000000000013.jpg")],
+    "images": [image(42, "COCO_val2014_000000000042.jpg"),
+               image(7, "COCO_val2014_000000000007.jpg"), image(9, "no boxes.jpg"),
+               image(13, "COCO_val2014_000000000013.jpg")],
     # out of id order: by id the labels are person (1), car (3), dog (18)
     "categories": [{"id": 18, "name": "dog", "supercategory": "animal"},
                    {"id": 1, "name": "person", "supercategory": "person"},
