@@ -144,6 +144,8 @@ def test_unknown_labels_are_stored_as_is_and_round_trip(tmp_path):
   ours = records.make_example("u.jpg", data, labels)
   serialize = lambda proto: proto.SerializeToString(deterministic=True)
   assert serialize(ours) == serialize(_original_layout(b"u.jpg", data, labels))
+  known = records.make_example("u.jpg", data, [max(v, 0) for v in labels])
+  assert len(serialize(ours)) - len(serialize(known)) == 2 * 9  # a -1 is a 10-byte varint, a 0 one
   path = str(tmp_path / "u.tfrecord")
   with tf.io.TFRecordWriter(path) as writer:
     writer.write(ours.SerializeToString())
