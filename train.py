@@ -27,9 +27,10 @@ import tensorflow as tf  # noqa: E402
 
 import configs
 import run_utils
-from multi_label_classification_model import (AUGMENTATIONS, MultiLabelClassificationModel,
-                                              build_dataset, count_dead_units, count_known,
-                                              head_activity, head_depth, total_loss)
+from multi_label_classification_model import (AUGMENTATIONS, UNKNOWN_LABEL_MODES,
+                                              MultiLabelClassificationModel, build_dataset,
+                                              count_dead_units, count_known, head_activity,
+                                              head_depth, total_loss)
 from run_utils import log
 
 
@@ -42,6 +43,9 @@ def check_config(model_config, train_config):
     raise configs.ConfigError("--optimizer=AdamW decays the weights itself (by weight_decay, "
                               "decoupled): set --use_regularizer=false, or L2 would decay them "
                               "twice")
+  if train_config.unknown_label not in UNKNOWN_LABEL_MODES:
+    raise configs.ConfigError(f"--unknown_label={train_config.unknown_label!r}: expected one of "
+                              f"{', '.join(UNKNOWN_LABEL_MODES)}")
   try:
     run_utils.learning_rate_schedule(train_config)
   except ValueError as e:

@@ -475,3 +475,11 @@ def test_pos_weight_auto_trains_and_config_json_holds_the_values(pos_data, tmp_p
   loaded = configs.load_config(str(train_dir / run_utils.CONFIG_FILE), "train", configs.TrainConfig)
   model_config = configs.ModelConfig(label_count=LABELS)
   assert run_utils.resolve_pos_weight(loaded, model_config) == saved["pos_weight"]
+
+
+def test_unknown_label_mode_is_refused_in_one_line_before_any_work(data, tmp_path, capsys):
+  with pytest.raises(SystemExit) as exit_info:
+    train.main(train_args(data, tmp_path / "train", "--unknown_label=skip"))
+  assert exit_info.value.code == 2
+  assert "error: --unknown_label='skip': expected one of ignore, negative" in capsys.readouterr().err
+  assert not (tmp_path / "train").exists()
