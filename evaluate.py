@@ -41,7 +41,8 @@ def predict_fn(model):
 
 
 def score_dataset(predict, dataset):
-  """One pass: (scores [N, L], labels [N, L], mean classification loss)."""
+  """One pass: (scores [N, L], labels [N, L], mean classification loss over the known entries;
+  with no -1 label that is the plain mean)."""
   scores, labels, losses = [], [], []
   progress = records.Progress(0, "eval images")
   for images, batch_labels, _ in dataset:
@@ -53,7 +54,12 @@ def score_dataset(predict, dataset):
   progress.clear()
   if not scores:
     raise errors.DataError("the eval records are empty")
-  return np.concatenate(scores), np.concatenate(labels).astype(int), np.concatenate(losses).mean()
+  labels = np.concatenate(labels).astype(int)
+  known = np.count_nonzero(labels >= 0)
+  # per-image losses are means over L with unknown entries adding 0: rescale to the known ones
+  # (a factor of exactly 1.0 when every label is known)
+  loss = np.concatenate(losses).mean() * (labels.size / known) if known else float("nan")
+  return np.concatenate(scores), labels, loss
 
 
 def already_evaluated(eval_dir):

@@ -146,6 +146,7 @@ def load_script(name):
 
 SCRIPT_CONFIGS = {
     "create_tfrecord": [configs.CreateTFRecordConfig],
+    "coco_to_image_list": [configs.CocoConfig],
     "read_tfrecord": [configs.ReadTFRecordConfig],
     "make_demo_data": [configs.DemoDataConfig],
     "train": [configs.ModelConfig, configs.TrainConfig],
