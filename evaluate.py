@@ -124,9 +124,11 @@ def write_summaries(writer, result, label_names, labels, scores):
       if ap is not None:
         tf.summary.scalar(f"per_label_ap/{name}", ap)
     for j, name in enumerate(label_names):
-      # TensorBoard's own counts and metadata, written under our tag by tf.summary.write
-      curve = pr_curve_summary.pb(name, labels[:, j].astype(bool),
-                                  scores[:, j].astype(np.float32)).value[0]
+      # TensorBoard's own counts and metadata, written under our tag by tf.summary.write; over
+      # the label's known entries, as its AP (an unknown, -1, is neither positive nor negative)
+      known = labels[:, j] >= 0
+      curve = pr_curve_summary.pb(name, labels[known, j] == 1,
+                                  scores[known, j].astype(np.float32)).value[0]
       tf.summary.write(f"pr_curve/{name}", tf.make_ndarray(curve.tensor),
                        metadata=curve.metadata.SerializeToString())
     ranked = sorted(((ap, name) for name, ap in zip(label_names, result["per_label_ap"])

@@ -326,6 +326,13 @@ def test_unknown_labels_are_kept_and_skipped_label_by_label(run, tmp_path):
   p, z = np.clip(scores[known], 1e-6, 1 - 1e-6), labels[known]
   assert result["loss"] == pytest.approx(np.mean(-z * np.log(p) - (1 - z) * np.log(1 - p)),
                                          rel=1e-3)
+  # TensorBoard's precision-recall curves count each label's known entries only, like its AP
+  events = eval_events(tmp_path / "e")
+  for j in range(LABELS):
+    counts = events[f"pr_curve/label_{j}"][result["global_step"]][1][:4]  # [4, 201]
+    column = known[:, j]
+    assert counts[:, 0].sum() == column.sum()  # TP + FP + TN + FN: the known entries
+    assert pr_counts_checked(counts, labels[column, j] == 1, scores[column, j]) > 190
 
 
 def test_already_evaluated_ignores_a_line_cut_short(tmp_path, capsys):
@@ -435,12 +442,20 @@ def test_tensorboard_pr_curve_per_label_and_the_ap_chart(run):
   checked = 0
   for j in range(LABELS):
     counts = events[f"pr_curve/label_{j}"][max(results)][1][:4]  # [4, 201]
-    positive = labels[:, j] == 1
-    for k in range(201):
-      if np.abs(scores[:, j] - k / 200).min() < 1e-5:
-        continue
-      above = scores[:, j] >= k / 200
-      assert counts[:, k].tolist() == [(above & positive).sum(), (above & ~positive).sum(),
-                                       (~above & ~positive).sum(), (~above & positive).sum()]
-      checked += 1
+    checked += pr_counts_checked(counts, labels[:, j] == 1, scores[:, j])
   assert checked > 190 * LABELS
+
+
+def pr_counts_checked(counts, positive, scores_col):
+  """Asserts a pr_curve's [4, 201] TP, FP, TN, FN at each threshold t = k/200 against numpy's
+  (except within 1e-5 of a score, where the files' %.6f rounding could tip them); returns how
+  many thresholds it checked."""
+  checked = 0
+  for k in range(201):
+    if np.abs(scores_col - k / 200).min() < 1e-5:
+      continue
+    above = scores_col >= k / 200
+    assert counts[:, k].tolist() == [(above & positive).sum(), (above & ~positive).sum(),
+                                     (~above & ~positive).sum(), (~above & positive).sum()]
+    checked += 1
+  return checked
