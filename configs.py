@@ -34,7 +34,7 @@ class CreateTFRecordConfig:
   """create_tfrecord.py: image folder + list/label files -> TFRecords."""
   image_dir: str = ""  # folder the names in imglist_file are relative to
   imglist_file: str = ""  # "name.jpg 3" per line; 3 = number of 1s in the matching label row
-  imglabel_file: str = ""  # "1 0 1 ..." per line, one 0/1 per label
+  imglabel_file: str = ""  # "1 0 1 ..." per line, one 0/1 per label; -1 = unknown (not checked)
   output_file: str = ""  # output path; with num_shards > 1, <output_file>-0000i-of-0000N
   gpu: str = ""  # kept for the original's CLI; preparing data needs no GPU and ignores it
   num_shards: int = 1  # output files; use >= the number of training workers
@@ -42,6 +42,15 @@ class CreateTFRecordConfig:
   num_workers: int = 0  # image decode/verify processes; 0 = one per CPU core
   max_side: int = 0  # >0: downscale so the longer side is at most this (pixels); 0 = keep size
   jpeg_quality: int = 95  # quality used when an image has to be re-encoded as JPEG
+
+
+@dataclass
+class CocoConfig:
+  """coco_to_image_list.py: COCO instances JSON -> the original's image_list and image_label."""
+  annotations: str = ""  # COCO instances JSON, e.g. annotations/instances_train2014.json
+  output_dir: str = ""  # image_list, image_label and label_names.txt are written here
+  categories: str = ""  # "name,name,..." keeps these, in this order; "" = all, by category id
+  drop_empty: bool = False  # drop images without a kept category (default: an all-0 row)
 
 
 @dataclass
@@ -125,6 +134,8 @@ class TrainConfig:
   gamma_neg: float = 4.0  # asymmetric loss: focusing for negatives (Ridnik et al. 2021)
   gamma_pos: float = 0.0  # asymmetric loss: focusing for positives
   asl_clip: float = 0.05  # asymmetric loss: probability margin shifted off negatives
+  unknown_label: str = "ignore"  # -1 labels: ignore (loss = mean of the known entries) | negative
+  pos_weight: str = ""  # per-label positive-term weight: "" off | auto (train neg/pos) | a file
   xla: bool = False  # compile the train step with XLA (jit_compile)
   strategy: str = "default"  # default | mirrored | multi_worker (tf.distribute)
   seed: int = 0  # seed for weight init and shuffling; -1 = nondeterministic
@@ -200,11 +211,15 @@ class DeriveLabelsConfig:
 # ---------------------------------------------------------------------------------------------
 # Config files: each config class has a section name; a run saves the sections it ran with.
 
-SECTIONS = {"create_tfrecord": CreateTFRecordConfig, "read_tfrecord": ReadTFRecordConfig,
-            "demo_data": DemoDataConfig, "model": ModelConfig, "train": TrainConfig,
-            "eval": EvalConfig, "inference": InferenceConfig, "calibration": CalibrationConfig,
+SECTIONS = {"create_tfrecord": CreateTFRecordConfig, "coco": CocoConfig,
+            "read_tfrecord": ReadTFRecordConfig, "demo_data": DemoDataConfig,
+            "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig,
+            "inference": InferenceConfig, "calibration": CalibrationConfig,
             "report": ReportConfig, "derive_labels": DeriveLabelsConfig}
 RECORD_SECTIONS = ("label_names", "run")  # what a run found or resolved; not read back as settings
+# String settings that a run saves as the numbers it resolved them to (TrainConfig.pos_weight:
+# "auto" or a file -> the list of weights used): a JSON list of numbers is read back as such.
+RESOLVED_LISTS = {(TrainConfig, "pos_weight")}
 CONFIG_FILES = ("config.json", "eval_config.json", "inference_config.json")  # train, eval, infer
 
 
@@ -231,6 +246,10 @@ def _set_fields(path, section, values, cfg):
     if name not in types:
       raise ConfigError(f"{path}: unknown field {section}.{name} ({type(cfg).__name__} has no "
                         f"field {name!r})")
+    if (type(cfg), name) in RESOLVED_LISTS and isinstance(value, list) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+      setattr(cfg, name, [float(v) for v in value])
+      continue
     typ = types[name]
     ok = (isinstance(value, typ) and not (typ is int and isinstance(value, bool))
           or typ is float and isinstance(value, int) and not isinstance(value, bool))

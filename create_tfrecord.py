@@ -3,7 +3,8 @@
 Input, as in the original toolkit (CRLF line endings and blank lines are fine):
   image_list   "<name> <count>" per line, e.g. "COCO_val2014_000000320715.jpg 3"; the name is
                relative to image_dir and may contain spaces; count = number of 1s in its label row
-  image_label  "1 0 1 0 ..." per line, one 0/1 per label, same order as image_list
+  image_label  "1 0 1 0 ..." per line, one 0/1 per label, same order as image_list; -1 marks a
+               label nobody checked (unknown): stored as is, skipped by the loss and the metrics
 
 Both files are checked completely before anything is written; every error names the file and line
 (exit status 1). Every image is then decoded (Pillow, one process per core): RGB JPEGs are
@@ -42,6 +43,8 @@ import records
 IMAGE_MAGIC = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG", "PNG"), (b"GIF8", "GIF"), (b"BM", "BMP"),
                (b"RIFF", "WebP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"))
 SHARD_SUFFIX = "[0-9]" * 5 + "-of-" + "[0-9]" * 5  # glob of records.shard_paths' suffix
+# The original parsed labels as floats, so "1.0" is a 1; -1 is an unknown label.
+LABEL_TOKENS = ("0", "1", "0.0", "1.0", "-1", "-1.0")
 
 
 class InputError(errors.DataError):
@@ -93,8 +96,9 @@ def read_list_and_labels(imglist_file, imglabel_file, max_errors=20):
     tokens = label_text.split()
     labels = []
     for j, token in enumerate(tokens):
-      if token not in ("0", "1", "0.0", "1.0"):  # the original parsed labels as floats
-        problems.append(f"{where_label}: label {j} is {token!r}; labels must be 0 or 1")
+      if token not in LABEL_TOKENS:
+        problems.append(f"{where_label}: label {j} is {token!r}; labels must be 0 or 1 "
+                        f"(or -1, unknown)")
         break
       labels.append(int(float(token)))
     if len(labels) != len(tokens):
@@ -105,9 +109,9 @@ def read_list_and_labels(imglist_file, imglabel_file, max_errors=20):
       problems.append(f"{where_label}: {len(labels)} labels, but line {row_length[1]} has "
                       f"{row_length[0]}; every row needs one 0/1 per label")
       continue
-    if count != sum(labels):
+    if count != labels.count(1):  # the 1s only: an unknown is not a label the image carries
       problems.append(f"{where_list}: count {count} for {name!r}, but its label row "
-                      f"{where_label} has {sum(labels)} ones")
+                      f"{where_label} has {labels.count(1)} ones")
       continue
     entries.append((name, labels))
   if len(problems) == 1:
@@ -256,6 +260,7 @@ def main(argv):
           writers[counts["written"] % len(writers)].write(example.SerializeToString())
           counts["written"] += 1
           counts[result[2]] += 1
+          counts["unknown"] += entries[i][1].count(records.UNKNOWN)
         progress.update(i + 1)
       progress.finish(len(entries))
       if not counts["written"]:  # raised inside, so that the temp files are removed
@@ -274,6 +279,8 @@ def main(argv):
         f"{counts['re-encoded'] + counts['resized']} (of which resized: {counts['resized']})")
   reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(skipped.items()))
   print(f"  skipped: {sum(skipped.values())}" + (f" ({reasons})" if reasons else ""))
+  print(f"  unknown labels (-1): {counts['unknown']} of {counts['written'] * len(entries[0][1])} "
+        f"entries")
   stale = sorted(set(glob.glob(glob.escape(cfg.output_file) + "-" + SHARD_SUFFIX)) - set(outputs))
   if stale:  # e.g. 4 shards from an earlier run, 2 now: a glob over both would read old records
     print(f"warning: {len(stale)} shard(s) of an earlier run are still there, e.g. {stale[0]}; "

@@ -41,7 +41,8 @@ def predict_fn(model):
 
 
 def score_dataset(predict, dataset):
-  """One pass: (scores [N, L], labels [N, L], mean classification loss)."""
+  """One pass: (scores [N, L], labels [N, L], mean classification loss over the known entries;
+  with no -1 label that is the plain mean)."""
   scores, labels, losses = [], [], []
   progress = records.Progress(0, "eval images")
   for images, batch_labels, _ in dataset:
@@ -53,7 +54,12 @@ def score_dataset(predict, dataset):
   progress.clear()
   if not scores:
     raise errors.DataError("the eval records are empty")
-  return np.concatenate(scores), np.concatenate(labels).astype(int), np.concatenate(losses).mean()
+  labels = np.concatenate(labels).astype(int)
+  known = np.count_nonzero(labels >= 0)
+  # per-image losses are means over L with unknown entries adding 0: rescale to the known ones
+  # (a factor of exactly 1.0 when every label is known)
+  loss = np.concatenate(losses).mean() * (labels.size / known) if known else float("nan")
+  return np.concatenate(scores), labels, loss
 
 
 def already_evaluated(eval_dir):
@@ -118,9 +124,11 @@ def write_summaries(writer, result, label_names, labels, scores):
       if ap is not None:
         tf.summary.scalar(f"per_label_ap/{name}", ap)
     for j, name in enumerate(label_names):
-      # TensorBoard's own counts and metadata, written under our tag by tf.summary.write
-      curve = pr_curve_summary.pb(name, labels[:, j].astype(bool),
-                                  scores[:, j].astype(np.float32)).value[0]
+      # TensorBoard's own counts and metadata, written under our tag by tf.summary.write; over
+      # the label's known entries, as its AP (an unknown, -1, is neither positive nor negative)
+      known = labels[:, j] >= 0
+      curve = pr_curve_summary.pb(name, labels[known, j] == 1,
+                                  scores[known, j].astype(np.float32)).value[0]
       tf.summary.write(f"pr_curve/{name}", tf.make_ndarray(curve.tensor),
                        metadata=curve.metadata.SerializeToString())
     ranked = sorted(((ap, name) for name, ap in zip(label_names, result["per_label_ap"])

@@ -5,6 +5,12 @@ Arrays follow one convention: `labels` and `scores` are [num_images, num_labels]
 scores any finite reals (sigmoid outputs in practice). Column helpers take one label's
 [num_images] vectors.
 
+A label of -1 means unknown (nobody annotated it). Every metric skips unknown entries label by
+label: each column's AP, ROC curve, threshold and TP/FP/FN counts are those of its known entries
+only (as sklearn on the known subset of the column), and the overall OP/OR count the known entries
+of all columns. A label with no known entry is excluded from mAP like a label without positives.
+With no -1 every result is exactly what it is without this rule.
+
 Ranking metrics copy scikit-learn's definitions exactly (so the tests can hold them to it):
   * average precision = sum_n (R_n - R_{n-1}) P_n over the distinct scores, descending
     (sklearn.metrics.average_precision_score; tied scores form one step);
@@ -34,6 +40,8 @@ import numpy as np
 import configs
 import errors
 
+LABEL_VALUES = (0.0, 1.0, -1.0)  # -1 = unknown (records.UNKNOWN; this module needs no TensorFlow)
+
 
 # ---------------------------------------------------------------------------------------------
 # Ranking: average precision and the ROC curve.
@@ -42,10 +50,11 @@ def _ranked_counts(labels_col, scores_col):
   """Cumulative counts at each distinct score, highest score first.
 
   Args:
-    labels_col: [num_images] 0/1 labels of one label.
+    labels_col: [num_images] 0/1 labels of one label; -1 entries are left out.
     scores_col: [num_images] scores of that label.
   Returns:
-    tps, fps: [num_distinct] float64 true / false positives when predicting score >= threshold.
+    tps, fps: [num_distinct] float64 true / false positives when predicting score >= threshold
+      (empty when no entry is known).
     thresholds: [num_distinct] the distinct scores, descending.
   """
   y = np.asarray(labels_col, dtype=np.float64).ravel()
@@ -54,6 +63,10 @@ def _ranked_counts(labels_col, scores_col):
     raise ValueError(f"labels have {y.size} entries but scores have {s.size}")
   if not np.all(np.isfinite(s)):
     raise ValueError(f"scores contain NaN or inf (first at index {int(np.argmin(np.isfinite(s)))})")
+  known = y >= 0  # unknown (-1) entries are not ranked at all
+  y, s = y[known], s[known]
+  if not s.size:
+    return np.zeros(0), np.zeros(0), np.zeros(0)
   order = np.argsort(s, kind="stable")[::-1]
   s, y = s[order], y[order]
   # The last index of each run of equal scores, plus the end: tied scores are one threshold.
@@ -67,11 +80,11 @@ def average_precision(labels_col, scores_col):
   """Average precision of one label, equal to sklearn.metrics.average_precision_score.
 
   AP = sum_n (R_n - R_{n-1}) P_n over the distinct scores in descending order (no
-  interpolation). A label without positives has no defined AP; this returns NaN (sklearn warns and
-  returns 0), so callers can exclude it.
+  interpolation), over the known (not -1) entries. A label without (known) positives has no
+  defined AP; this returns NaN (sklearn warns and returns 0), so callers can exclude it.
   """
   tps, fps, _ = _ranked_counts(labels_col, scores_col)
-  num_positives = tps[-1]
+  num_positives = tps[-1] if tps.size else 0.0
   if num_positives == 0:
     return float("nan")
   precision = tps / (tps + fps)
@@ -83,11 +96,11 @@ def mean_average_precision(labels, scores):
   """mAP over the labels that have positives.
 
   Args:
-    labels: [num_images, num_labels] 0/1.
+    labels: [num_images, num_labels] 0/1 (-1 = unknown, skipped).
     scores: [num_images, num_labels].
   Returns:
     mAP: float, mean AP over labels with at least one positive (NaN when there are none).
-    per_label_ap: [num_labels] float64, NaN for labels without positives.
+    per_label_ap: [num_labels] float64, NaN for labels without positives (or no known entry).
     excluded: list of the label indices without positives.
   """
   labels, scores = _check_pair(labels, scores)
@@ -103,7 +116,7 @@ def roc_curve(labels_col, scores_col):
   """ROC curve of one label, equal to sklearn.metrics.roc_curve(drop_intermediate=True).
 
   Args:
-    labels_col: [num_images] 0/1.
+    labels_col: [num_images] 0/1 (-1 entries are left out).
     scores_col: [num_images].
   Returns:
     fpr, tpr: [num_points] rates when predicting score >= thresholds[i]; NaN throughout when the
@@ -142,7 +155,7 @@ def multilabel_prf(labels, predictions):
   """CP, CR, CF1, OP, OR, OF1 of 0/1 predictions (definitions and 0/0 rule: module docstring).
 
   Args:
-    labels: [num_images, num_labels] 0/1.
+    labels: [num_images, num_labels] 0/1; -1 (unknown) entries count as neither TP, FP nor FN.
     predictions: [num_images, num_labels] 0/1.
   Returns:
     dict with floats CP, CR, CF1, OP, OR, OF1 and [num_labels] float64 arrays
@@ -152,8 +165,9 @@ def multilabel_prf(labels, predictions):
   labels, predictions = _check_pair(labels, predictions, second_name="predictions")
   pred = predictions > 0
   truth = labels > 0
+  negative = labels == 0  # not ~truth: a predicted unknown (-1) entry is no false positive
   tp = np.sum(pred & truth, axis=0)  # [num_labels]
-  fp = np.sum(pred & ~truth, axis=0)
+  fp = np.sum(pred & negative, axis=0)
   fn = np.sum(~pred & truth, axis=0)
   precision = _safe_divide(tp, tp + fp)
   recall = _safe_divide(tp, tp + fn)
@@ -208,7 +222,9 @@ def evaluate_scores(labels, scores, threshold=0.5, top_k=3):
   Returns:
     {"num_images", "mAP" (None if no label has positives), "per_label_ap" (list, None for
      excluded labels), "excluded_labels", "threshold", "top_k", "CP".."OF1" at `threshold`,
-     "CP_top<k>".."OF1_top<k>" on each image's top k}.
+     "CP_top<k>".."OF1_top<k>" on each image's top k (top-k picks among all labels; unknown
+     entries are then not counted)}, and "unknown_entries" when some labels are -1 (absent
+     otherwise, so a 0/1 result is exactly what it was before -1 existed).
   """
   labels, scores = _check_pair(labels, scores)
   mean_ap, per_label_ap, excluded = mean_average_precision(labels, scores)
@@ -217,6 +233,9 @@ def evaluate_scores(labels, scores, threshold=0.5, top_k=3):
             "per_label_ap": [None if math.isnan(ap) else float(ap) for ap in per_label_ap],
             "excluded_labels": excluded,
             "threshold": float(threshold), "top_k": int(top_k)}
+  unknown = int(np.count_nonzero(labels < 0))
+  if unknown:
+    result["unknown_entries"] = unknown
   at_threshold = multilabel_prf(labels, threshold_predictions(scores, threshold))
   at_top_k = multilabel_prf(labels, top_k_predictions(scores, top_k))
   for name in _PRF_NAMES:
@@ -308,12 +327,13 @@ def calibrate_thresholds(labels, scores, method, label_names=None):
   """One threshold per label chosen on a calibration set.
 
   Args:
-    labels: [num_images, num_labels] 0/1.
+    labels: [num_images, num_labels] 0/1; each label is calibrated on its known (not -1)
+      entries only.
     scores: [num_images, num_labels].
     method: "roc" (nearest (0, 1), the original) | "f1" | "youden".
     label_names: optional names used in the warnings.
   Returns:
-    thresholds: [num_labels] float64. A label with no positives or no negatives gets 0.5.
+    thresholds: [num_labels] float64. A label with no (known) positives or negatives gets 0.5.
     warnings: list of strings, one per such label, naming it.
   """
   if method == "roc":
@@ -328,14 +348,17 @@ def calibrate_thresholds(labels, scores, method, label_names=None):
   thresholds = np.full(labels.shape[1], 0.5)
   warnings = []
   for j in range(labels.shape[1]):
-    positives = int(labels[:, j].sum())
-    if positives == 0 or positives == labels.shape[0]:
+    known = labels[:, j] >= 0
+    positives, count = int(labels[known, j].sum()), int(known.sum())
+    if positives == 0 or positives == count:
       name = f" ({label_names[j]})" if label_names is not None else ""
       kind = "no positives" if positives == 0 else "no negatives"
+      images = f"{labels.shape[0]} images" + (
+          f", {count} of them with this label known" if count < labels.shape[0] else "")
       warnings.append(f"label {j}{name} has {kind} in the calibration set "
-                      f"({labels.shape[0]} images); using threshold 0.5")
+                      f"({images}); using threshold 0.5")
       continue
-    thresholds[j] = choose(labels[:, j], scores[:, j])
+    thresholds[j] = choose(labels[known, j], scores[known, j])
   return thresholds, warnings
 
 
@@ -343,16 +366,17 @@ def calibrate_thresholds(labels, scores, method, label_names=None):
 # Files.
 
 def _check_pair(labels, second, second_name="scores"):
-  """Both as float64 [num_images, num_labels] of one shape; labels 0/1, no NaN/inf."""
+  """Both as float64 [num_images, num_labels] of one shape; labels 0/1 or -1, no NaN/inf."""
   labels = np.asarray(labels, dtype=np.float64)
   second = np.asarray(second, dtype=np.float64)
   if labels.ndim != 2 or labels.shape != second.shape:
     raise errors.DataError(f"labels shape {labels.shape} and {second_name} shape {second.shape} "
                            f"must be equal and [num_images, num_labels]")
-  bad = ~np.isin(labels, (0.0, 1.0))
+  bad = ~np.isin(labels, LABEL_VALUES)
   if bad.any():
     i, j = np.argwhere(bad)[0]
-    raise errors.DataError(f"labels must be 0/1; found {labels[i, j]!r} at image {i}, label {j}")
+    raise errors.DataError(f"labels must be 0/1 (or -1, unknown); found {labels[i, j]!r} at image "
+                           f"{i}, label {j}")
   if not np.all(np.isfinite(second)):
     i, j = np.argwhere(~np.isfinite(second))[0]
     raise errors.DataError(f"{second_name} contain {second[i, j]!r} at image {i}, label {j}")
@@ -383,7 +407,7 @@ def save_scores(path, scores):
 
 
 def save_labels(path, labels):
-  """An image_label file: one row per image, "1 0 1 ..." (one 0/1 per label)."""
+  """An image_label file: one row per image, "1 0 1 ..." (one 0/1 per label; -1 kept as -1)."""
   labels = np.asarray(labels)
   if labels.ndim != 2:
     raise ValueError(f"{path}: labels must be [num_images, num_labels], got shape {labels.shape}")
@@ -440,13 +464,14 @@ def _is_float(text):
 
 
 def load_labels(path):
-  """An image_label file as int64 [num_images, num_labels]; a value other than 0/1 is an error."""
+  """An image_label file as int64 [num_images, num_labels]; a value other than 0/1/-1 (-1 =
+  unknown) is an error."""
   matrix = load_matrix(path)
-  bad = ~np.isin(matrix, (0.0, 1.0))
+  bad = ~np.isin(matrix, LABEL_VALUES)
   if bad.any():
     i, j = np.argwhere(bad)[0]
     raise errors.DataError(f"{path}: labels must be 0 or 1; found {matrix[i, j]:g} in data row "
-                           f"{i + 1}, column {j + 1}")
+                           f"{i + 1}, column {j + 1} (-1, an unknown label, is allowed too)")
   return matrix.astype(np.int64)
 
 

@@ -113,15 +113,15 @@ def inspect_record(serialized, cfg, cross_check=False):
   except tf.errors.InvalidArgumentError as e:
     raise ValueError(f"{path}: image does not decode ({len(data)} bytes): "
                      f"{_first_line(e.message)}") from None
-  bad = [int(v) for v in labels if v not in (0, 1)]
+  bad = [int(v) for v in labels if v not in records.LABEL_VALUES]
   if bad:
-    raise ValueError(f"{path}: label value {bad[0]}; labels must be 0 or 1")
+    raise ValueError(f"{path}: label value {bad[0]}; labels must be 0 or 1 (or -1, unknown)")
   return path, data, labels, image
 
 
 def dump_sample(dump_dir, index, data, labels, image):
   """Writes one sample as <index>_labels-<positive label indices>.jpg; returns the file name."""
-  positives = "-".join(str(i) for i in np.flatnonzero(labels)) or "none"
+  positives = "-".join(str(i) for i in np.flatnonzero(labels == 1)) or "none"
   name = f"{index:05d}_labels-{positives}.jpg"
   if not data.startswith(JPEG_MAGIC):  # e.g. PNG bytes from another tool: store a real JPEG
     data = tf.io.encode_jpeg(image, quality=95).numpy()
@@ -131,14 +131,22 @@ def dump_sample(dump_dir, index, data, labels, image):
 
 
 def print_statistics(label_rows, heights, widths):
-  """Positives per label, labels per image, and image sizes of the good records."""
+  """Positives (and unknowns, if any) per label, labels per image, and image sizes of the good
+  records. The fraction is of all records; unknown (-1) entries are neither positive nor not."""
   labels = np.stack(label_rows)  # [N, L]
   n, label_count = labels.shape
+  unknowns = (labels == records.UNKNOWN).sum(axis=0)  # [L]
   print(f"labels: {label_count}")
-  print("positives per label:\n  label  positives  fraction")
-  for j, positives in enumerate(labels.sum(axis=0)):
-    print(f"  {j:5d}  {positives:9d}  {positives / n:8.1%}")
-  per_image = labels.sum(axis=1)
+  column = ""  # the unknown column only when there are unknowns: 0/1 records print as before
+  if unknowns.any():
+    total = int(unknowns.sum())
+    print(f"unknown (-1) entries: {total} of {labels.size} ({total / labels.size:.1%})")
+    column = "    unknown"
+  print("positives per label:\n  label  positives  fraction" + column)
+  for j, positives in enumerate((labels == 1).sum(axis=0)):
+    unknown = f"  {unknowns[j]:9d}" if column else ""
+    print(f"  {j:5d}  {positives:9d}  {positives / n:8.1%}{unknown}")
+  per_image = (labels == 1).sum(axis=1)
   print(f"labels per image (mean {per_image.mean():.2f}):")
   for k, images in zip(*np.unique(per_image, return_counts=True)):
     print(f"  {k:3d} labels: {images:7d} images ({images / n:.1%})")
@@ -201,7 +209,7 @@ def main(argv):
     with records.atomic_write(os.path.join(cfg.dump_dir, "samples.tsv")) as f:
       f.write("file\trecord\tsource\timage_path\tpositive_labels\tlabel_row\theight\twidth\n")
       for name, index, file, path, labels, shape in samples:
-        positives = " ".join(str(i) for i in np.flatnonzero(labels))
+        positives = " ".join(str(i) for i in np.flatnonzero(labels == 1))
         row = " ".join(str(int(v)) for v in labels)
         f.write(f"{name}\t{index}\t{file}\t{path}\t{positives}\t{row}\t{shape[0]}\t{shape[1]}\n")
     print(f"dumped {len(samples)} samples and samples.tsv to {cfg.dump_dir}")

@@ -11,6 +11,9 @@ Each record is a serialized `tf.train.SequenceExample`:
       feature_list["image_label"]: one Feature per label, each int64_list { value: 0 or 1 }
     }
 
+A label may also be -1, "unknown" (nobody checked it), stored as is: the loss and the metrics
+skip such entries. Records with only 0/1 are byte for byte what the original wrote.
+
 Used by create_tfrecord.py (writing), read_tfrecord.py and the model's tf.data input pipeline
 (parsing):
 
@@ -25,6 +28,7 @@ import sys
 import time
 import uuid
 
+import numpy as np
 import tensorflow as tf
 
 import errors
@@ -32,6 +36,8 @@ import errors
 IMAGE_PATH_KEY = "image_path"
 IMAGE_DATA_KEY = "image_data"
 IMAGE_LABEL_KEY = "image_label"
+UNKNOWN = -1  # the label value of an entry nobody annotated
+LABEL_VALUES = (0, 1, UNKNOWN)
 
 
 def expand_file_spec(spec):
@@ -111,18 +117,19 @@ def make_example(image_path, image_data, labels, *, image_path_key=IMAGE_PATH_KE
   Args:
     image_path: str or bytes, stored as UTF-8 bytes.
     image_data: bytes, the encoded JPEG.
-    labels: sequence of L ints, each 0 or 1.
+    labels: sequence of L ints, each 0 or 1, or -1 for unknown.
   Returns:
     tf.train.SequenceExample.
   Raises:
-    ValueError: naming a label that is not 0/1.
+    ValueError: naming a label that is not 0, 1 or -1.
   """
   if isinstance(image_path, str):
     image_path = image_path.encode("utf-8")
   values = [int(v) for v in labels]
-  bad = [(i, v) for i, v in enumerate(values) if v not in (0, 1)]
+  bad = [(i, v) for i, v in enumerate(values) if v not in LABEL_VALUES]
   if bad:
-    raise ValueError(f"{image_path!r}: label {bad[0][0]} is {bad[0][1]}; labels must be 0 or 1")
+    raise ValueError(f"{image_path!r}: label {bad[0][0]} is {bad[0][1]}; labels must be 0 or 1 "
+                     f"(or -1, unknown)")
   bytes_feature = lambda b: tf.train.Feature(bytes_list=tf.train.BytesList(value=[b]))
   int64_feature = lambda v: tf.train.Feature(int64_list=tf.train.Int64List(value=[v]))
   return tf.train.SequenceExample(
@@ -144,7 +151,7 @@ def parse_example(serialized, image_path_key=IMAGE_PATH_KEY, image_data_key=IMAG
   Returns:
     image_path: tf.string scalar.
     image_data: tf.string scalar, the encoded JPEG.
-    labels: tf.int64 [L], 0/1.
+    labels: tf.int64 [L], 0/1 (-1 = unknown).
   """
   context, sequence = tf.io.parse_single_sequence_example(
       serialized,
@@ -155,6 +162,46 @@ def parse_example(serialized, image_path_key=IMAGE_PATH_KEY, image_data_key=IMAG
       sequence_features={image_label_key: tf.io.FixedLenSequenceFeature([1], tf.int64)})
   labels = tf.reshape(sequence[image_label_key], [-1])  # [L, 1] -> [L]
   return context[image_path_key], context[image_data_key], labels
+
+
+def count_labels(files, label_count, image_label_key=IMAGE_LABEL_KEY, batch_size=1024):
+  """Counts each label's 1s, 0s and -1s in TFRecords, reading the labels only.
+
+  No image is decoded, but the records are still read whole: the pass costs about what reading
+  the files costs (for pos_weight=auto, once at the start of training).
+
+  Args:
+    files: list of TFRecord files (expand_file_spec's result).
+    label_count: the number of labels every record must hold.
+  Returns:
+    (positives, negatives, unknowns): int64 [label_count] each, and the number of records.
+  Raises:
+    errors.DataError: naming the file and record whose label count differs, or when there is no
+      record.
+  """
+  counts = np.zeros((3, label_count), np.int64)  # rows: 1s, 0s, -1s
+  sequence_features = {image_label_key: tf.io.FixedLenSequenceFeature([1], tf.int64)}
+  progress, total = Progress(0, "records (labels only)"), 0
+  for path in files:
+    seen = 0
+    for batch in tf.data.TFRecordDataset(path).batch(batch_size):
+      _, sequence, lengths = tf.io.parse_sequence_example(
+          batch, sequence_features=sequence_features)
+      lengths = lengths[image_label_key].numpy()
+      if np.any(lengths != label_count):
+        index = seen + int(np.argmax(lengths != label_count))
+        raise errors.DataError(f"{path}: record {index} has {lengths[index - seen]} labels, but "
+                               f"label_count={label_count}")
+      labels = sequence[image_label_key].numpy()[:, :, 0]  # [b, L, 1] -> [b, L]
+      for row, value in enumerate((1, 0, UNKNOWN)):
+        counts[row] += (labels == value).sum(axis=0)
+      seen += len(labels)
+      progress.update(total + seen)
+    total += seen
+  progress.clear()
+  if not total:
+    raise errors.DataError(f"no records in {', '.join(files)}")
+  return counts[0], counts[1], counts[2], total
 
 
 def _temp_name(path):

@@ -9,8 +9,9 @@ Methods (metrics.py), all predicting score >= threshold:
   roc     the original's: the ROC point nearest to (0, 1), as sklearn.metrics.roc_curve gave it
   f1      the score maximising the label's F1
   youden  the ROC point maximising TPR - FPR
-A label with no positives or no negatives in the calibration set keeps 0.5, with a warning. The
-tables name the labels by --label_names_file, else by the names train.py kept in --run_dir (a
+A label with no positives or no negatives in the calibration set keeps 0.5, with a warning.
+Labels of -1 (unknown) are skipped: each label is calibrated, and scored, on its known entries.
+The tables name the labels by --label_names_file, else by the names train.py kept in --run_dir (a
 train dir's config.json or an eval dir's eval_config.json), else label_<i>.
 
     python threshold_calibration.py --label_file=eval/labels.txt --score_file=eval/scores.txt
@@ -69,7 +70,7 @@ def comparison_table(labels, scores, thresholds, title, label_names=None):
   lines = [f"{title} ({labels.shape[0]} images)",
            f"{'label':<{width}}{'positives':>10}{'threshold':>11}{'F1@0.5':>9}{'F1@thr':>9}"]
   for j, name in enumerate(names):
-    lines.append(f"{name:<{width}}{int(labels[:, j].sum()):>10}{thresholds[j]:>11.6f}"
+    lines.append(f"{name:<{width}}{int((labels[:, j] == 1).sum()):>10}{thresholds[j]:>11.6f}"
                  f"{at_half['per_label_f1'][j]:>9.4f}{calibrated['per_label_f1'][j]:>9.4f}")
   columns = ("CP", "CR", "CF1", "OP", "OR", "OF1")
   lines.append(f"{'':<14}" + "".join(f"{column:>8}" for column in columns))

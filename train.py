@@ -12,6 +12,7 @@ checkpoints, training resumes from the latest (weights, optimiser state, global 
 SIGTERM saves a checkpoint before exiting.
 """
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -28,10 +29,10 @@ import errors
 import metrics
 import records
 import run_utils
-from multi_label_classification_model import (AUGMENTATIONS, LOSSES,
+from multi_label_classification_model import (AUGMENTATIONS, LOSSES, UNKNOWN_LABEL_MODES,
                                               MultiLabelClassificationModel, build_dataset,
-                                              count_dead_units, head_activity, head_depth,
-                                              total_loss)
+                                              count_dead_units, count_known, head_activity,
+                                              head_depth, total_loss)
 from run_utils import log
 
 
@@ -60,6 +61,9 @@ def check_config(model_config, train_config):
     raise errors.ConfigError("--optimizer=AdamW decays the weights itself (by weight_decay, "
                              "decoupled): set --use_regularizer=false, or L2 would decay them "
                              "twice")
+  if train_config.unknown_label not in UNKNOWN_LABEL_MODES:
+    raise errors.ConfigError(f"--unknown_label={train_config.unknown_label!r}: expected one of "
+                             f"{', '.join(UNKNOWN_LABEL_MODES)}")
   try:
     run_utils.learning_rate_schedule(train_config)
   except ValueError as e:
@@ -93,29 +97,38 @@ def checkpoint_dir(strategy, train_dir):
   return tempfile.mkdtemp(prefix="worker_ckpt_")
 
 
-def make_train_step(model, optimizer, ema, strategy, model_config, train_config):
+def make_train_step(model, optimizer, ema, strategy, model_config, train_config,
+                    pos_weight=None):
   """One distributed step: forward, loss, gradients, clipping, update, EMA. Returns the loss
-  terms and the global gradient norm, reduced over replicas."""
+  terms and the global gradient norm, reduced over replicas. pos_weight: None or the [L] list
+  of positive-term weights (run_utils.resolve_pos_weight)."""
   variables = model.trainable_variables
-  global_batch = model_config.batch_size * strategy.num_replicas_in_sync
+  replicas = strategy.num_replicas_in_sync
+  global_batch = model_config.batch_size * replicas
   loss_options = dict(kind=train_config.loss, focal_gamma=train_config.focal_gamma,
                       gamma_neg=train_config.gamma_neg, gamma_pos=train_config.gamma_pos,
-                      asl_clip=train_config.asl_clip)
+                      asl_clip=train_config.asl_clip, unknown_label=train_config.unknown_label,
+                      pos_weight=pos_weight)
   loss_scale = isinstance(optimizer, tf.keras.optimizers.LossScaleOptimizer)
 
   @tf.function(jit_compile=train_config.xla)
-  def gradients(images, labels):
+  def gradients(images, labels, known):
     with tf.GradientTape() as tape:
       logits, end_points = model(images, training=True)
       loss, classification, regularization = total_loss(
-          model, logits, labels, global_batch_size=global_batch, **loss_options)
+          model, logits, labels, global_batch_size=global_batch, known_entries=known,
+          **loss_options)
       scaled = optimizer.scale_loss(loss) if loss_scale else loss
     grads = tape.gradient(scaled, variables)
     return grads, classification, regularization, head_activity(end_points)
 
   def replica_step(images, labels):
-    grads, classification, regularization, activity = gradients(images, labels)
-    replicas = strategy.num_replicas_in_sync
+    known = count_known(labels)
+    if replicas > 1:
+      # The loss averages over the known (not -1) entries of the global batch, as it averages
+      # over the global batch: a run on n replicas is one big batch's, whatever each one holds.
+      known = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, known)
+    grads, classification, regularization, activity = gradients(images, labels, known)
     if replicas > 1:
       # Keras 3 optimisers sum the replicas' gradients only inside apply_gradients, after the
       # clipping below (and LossScaleOptimizer's finite check) would have seen each replica's
@@ -279,6 +292,7 @@ def main(argv):
                             model_config.image_label_key)
   log(f"{strategy.num_replicas_in_sync} replica(s); global batch "
       f"{model_config.batch_size * strategy.num_replicas_in_sync}")
+  pos_weight = run_utils.resolve_pos_weight(train_config, model_config)  # None = off
   with strategy.scope():
     model = MultiLabelClassificationModel(model_config)
     optimizer = run_utils.make_optimizer(
@@ -299,8 +313,10 @@ def main(argv):
   if ema is not None and not resumed:
     ema.reset()  # the shadows were copied before the backbone was restored
   if run_utils.is_chief(strategy):
+    # config.json records the pos_weight values used, not the "auto" or file that gave them
+    saved = dataclasses.replace(train_config, pos_weight=pos_weight) if pos_weight else train_config
     configs.save_configs(os.path.join(train_config.train_dir, run_utils.CONFIG_FILE),
-                         model=model_config, train=train_config, label_names=label_names)
+                         model=model_config, train=saved, label_names=label_names)
 
   seed = train_config.seed if train_config.seed >= 0 else None
   # tf.distribute strategies copy batches to their devices; on one GPU the pipeline does it.
@@ -308,7 +324,7 @@ def main(argv):
   dataset = strategy.distribute_datasets_from_function(
       lambda context: build_dataset(model_config, "train", input_context=context, seed=seed,
                                     device="/gpu:0" if single_gpu else None))
-  step = make_train_step(model, optimizer, ema, strategy, model_config, train_config)
+  step = make_train_step(model, optimizer, ema, strategy, model_config, train_config, pos_weight)
   writer = tf.summary.create_file_writer(save_dir)
   stop = StopFlag()
   try:

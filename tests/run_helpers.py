@@ -9,6 +9,7 @@ import tensorflow as tf
 from PIL import Image
 from tensorflow.core.util import event_pb2
 
+import errors
 import records
 
 
@@ -34,3 +35,14 @@ def read_scalars(log_dir):
         if value.metadata.plugin_data.plugin_name == "scalars":
           scalars.setdefault(value.tag, {})[event.step] = float(tf.make_ndarray(value.tensor))
   return scalars
+
+
+def run_script_main(capsys, main, argv):
+  """A script's main(argv) in this process, through errors.run as `python <script>.py` runs it:
+  (exit status, stdout, stderr)."""
+  try:
+    errors.run(main, argv)
+  except SystemExit as e:
+    code = e.code or 0  # errors.run exits with main's return value; None = 0
+  out, err = capsys.readouterr()
+  return code, out, err

@@ -146,6 +146,7 @@ def load_script(name):
 
 SCRIPT_CONFIGS = {
     "create_tfrecord": [configs.CreateTFRecordConfig],
+    "coco_to_image_list": [configs.CocoConfig],
     "read_tfrecord": [configs.ReadTFRecordConfig],
     "make_demo_data": [configs.DemoDataConfig],
     "train": [configs.ModelConfig, configs.TrainConfig],
@@ -250,3 +251,22 @@ def test_a_bad_config_file_is_one_line_naming_the_file_and_field(capsys, tmp_pat
   assert code == status
   assert err.startswith(f"error: {path}") and named in err and err.count("\n") == 1, err
   assert model == configs.ModelConfig()
+
+
+def test_a_saved_pos_weight_list_reads_back_and_other_strings_still_refuse_lists(capsys,
+                                                                                tmp_path):
+  """train.py saves TrainConfig.pos_weight as the weights it resolved ("auto" or a file -> a
+  list); a config file gives that list back as the setting (RESOLVED_LISTS), and only there."""
+  path = tmp_path / "config.json"
+  path.write_text(json.dumps({"train": {"pos_weight": [0.5, 2, 4.25],
+                                        "unknown_label": "negative"}}))
+  train = configs.TrainConfig()
+  assert parse(capsys, [str(path)], train)[0] is None
+  assert train.pos_weight == [0.5, 2.0, 4.25] and train.unknown_label == "negative"
+  assert configs.load_config(str(path), "train", configs.TrainConfig).pos_weight == [0.5, 2.0, 4.25]
+  for content, named in (({"train": {"pos_weight": [1, "two"]}}, "train.pos_weight=[1, 'two']"),
+                         ({"train": {"pos_weight": [True]}}, "train.pos_weight=[True]"),
+                         ({"train": {"optimizer": [1.0]}}, "train.optimizer=[1.0]")):
+    path.write_text(json.dumps(content))
+    code, _, err = parse(capsys, [str(path)], configs.TrainConfig())
+    assert code == 2 and f"{named}: expected str" in err, err

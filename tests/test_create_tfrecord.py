@@ -104,6 +104,59 @@ def test_round_trip_in_list_order(tmp_path, capsys):
   assert sorted(os.listdir(output.parent)) == ["train.tfrecord"]
 
 
+def original_layout(path, data, labels):
+  """A record built by hand as the original TF1 create_tfrecord.py built it (its layout)."""
+  int64 = lambda v: tf.train.Feature(int64_list=tf.train.Int64List(value=[v]))
+  return tf.train.SequenceExample(
+      context=tf.train.Features(feature={
+          "image_path": tf.train.Feature(bytes_list=tf.train.BytesList(value=[path.encode()])),
+          "image_data": tf.train.Feature(bytes_list=tf.train.BytesList(value=[data]))}),
+      feature_lists=tf.train.FeatureLists(feature_list={
+          "image_label": tf.train.FeatureList(feature=[int64(v) for v in labels])}))
+
+
+def hand_written_file(path, image_dir, names, labels):
+  """The TFRecord file of hand-built records, in list order."""
+  with tf.io.TFRecordWriter(str(path)) as writer:
+    for name, row in zip(names, labels):
+      data = (image_dir / name).read_bytes()
+      writer.write(original_layout(os.path.join(str(image_dir), name), data, row)
+                   .SerializeToString())
+  return path.read_bytes()
+
+
+def test_0_1_records_are_byte_identical_to_hand_built_original_records(tmp_path, capsys):
+  image_dir, names, labels, list_file, label_file = jpeg_set(tmp_path, 5)
+  output = tmp_path / "out.tfrecord"
+  code, out, err = run(capsys, image_dir, list_file, label_file, output, seed=-1)
+  assert code == 0, err
+  assert output.read_bytes() == hand_written_file(tmp_path / "hand.tfrecord", image_dir, names,
+                                                  labels)
+  assert "unknown labels (-1): 0 of 25 entries" in out
+
+
+def test_unknown_labels_round_trip_and_the_count_is_the_ones(tmp_path, capsys):
+  image_dir, names, _, _, _ = jpeg_set(tmp_path, 3, label_count=4)
+  labels = [[1, -1, 0, 1], [-1, -1, -1, -1], [0, 1, -1, 0]]
+  list_file, label_file = write_inputs(
+      tmp_path, names, None, list_text="img_0.jpg 2\nimg_1.jpg 0\nimg_2.jpg 1\n",
+      label_text="1 -1 0 1\n-1 -1.0 -1 -1\n0 1 -1 0.0\n")
+  output = tmp_path / "out.tfrecord"
+  code, out, err = run(capsys, image_dir, list_file, label_file, output, seed=-1)
+  assert code == 0, err
+  assert [l for _, _, l in read_back([output])] == labels
+  assert output.read_bytes() == hand_written_file(tmp_path / "hand.tfrecord", image_dir, names,
+                                                  labels)
+  assert "unknown labels (-1): 6 of 12 entries" in out
+  # an unknown is not a 1: counting it is a mismatch naming file:line; -2 is not a label
+  list_file.write_text("img_0.jpg 3\nimg_1.jpg 0\nimg_2.jpg 1\n")
+  label_file.write_text("1 -1 0 1\n-1 -1 -1 -1\n0 1 -2 0\n")
+  code, _, err = run(capsys, image_dir, list_file, label_file, tmp_path / "bad.tfrecord")
+  assert code == 1 and f"{list_file}:1: count 3" in err and "has 2 ones" in err
+  assert f"{label_file}:3: label 2 is '-2'" in err
+  assert not (tmp_path / "bad.tfrecord").exists()
+
+
 def test_shuffle_is_a_seeded_permutation(tmp_path, capsys):
   image_dir, names, labels, list_file, label_file = jpeg_set(tmp_path, 12)
   outputs = {key: tmp_path / f"{key}.rec" for key in ("a", "b", "c")}

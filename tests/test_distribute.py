@@ -339,3 +339,70 @@ def test_two_workers_on_localhost_match_one_process_with_the_global_batch(tmp_pa
   result = json.loads((eval_dir / "metrics.jsonl").read_text().splitlines()[-1])
   assert (result["checkpoint"], result["global_step"], result["num_images"]) == ("ckpt-4", 4, 16)
   np.testing.assert_allclose(result["loss"], _eval_loss_oracle(head, beta, labels), rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Unknown (-1) labels under two replicas: the loss averages the global batch's known entries
+
+TWO_REPLICA_SCRIPT = r"""
+import json, sys
+import numpy as np
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import configs, run_utils, train
+from multi_label_classification_model import MultiLabelClassificationModel
+
+tf.random.set_seed(0)
+images = np.random.default_rng(0).uniform(-1, 1, (8, 64, 64, 3)).astype(np.float32)
+labels = np.array(json.loads(sys.argv[1]), np.float32)
+backbone = sys.argv[2]  # constant features: what the head sees depends on nothing random
+train_config = configs.TrainConfig(optimizer="SGD", learning_rate=0.05, clip_gradients=0.0)
+results, start = {}, None
+for name, devices in (("one", None), ("two", ["/cpu:0", "/cpu:1"])):
+  strategy = tf.distribute.MirroredStrategy(devices) if devices else tf.distribute.get_strategy()
+  replicas = strategy.num_replicas_in_sync
+  model_config = configs.ModelConfig(label_count=3, target_height=64, target_width=64,
+                                     batch_size=8 // replicas)
+  with strategy.scope():
+    model = MultiLabelClassificationModel(model_config)
+    optimizer = run_utils.make_optimizer(train_config, model.trainable_variables)
+  if start is None:
+    model.restore_backbone(backbone)
+    start = [v.numpy() for v in model.variables]
+  for v, value in zip(model.variables, start):  # both runs start from one state
+    v.assign(value)
+  step = train.make_train_step(model, optimizer, None, strategy, model_config, train_config)
+  # the global batch of 8, split 4 + 4 in order over two replicas
+  dataset = tf.data.Dataset.from_tensors((images, labels)).repeat()
+  iterator = iter(strategy.experimental_distribute_dataset(dataset))
+  losses = [float(step(iterator)[0]["loss/classification"]) for _ in range(3)]
+  results[name] = {"replicas": replicas, "losses": losses,
+                   "head": [v.numpy().ravel().tolist() for v in model.trainable_variables]}
+print(json.dumps(results))
+"""
+
+
+def test_two_replicas_average_the_known_entries_of_the_global_batch(tmp_path):
+  """MirroredStrategy over two logical CPUs (its own process: logical devices must be set before
+  TensorFlow starts) against one replica on the same global batch of 8, 3 SGD steps from the same
+  weights. Replica 0's half is mostly -1 (one row all -1), replica 1's all known: a mean over each
+  replica's own known entries would weigh the halves differently, and change the loss and every
+  update. The frozen backbone's features are a constant (see _const_feature_checkpoint)."""
+  labels = [[-1, -1, -1], [1, -1, -1], [-1, 0, -1], [-1, -1, 1],
+            [1, 0, 1], [0, 1, 1], [1, 1, 0], [0, 0, 1]]
+  backbone = tmp_path / "const.ckpt"
+  _const_feature_checkpoint(backbone)
+  result = subprocess.run([sys.executable, "-c", TWO_REPLICA_SCRIPT, json.dumps(labels),
+                           str(backbone)],
+                          cwd=REPO, capture_output=True, text=True, timeout=PROCESS_TIMEOUT,
+                          env=dict(os.environ, CUDA_VISIBLE_DEVICES="-1", TF_CPP_MIN_LOG_LEVEL="2",
+                                   PYTHONPATH=REPO))
+  assert result.returncode == 0, result.stderr[-3000:]
+  runs = json.loads(result.stdout.splitlines()[-1])
+  one, two = runs["one"], runs["two"]
+  assert (one["replicas"], two["replicas"]) == (1, 2)
+  assert len(set(one["losses"])) == 3 and one["losses"][2] < one["losses"][0]  # it trained
+  np.testing.assert_allclose(two["losses"], one["losses"], rtol=1e-5)
+  for got, want in zip(two["head"], one["head"], strict=True):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)

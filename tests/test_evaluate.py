@@ -290,6 +290,51 @@ def test_eval_set_without_positives_gives_no_map_and_no_best(run, tmp_path):
   assert not os.path.exists(eval_dir / evaluate.BEST_DIR)  # nothing to rank it by
 
 
+def test_unknown_labels_are_kept_and_skipped_label_by_label(run, tmp_path):
+  """The eval images again (same seed), with a third of their labels hidden as -1: the label
+  file keeps the -1s, each metric is sklearn's on the known subset of its column, and the loss is
+  the mean cross-entropy of the known entries (recomputed from the %.6f scores)."""
+  hidden = eval_labels()
+  rng = np.random.default_rng(9)
+  hidden[2:][rng.random((10, LABELS)) < 0.35] = -1
+  hidden[:, 3] = np.where(np.arange(12) < 2, hidden[:, 3], -1)  # label 3: rows 0 and 1 only
+  eval_data = write_records(tmp_path / "hidden.tfrecord", hidden, seed=2)
+  files = {name: tmp_path / f"{name}.txt" for name in ("scores", "labels")}
+  status, log = run_evaluate([
+      f"--checkpoint_dir={run['train_dir']}", "--run_once=true", f"--eval_dir={tmp_path / 'e'}",
+      f"--input_tfrecord_file={eval_data}", "--batch_size=5",
+      f"--score_file={files['scores']}", f"--label_file={files['labels']}"])
+  assert status == 0, log
+  (result,) = read_jsonl(tmp_path / "e" / evaluate.METRICS_FILE)
+  labels, scores = np.loadtxt(files["labels"], dtype=int), np.loadtxt(files["scores"])
+  np.testing.assert_array_equal(labels, hidden)  # -1 kept, in record order
+  known = labels >= 0
+  assert result["unknown_entries"] == int((~known).sum())
+  assert result["excluded_labels"] == [0]
+  for j in range(1, LABELS):
+    assert result["per_label_ap"][j] == pytest.approx(
+        average_precision_score(labels[known[:, j], j], scores[known[:, j], j]), abs=1e-4)
+  predictions = (scores >= 0.5).astype(int)
+  per_label = [(precision_score(labels[known[:, j], j], predictions[known[:, j], j],
+                                zero_division=0),
+                recall_score(labels[known[:, j], j], predictions[known[:, j], j],
+                             zero_division=0)) for j in range(LABELS)]
+  assert result["CP"] == pytest.approx(np.mean([p for p, _ in per_label]), abs=1e-9)
+  assert result["CR"] == pytest.approx(np.mean([r for _, r in per_label]), abs=1e-9)
+  assert result["OP"] == pytest.approx(
+      precision_score(labels[known], predictions[known], zero_division=0), abs=1e-9)
+  p, z = np.clip(scores[known], 1e-6, 1 - 1e-6), labels[known]
+  assert result["loss"] == pytest.approx(np.mean(-z * np.log(p) - (1 - z) * np.log(1 - p)),
+                                         rel=1e-3)
+  # TensorBoard's precision-recall curves count each label's known entries only, like its AP
+  events = eval_events(tmp_path / "e")
+  for j in range(LABELS):
+    counts = events[f"pr_curve/label_{j}"][result["global_step"]][1][:4]  # [4, 201]
+    column = known[:, j]
+    assert counts[:, 0].sum() == column.sum()  # TP + FP + TN + FN: the known entries
+    assert pr_counts_checked(counts, labels[column, j] == 1, scores[column, j]) > 190
+
+
 def test_already_evaluated_ignores_a_line_cut_short(tmp_path, capsys):
   """A killed evaluator can leave a partial last line: a restart must not crash on it."""
   good = json.dumps({"checkpoint": "ckpt-10", "global_step": 10, "mAP": 0.5})
@@ -397,12 +442,20 @@ def test_tensorboard_pr_curve_per_label_and_the_ap_chart(run):
   checked = 0
   for j in range(LABELS):
     counts = events[f"pr_curve/label_{j}"][max(results)][1][:4]  # [4, 201]
-    positive = labels[:, j] == 1
-    for k in range(201):
-      if np.abs(scores[:, j] - k / 200).min() < 1e-5:
-        continue
-      above = scores[:, j] >= k / 200
-      assert counts[:, k].tolist() == [(above & positive).sum(), (above & ~positive).sum(),
-                                       (~above & ~positive).sum(), (~above & positive).sum()]
-      checked += 1
+    checked += pr_counts_checked(counts, labels[:, j] == 1, scores[:, j])
   assert checked > 190 * LABELS
+
+
+def pr_counts_checked(counts, positive, scores_col):
+  """Asserts a pr_curve's [4, 201] TP, FP, TN, FN at each threshold t = k/200 against numpy's
+  (except within 1e-5 of a score, where the files' %.6f rounding could tip them); returns how
+  many thresholds it checked."""
+  checked = 0
+  for k in range(201):
+    if np.abs(scores_col - k / 200).min() < 1e-5:
+      continue
+    above = scores_col >= k / 200
+    assert counts[:, k].tolist() == [(above & positive).sum(), (above & ~positive).sum(),
+                                     (~above & ~positive).sum(), (~above & positive).sum()]
+    checked += 1
+  return checked

@@ -177,6 +177,82 @@ def test_evaluate_scores_is_json_and_consistent():
 
 
 # ---------------------------------------------------------------------------------------------
+# Unknown (-1) labels: every metric is sklearn's on the known subset of each column.
+
+def hide(labels, seed, fraction=0.3):
+  """A copy of `labels` with a seeded `fraction` of the entries set to -1 (unknown)."""
+  hidden = np.array(labels)
+  rng = np.random.default_rng(seed + 1000)  # not random_problem's stream, which made the labels
+  hidden[rng.random(hidden.shape) < fraction] = -1
+  return hidden
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_each_metric_equals_sklearn_on_the_known_subset(seed):
+  labels, scores = random_problem(seed, num_images=60, num_labels=6, levels=10 if seed % 2 else 0)
+  hidden = hide(labels, seed)
+  hidden[:, 4] = np.where(np.arange(60) < 30, -1, 0)  # known entries but no known positive
+  hidden[:, 5] = -1  # no known entry at all: excluded like a label without positives
+  known = hidden >= 0
+  result = metrics.evaluate_scores(hidden, scores, threshold=0.5, top_k=2)
+  assert result["unknown_entries"] == int((~known).sum())
+  assert result["excluded_labels"] == [4, 5]
+  kept = []
+  for j in range(4):
+    y, s = hidden[known[:, j], j], scores[known[:, j], j]
+    assert 0 < y.sum() < y.size
+    want = skm.average_precision_score(y, s)
+    assert result["per_label_ap"][j] == pytest.approx(want, abs=1e-12)
+    for e, g in zip(skm.roc_curve(y, s), metrics.roc_curve(hidden[:, j], scores[:, j])):
+      np.testing.assert_array_equal(g, e)
+    kept.append(want)
+  assert result["mAP"] == pytest.approx(np.mean(kept), abs=1e-12)
+  for suffix, predictions in (("", (scores >= 0.5).astype(int)),
+                              ("_top2", metrics.top_k_predictions(scores, 2))):
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore")
+      per_label = [skm.precision_recall_fscore_support(
+          hidden[known[:, j], j], predictions[known[:, j], j], average="binary",
+          zero_division=0)[:2] for j in range(5)]
+      op, o_r, of1, _ = skm.precision_recall_fscore_support(  # micro: all known entries
+          hidden[known], predictions[known], average="binary", zero_division=0)
+    per_label.append((0.0, 0.0))  # label 5 has no known entry: 0/0 precision and recall are 0
+    cp, cr = np.mean(per_label, axis=0)
+    assert result["CP" + suffix] == pytest.approx(cp, abs=1e-12)
+    assert result["CR" + suffix] == pytest.approx(cr, abs=1e-12)
+    assert result["CF1" + suffix] == pytest.approx(2 * cp * cr / (cp + cr), abs=1e-12)
+    assert result["OP" + suffix] == pytest.approx(op, abs=1e-12)
+    assert result["OR" + suffix] == pytest.approx(o_r, abs=1e-12)
+    assert result["OF1" + suffix] == pytest.approx(of1, abs=1e-12)
+  json.dumps(result, allow_nan=False)
+
+
+def test_images_whose_labels_are_all_unknown_change_no_result_at_all():
+  """Exactness: rows of -1 with any scores leave every number bit for bit as it was, and a 0/1
+  result has no unknown_entries key: a file without -1 gives exactly the numbers it gave."""
+  labels, scores = random_problem(11, num_images=40, num_labels=5, levels=8)
+  rng = np.random.default_rng(0)
+  more_labels = np.vstack([labels[:7], np.full((9, 5), -1), labels[7:]])
+  more_scores = np.vstack([scores[:7], rng.random((9, 5)), scores[7:]])
+  plain = metrics.evaluate_scores(labels, scores, top_k=2)
+  padded = metrics.evaluate_scores(more_labels, more_scores, top_k=2)
+  assert "unknown_entries" not in plain and padded.pop("unknown_entries") == 45
+  assert padded.pop("num_images") == 49 and plain.pop("num_images") == 40
+  assert padded == plain  # ==, not approx
+  for method in ("roc", "f1", "youden"):
+    np.testing.assert_array_equal(metrics.calibrate_thresholds(more_labels, more_scores, method)[0],
+                                  metrics.calibrate_thresholds(labels, scores, method)[0])
+
+
+def test_unknown_entries_are_no_false_positives_by_hand():
+  labels = np.array([[1, -1], [-1, 0], [0, 1]])
+  predictions = np.array([[1, 1], [1, 1], [1, 1]])
+  # label 0: known rows 0, 2: TP 1, FP 1 -> P 1/2, R 1.  label 1: known rows 1, 2: TP 1, FP 1.
+  got = metrics.multilabel_prf(labels, predictions)
+  assert (got["CP"], got["CR"], got["OP"], got["OR"]) == (0.5, 1.0, 0.5, 1.0)
+
+
+# ---------------------------------------------------------------------------------------------
 # Files.
 
 def test_score_file_round_trip(tmp_path):
@@ -219,6 +295,9 @@ def test_labels_format_and_validation(tmp_path):
   path.write_text("1 0 2\n")
   with pytest.raises(ValueError, match="labels.txt: labels must be 0 or 1; found 2"):
     metrics.load_labels(path)
+  metrics.save_labels(path, np.array([[1, -1, 0], [-1, 0, 1]]))  # -1 (unknown) is kept as is
+  assert path.read_text() == "1 -1 0\n-1 0 1\n"
+  np.testing.assert_array_equal(metrics.load_labels(path), [[1, -1, 0], [-1, 0, 1]])
 
 
 def test_failed_write_leaves_no_file(tmp_path, monkeypatch):

@@ -76,6 +76,7 @@ def test_statistics_of_original_layout_records(original_file, capsys):
   heights = [s[0] for _, s, _ in ITEMS]
   widths = [s[1] for _, s, _ in ITEMS]
   assert "records: 5 (5 good, 0 failed)" in out and "labels: 4" in out
+  assert "unknown" not in out  # 0/1 records: today's report, no unknown column
   for j, positives in enumerate(labels.sum(axis=0)):  # numpy oracle: 3, 1, 4, 0
     assert f"  {j:5d}  {positives:9d}  {positives / 5:8.1%}" in out
   for k, n in [(0, 1), (1, 1), (2, 2), (3, 1)]:  # labels per image: b=0, d=1, a,e=2, c=3
@@ -104,6 +105,25 @@ def test_dump_writes_named_jpegs_and_a_sidecar(original_file, tmp_path, capsys):
   assert rows[1] == ["00000_labels-0-2.jpg", "0", str(path), "/data/a.jpg", "0 2", "1 0 1 0",
                      "10", "12"]
   assert len(rows) == 4 and "dumped 3 samples" in out
+
+
+def test_unknown_labels_are_reported_per_label(tmp_path, capsys):
+  rows = [[1, -1, 0], [-1, -1, 1], [0, 1, -1], [1, 0, 0]]
+  serialized = [original_record(b"/u/%d.jpg" % i, jpeg(6, 6, i), row) for i, row in enumerate(rows)]
+  path = write_records(tmp_path / "u.tfrecord", serialized)
+  dump = tmp_path / "dump"
+  code, out, err = run(capsys, f"--data_path={path}", f"--dump_dir={dump}", "--num_samples=2")
+  assert code == 0, out + err
+  labels = np.array(rows)
+  assert "unknown (-1) entries: 4 of 12 (33.3%)" in out
+  assert "  label  positives  fraction    unknown" in out
+  for j in range(3):  # numpy oracle: the 1s, and the -1s, of each column
+    positives, unknowns = (labels[:, j] == 1).sum(), (labels[:, j] == -1).sum()
+    assert f"  {j:5d}  {positives:9d}  {positives / 4:8.1%}  {unknowns:9d}" in out
+  for k, n in [(1, 4)]:  # every image carries exactly one 1
+    assert f"  {k:3d} labels: {n:7d} images ({n / 4:.1%})" in out
+  assert sorted(os.listdir(dump)) == ["00000_labels-0.jpg", "00001_labels-2.jpg", "samples.tsv"]
+  assert "\t0\t1 -1 0\t" in (dump / "samples.tsv").read_text()
 
 
 def test_globs_comma_lists_and_custom_keys(tmp_path, capsys):

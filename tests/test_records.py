@@ -137,6 +137,44 @@ def test_make_then_parse_round_trip_through_a_file(tmp_path):
   assert got_labels.numpy().tolist() == [0, 1, 1]
 
 
+def test_unknown_labels_are_stored_as_is_and_round_trip(tmp_path):
+  """-1 (unknown) is one more int64 value in the same layout: the hand-built record holding -1
+  is byte-identical, and parse_example reads the -1 back in tf.data."""
+  data, labels = _jpeg(1), [1, -1, 0, -1, 1]
+  ours = records.make_example("u.jpg", data, labels)
+  serialize = lambda proto: proto.SerializeToString(deterministic=True)
+  assert serialize(ours) == serialize(_original_layout(b"u.jpg", data, labels))
+  known = records.make_example("u.jpg", data, [max(v, 0) for v in labels])
+  assert len(serialize(ours)) - len(serialize(known)) == 2 * 9  # a -1 is a 10-byte varint, a 0 one
+  path = str(tmp_path / "u.tfrecord")
+  with tf.io.TFRecordWriter(path) as writer:
+    writer.write(ours.SerializeToString())
+  (_, got_data, got_labels), = list(tf.data.TFRecordDataset(path).map(records.parse_example))
+  assert got_data.numpy() == data and got_labels.numpy().tolist() == labels
+  with pytest.raises(ValueError, match="label 1 is -2"):
+    records.make_example("p.jpg", b"d", [0, -2])
+
+
+def test_count_labels_counts_ones_zeros_and_unknowns_per_label(tmp_path):
+  rows = np.random.default_rng(4).integers(-1, 2, (37, 5))
+  paths = []
+  for part in range(2):  # 37 records over two files, batches of 8
+    paths.append(str(tmp_path / f"c{part}.tfrecord"))
+    with tf.io.TFRecordWriter(paths[-1]) as writer:
+      for i, row in enumerate(rows[part::2]):
+        writer.write(records.make_example(f"{i}.jpg", _jpeg(i), row).SerializeToString())
+  positives, negatives, unknowns, count = records.count_labels(paths, 5, batch_size=8)
+  assert count == 37
+  for got, value in ((positives, 1), (negatives, 0), (unknowns, -1)):
+    np.testing.assert_array_equal(got, (rows == value).sum(axis=0))
+  with pytest.raises(ValueError, match=r"c1.tfrecord: record 0 has 5 labels, but label_count=4"):
+    records.count_labels(paths[1:], 4, batch_size=8)
+  empty = tmp_path / "empty.tfrecord"
+  empty.write_bytes(b"")
+  with pytest.raises(ValueError, match="no records in"):
+    records.count_labels([str(empty)], 5)
+
+
 # ---------------------------------------------------------------------------------------------
 # atomic writes
 

@@ -116,6 +116,28 @@ def test_thresholds_equal_sklearn_reference(seed, method, reference):
   np.testing.assert_array_equal(thresholds, expected)
 
 
+@pytest.mark.parametrize("method,reference", [
+    ("roc", reference_roc), ("f1", reference_f1), ("youden", reference_youden)])
+def test_each_label_is_calibrated_on_its_known_entries_only(method, reference):
+  rng = np.random.default_rng(7)
+  labels = (rng.random((60, 4)) < 0.4).astype(int)
+  labels[0], labels[1] = 0, 1
+  scores = np.clip(0.3 * labels + 0.7 * rng.random(labels.shape), 0, 1)
+  hidden = labels.copy()
+  hidden[2:][rng.random((58, 4)) < 0.3] = -1
+  hidden[2:, 3] = -1  # label 3: known only in rows 0 and 1
+  scores[hidden == -1] = 0.99  # if an unknown entry were used, it would move the threshold
+  thresholds, warns = metrics.calibrate_thresholds(hidden, scores, method)
+  assert warns == []
+  expected = [reference(hidden[hidden[:, j] >= 0, j], scores[hidden[:, j] >= 0, j])
+              for j in range(4)]
+  np.testing.assert_array_equal(thresholds, expected)
+  hidden[:, 3] = np.r_[0, [-1] * 59]  # one known entry, a negative: 0.5 and a warning
+  _, warns = metrics.calibrate_thresholds(hidden, scores, method)
+  assert len(warns) == 1 and "label 3 has no positives" in warns[0]
+  assert "60 images, 1 of them with this label known" in warns[0]
+
+
 def test_degenerate_labels_get_half_and_a_warning():
   labels = np.array([[0, 1, 1], [0, 1, 0], [0, 1, 1]])
   scores = np.array([[0.2, 0.9, 0.8], [0.1, 0.7, 0.3], [0.3, 0.6, 0.7]])
@@ -204,3 +226,22 @@ def test_cli_rejects_unknown_method_and_missing_files(tmp_path):
   assert result.returncode != 0 and "'median'" in result.stderr
   result = run_cli(f"--label_file={tmp_path / 'missing.txt'}", "--score_file=b.txt")
   assert result.returncode != 0 and "missing.txt" in result.stderr
+
+
+def test_cli_reads_unknown_labels_and_calibrates_on_the_known_entries(tmp_path):
+  rng = np.random.default_rng(3)
+  labels = (rng.random((30, 3)) < 0.5).astype(int)
+  labels[0], labels[1] = 0, 1
+  labels[2:][rng.random((28, 3)) < 0.3] = -1
+  scores = np.round(rng.random((30, 3)), 6)
+  metrics.save_labels(tmp_path / "labels.txt", labels)
+  metrics.save_scores(tmp_path / "scores.txt", scores)
+  result = run_cli(f"--label_file={tmp_path / 'labels.txt'}",
+                   f"--score_file={tmp_path / 'scores.txt'}",
+                   f"--output_file={tmp_path / 'thresholds.txt'}")
+  assert result.returncode == 0, result.stderr
+  expected = [reference_roc(labels[labels[:, j] >= 0, j], scores[labels[:, j] >= 0, j])
+              for j in range(3)]
+  np.testing.assert_array_equal(metrics.load_thresholds(tmp_path / "thresholds.txt"), expected)
+  rows = [line.split() for line in result.stdout.splitlines() if line.startswith("label_")]
+  assert [int(row[1]) for row in rows] == (labels == 1).sum(axis=0).tolist()  # the 1s only

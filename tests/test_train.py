@@ -25,6 +25,7 @@ import pytest
 import tensorflow as tf
 
 import configs
+import errors
 from run_helpers import write_records
 import run_utils
 import train
@@ -441,3 +442,75 @@ def test_learning_rate_schedule_matches_exponential_decay_formula():
     for step in range(0, 50, 3):
       exponent = step // 7 if staircase else step / 7
       assert float(schedule(step)) == pytest.approx(0.03 * 0.9 ** exponent, rel=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# pos_weight: auto from the records' labels, a file, and config.json's record of the values.
+
+POS_LABELS = np.array([[1, 0, -1, 1], [0, 0, 1, 1], [1, -1, 0, 1], [0, 0, 0, 1], [1, 0, -1, 1],
+                       [-1, 1, 0, 1]])
+
+
+@pytest.fixture(scope="module")
+def pos_data(tmp_path_factory):
+  folder = tmp_path_factory.mktemp("pos")
+  return [write_records(folder / f"part{i}.tfrecord", POS_LABELS[i::2], seed=i) for i in range(2)]
+
+
+@pytest.mark.parametrize("unknown_label", ["ignore", "negative"])
+def test_pos_weight_auto_is_negatives_over_positives_by_hand(pos_data, unknown_label, capsys):
+  model_config = configs.ModelConfig(label_count=LABELS, input_tfrecord_file=",".join(pos_data))
+  train_config = configs.TrainConfig(pos_weight="auto", unknown_label=unknown_label)
+  weights = run_utils.resolve_pos_weight(train_config, model_config)
+  # by hand, per column of POS_LABELS: 1s and 0s (and -1s, read as 0 under "negative")
+  if unknown_label == "ignore":
+    want = [2 / 3, 4 / 1, 3 / 1, 1.0]  # label 3 has no negatives: 1.0
+  else:
+    want = [3 / 3, 5 / 1, 5 / 1, 1.0]
+  assert weights == pytest.approx(want, rel=1e-12)
+  out = capsys.readouterr().out
+  assert "pos_weight=auto from 6 records" in out and "labels [3] have no positives" in out
+
+
+def test_pos_weight_file_and_its_errors(tmp_path, capsys):
+  model_config = configs.ModelConfig(label_count=3)
+  path = tmp_path / "w.txt"
+  path.write_text("# per label\n2.5\n\n1\n0.25\n")
+  weights = run_utils.resolve_pos_weight(configs.TrainConfig(pos_weight=str(path)), model_config)
+  assert weights == [2.5, 1.0, 0.25]
+  assert run_utils.resolve_pos_weight(configs.TrainConfig(), model_config) is None
+  for text, message in (("1\n2\n", "2 weights for label_count=3"),
+                        ("1\n0\n2\n", "must be finite and > 0"),
+                        ("1\ntwo\n3\n", f"{path}:2: expected one pos_weight per line")):
+    path.write_text(text)
+    with pytest.raises(SystemExit) as exit_info:  # through errors.run, as train.py's main runs
+      errors.run(lambda _: run_utils.resolve_pos_weight(
+          configs.TrainConfig(pos_weight=str(path)), model_config) and None, [])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+  with pytest.raises(SystemExit) as exit_info:
+    errors.run(lambda _: run_utils.resolve_pos_weight(
+        configs.TrainConfig(pos_weight="atuo"), model_config) and None, [])
+  assert exit_info.value.code == 2 and "'atuo'" in capsys.readouterr().err
+
+
+def test_pos_weight_auto_trains_and_config_json_holds_the_values(pos_data, tmp_path):
+  train_dir = tmp_path / "train"
+  status, log = run_main(train_args(",".join(pos_data), train_dir, "--number_of_steps=1",
+                                    "--pos_weight=auto", "--image_summary_steps=0"))
+  assert status == 0, log
+  saved = json.loads((train_dir / run_utils.CONFIG_FILE).read_text())["train"]
+  assert saved["pos_weight"] == pytest.approx([2 / 3, 4.0, 3.0, 1.0], rel=1e-12)
+  assert saved["unknown_label"] == "ignore"
+  assert "pos_weight=auto from 6 records" in log
+  # the saved list is a valid setting: a run rebuilt from config.json uses the same values
+  loaded = configs.load_config(str(train_dir / run_utils.CONFIG_FILE), "train", configs.TrainConfig)
+  model_config = configs.ModelConfig(label_count=LABELS)
+  assert run_utils.resolve_pos_weight(loaded, model_config) == saved["pos_weight"]
+
+
+def test_unknown_label_mode_is_refused_in_one_line_before_any_work(data, tmp_path, capsys):
+  with pytest.raises(SystemExit) as exit_info:  # through errors.run, as `python train.py` runs
+    errors.run(train.main, train_args(data, tmp_path / "train", "--unknown_label=skip"))
+  assert exit_info.value.code == 2
+  assert "error: --unknown_label='skip': expected one of ignore, negative" in capsys.readouterr().err
+  assert not (tmp_path / "train").exists()
