@@ -173,6 +173,7 @@ class InferenceConfig:
   resize_height: int = 0  # resize before the 10 crops; 0 = target * 290/224 (290 at 224, 83 at 64)
   resize_width: int = 0  # resize before the 10 crops; 0 = target * 290/224 (290 at 224, 83 at 64)
   aggregation: str = "mean"  # mean | max over the 10 crops
+  views: str = "auto"  # ten (the 10 crops) | one (eval's resize) | auto: ten if trained on crops
   batch_size: int = 8  # images per batch (x10 crops through the network)
   xla: str = "auto"  # auto (time both scorers on the first batch, keep the faster) | true | false
   thresholds_file: str = ""  # per-label thresholds from threshold_calibration.py

@@ -1,9 +1,10 @@
 """Exports a trained model as a SavedModel for serving: encoded images in, 10-crop scores out.
 
 The `serving_default` signature takes `images`, a batch of encoded images (JPEG, PNG, BMP or GIF
-bytes; tf.string [N]), preprocesses each exactly as inference.py does (resize, 4 corners + centre +
-their mirrors; `preprocess_ten_crop`), and returns
-  scores: [N, L] float32, the sigmoid scores combined over the 10 crops by `aggregation`;
+bytes; tf.string [N]), preprocesses each exactly as inference.py does (`views`: resize, 4 corners +
+centre + their mirrors, `preprocess_ten_crop`; or, for a model trained without random crops, the
+one plain view), and returns
+  scores: [N, L] float32, the sigmoid scores combined over the views by `aggregation`;
   labels: [N, L] int64, 1 where score >= the label's threshold (the thresholds are a constant in
           the graph), when thresholds were given (inference.py always gives them: the thresholds
           file, or the single `threshold`).
@@ -29,26 +30,29 @@ import configs
 import errors
 import metrics
 import run_utils
-from multi_label_classification_model import preprocess_ten_crop, score_ten_crops, ten_crop_resize
+from multi_label_classification_model import (VIEWS, preprocess_views, score_ten_crops,
+                                              ten_crop_resize, test_views)
 from run_utils import log
 
-CROPS = 10
 SIGNATURE = "serving_default"
 NAMES_SIGNATURE = "label_names"
 
 
-def serving_module(model, resize, target, aggregation, thresholds=None, label_names=None):
+def serving_module(model, resize, target, aggregation, thresholds=None, label_names=None,
+                   views="ten"):
   """A tf.Module holding `model` whose `serve(images)` is the serving signature (see above), and
   with label_names, `label_names()` returning them (the label_names signature).
 
   Args:
     model: a MultiLabelClassificationModel with its trained weights.
     resize, target: (height, width) of the resize and of the 10 crops (ten_crop_resize).
-    aggregation: 'mean' or 'max' over the 10 crops.
+    aggregation: 'mean' or 'max' over the views.
     thresholds: None (no `labels` output), one threshold, or one per label.
     label_names: None, or one name per label, kept in the graph as a constant.
+    views: "ten" (the 10 crops) or "one" (the plain resize to target), as inference.py's
+      test_views resolves InferenceConfig.views.
   """
-  labels, (th, tw) = model.config.label_count, target
+  labels, (th, tw), crops = model.config.label_count, target, VIEWS[views]
   if label_names is not None and len(label_names) != labels:
     raise ValueError(f"got {len(label_names)} label names for {labels} labels")
   if thresholds is not None:
@@ -59,16 +63,16 @@ def serving_module(model, resize, target, aggregation, thresholds=None, label_na
     thresholds = np.broadcast_to(thresholds, [labels]).copy()
 
   def preprocess(image_data):
-    crops = preprocess_ten_crop(image_data, resize, target)
-    return tf.ensure_shape(crops, [CROPS, th, tw, 3])
+    return tf.ensure_shape(preprocess_views(image_data, views, resize, target),
+                           [crops, th, tw, 3])
 
   # autograph=False, as inference.make_scorer: so that a bad aggregation stays one ConfigError.
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")],
                autograph=False)
   def serve(images):
-    crops = tf.map_fn(preprocess, images,
-                      fn_output_signature=tf.TensorSpec([CROPS, th, tw, 3], tf.float32))
-    outputs = {"scores": score_ten_crops(model, crops, aggregation)}
+    views_batch = tf.map_fn(preprocess, images,
+                      fn_output_signature=tf.TensorSpec([crops, th, tw, 3], tf.float32))
+    outputs = {"scores": score_ten_crops(model, views_batch, aggregation)}
     if thresholds is not None:
       above = tf.cast(outputs["scores"], tf.float64) >= tf.constant(thresholds)
       outputs["labels"] = tf.cast(above, tf.int64)
@@ -100,7 +104,8 @@ def check_export_dir(export_dir):
     raise ExportDirError(f"export_saved_model={export_dir!r} is a file, not a folder")
 
 
-def export(model, export_dir, resize, target, aggregation, thresholds=None, label_names=None):
+def export(model, export_dir, resize, target, aggregation, thresholds=None, label_names=None,
+           views="ten"):
   """Writes the serving SavedModel to `export_dir`, atomically; returns export_dir.
 
   The SavedModel is written to a temporary folder beside export_dir and renamed into place, so a
@@ -109,7 +114,7 @@ def export(model, export_dir, resize, target, aggregation, thresholds=None, labe
   """
   check_export_dir(export_dir)
   export_dir = os.path.abspath(export_dir)
-  module = serving_module(model, resize, target, aggregation, thresholds, label_names)
+  module = serving_module(model, resize, target, aggregation, thresholds, label_names, views)
   signatures = {SIGNATURE: module.serve}
   if label_names is not None:
     signatures[NAMES_SIGNATURE] = module.label_names
@@ -154,11 +159,13 @@ def main(argv):
                                              model_config.label_count)
   label_names = metrics.load_label_names(config.label_names_file, model_config.label_count,
                                          run_dir=os.path.dirname(prefix))
+  views = test_views(config.views, model_config.augmentation)
   export(model, config.export_saved_model, resize, target, config.aggregation, thresholds,
-         label_names)
+         label_names, views)
+  what = (f"{config.aggregation} of 10 crops of {target} after resize {resize}" if views == "ten"
+          else f"one view: the image resized to {target}")
   log(f"wrote a SavedModel to {config.export_saved_model}: {SIGNATURE}(images: tf.string [N]) -> "
-      f"scores [N, {model_config.label_count}] ({config.aggregation} of 10 crops of {target} "
-      f"after resize {resize}), labels [N, {model_config.label_count}]")
+      f"scores [N, {model_config.label_count}] ({what}), labels [N, {model_config.label_count}]")
   return 0
 
 

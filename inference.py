@@ -1,5 +1,9 @@
 """Scores test images with 10 crops (4 corners + centre + their mirrors), averaged or maxed.
 
+`--views=auto` (the default) takes the 10 crops when the model trained on random crops and flips
+(augmentation seed, the original's, crop_flip or randaugment), and otherwise the one view the
+network trained on, the image resized to the target, exactly as evaluate.py scores it.
+
 Rebuilds the model from the checkpoint's saved config (and uses the EMA weights if training kept
 them), decodes images in parallel in tf.data, and writes:
   <inference_dir>/<inference_file_name>  the original's score file: %.6f, a row per image
@@ -29,8 +33,8 @@ import export_saved_model
 import metrics
 import records
 import run_utils
-from multi_label_classification_model import (preprocess_ten_crop, score_ten_crops,
-                                              ten_crop_resize)
+from multi_label_classification_model import (VIEWS, preprocess_views, score_ten_crops,
+                                              ten_crop_resize, test_views)
 from run_utils import log
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
@@ -64,10 +68,11 @@ def get_test_image_list(config):
   raise errors.ConfigError("set --image_list_file or --image_dir to the images to score")
 
 
-def crops_dataset(paths, resize, target, batch_size):
-  """(index, [10, h, w, 3]) batches; images that fail to decode are dropped (found by index)."""
+def crops_dataset(paths, resize, target, batch_size, views="ten"):
+  """(index, [V, h, w, 3]) batches of each image's views (preprocess_views); images that fail
+  to decode are dropped (found by index)."""
   def load(index, path):
-    return index, preprocess_ten_crop(tf.io.read_file(path), resize, target)
+    return index, preprocess_views(tf.io.read_file(path), views, resize, target)
   ds = tf.data.Dataset.from_tensor_slices((tf.range(len(paths)), tf.constant(paths, tf.string)))
   ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
   return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
@@ -111,12 +116,12 @@ def make_scorer(model, aggregation, xla="false"):
   return score
 
 
-def score_images(score, paths, resize, target, batch_size, label_count):
+def score_images(score, paths, resize, target, batch_size, label_count, views="ten"):
   """Scores every path; unreadable images get a row of NaN. Returns (scores [N, L], failed)."""
   scores = np.full((len(paths), label_count), np.nan, np.float32)
   seen = np.zeros(len(paths), bool)
   progress = records.Progress(len(paths), "images")
-  for indices, crops in crops_dataset(paths, resize, target, batch_size):
+  for indices, crops in crops_dataset(paths, resize, target, batch_size, views):
     scores[indices.numpy()] = score(crops).numpy()
     seen[indices.numpy()] = True
     progress.update(int(seen.sum()))
@@ -164,12 +169,18 @@ def main(argv):
                                              model_config.label_count)
   target = (model_config.target_height, model_config.target_width)
   resize = ten_crop_resize((config.resize_height, config.resize_width), target)
-  log(f"scoring {len(paths)} images: resize {resize}, 10 crops of {target}, {config.aggregation}")
+  views = test_views(config.views, model_config.augmentation)
+  if views == "ten":
+    log(f"scoring {len(paths)} images: resize {resize}, 10 crops of {target}, "
+        f"{config.aggregation}")
+  else:  # the whole image, as the network saw it in training (augmentation=...)
+    log(f"scoring {len(paths)} images: one view, resized to {target} as evaluate.py does "
+        f"(trained with augmentation={model_config.augmentation}; --views=ten for 10 crops)")
 
   start = time.time()
   score = make_scorer(model, config.aggregation, config.xla)
   scores, failed = score_images(score, paths, resize, target, config.batch_size,
-                                model_config.label_count)
+                                model_config.label_count, views)
   for i in failed:
     log(f"unreadable image {paths[i]}: {failure_reason(paths[i])}")
   log(f"scored {len(paths) - len(failed)} images in {time.time() - start:.1f} s; "
@@ -181,12 +192,13 @@ def main(argv):
   write_predictions_csv(csv_path, paths, scores, set(failed.tolist()), thresholds, label_names)
   if config.export_saved_model:
     export_saved_model.export(model, config.export_saved_model, resize, target,
-                              config.aggregation, thresholds, label_names)
+                              config.aggregation, thresholds, label_names, views)
     log(f"wrote a SavedModel to {config.export_saved_model}")
   # Last, so that it describes outputs that are all there.
   config_path = os.path.join(config.inference_dir, INFERENCE_CONFIG_FILE)
   configs.save_configs(config_path, inference=config, model=model_config, label_names=label_names,
-                       run={"checkpoint": prefix, "global_step": step, "resize": list(resize),
+                       run={"checkpoint": prefix, "global_step": step, "views": views,
+                            "crops_per_image": VIEWS[views], "resize": list(resize),
                             "target": list(target), "aggregation": config.aggregation,
                             "thresholds_file": config.thresholds_file,
                             "thresholds": np.asarray(thresholds, np.float64).tolist(),

@@ -18,8 +18,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import configs
 import export_saved_model
 import inference
+import multi_label_classification_model as mlc
 import inference_fixture as fx
 
 NAMES = ["cat", "dog", "bird"]
@@ -169,7 +171,8 @@ def test_script_main_exports_the_checkpoint_with_inference_py_settings(trained, 
         "--resize_width=120", "--aggregation=max", f"--thresholds_file={thresholds_file}",
         f"--export_saved_model={tmp_path / 'model'}"]) == 0
   assert f"restored {trained.prefix_a} (step 10)" in out.getvalue()
-  [(model, export_dir, resize, target, aggregation, thresholds, label_names)] = calls
+  [(model, export_dir, resize, target, aggregation, thresholds, label_names, views)] = calls
+  assert views == "ten"  # the fixture's model trained with the original's random crops
   assert export_dir == str(tmp_path / "model")
   assert label_names == ["label_0", "label_1", "label_2"]  # the fixture's config.json has none
   assert (resize, target, aggregation) == ((round(64 * 290 / 224), 120), fx.TARGET, "max")
@@ -214,3 +217,23 @@ def test_bad_arguments_are_clear_errors(trained):
     export_saved_model.serving_module(trained.model, fx.RESIZE, fx.TARGET, "median")
   with pytest.raises(ValueError, match=f"2 thresholds for {fx.LABELS} labels"):
     export_saved_model.serving_module(trained.model, fx.RESIZE, fx.TARGET, "mean", [0.5, 0.5])
+
+
+def test_one_view_serving_scores_the_plain_resize(trained):
+  """views="one" (a model trained without random crops): the serving function scores each image
+  once, resized to the target, as evaluate.py does."""
+  import configs
+  import multi_label_classification_model as mlc
+  for v in trained.model.trainable_variables:
+    v.assign(trained.heads["A"][v.name])
+  module = export_saved_model.serving_module(trained.model, (0, 0), fx.TARGET, "mean",
+                                             views="one")
+  data = []
+  for name in GOOD:
+    with open(os.path.join(trained.image_dir, name), "rb") as f:
+      data.append(f.read())
+  scores = module.serve(tf.constant(data))["scores"].numpy()
+  config = configs.ModelConfig(label_count=fx.LABELS, target_height=fx.TARGET[0],
+                               target_width=fx.TARGET[1])
+  plain = tf.stack([mlc.preprocess_eval(d, config) for d in data])
+  np.testing.assert_allclose(scores, trained.model(plain)[1]["predictions"].numpy(), atol=ATOL)

@@ -243,7 +243,8 @@ def test_inference_config_ties_the_scores_to_what_produced_them(latest_run, trai
   with open(latest_run["config"]) as f:
     saved = json.load(f)
   assert saved["run"] == {
-      "checkpoint": trained.prefix_b, "global_step": 20, "resize": list(fx.RESIZE),
+      "checkpoint": trained.prefix_b, "global_step": 20, "views": "ten", "crops_per_image": 10,
+      "resize": list(fx.RESIZE),
       "target": list(fx.TARGET), "aggregation": "mean",
       "thresholds_file": latest_run["thresholds_file"],
       "thresholds": np.loadtxt(latest_run["thresholds_file"]).tolist(),  # the values it used
@@ -273,6 +274,65 @@ def test_label_names_come_from_the_train_dir_config(trained, tmp_path):
       ["image_path", "status"] + NAMES + ["predicted_labels"])
   with open(tmp_path / "out" / inference.INFERENCE_CONFIG_FILE) as f:
     assert json.load(f)["label_names"] == NAMES
+
+
+# ---------------------------------------------------------------------------------------------
+# Views: the 10 crops for a model trained on crops, else the one view it trained on.
+
+@pytest.mark.parametrize("augmentation, views", [
+    ("seed", "ten"), ("crop_flip", "ten"), ("randaugment", "ten"), ("none", "one"),
+    ("flip", "one")])
+def test_auto_views_follow_the_training_augmentation(augmentation, views):
+  assert mlc.test_views("auto", augmentation) == views
+  assert mlc.test_views("ten", augmentation) == "ten"
+  assert mlc.test_views("one", augmentation) == "one"
+
+
+def test_unknown_views_is_an_error_naming_it():
+  with pytest.raises(errors.ConfigError, match="views='five'"):
+    mlc.test_views("five", "seed")
+
+
+def test_one_view_is_eval_preprocessing_exactly(trained):
+  config = configs.ModelConfig(label_count=fx.LABELS, target_height=fx.TARGET[0],
+                               target_width=fx.TARGET[1])
+  for name in fx.IMAGES:
+    with open(os.path.join(trained.image_dir, name), "rb") as f:
+      data = f.read()
+    one = mlc.preprocess_views(data, "one", (0, 0), fx.TARGET).numpy()
+    assert one.shape == (1, *fx.TARGET, 3)
+    np.testing.assert_array_equal(one[0], mlc.preprocess_eval(data, config).numpy())
+
+
+def test_a_model_trained_without_crops_is_scored_on_its_one_view(trained, tmp_path):
+  """A train dir whose config.json says augmentation=none: the default views=auto scores each
+  image once, resized to the target: the model's own output on the plain resize, by hand."""
+  train_dir = tmp_path / "uncropped"
+  train_dir.mkdir()
+  for path in glob.glob(trained.prefix_a + ".*"):
+    os.link(path, train_dir / os.path.basename(path))
+  with open(os.path.join(trained.train_dir, "config.json")) as f:
+    saved = json.load(f)
+  saved["model"]["augmentation"] = "none"
+  (train_dir / "config.json").write_text(json.dumps(saved))
+  log = run_main([f"--checkpoint_path={train_dir / 'ckpt-10'}", f"--image_dir={trained.image_dir}",
+                  f"--inference_dir={tmp_path / 'out'}", "--xla=false"])
+  assert f"one view, resized to {fx.TARGET}" in log
+  paths = [os.path.join(trained.image_dir, name) for name in fx.IMAGES]
+  for v in trained.model.trainable_variables:
+    v.assign(trained.heads["A"][v.name])
+  plain = []
+  for path in paths:  # the hand-made crops' decode (PIL for PNG, TF for JPEG), then the resize
+    whole = fx.hand_ten_crops(path, fx.TARGET)[0]  # a resize to the target: crop 0 is all of it
+    plain.append(whole)
+  want = trained.model(np.stack(plain))[1]["predictions"].numpy()
+  rows = read_csv(tmp_path / "out" / "predictions.csv")[1:]
+  scores = dict(zip((row[0] for row in rows), np.loadtxt(tmp_path / "out" / "scores.txt")))
+  for path, expected in zip(paths, want):
+    np.testing.assert_allclose(scores[path], expected, atol=ATOL, err_msg=path)
+  with open(tmp_path / "out" / inference.INFERENCE_CONFIG_FILE) as f:
+    run = json.load(f)["run"]
+  assert (run["views"], run["crops_per_image"]) == ("one", 1)
 
 
 # ---------------------------------------------------------------------------------------------
