@@ -70,7 +70,7 @@ stage "5. Per-label thresholds on the eval split (ROC point nearest (0,1), as th
 $PY threshold_calibration.py --label_file="$OUT/eval_labels.txt" --score_file="$OUT/eval_scores.txt" \
   --output_file="$OUT/thresholds.txt" --run_dir="$OUT/train"
 
-stage "6. 10-crop inference on the held-out test split"
+stage "6. Inference on the held-out test split (views=auto: 10 crops, or the one view it trained on)"
 $PY inference.py --checkpoint_path="$OUT/train" --image_list_file="$OUT/data/test/image_list" \
   --image_dir="$OUT/data/test/images" --inference_dir="$OUT/inference" \
   --thresholds_file="$OUT/thresholds.txt" --gpu_id=-1

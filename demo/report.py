@@ -4,6 +4,7 @@ test images with their predicted and true labels.
     python demo/report.py --out=demo_out
 """
 
+import json
 import os
 import sys
 
@@ -25,10 +26,15 @@ def main(argv):
   images = [line.split()[0] for line in metrics.read_lines(
       os.path.join(out, "data", "test", "image_list")) if line.strip()]
 
+  with open(os.path.join(out, "inference", "inference_config.json")) as f:
+    run = json.load(f)["run"]  # what inference.py scored: 10 crops or the one view
+
   mAP = metrics.mean_average_precision(labels, scores)[0]
   rows = [("at 0.5", metrics.threshold_predictions(scores, 0.5)),
           ("calibrated", metrics.threshold_predictions(scores, thresholds))]
-  print(f"test set: {len(labels)} images, 10-crop mean scores, mAP {mAP:.4f}")
+  views = ("10-crop mean scores" if run["views"] == "ten"
+           else "one view each (the model trained without random crops)")
+  print(f"test set: {len(labels)} images, {views}, mAP {mAP:.4f}")
   print(f"{'':12}{'CF1':>8}{'OF1':>8}{'CP':>8}{'CR':>8}")
   for name, predictions in rows:
     m = metrics.multilabel_prf(labels, predictions)
