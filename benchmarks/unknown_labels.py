@@ -5,17 +5,17 @@
    by --hide_seed (the same entries for every run). The image_list counts are the remaining 1s.
 2. Writes the hidden train split and the untouched eval split as TFRecords (create_tfrecord.py).
 3. For each --seeds value, trains train.py twice, --unknown_label=ignore and =negative, with the
-   same seed, steps and flags (the demo's: from scratch, batch norm decay 0.9), and
+   same seed, steps and flags (the demo's: from scratch at 32 px, 64 a batch, batch norm decay
+   0.9, the short-run recipe: augmentation=none, head_depth=256, cosine after a 5% warmup), and
    num_parallel_calls=1 so that both runs read the same batches in the same order.
 4. Evaluates each last checkpoint with evaluate.py --run_once on the eval split, and prints a
    table, then one JSON line.
 
 Every stage is a subprocess running the project's own scripts, as a user would run them.
 
-    python benchmarks/unknown_labels.py           # 300 steps, seed 0: two demo-sized trainings
-    python benchmarks/unknown_labels.py --steps=1000 --seeds=0,1,2
+    python benchmarks/unknown_labels.py --seeds=0,1,2   # six demo-sized trainings: ~35 min
     python benchmarks/unknown_labels.py --steps=2 --num_train=20 --num_eval=10 --batch_size=4 \\
-        --image_size=32 --work_dir=/tmp/unknown_smoke            # a smoke run, ~2 min
+        --work_dir=/tmp/unknown_smoke            # a smoke run, ~2 min
 """
 
 import argparse
@@ -73,18 +73,19 @@ def main(argv):
   parser.add_argument("--work_dir", default="bench_out/unknown_labels")
   parser.add_argument("--data_dir", default="", help="make_demo_data.py output; default "
                       "<work_dir>/data, built if it has no train/image_list")
-  parser.add_argument("--num_train", type=int, default=3000, help="when building the data")
+  parser.add_argument("--num_train", type=int, default=24000, help="when building the data")
   parser.add_argument("--num_eval", type=int, default=500, help="when building the data")
-  parser.add_argument("--image_size", type=int, default=64, help="images and network input")
+  parser.add_argument("--image_size", type=int, default=64, help="image side, when building")
+  parser.add_argument("--target_size", type=int, default=32, help="network input side")
   parser.add_argument("--hide", type=float, default=0.3, help="share of train entries -> -1")
   parser.add_argument("--hide_seed", type=int, default=0)
-  parser.add_argument("--steps", type=int, default=300)
+  parser.add_argument("--steps", type=int, default=600)
   parser.add_argument("--seeds", default="0", help="comma list of train.py seeds")
-  parser.add_argument("--batch_size", type=int, default=32)
+  parser.add_argument("--batch_size", type=int, default=64)
   parser.add_argument("--gpu_id", default="0", help="train.py's gpu_id")
   args = parser.parse_args(argv)
-  if not 0 <= args.hide < 1 or args.image_size % 32 or args.steps < 1:
-    parser.error("--hide must be in [0, 1), --image_size a multiple of 32, --steps >= 1")
+  if not 0 <= args.hide < 1 or args.target_size % 32 or args.steps < 1:
+    parser.error("--hide must be in [0, 1), --target_size a multiple of 32, --steps >= 1")
   seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
   work = os.path.abspath(args.work_dir)
   data = os.path.abspath(args.data_dir or os.path.join(work, "data"))
@@ -113,7 +114,7 @@ def main(argv):
   stage(f"wrote {records['train']} and {records['eval']}")
 
   # 3-4. Train twice per seed, evaluate each.
-  size, resize = args.image_size, args.image_size + args.image_size // 8
+  size, resize = args.target_size, args.target_size + args.target_size // 8
   results = {mode: [] for mode in MODES}
   for seed in seeds:
     for mode in MODES:
@@ -126,6 +127,8 @@ def main(argv):
            "--batch_norm_decay=0.9", f"--batch_size={args.batch_size}",
            f"--number_of_steps={args.steps}", f"--save_checkpoint_steps={args.steps}",
            f"--log_every_n_steps={max(1, args.steps // 10)}", "--image_summary_steps=0",
+           "--augmentation=none", "--head_depth=256", "--lr_schedule=cosine",
+           f"--warmup_steps={args.steps // 20}",
            "--num_parallel_calls=1", f"--seed={seed}", f"--unknown_label={mode}",
            f"--gpu_id={args.gpu_id}"], train_dir + ".log")
       eval_dir = os.path.join(train_dir, "final_eval")
