@@ -258,16 +258,24 @@ def test_inference_config_ties_the_scores_to_what_produced_them(latest_run, trai
       fx.LABELS, *fx.TARGET)
 
 
+def train_dir_with_config(trained, folder, edit):
+  """ckpt-10's files linked into `folder`, beside the fixture's config.json changed by `edit`
+  (a function of the loaded JSON)."""
+  folder.mkdir()
+  for path in glob.glob(trained.prefix_a + ".*"):
+    os.link(path, folder / os.path.basename(path))
+  with open(os.path.join(trained.train_dir, "config.json")) as f:
+    saved = json.load(f)
+  edit(saved)
+  (folder / "config.json").write_text(json.dumps(saved))
+  return folder
+
+
 def test_label_names_come_from_the_train_dir_config(trained, tmp_path):
   """A train dir whose config.json holds label names (as train.py writes it): predictions.csv
   and inference_config.json name the labels by them, with no --label_names_file."""
-  train_dir = tmp_path / "named"
-  train_dir.mkdir()
-  for path in glob.glob(trained.prefix_a + ".*"):
-    os.link(path, train_dir / os.path.basename(path))
-  with open(os.path.join(trained.train_dir, "config.json")) as f:
-    saved = json.load(f)
-  (train_dir / "config.json").write_text(json.dumps({**saved, "label_names": NAMES}))
+  train_dir = train_dir_with_config(trained, tmp_path / "named",
+                                    lambda saved: saved.update(label_names=NAMES))
   run_main([f"--checkpoint_path={train_dir / 'ckpt-10'}", f"--image_dir={trained.image_dir}",
             f"--inference_dir={tmp_path / 'out'}", "--xla=false"])
   assert read_csv(tmp_path / "out" / "predictions.csv")[0] == (
@@ -307,14 +315,8 @@ def test_one_view_is_eval_preprocessing_exactly(trained):
 def test_a_model_trained_without_crops_is_scored_on_its_one_view(trained, tmp_path):
   """A train dir whose config.json says augmentation=none: the default views=auto scores each
   image once, resized to the target: the model's own output on the plain resize, by hand."""
-  train_dir = tmp_path / "uncropped"
-  train_dir.mkdir()
-  for path in glob.glob(trained.prefix_a + ".*"):
-    os.link(path, train_dir / os.path.basename(path))
-  with open(os.path.join(trained.train_dir, "config.json")) as f:
-    saved = json.load(f)
-  saved["model"]["augmentation"] = "none"
-  (train_dir / "config.json").write_text(json.dumps(saved))
+  train_dir = train_dir_with_config(trained, tmp_path / "uncropped",
+                                    lambda saved: saved["model"].update(augmentation="none"))
   log = run_main([f"--checkpoint_path={train_dir / 'ckpt-10'}", f"--image_dir={trained.image_dir}",
                   f"--inference_dir={tmp_path / 'out'}", "--xla=false"])
   assert f"one view, resized to {fx.TARGET}" in log
