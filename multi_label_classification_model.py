@@ -442,7 +442,8 @@ def input_files(file_spec, input_context=None):
   return files, pipelines > 1
 
 
-def build_dataset(config, mode, file_spec=None, input_context=None, seed=None, device=None):
+def build_dataset(config, mode, file_spec=None, input_context=None, seed=None, device=None,
+                  service=None):
   """A tf.data pipeline over SequenceExample TFRecords.
 
   Args:
@@ -454,6 +455,10 @@ def build_dataset(config, mode, file_spec=None, input_context=None, seed=None, d
       there are at least as many files as pipelines, else its own records.
     seed: shuffle seed (None = nondeterministic).
     device: e.g. '/gpu:0': copy batches to that device ahead of the step, as the last stage.
+    service: an input_service.Service: everything up to the batch (the files, shuffles, reads
+      and the per-element map: parse, decode, augment) runs on its tf.data service workers, and
+      the batch and the prefetch here. The service divides the records among the workers and
+      the trainers that share its job, so `input_context` then shards nothing.
   Returns:
     train: (images [B, th, tw, 3] float32 in [-1, 1], labels [B, L] float32).
     eval: (images, labels, image_paths [B]).
@@ -461,7 +466,8 @@ def build_dataset(config, mode, file_spec=None, input_context=None, seed=None, d
   if mode not in ("train", "eval"):
     raise ValueError(f"mode={mode!r}: expected 'train' or 'eval'")
   training = mode == "train"
-  files, shard_records = input_files(file_spec or config.input_tfrecord_file, input_context)
+  files, shard_records = input_files(file_spec or config.input_tfrecord_file,
+                                     None if service else input_context)
   parallel = tf.data.AUTOTUNE if config.num_parallel_calls < 0 else config.num_parallel_calls
   ds = tf.data.Dataset.from_tensor_slices(files)
   if training:
@@ -497,6 +503,9 @@ def build_dataset(config, mode, file_spec=None, input_context=None, seed=None, d
     return preprocess_eval(data, config), labels, path
 
   ds = ds.map(parse, num_parallel_calls=parallel, deterministic=not training)
+  if service:
+    what = f"augmentation={config.augmentation}" if training else "the eval pipeline"
+    ds = service.distribute(ds, what)
   ds = ds.batch(config.batch_size, drop_remainder=training)
   if device:
     return ds.apply(tf.data.experimental.prefetch_to_device(device))
