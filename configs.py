@@ -197,6 +197,18 @@ class CalibrationConfig:
 
 
 @dataclass
+class DataServiceConfig:
+  """data_service.py: a tf.data service dispatcher or worker (train.py --data_service_address)."""
+  role: str = ""  # dispatcher | worker
+  port: int = 5050  # port to listen on; 0 = any free one (a second worker on a host needs another)
+  dispatcher_address: str = ""  # worker: the dispatcher to register with, grpc://host:port
+  worker_address: str = ""  # worker: host (or host:port) trainers reach it at; "" = this host
+  work_dir: str = ""  # dispatcher: journal its state here to recover it on restart; "" = none
+  timeout_secs: int = 30  # worker: wait this long for the dispatcher to answer at the start (s)
+  status_secs: float = 1.0  # print a status line this often (seconds); 0 = none
+
+
+@dataclass
 class ReportConfig:
   """demo/report.py: the demo's closing table."""
   out: str = "demo_out"  # the demo's output folder (demo.sh's DEMO_OUT)
@@ -216,7 +228,8 @@ SECTIONS = {"create_tfrecord": CreateTFRecordConfig, "coco": CocoConfig,
             "read_tfrecord": ReadTFRecordConfig, "demo_data": DemoDataConfig,
             "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig,
             "inference": InferenceConfig, "calibration": CalibrationConfig,
-            "report": ReportConfig, "derive_labels": DeriveLabelsConfig}
+            "data_service": DataServiceConfig, "report": ReportConfig,
+            "derive_labels": DeriveLabelsConfig}
 RECORD_SECTIONS = ("label_names", "run")  # what a run found or resolved; not read back as settings
 # String settings that a run saves as the numbers it resolved them to (TrainConfig.pos_weight:
 # "auto" or a file -> the list of weights used): a JSON list of numbers is read back as such.

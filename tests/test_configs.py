@@ -154,6 +154,7 @@ SCRIPT_CONFIGS = {
     "threshold_calibration": [configs.CalibrationConfig],
     "inference": [configs.InferenceConfig],
     "export_saved_model": [configs.InferenceConfig],
+    "data_service": [configs.DataServiceConfig],
     "demo/report": [configs.ReportConfig],
     "demo/derive_labels": [configs.DeriveLabelsConfig]}
 
