@@ -139,6 +139,8 @@ class TrainConfig:
   xla: bool = False  # compile the train step with XLA (jit_compile)
   strategy: str = "default"  # default | mirrored | multi_worker (tf.distribute)
   seed: int = 0  # seed for weight init and shuffling; -1 = nondeterministic
+  data_service_address: str = ""  # grpc://host:port: decode/augment on tf.data service workers
+  data_service_timeout_secs: int = 30  # wait this long for the service's dispatcher to answer (s)
 
 
 @dataclass
@@ -159,6 +161,8 @@ class EvalConfig:
   label_file: str = ""  # if set, write the eval labels here (image_label format)
   top_k: int = 3  # k of the top-k metrics (CP/CR/CF1/OP/OR/OF1 at top-k)
   label_names_file: str = ""  # one name per line; "" = the names in the train dir's config.json
+  data_service_address: str = ""  # grpc://host:port: decode on tf.data service workers (any order)
+  data_service_timeout_secs: int = 30  # wait this long for the service's dispatcher to answer (s)
 
 
 @dataclass

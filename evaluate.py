@@ -20,6 +20,7 @@ from tensorboard.plugins.pr_curve import summary as pr_curve_summary
 
 import configs
 import errors
+import input_service
 import metrics
 import records
 import run_utils
@@ -178,10 +179,12 @@ def keep_if_best(result, prefix, eval_dir, train_dir):
   return True
 
 
-def evaluate_checkpoint(model, predict, prefix, eval_config, model_config):
-  """Restores `prefix`, scores the eval set, and returns (result dict, scores, labels)."""
+def evaluate_checkpoint(model, predict, prefix, eval_config, model_config, service=None):
+  """Restores `prefix`, scores the eval set, and returns (result dict, scores, labels).
+  service: an input_service.Service to decode on (each pass a job of its own), or None."""
   step = run_utils.restore_model(model, prefix, use_ema=True)
-  dataset = build_dataset(model_config, "eval", file_spec=eval_config.input_tfrecord_file)
+  dataset = build_dataset(model_config, "eval", file_spec=eval_config.input_tfrecord_file,
+                          service=service)
   start = time.time()
   scores, labels, loss = score_dataset(predict, dataset)
   result = {"global_step": step, "checkpoint": os.path.basename(prefix), "loss": float(loss)}
@@ -249,6 +252,9 @@ def main(argv):
   if not eval_config.input_tfrecord_file:
     raise errors.ConfigError("set --input_tfrecord_file to the eval TFRecords")
   records.expand_file_spec(eval_config.input_tfrecord_file)  # missing records: an error now
+  service = (input_service.connect(eval_config.data_service_address,
+                                   eval_config.data_service_timeout_secs, log)
+             if eval_config.data_service_address else None)  # a dead dispatcher: an error now
   eval_dir = eval_config.eval_dir or os.path.join(eval_config.checkpoint_dir, "eval")
   run_utils.select_devices(eval_config.gpu_id)
 
@@ -267,7 +273,7 @@ def main(argv):
         log(f"skipping {name}: below min_global_step={eval_config.min_global_step}")
         continue
       result, scores, labels = evaluate_checkpoint(model, predict, prefix, eval_config,
-                                                   model_config)
+                                                   model_config, service)
     except (tf.errors.OpError, FileNotFoundError, ValueError) as e:
       if tf.io.gfile.exists(prefix + ".index") and tf.io.gfile.glob(prefix + ".data-*"):
         raise  # the checkpoint is all there: a real error

@@ -9,7 +9,8 @@ Run it beside evaluate.py, and watch both in TensorBoard:
 
 On an empty train_dir the backbone starts from `base_network_checkpoint`; on a train_dir with
 checkpoints, training resumes from the latest (weights, optimiser state, global step). Ctrl-C or
-SIGTERM saves a checkpoint before exiting.
+SIGTERM saves a checkpoint before exiting. With --data_service_address=grpc://host:port the
+decoding and augmentation run on tf.data service workers (data_service.py; input_service.py).
 """
 
 import dataclasses
@@ -26,6 +27,7 @@ import tensorflow as tf  # noqa: E402
 
 import configs
 import errors
+import input_service
 import metrics
 import records
 import run_utils
@@ -68,6 +70,8 @@ def check_config(model_config, train_config):
     run_utils.learning_rate_schedule(train_config)
   except ValueError as e:
     raise errors.ConfigError(str(e)) from None
+  if train_config.data_service_address:
+    input_service.parse_address(train_config.data_service_address)
 
 
 def restore_or_start(manager, model, model_config, latest=None):
@@ -276,6 +280,9 @@ def main(argv):
   configs.parse_overrides(argv, model_config, train_config, usage=__doc__)
   check_config(model_config, train_config)
   records.expand_file_spec(model_config.input_tfrecord_file)  # missing records: an error now
+  service = (input_service.connect(train_config.data_service_address,
+                                   train_config.data_service_timeout_secs, log)
+             if train_config.data_service_address else None)  # a dead dispatcher: an error now
   # Given once, here: stored in config.json, where evaluate, calibration, inference and the
   # SavedModel find them. A resumed run without the flag keeps the names stored before.
   label_names = metrics.load_label_names(model_config.label_names_file, model_config.label_count,
@@ -321,9 +328,13 @@ def main(argv):
   seed = train_config.seed if train_config.seed >= 0 else None
   # tf.distribute strategies copy batches to their devices; on one GPU the pipeline does it.
   single_gpu = train_config.strategy == "default" and tf.config.list_logical_devices("GPU")
+  if service:  # every worker of a multi-worker run joins this job and takes its own elements
+    service = service.job(input_service.train_job_name(train_config.train_dir,
+                                                       int(optimizer.iterations.numpy())))
+  # Each input pipeline makes whole batches of batch_size, one per replica in turn.
   dataset = strategy.distribute_datasets_from_function(
       lambda context: build_dataset(model_config, "train", input_context=context, seed=seed,
-                                    device="/gpu:0" if single_gpu else None))
+                                    device="/gpu:0" if single_gpu else None, service=service))
   step = make_train_step(model, optimizer, ema, strategy, model_config, train_config, pos_weight)
   writer = tf.summary.create_file_writer(save_dir)
   stop = StopFlag()
