@@ -3,6 +3,10 @@
 import glob
 import io
 import os
+import signal
+import subprocess
+import sys
+import threading
 
 import numpy as np
 import tensorflow as tf
@@ -46,3 +50,24 @@ def run_script_main(capsys, main, argv):
     code = e.code or 0  # errors.run exits with main's return value; None = 0
   out, err = capsys.readouterr()
   return code, out, err
+
+
+def train_until_sigterm(argv, repo, env, timeout=240):
+  """Runs `python train.py *argv` in `repo`, sends it SIGTERM at its first "step " log line,
+  and waits for it to exit (killed after `timeout` s in all). Returns (exit status, log lines)."""
+  proc = subprocess.Popen([sys.executable, "train.py", *argv], cwd=repo, env=env, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+  watchdog = threading.Timer(timeout, proc.kill)
+  watchdog.start()
+  lines = []
+  try:
+    for line in proc.stdout:
+      lines.append(line)
+      if line.startswith("step "):
+        proc.send_signal(signal.SIGTERM)
+        break
+    lines += proc.stdout.readlines()
+    return proc.wait(timeout=120), lines
+  finally:
+    watchdog.cancel()
+    proc.kill()

@@ -16,9 +16,6 @@ import math
 import os
 import pathlib
 import signal
-import subprocess
-import sys
-import threading
 
 import numpy as np
 import pytest
@@ -26,7 +23,7 @@ import tensorflow as tf
 
 import configs
 import errors
-from run_helpers import write_records
+from run_helpers import train_until_sigterm, write_records
 import run_utils
 import train
 from multi_label_classification_model import MultiLabelClassificationModel
@@ -328,22 +325,7 @@ def test_sigterm_saves_the_current_step_and_exits_143_then_resumes(data, tmp_pat
                     "--save_checkpoint_steps=0", "--save_checkpoint_secs=0",
                     "--image_summary_steps=0")
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
-  proc = subprocess.Popen([sys.executable, "train.py", *argv], cwd=REPO, env=env, text=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-  watchdog = threading.Timer(240, proc.kill)
-  watchdog.start()
-  lines = []
-  try:
-    for line in proc.stdout:
-      lines.append(line)
-      if line.startswith("step "):
-        proc.send_signal(signal.SIGTERM)
-        break
-    lines += proc.stdout.readlines()
-    status = proc.wait(timeout=120)
-  finally:
-    watchdog.cancel()
-    proc.kill()
+  status, lines = train_until_sigterm(argv, REPO, env)
   output = "".join(lines)
   assert status == 128 + signal.SIGTERM, output
   assert "received SIGTERM" in output and "Traceback" not in output, output
