@@ -3,7 +3,8 @@
 Generates COCO-like 640x480 JPEGs (smooth colour fields, shapes and sensor noise, ~140 KB each),
 writes 2 TFRecord shards with create_tfrecord.py, then measures, warm-up excluded, each figure the
 median of several timed windows (compared figures interleaved, window by window):
-  a. the input pipeline alone (build_dataset, train mode), images/s;
+  a. the input pipeline alone (build_dataset, train mode), images/s, here and with its
+     per-element map on 1 and 2 local tf.data service workers (data_service.py processes);
   b. the full fine-tune step (train.make_train_step, train_base_network=True), images/s;
   c. the frozen-backbone step (the default config), images/s;
   d. 10-crop inference (inference.make_scorer), images/s;
@@ -20,6 +21,7 @@ benchmarks/README.md explains each figure.
 """
 
 import argparse
+import contextlib
 import dataclasses
 import io
 import json
@@ -43,6 +45,7 @@ from PIL import Image, ImageDraw, ImageFilter  # noqa: E402
 
 import configs  # noqa: E402
 import inference  # noqa: E402
+import input_service  # noqa: E402
 import records  # noqa: E402
 import run_utils  # noqa: E402
 import train  # noqa: E402
@@ -113,8 +116,19 @@ def loadavg():
   return round(os.getloadavg()[0], 2)
 
 
-def cpu_snapshot():
-  """(wall, machine busy CPU-seconds, this process's CPU-seconds), for `others_cpu`."""
+def process_cpu_seconds(pid):
+  """User + system CPU-seconds of another process, from /proc/<pid>/stat (0 if it is gone)."""
+  try:
+    with open(f"/proc/{pid}/stat") as f:
+      fields = f.read().rsplit(")", 1)[1].split()  # after "pid (name)": state is field 3
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+  except (OSError, IndexError, ValueError):
+    return 0.0
+
+
+def cpu_snapshot(pids=()):
+  """(wall, machine busy CPU-seconds, CPU-seconds of this process and of `pids`), for
+  `others_cpu`: the processes in `pids` (e.g. tf.data service workers) count as this one."""
   busy = 0.0
   try:
     with open("/proc/stat") as f:
@@ -123,7 +137,8 @@ def cpu_snapshot():
   except (OSError, ValueError):
     pass
   own = os.times()
-  return time.perf_counter(), busy, own.user + own.system
+  return (time.perf_counter(), busy,
+          own.user + own.system + sum(process_cpu_seconds(pid) for pid in pids))
 
 
 def others_cpu(before, after):
@@ -143,15 +158,15 @@ def wait_for_quiet(max_wait, threshold=0.1):
       return
 
 
-def step_runner(step_once, sync, items_per_step, steps_per_window, warmup=2):
+def step_runner(step_once, sync, items_per_step, steps_per_window, warmup=2, pids=()):
   """A runner of any step function: `warmup` steps, then windows of steps_per_window steps.
-  A window returns (snapshot before, snapshot after, items)."""
+  A window returns (snapshot before, snapshot after, items); `pids`: cpu_snapshot's."""
   def run(steps):
-    before = cpu_snapshot()
+    before = cpu_snapshot(pids)
     for _ in range(steps):
       out = step_once()
     sync(out)
-    return before, cpu_snapshot(), steps * items_per_step
+    return before, cpu_snapshot(pids), steps * items_per_step
   return lambda: run(warmup), lambda: run(steps_per_window)
 
 
@@ -328,16 +343,45 @@ def model_configs(args, train_base_network, batch_size, files=""):
   return model_config, train_config
 
 
-def pipeline_rate(args, files, num_parallel_calls, what):
+def pipeline_rate(args, files, num_parallel_calls, what, service=None, pids=()):
   """(a): build_dataset in train mode, batches pulled as fast as it makes them. Measured alone:
-  a live iterator's background threads would take CPU from whatever is measured next."""
+  a live iterator's background threads would take CPU from whatever is measured next.
+  service, pids: local_service's (the workers' CPU counts as this process's)."""
   model_config, _ = model_configs(args, False, args.batch_size, files)
   model_config.num_parallel_calls = num_parallel_calls
-  iterator = iter(build_dataset(model_config, "train", seed=0))
+  iterator = iter(build_dataset(model_config, "train", seed=0, service=service))
   batches = 12 if args.quick else 24
   runner = step_runner(lambda: next(iterator), lambda out: out[0].numpy(), args.batch_size,
-                       batches, warmup=6)
+                       batches, warmup=6, pids=pids)
   return measure({what: runner}, args.windows, args.wait_quiet, wait_each_round=False)[what]
+
+
+@contextlib.contextmanager
+def local_service(workers, timeout=180):
+  """A tf.data service on 127.0.0.1: a dispatcher in this process and `workers` data_service.py
+  worker processes, so that the elements cross gRPC as they would between hosts. Yields
+  (input_service.Service with no job name, the workers' pids)."""
+  service = tf.data.experimental.service
+  dispatcher = service.DispatchServer(service.DispatcherConfig(port=0))
+  address = f"grpc://127.0.0.1:{dispatcher.target.rsplit(':', 1)[1]}"
+  procs = [subprocess.Popen([sys.executable, os.path.join(REPO, "data_service.py"),
+                             "--role=worker", "--port=0", "--worker_address=127.0.0.1",
+                             f"--dispatcher_address={address}", "--status_secs=0"],
+                            cwd=REPO, stdout=subprocess.DEVNULL) for _ in range(workers)]
+  try:
+    deadline = time.perf_counter() + timeout
+    while dispatcher._num_workers() < workers:  # pylint: disable=protected-access
+      if time.perf_counter() > deadline or any(p.poll() is not None for p in procs):
+        raise RuntimeError(f"{workers} data_service.py worker(s) did not register within "
+                           f"{timeout} s")
+      time.sleep(0.2)
+    yield input_service.Service(address), [p.pid for p in procs]
+  finally:
+    for p in procs:
+      p.terminate()
+    for p in procs:
+      p.wait(timeout=60)
+    dispatcher.stop()
 
 
 def memory_batches(args, files, count):
@@ -347,12 +391,16 @@ def memory_batches(args, files, count):
   return images.numpy(), labels.numpy()
 
 
-def memory_dataset(images, labels, batch):
-  """Whole batches from memory, repeated: the train step is measured without the pipeline."""
+def memory_dataset(images, labels, batch, device=None):
+  """Whole batches from memory, repeated: the train step is measured without the pipeline.
+  device: e.g. '/gpu:0': copied there ahead of the step, as train.py does on one GPU."""
   n = len(images) // batch * batch
   x = images[:n].reshape([-1, batch] + list(images.shape[1:]))  # [N, ...] -> [N/b, b, ...]
   y = labels[:n].reshape([-1, batch, labels.shape[1]])
-  return tf.data.Dataset.from_tensor_slices((x, y)).repeat().prefetch(2)
+  dataset = tf.data.Dataset.from_tensor_slices((x, y)).repeat()
+  if device:
+    return dataset.apply(tf.data.experimental.prefetch_to_device(device, buffer_size=2))
+  return dataset.prefetch(2)
 
 
 def build_toolkit(args, train_base_network, batch):
@@ -364,13 +412,14 @@ def build_toolkit(args, train_base_network, batch):
   return model, optimizer, model_config, train_config
 
 
-def train_runner(toolkit, data, batch, steps_per_window, warmup):
-  """(b)/(c): train.make_train_step under the default strategy, over in-memory batches."""
+def train_runner(toolkit, data, batch, steps_per_window, warmup, device=None):
+  """(b)/(c): train.make_train_step under the default strategy, over in-memory batches
+  (memory_dataset's `device`)."""
   model, optimizer, model_config, train_config = toolkit
   model_config = dataclasses.replace(model_config, batch_size=batch)
   strategy = run_utils.make_strategy("default")
   step = train.make_train_step(model, optimizer, None, strategy, model_config, train_config)
-  iterator = iter(memory_dataset(*data, batch))
+  iterator = iter(memory_dataset(*data, batch, device))
   return step_runner(lambda: step(iterator), lambda out: float(out[0]["loss/classification"]),
                      batch, steps_per_window, warmup)
 
@@ -497,6 +546,10 @@ def pipeline_section(args, folder, files, figs):
   figs.record("pipeline", pipeline_rate(args, files, -1, "AUTOTUNE images/s"))
   figs.record("pipeline_npc1", pipeline_rate(args, files, 1, "num_parallel_calls=1 images/s"))
   figs.record("pipeline_npc2", pipeline_rate(args, files, 2, "num_parallel_calls=2 images/s"))
+  for workers in (1, 2):  # the same pipeline, its map on tf.data service workers (issue 15)
+    with local_service(workers) as (service, pids):
+      figs.record(f"pipeline_service_w{workers}", pipeline_rate(
+          args, files, -1, f"tf.data service, {workers} worker(s), images/s", service, pids))
   if args.max_side:
     small, stored, _ = make_records(folder, args.num_images, args.label_count, args.max_side)
     figs.fig[f"record_kb_max_side_{args.max_side}"] = stored / 1e3
@@ -599,6 +652,8 @@ def inference_section(args, folder, keras_model, figs):
 RATIOS = {"fit_ratio": ("train_full", "keras_fit"),
           "frozen_ratio": ("train_frozen", "train_full"),
           "pipeline_ratio": ("pipeline", "train_full"),
+          "pipeline_service_w1_ratio": ("pipeline_service_w1", "pipeline"),
+          "pipeline_service_w2_ratio": ("pipeline_service_w2", "pipeline"),
           "inference_ratio": ("inference", "keras_predict_10crop_images"),
           "peak_fraction": ("train_full_gflops", "peak_gflops"),
           "keras_peak_fraction": ("keras_fit_gflops", "peak_gflops"),
