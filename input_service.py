@@ -24,7 +24,7 @@ as workers (`create_tfrecord.py --num_shards`, several per worker balances bette
 order of the elements is not reproducible.
 
 Standard gRPC (grpcio, which TensorFlow depends on) checks the dispatcher before any work,
-because TensorFlow's own client retries an unreachable dispatcher for ever.
+because TensorFlow's own client keeps retrying an unreachable dispatcher.
 """
 
 import re
