@@ -1,7 +1,7 @@
 """The trainer's side of the tf.data service: the input pipeline's per-element work on other hosts.
 
 With `--data_service_address=grpc://host:port`, train.py (and evaluate.py) hand the per-element
-part of `build_dataset` (list the files, shuffle, read, parse, decode, crop, augment) to the
+part of `build_dataset` (the file and record shuffles, read, parse, decode, crop, augment) to the
 workers of a tf.data service (`tf.data.experimental.service`; data_service.py starts its
 dispatcher and workers). The elements come back one by one over gRPC; the batch and the prefetch
 to the device stay in the trainer:
@@ -19,9 +19,10 @@ files out one at a time to whichever worker asks next, so
   job's elements first come, first served, so no two get the same one.
 The other mode, "parallel_epochs", has every worker read the whole data set: with the default
 fixed seed every worker would then make the same stream, and an eval pass would see each record
-once per worker. What this costs: the unit of work is a file, so write at least as many files
-as workers (`create_tfrecord.py --num_shards`, several per worker balances better), and the
-order of the elements is not reproducible.
+once per worker. What this costs: the unit of work is a file, and a worker takes several at a
+time (up to 8 for build_dataset's interleave; in training up to all of them for its file
+shuffle), so write many more files than workers (`create_tfrecord.py --num_shards`), or one
+worker may do most of a one-pass eval; and the order of the elements is not reproducible.
 
 Standard gRPC (grpcio, which TensorFlow depends on) checks the dispatcher before any work,
 because TensorFlow's own client keeps retrying an unreachable dispatcher.

@@ -48,8 +48,10 @@ def service():
       dispatcher_address=f"127.0.0.1:{port}", worker_address="127.0.0.1:%port%"))
       for _ in range(2)]
   deadline = time.time() + 60
-  while dispatcher._num_workers() < 2 and time.time() < deadline:  # pylint: disable=protected-access
+  registered = dispatcher._num_workers  # pylint: disable=protected-access
+  while registered() < 2 and time.time() < deadline:
     time.sleep(0.1)
+  assert registered() == 2
   yield f"grpc://127.0.0.1:{port}", workers
   for server in workers + [dispatcher]:
     server.stop()
@@ -57,7 +59,7 @@ def service():
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
-  """40 records in 4 files: the service's unit of work is a file, so both workers get some."""
+  """40 records in 4 files: the service hands out files, so that it has several to hand out."""
   folder = tmp_path_factory.mktemp("records")
   write_records(folder / "r.tfrecord", 4, _id_labels, count=40)
   return str(folder / "r.tfrecord-*")
