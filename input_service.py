@@ -128,8 +128,7 @@ class Service(NamedTuple):
     except (tf.errors.OpError, ValueError, TypeError) as e:
       first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
       raise errors.ConfigError(f"--data_service_address: {what} cannot run on the tf.data "
-                               f"service ({first}); train without the service, or choose "
-                               "another augmentation") from None
+                               f"service ({first}); run without the service") from None
 
 
 def connect(address, timeout_secs, log=print):
