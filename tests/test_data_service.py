@@ -7,6 +7,7 @@ pass over the same records, and train.py's checkpoints.
   .venv/bin/python -m pytest tests/test_data_service.py    # ~2-3 min on 2 CPU cores
 """
 import collections
+import json
 import os
 import signal
 import subprocess
@@ -22,6 +23,7 @@ import configs
 import data_service
 import errors
 import evaluate
+import inference_fixture
 import input_service
 import train
 from multi_label_classification_model import build_dataset
@@ -202,6 +204,33 @@ def test_train_through_the_service_stops_on_sigterm_and_resumes(service, tmp_pat
   assert prefix == f"{train_dir}/ckpt-{last + 1}"
   assert tf.train.load_checkpoint(prefix).get_tensor(
       "global_step/.ATTRIBUTES/VARIABLE_VALUE") == last + 1
+
+
+def test_evaluate_through_the_service_gives_the_direct_metrics_and_rows(service, tmp_path,
+                                                                       capsys):
+  """evaluate.py --run_once on a random-weights train dir, without and with the service: the
+  same metrics, and the same (scores, labels) rows, in another order."""
+  address, _ = service
+  train_dir = inference_fixture.build(str(tmp_path / "fixture")).train_dir
+  labels_of = lambda i: [i % 2, (i >> 1) % 2, int(i % 3 == 0)]
+  write_records(tmp_path / "eval.tfrecord", 4, labels_of, count=24)
+  runs = {}
+  for name, extra in (("direct", []), ("service", [f"--data_service_address={address}"])):
+    out = tmp_path / name
+    status, _, err = run_script_main(capsys, evaluate.main, [
+        f"--checkpoint_dir={train_dir}", f"--input_tfrecord_file={tmp_path}/eval.tfrecord-*",
+        "--run_once=true", f"--eval_dir={out}", f"--score_file={out}/scores.txt",
+        f"--label_file={out}/labels.txt", *extra])
+    assert status == 0, err
+    with open(out / "metrics.jsonl") as f:
+      result = json.loads(f.readline())
+    rows = np.hstack([np.loadtxt(out / "scores.txt"), np.loadtxt(out / "labels.txt")])
+    runs[name] = result, rows[np.lexsort(rows.T[::-1])]  # rows sorted, for the comparison
+  (direct, direct_rows), (served, served_rows) = runs["direct"], runs["service"]
+  assert served["num_images"] == direct["num_images"] == 24
+  for key in ("loss", "mAP", "CF1", "OF1"):
+    assert served[key] == pytest.approx(direct[key], abs=1e-6), key
+  np.testing.assert_allclose(served_rows, direct_rows, atol=2e-6)
 
 
 def _start_script(*args):
