@@ -9,10 +9,11 @@ and prefetch them to the GPU (train.py --data_service_address; input_service.py 
     python train.py --data_service_address=grpc://hostA:5050 ...                   # GPU host
 
 Workers need only TensorFlow and the records, at the same paths as the trainer (shared
-storage): the trainer sends them the pipeline's graph. With --work_dir the dispatcher journals
-its state (datasets, jobs) there and recovers it when restarted on the same port and folder;
-the workers and trainers reconnect. It prints a status line a second and runs until Ctrl-C or
-SIGTERM (exit status 0).
+storage): the trainer sends them the pipeline's graph. With --work_dir the dispatcher runs in
+TensorFlow's fault-tolerant mode: it journals its datasets and jobs there, and a dispatcher
+restarted on the same port and folder recovers them while workers and trainers retry. Each
+server prints a status line a second (--status_secs) and runs until Ctrl-C or SIGTERM (exit
+status 0).
 """
 
 import os
