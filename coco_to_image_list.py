@@ -24,13 +24,14 @@ first; the old outputs are removed and the new ones renamed into place only once
 complete, with image_label last, so a crash never leaves a mismatched pair that looks complete.
 """
 
+import contextlib
 import json
 import os
-import tempfile
 import time
 
 import configs
 import errors
+import fileio
 
 OUTPUTS = ("image_list", "label_names.txt", "image_label")  # renamed in this order
 
@@ -132,22 +133,18 @@ def label_rows(images, categories, kept, annotations, path):
 
 
 def write_outputs(output_dir, texts):
-  """Writes {name: text} to temporary files, then replaces the outputs in OUTPUTS order."""
-  os.makedirs(output_dir, exist_ok=True)
-  temps = {}
-  try:
-    for name in OUTPUTS:
-      fd, temps[name] = tempfile.mkstemp(dir=output_dir, prefix=f".{name}.", suffix=".tmp")
-      with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-        f.write(texts[name])
+  """Writes {name: text} to temp files, then replaces the outputs in OUTPUTS order
+  (fileio.atomic_write renames each as its block exits, the last entered first): if one write
+  fails, no output is replaced."""
+  with contextlib.ExitStack() as stack:
+    for name in reversed(OUTPUTS):
+      path = os.path.join(output_dir, name)
+      f = stack.enter_context(fileio.atomic_write(path, encoding="utf-8", newline="\n",
+                                                 size=len(texts[name].encode())))
+      f.write(texts[name])
+      f.flush()  # a full disk fails here, before any old output is removed
     for name in OUTPUTS:  # no old file may stay beside a new one: they would not match
-      if os.path.exists(os.path.join(output_dir, name)):
-        os.remove(os.path.join(output_dir, name))
-    for name in OUTPUTS:
-      os.replace(temps.pop(name), os.path.join(output_dir, name))
-  finally:
-    for temp in temps.values():
-      os.remove(temp)
+      fileio.discard(os.path.join(output_dir, name))
 
 
 def main(argv):

@@ -21,11 +21,11 @@ import difflib
 import io
 import json
 import os
-import tempfile
 import tokenize
 import typing
 from dataclasses import dataclass
 
+import fileio
 from errors import ConfigError, MissingFileError
 
 
@@ -303,7 +303,7 @@ def apply_config_file(path, *configs):
 
 
 def save_configs(path, **sections):
-  """Writes {"model": {...}, "train": {...}, ...} JSON atomically (temp file + rename).
+  """Writes {"model": {...}, "train": {...}, ...} JSON atomically (fileio.write_text).
 
   Each keyword is a section: a config dataclass (its SECTIONS name), or a JSON value that
   records what the run found (RECORD_SECTIONS: "label_names", "run").
@@ -316,12 +316,7 @@ def save_configs(path, **sections):
     else:
       assert key in RECORD_SECTIONS, f"unknown section {key!r}"
       data[key] = value
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".config-", suffix=".tmp")
-  with os.fdopen(fd, "w") as f:
-    json.dump(data, f, indent=2, sort_keys=True)
-  os.replace(tmp, path)
+  fileio.write_text(path, json.dumps(data, indent=2, sort_keys=True))
 
 
 def load_config(path, key, cls):

@@ -36,6 +36,7 @@ from PIL import Image
 
 import configs
 import errors
+import fileio
 import records
 
 
@@ -244,7 +245,7 @@ def main(argv):
   # 3. Decode every image in parallel and write the good ones round-robin over the shards.
   outputs = records.shard_paths(cfg.output_file, cfg.num_shards)
   counts, skipped = collections.Counter(), collections.Counter()
-  progress = records.Progress(len(entries), "images")
+  progress = fileio.Progress(len(entries), "images")
   tasks = [(path, max_side, cfg.jpeg_quality) for path in paths]
   previous_handler = signal.signal(signal.SIGTERM, _raise_interrupt)  # kill cleans up like Ctrl-C
   try:

@@ -13,6 +13,7 @@ which prints the line and exits with the status. Any other exception is a bug an
 a traceback. Standard library only, so that every module can raise these.
 """
 
+import errno
 import os
 import sys
 
@@ -56,7 +57,8 @@ def run(main, argv=None):
 
   A UserError prints its details, then `error: <message>`, to stderr, and exits with its status
   (no traceback); a closed stdout (`| head`) exits 1 quietly, as Python's documentation advises;
-  anything else propagates. `argv` defaults to sys.argv[1:].
+  anything else propagates. `argv` defaults to sys.argv[1:]. A full disk that no write caught
+  (fileio's writes name the folder and the space themselves) is still one line, exit status 1.
   """
   try:
     status = main(sys.argv[1:] if argv is None else list(argv))
@@ -69,5 +71,13 @@ def run(main, argv=None):
     sys.exit(e.status)
   except BrokenPipeError:  # e.g. `python train.py --help | head`: the reader has gone
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+    sys.exit(1)
+  except OSError as e:
+    if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+      raise
+    sys.stdout.flush()
+    where = f" writing {e.filename}" if e.filename else ""
+    print(f"error: no space left on device{where} ({e.strerror}); free some space and rerun",
+          file=sys.stderr)
     sys.exit(1)
   sys.exit(status)

@@ -20,6 +20,7 @@ from tensorboard.plugins.pr_curve import summary as pr_curve_summary
 
 import configs
 import errors
+import fileio
 import input_service
 import metrics
 import records
@@ -45,7 +46,7 @@ def score_dataset(predict, dataset):
   """One pass: (scores [N, L], labels [N, L], mean classification loss over the known entries;
   with no -1 label that is the plain mean)."""
   scores, labels, losses = [], [], []
-  progress = records.Progress(0, "eval images")
+  progress = fileio.Progress(0, "eval images")
   for images, batch_labels, _ in dataset:
     batch_scores, batch_losses = predict(images, batch_labels)
     scores.append(batch_scores.numpy())

@@ -30,8 +30,8 @@ import tensorflow as tf
 import configs
 import errors
 import export_saved_model
+import fileio
 import metrics
-import records
 import run_utils
 from multi_label_classification_model import (VIEWS, preprocess_views, score_ten_crops,
                                               ten_crop_resize, test_views)
@@ -120,7 +120,7 @@ def score_images(score, paths, resize, target, batch_size, label_count, views="t
   """Scores every path; unreadable images get a row of NaN. Returns (scores [N, L], failed)."""
   scores = np.full((len(paths), label_count), np.nan, np.float32)
   seen = np.zeros(len(paths), bool)
-  progress = records.Progress(len(paths), "images")
+  progress = fileio.Progress(len(paths), "images")
   for indices, crops in crops_dataset(paths, resize, target, batch_size, views):
     scores[indices.numpy()] = score(crops).numpy()
     seen[indices.numpy()] = True
@@ -141,7 +141,7 @@ def failure_reason(path):
 def write_predictions_csv(path, paths, scores, failed, thresholds, label_names):
   """One row per image: path, status, every score, the names of the labels above threshold."""
   predictions = metrics.threshold_predictions(np.nan_to_num(scores, nan=-1.0), thresholds)
-  with records.atomic_write(path, newline="") as f:
+  with fileio.atomic_write(path, newline="") as f:
     writer = csv.writer(f)
     writer.writerow(["image_path", "status"] + label_names + ["predicted_labels"])
     for i, image in enumerate(paths):

@@ -33,6 +33,7 @@ from sklearn.datasets import load_digits
 
 import configs
 import errors
+import fileio
 
 NUM_LABELS = 10
 MIN_SPLIT_SHARE = 0.15  # eval/test get at least this share of each class's source scans
@@ -110,14 +111,6 @@ def choose_digits(rng, index, max_digits):
   return [index] + [int(d) for d in rng.choice(others, count - 1, replace=False)]
 
 
-def write_text(path, lines):
-  """Writes the lines to a temporary file and renames it, so a crash leaves no partial list."""
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "w") as f:
-    f.writelines(line + "\n" for line in lines)
-  os.replace(tmp, path)
-
-
 def write_split(cfg, split, num_images, scans, pools, rng):
   """Renders one split's images and writes its image_list and image_label."""
   image_dir = os.path.join(cfg.output_dir, split, "images")
@@ -133,8 +126,8 @@ def write_split(cfg, split, num_images, scans, pools, rng):
     list_lines.append(f"{name} {sum(row)}")
     label_lines.append(" ".join(map(str, row)))
   # The lists come last: a split with lists is complete.
-  write_text(os.path.join(cfg.output_dir, split, "image_label"), label_lines)
-  write_text(os.path.join(cfg.output_dir, split, "image_list"), list_lines)
+  for name, rows in (("image_label", label_lines), ("image_list", list_lines)):
+    fileio.write_text(os.path.join(cfg.output_dir, split, name), "".join(f"{r}\n" for r in rows))
 
 
 def check_config(cfg):
@@ -176,7 +169,8 @@ def main(argv):
     sources = sum(len(p) for p in pools[split])
     print(f"{split}: {num_images} images from {sources} source digits -> "
           f"{os.path.join(cfg.output_dir, split)}")
-  write_text(os.path.join(cfg.output_dir, "label_names.txt"), [str(d) for d in range(NUM_LABELS)])
+  fileio.write_text(os.path.join(cfg.output_dir, "label_names.txt"),
+                   "".join(f"{d}\n" for d in range(NUM_LABELS)))
   print(f"label names -> {os.path.join(cfg.output_dir, 'label_names.txt')}")
 
 

@@ -32,13 +32,12 @@ row per image), image_label files ("1 0 1 ..."), and threshold files (one per li
 """
 
 import math
-import os
-import tempfile
 
 import numpy as np
 
 import configs
 import errors
+import fileio
 
 LABEL_VALUES = (0.0, 1.0, -1.0)  # -1 = unknown (records.UNKNOWN; this module needs no TensorFlow)
 
@@ -383,27 +382,12 @@ def _check_pair(labels, second, second_name="scores"):
   return labels, second
 
 
-def _write_atomically(path, text):
-  """Writes `text` to a temp file next to `path` and renames it, so no half-written file remains."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + "-", suffix=".tmp")
-  try:
-    with os.fdopen(fd, "w") as f:
-      f.write(text)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-
-
 def save_scores(path, scores):
   """The original's score file: np.savetxt '%.6f', one row per image, space-separated."""
   scores = np.asarray(scores, dtype=np.float64)
   if scores.ndim != 2:
     raise ValueError(f"{path}: scores must be [num_images, num_labels], got shape {scores.shape}")
-  _write_atomically(path, "".join(" ".join(f"{v:.6f}" for v in row) + "\n" for row in scores))
+  fileio.write_text(path, "".join(" ".join(f"{v:.6f}" for v in row) + "\n" for row in scores))
 
 
 def save_labels(path, labels):
@@ -411,13 +395,13 @@ def save_labels(path, labels):
   labels = np.asarray(labels)
   if labels.ndim != 2:
     raise ValueError(f"{path}: labels must be [num_images, num_labels], got shape {labels.shape}")
-  _write_atomically(path, "".join(" ".join(str(int(v)) for v in row) + "\n" for row in labels))
+  fileio.write_text(path, "".join(" ".join(str(int(v)) for v in row) + "\n" for row in labels))
 
 
 def read_lines(path):
   """The lines of a text input file; MissingFileError or DataError naming it if it can't be read."""
   try:
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:  # a BOM (Windows editors) is no part of the text
       return f.read().split("\n")
   except FileNotFoundError:
     raise errors.MissingFileError(f"{path}: no such file") from None
@@ -505,7 +489,7 @@ def load_label_names(path, label_count, run_dir=""):
 def save_thresholds(path, thresholds, method):
   """One threshold per line (exact repr, so they round-trip), after a '# method=<method>' line."""
   lines = [f"# method={method}\n"] + [f"{float(t)!r}\n" for t in np.ravel(thresholds)]
-  _write_atomically(path, "".join(lines))
+  fileio.write_text(path, "".join(lines))
 
 
 def prediction_thresholds(thresholds_file, threshold, label_count):

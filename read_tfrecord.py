@@ -18,6 +18,7 @@ import tensorflow as tf
 
 import configs
 import errors
+import fileio
 import records
 
 JPEG_MAGIC = b"\xff\xd8\xff"
@@ -125,7 +126,7 @@ def dump_sample(dump_dir, index, data, labels, image):
   name = f"{index:05d}_labels-{positives}.jpg"
   if not data.startswith(JPEG_MAGIC):  # e.g. PNG bytes from another tool: store a real JPEG
     data = tf.io.encode_jpeg(image, quality=95).numpy()
-  with records.atomic_write(os.path.join(dump_dir, name), "wb") as f:
+  with fileio.atomic_write(os.path.join(dump_dir, name), "wb") as f:
     f.write(data)
   return name
 
@@ -172,7 +173,7 @@ def main(argv):
   # 1. Parse and decode every record, collecting statistics, failures and samples as we go.
   total_bytes = sum(os.path.getsize(f) for f in files)
   label_rows, heights, widths, failures, samples = [], [], [], [], []
-  progress = records.Progress(0, "records")
+  progress = fileio.Progress(0, "records")
   read_bytes, count = 0, 0
   for file, index_in_file, serialized, error in read_raw_records(files):
     where = f"record {count} ({file} #{index_in_file})"
@@ -206,7 +207,7 @@ def main(argv):
       print(f"statistics of the {len(label_rows)} good records:")
     print_statistics(label_rows, heights, widths)
   if samples:
-    with records.atomic_write(os.path.join(cfg.dump_dir, "samples.tsv")) as f:
+    with fileio.atomic_write(os.path.join(cfg.dump_dir, "samples.tsv")) as f:
       f.write("file\trecord\tsource\timage_path\tpositive_labels\tlabel_row\theight\twidth\n")
       for name, index, file, path, labels, shape in samples:
         positives = " ".join(str(i) for i in np.flatnonzero(labels == 1))

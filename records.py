@@ -24,14 +24,12 @@ Used by create_tfrecord.py (writing), read_tfrecord.py and the model's tf.data i
 import contextlib
 import glob
 import os
-import sys
-import time
-import uuid
 
 import numpy as np
 import tensorflow as tf
 
 import errors
+import fileio
 
 IMAGE_PATH_KEY = "image_path"
 IMAGE_DATA_KEY = "image_data"
@@ -181,7 +179,7 @@ def count_labels(files, label_count, image_label_key=IMAGE_LABEL_KEY, batch_size
   """
   counts = np.zeros((3, label_count), np.int64)  # rows: 1s, 0s, -1s
   sequence_features = {image_label_key: tf.io.FixedLenSequenceFeature([1], tf.int64)}
-  progress, total = Progress(0, "records (labels only)"), 0
+  progress, total = fileio.Progress(0, "records (labels only)"), 0
   for path in files:
     seen = 0
     for batch in tf.data.TFRecordDataset(path).batch(batch_size):
@@ -204,95 +202,31 @@ def count_labels(files, label_count, image_label_key=IMAGE_LABEL_KEY, batch_size
   return counts[0], counts[1], counts[2], total
 
 
-def _temp_name(path):
-  """A hidden name in the same folder (so the rename is atomic and globs like `out-*` skip it)."""
-  folder, base = os.path.split(os.path.abspath(path))
-  return os.path.join(folder, f".{base}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
-
-
-@contextlib.contextmanager
-def atomic_write(path, mode="w", **open_kwargs):
-  """Opens a temporary file next to `path`; renames it to `path` only when the block completes.
-
-  On an exception (including Ctrl-C) the temporary file is removed and `path` is left as it was,
-  so a file at `path` is always complete.
-
-      with records.atomic_write("scores.txt") as f:
-        f.write(...)
-  """
-  if not any(c in mode for c in "wx"):
-    raise ValueError(f"atomic_write needs a write mode ('w' or 'wb'), got {mode!r}")
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = _temp_name(path)
-  try:
-    with open(tmp, mode.replace("w", "x"), **open_kwargs) as f:
-      yield f
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-
-
 @contextlib.contextmanager
 def atomic_tfrecord_writer(path, options=None):
-  """tf.io.TFRecordWriter to a temporary file, renamed to `path` when the block completes.
+  """tf.io.TFRecordWriter to a temporary file (fileio.temp_path), renamed to `path` when the block
+  completes; on failure the temp file is removed, and a full disk is fileio.no_space_error's line.
 
       with records.atomic_tfrecord_writer("train.tfrecord") as writer:
         writer.write(example.SerializeToString())
   """
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = _temp_name(path)
+  folder = os.path.dirname(os.path.abspath(path))
+  os.makedirs(folder, exist_ok=True)
+  tmp = fileio.temp_path(path)
   writer = tf.io.TFRecordWriter(tmp, options)
   try:
     yield writer
     writer.close()
     os.replace(tmp, path)
+  except (OSError, tf.errors.OpError) as e:
+    if not fileio.is_no_space(e):
+      raise
+    with contextlib.suppress(OSError, tf.errors.OpError):
+      writer.close()  # its buffer cannot be written either
+    fileio.discard(tmp)
+    raise fileio.no_space_error(folder, None, os.path.basename(path),
+                               f"; {path} was not written") from None
   finally:
-    writer.close()  # a second close is a no-op
-    if os.path.exists(tmp):
-      os.remove(tmp)
-
-
-class Progress:
-  """Prints "what: done/total, rate/s, ETA" to stderr at most once per `every` seconds.
-
-  On a terminal it rewrites one line; otherwise (logs, CI) it prints every 10 s.
-  """
-
-  def __init__(self, total, what="images", every=1.0):
-    self.total, self.what, self.start = total, what, time.time()
-    self.tty = sys.stderr.isatty()
-    self.every = every if self.tty else max(every, 10.0)
-    self.last, self.printed = self.start, False  # the first line comes after `every` seconds
-
-  def update(self, done, force=False, fraction=None):
-    """`fraction` (0..1) overrides done/total for the ETA, e.g. bytes read / file size."""
-    now = time.time()
-    if not force and now - self.last < self.every:
-      return
-    self.last, self.printed = now, True
-    elapsed = max(now - self.start, 1e-9)
-    rate = done / elapsed
-    if fraction is None and self.total:
-      fraction = done / self.total
-    eta = f", ETA {_clock(elapsed * (1 - fraction) / fraction)}" if fraction else ""
-    of_total = f"/{self.total}" if self.total else ""
-    line = f"{self.what}: {done}{of_total}, {rate:.1f}/s{eta}, elapsed {_clock(elapsed)}"
-    sys.stderr.write(f"\r{line}\033[K" if self.tty else line + "\n")
-    sys.stderr.flush()
-
-  def clear(self):
-    """Erases the rewritten progress line, so the next message starts on a clean line."""
-    if self.tty and self.printed:
-      sys.stderr.write("\r\033[K")
-      sys.stderr.flush()
-
-  def finish(self, done):
-    self.update(done, force=True)
-    if self.tty:
-      sys.stderr.write("\n")
-
-
-def _clock(seconds):
-  seconds = int(seconds)
-  return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+    with contextlib.suppress(OSError, tf.errors.OpError):
+      writer.close()  # a second close is a no-op
+    fileio.discard(tmp)

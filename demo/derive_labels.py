@@ -16,7 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import configs  # noqa: E402
 import errors  # noqa: E402
-import records  # noqa: E402
+import fileio  # noqa: E402
 
 NAMES = ("has_even_digit", "has_digit_above_5")
 RULES = ({0, 2, 4, 6, 8}, {6, 7, 8, 9})  # the digits that make each label 1
@@ -35,12 +35,12 @@ def main(argv):
       digits = [{d for d, v in enumerate(line.split()) if v == "1"} for line in f if line.strip()]
     rows = [[int(bool(present & rule)) for rule in RULES] for present in digits]
     folder = os.path.join(cfg.out, split)
-    with records.atomic_write(os.path.join(folder, "image_label")) as f:
+    with fileio.atomic_write(os.path.join(folder, "image_label")) as f:
       f.writelines(" ".join(map(str, row)) + "\n" for row in rows)
-    with records.atomic_write(os.path.join(folder, "image_list")) as f:
+    with fileio.atomic_write(os.path.join(folder, "image_list")) as f:
       f.writelines(f"{name} {sum(row)}\n" for name, row in zip(names, rows))
     print(f"{split}: {len(rows)} images; positives {[sum(c) for c in zip(*rows)]} of {NAMES}")
-  with records.atomic_write(os.path.join(cfg.out, "label_names.txt")) as f:
+  with fileio.atomic_write(os.path.join(cfg.out, "label_names.txt")) as f:
     f.writelines(name + "\n" for name in NAMES)
 
 

@@ -1,5 +1,7 @@
 """Helpers shared by the train/evaluate/distribute/mixed-precision tests (not collected)."""
 
+import contextlib
+import errno
 import glob
 import io
 import os
@@ -71,3 +73,36 @@ def train_until_sigterm(argv, repo, env, timeout=240):
   finally:
     watchdog.cancel()
     proc.kill()
+
+
+@contextlib.contextmanager
+def small_disk(folder, size):
+  """A small filesystem at `folder`: a tmpfs of `size` bytes where this machine lets us mount one
+  (root can), unmounted afterwards. Yields True if it is mounted; False if not, and `folder` is
+  then a plain folder: the test fakes the full disk instead (a write raising ENOSPC), so that it
+  runs everywhere and never skips."""
+  os.makedirs(folder, exist_ok=True)
+  mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                           capture_output=True).returncode == 0
+  try:
+    yield mounted
+  finally:
+    if mounted:
+      subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+def fill_disk(folder):
+  """Writes zeros to <folder>/filler until the filesystem is full; returns its path."""
+  path = os.path.join(folder, "filler")
+  with open(path, "wb", buffering=0) as f:
+    for chunk in (1 << 20, 1 << 12, 1):
+      try:
+        while True:
+          f.write(b"\0" * chunk)
+      except OSError as e:
+        assert e.errno == errno.ENOSPC, e
+  return path
+
+
+def raise_no_space(*_args, **_kwargs):
+  raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

@@ -201,3 +201,15 @@ def test_the_classes_are_what_library_callers_catch():
   missing = errors.MissingFileError("x: no such file")
   assert isinstance(missing, FileNotFoundError) and isinstance(missing, errors.DataError)
   assert str(missing) == "x: no such file" and missing.status == 1
+
+
+def test_a_full_disk_no_write_caught_is_still_one_line(capsys):
+  def main(argv):
+    print("working")
+    raise OSError(28, "No space left on device", "/data/out/big.bin")
+  with pytest.raises(SystemExit) as info:
+    errors.run(main, [])
+  assert_one_error_line(info.value.code, capsys.readouterr().err, 1,
+                        "no space left on device writing /data/out/big.bin")
+  with pytest.raises(PermissionError):  # any other OSError is no user's mistake we know of
+    errors.run(lambda argv: (_ for _ in ()).throw(PermissionError(13, "denied")), [])

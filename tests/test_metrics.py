@@ -303,7 +303,7 @@ def test_labels_format_and_validation(tmp_path):
 def test_failed_write_leaves_no_file(tmp_path, monkeypatch):
   def broken_replace(src, dst):
     raise OSError("disk full")
-  monkeypatch.setattr(metrics.os, "replace", broken_replace)
+  monkeypatch.setattr(os, "replace", broken_replace)  # os.replace, wherever it is called
   with pytest.raises(OSError, match="disk full"):
     metrics.save_scores(tmp_path / "scores.txt", np.ones((2, 2)))
   assert os.listdir(tmp_path) == []

@@ -1,6 +1,5 @@
-"""records.py: file specs, the original record layout, parsing, and atomic writes."""
+"""records.py: file specs, the original record layout, parsing, and the atomic TFRecord writer."""
 
-import glob
 import io
 import os
 
@@ -176,40 +175,10 @@ def test_count_labels_counts_ones_zeros_and_unknowns_per_label(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# atomic writes
+# the atomic TFRecord writer
 
 def _leftovers(folder):
   return sorted(os.listdir(folder))
-
-
-def test_atomic_write_text_and_binary(tmp_path):
-  with records.atomic_write(str(tmp_path / "sub" / "a.txt")) as f:
-    f.write("hello\n")
-    assert not (tmp_path / "sub" / "a.txt").exists()  # not visible until the block completes
-    assert glob.glob(str(tmp_path / "sub" / "*")) == []  # the temp name is hidden from globs
-  with records.atomic_write(str(tmp_path / "b.bin"), "wb") as f:
-    f.write(b"\x00\x01")
-  assert (tmp_path / "sub" / "a.txt").read_text() == "hello\n"
-  assert (tmp_path / "b.bin").read_bytes() == b"\x00\x01"
-  assert _leftovers(tmp_path / "sub") == ["a.txt"]
-
-
-@pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
-def test_atomic_write_failure_keeps_the_old_file_and_leaves_no_temp(tmp_path, error):
-  target = tmp_path / "a.txt"
-  target.write_text("old")
-  with pytest.raises(error):
-    with records.atomic_write(str(target)) as f:
-      f.write("half of the new")
-      raise error()
-  assert target.read_text() == "old"
-  assert _leftovers(tmp_path) == ["a.txt"]
-
-
-def test_atomic_write_rejects_read_mode(tmp_path):
-  with pytest.raises(ValueError, match="'r'"):
-    with records.atomic_write(str(tmp_path / "x"), "r"):
-      pass
 
 
 def test_atomic_tfrecord_writer(tmp_path):
