@@ -9,8 +9,10 @@ Run it beside evaluate.py, and watch both in TensorBoard:
 
 On an empty train_dir the backbone starts from `base_network_checkpoint`; on a train_dir with
 checkpoints, training resumes from the latest (weights, optimiser state, global step). Ctrl-C or
-SIGTERM saves a checkpoint before exiting. With --data_service_address=grpc://host:port the
-decoding and augmentation run on tf.data service workers (data_service.py; input_service.py).
+SIGTERM saves a checkpoint before exiting. A full disk stops it with one line (the space a
+checkpoint needs, and what is free), the last good checkpoint intact; at start-up it removes what
+a killed or failed save left in train_dir (checkpoints.py). With --data_service_address=grpc://host:port
+the decoding and augmentation run on tf.data service workers (data_service.py; input_service.py).
 """
 
 import dataclasses
@@ -25,6 +27,7 @@ import time
 os.environ.setdefault("TF_GPU_THREAD_MODE", "gpu_private")
 import tensorflow as tf  # noqa: E402
 
+import checkpoints
 import configs
 import errors
 import input_service
@@ -269,7 +272,7 @@ def train_loop(step, iterator, strategy, manager, writer, model_config, train_co
            and step_no % train_config.save_checkpoint_steps == 0) or (
            save_secs > 0 and time.time() - last_save >= save_secs)
     if due:
-      manager.save(checkpoint_number=step_no)
+      checkpoints.save(manager, step_no)  # a full disk: one line, the last checkpoint kept
       last_save = time.time()
   return step_no
 
@@ -309,6 +312,9 @@ def main(argv):
     ema = (run_utils.ExponentialMovingAverage(model.trainable_variables, train_config.ema_decay)
            if train_config.ema_decay > 0 else None)
   checkpoint = run_utils.make_checkpoint(model, optimizer, ema)
+  if run_utils.is_chief(strategy):  # what a killed or failed save left can keep a disk full
+    for path in checkpoints.remove_leftovers(train_config.train_dir):
+      log(f"removed {path}: left by a save that was killed or failed")
   save_dir = checkpoint_dir(strategy, train_config.train_dir)
   manager = tf.train.CheckpointManager(
       checkpoint, save_dir, max_to_keep=train_config.max_to_keep,
@@ -343,7 +349,7 @@ def main(argv):
                          train_config, optimizer.iterations,
                          run_utils.learning_rate_schedule(train_config), stop)
     if manager.latest_checkpoint != os.path.join(save_dir, f"ckpt-{step_no}"):
-      manager.save(checkpoint_number=step_no)
+      checkpoints.save(manager, step_no)
     writer.flush()
     log(f"saved {manager.latest_checkpoint}")
   finally:

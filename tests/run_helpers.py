@@ -1,5 +1,6 @@
 """Helpers shared by the train/evaluate/distribute/mixed-precision tests (not collected)."""
 
+import builtins
 import contextlib
 import errno
 import glob
@@ -16,6 +17,7 @@ from PIL import Image
 from tensorflow.core.util import event_pb2
 
 import errors
+import fileio
 import records
 
 
@@ -80,10 +82,12 @@ def small_disk(folder, size):
   """A small filesystem at `folder`: a tmpfs of `size` bytes where this machine lets us mount one
   (root can), unmounted afterwards. Yields True if it is mounted; False if not, and `folder` is
   then a plain folder: the test fakes the full disk instead (a write raising ENOSPC), so that it
-  runs everywhere and never skips."""
+  runs everywhere and never skips. FAKE_FULL_DISK=1 in the environment fakes it even where a
+  tmpfs could be mounted, to run those paths too."""
   os.makedirs(folder, exist_ok=True)
-  mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
-                           capture_output=True).returncode == 0
+  mounted = os.environ.get("FAKE_FULL_DISK") != "1" and subprocess.run(
+      ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+      capture_output=True).returncode == 0
   try:
     yield mounted
   finally:
@@ -104,5 +108,64 @@ def fill_disk(folder):
   return path
 
 
-def raise_no_space(*_args, **_kwargs):
-  raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+class FullDiskFile:
+  """A file on a full disk: a write puts half of its data down, then raises ENOSPC."""
+
+  def __init__(self, f):
+    self.f = f
+
+  def write(self, data):
+    self.f.write(data[:len(data) // 2])
+    self.f.flush()
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+  def writelines(self, lines):
+    self.write("".join(lines))
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.f.close()
+
+
+_TFRecordWriter = tf.io.TFRecordWriter  # the real one, for the fake below
+
+
+class FullDiskWriter:
+  """tf.io.TFRecordWriter on a full disk: writes its first record, then raises as TensorFlow
+  does there."""
+
+  def __init__(self, path, options=None):
+    self.writer, self.count = _TFRecordWriter(path, options), 0
+
+  def write(self, record):
+    self.count += 1
+    if self.count > 1:
+      raise tf.errors.ResourceExhaustedError(None, None, "write failed; No space left on device")
+    self.writer.write(record)
+    self.writer.flush()
+
+  def close(self):
+    self.writer.close()
+
+
+def fake_full_disk(monkeypatch):
+  """Every write of fileio and of tf.io.TFRecordWriter fails as on a full disk (for a test where
+  small_disk could not mount one)."""
+  monkeypatch.setattr(fileio, "open", lambda *a, **k: FullDiskFile(builtins.open(*a, **k)),
+                      raising=False)
+  monkeypatch.setattr(tf.io, "TFRecordWriter", FullDiskWriter)
+
+
+def fake_full_checkpoint_save(monkeypatch):
+  """tf.train.CheckpointManager.save fails as on a full disk: it leaves a partial
+  <prefix>_temp/part-...tempstate<n> file, as TensorFlow's SaveV2 does, and raises its error."""
+  def save(manager, checkpoint_number=None, **_):
+    temp = os.path.join(manager.directory, f"ckpt-{checkpoint_number}_temp")
+    os.makedirs(temp)
+    with open(os.path.join(temp, "part-00000-of-00001.data-00000-of-00001.tempstate1"), "wb") as f:
+      f.write(b"\0" * 4096)
+    raise tf.errors.ResourceExhaustedError(None, None, f"{temp}/part-00000-of-00001.data-00000-"
+                                           "of-00001.tempstate1; No space left on device")
+  monkeypatch.setattr(tf.train.CheckpointManager, "save", save)

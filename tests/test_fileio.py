@@ -5,15 +5,12 @@ The full disk is a real one where this machine lets us mount a small tmpfs (root
 write that raises ENOSPC: either way every test runs.
 """
 
-import builtins
-import errno
 import glob
 import os
 import stat
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import coco_to_image_list
 import configs
@@ -21,7 +18,7 @@ import errors
 import fileio
 import metrics
 import records
-from run_helpers import fill_disk, small_disk
+from run_helpers import fake_full_disk, fill_disk, small_disk
 
 
 def _leftovers(folder):
@@ -115,45 +112,6 @@ def test_every_writer_gives_the_usual_mode_under_the_umask(tmp_path, umask, mode
     assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == mode, name
 
 
-class FullDiskFile:
-  """A file on a full disk: a write puts half of its data down, then raises ENOSPC."""
-
-  def __init__(self, f):
-    self.f = f
-
-  def write(self, data):
-    self.f.write(data[:len(data) // 2])
-    self.f.flush()
-    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-  def writelines(self, lines):
-    self.write("".join(lines))
-
-  def __enter__(self):
-    return self
-
-  def __exit__(self, *exc):
-    self.f.close()
-
-
-class FullDiskWriter:
-  """tf.io.TFRecordWriter on a full disk: writes its first record, then raises as TensorFlow
-  does there."""
-
-  def __init__(self, path, options=None):
-    self.writer, self.count = tf.io.TFRecordWriter(path, options), 0
-
-  def write(self, record):
-    self.count += 1
-    if self.count > 1:
-      raise tf.errors.ResourceExhaustedError(None, None, "write failed; No space left on device")
-    self.writer.write(record)
-    self.writer.flush()
-
-  def close(self):
-    self.writer.close()
-
-
 @pytest.mark.parametrize("name", list(WRITERS))
 def test_a_full_disk_is_one_line_and_leaves_the_old_file_and_no_temp(tmp_path, monkeypatch,
                                                                       name):
@@ -165,9 +123,7 @@ def test_a_full_disk_is_one_line_and_leaves_the_old_file_and_no_temp(tmp_path, m
     if mounted:
       fill_disk(str(folder))
     else:  # the same failure, faked
-      monkeypatch.setattr(fileio, "open", lambda *a, **k: FullDiskFile(builtins.open(*a, **k)),
-                          raising=False)
-      monkeypatch.setattr(tf.io, "TFRecordWriter", FullDiskWriter)
+      fake_full_disk(monkeypatch)
     with pytest.raises(errors.DataError) as info:
       WRITERS[name](path)
     message = str(info.value)

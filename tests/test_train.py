@@ -15,15 +15,18 @@ import json
 import math
 import os
 import pathlib
+import re
 import signal
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+import checkpoints
 import configs
 import errors
-from run_helpers import train_until_sigterm, write_records
+from run_helpers import (fake_full_checkpoint_save, fake_full_disk, fill_disk, run_script_main,
+                         small_disk, train_until_sigterm, write_records)
 import run_utils
 import train
 from multi_label_classification_model import MultiLabelClassificationModel
@@ -496,3 +499,72 @@ def test_unknown_label_mode_is_refused_in_one_line_before_any_work(data, tmp_pat
   assert exit_info.value.code == 2
   assert "error: --unknown_label='skip': expected one of ignore, negative" in capsys.readouterr().err
   assert not (tmp_path / "train").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# A full disk, and what killed saves leave.
+
+def test_a_full_disk_is_one_line_keeps_the_last_checkpoint_and_does_not_wedge(data, tmp_path,
+                                                                             capsys):
+  """On a 140 MB disk one checkpoint (94 MB) fits and two do not. The disk full when config.json
+  is rewritten, then when the next checkpoint is saved: each time one line naming the folder and
+  the space needed against what is free, no partial file left (config.json's temp, ckpt-2_temp/,
+  ckpt-2.*), the last good checkpoint named in `checkpoint`. A rerun with room resumes, and
+  removes and names what killed saves left. (A real tmpfs where root can mount one, else the
+  same failures faked.)"""
+  disk = tmp_path / "disk"
+  train_dir = disk / "train"
+  argv = train_args(data, train_dir, "--image_summary_steps=0", "--save_checkpoint_steps=0",
+                    "--save_checkpoint_secs=0")
+  with small_disk(disk, "140m") as mounted:
+    assert run_script_main(capsys, train.main, argv + ["--number_of_steps=1"])[0] == 0
+    config = (train_dir / run_utils.CONFIG_FILE).read_bytes()
+    first = str(train_dir / "ckpt-1")
+
+    with pytest.MonkeyPatch.context() as patch:  # 1. no room for config.json
+      filler = fill_disk(str(disk)) if mounted else fake_full_disk(patch)
+      status, _, err = run_script_main(capsys, train.main, argv + ["--number_of_steps=2"])
+    assert status == 1 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith(f"error: no space left on device in {train_dir}: config.json needs "
+                          ) and " free; " in err, err
+    assert (train_dir / run_utils.CONFIG_FILE).read_bytes() == config  # the old one, intact
+    assert checkpoints.leftovers(str(train_dir)) == []
+    assert tf.train.latest_checkpoint(str(train_dir)) == first
+    if mounted:
+      os.remove(filler)
+
+    with pytest.MonkeyPatch.context() as patch:  # 2. no room for ckpt-2
+      if not mounted:
+        fake_full_checkpoint_save(patch)
+      status, out, err = run_script_main(capsys, train.main, argv + ["--number_of_steps=2"])
+    assert status == 1 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert "step 2: loss" in out and f"resumed from {first}" in out
+    needed, free = re.search(r"a checkpoint needs ([\d.]+) MiB, ([\d.]+ [KMG]?i?B) free",
+                             err).groups()
+    on_disk = sum(os.path.getsize(p) for p in glob.glob(first + ".*"))
+    assert float(needed) * 2**20 == pytest.approx(on_disk, rel=0.01)  # ckpt-1's size
+    assert err.startswith(f"error: no space left on device in {train_dir}: a checkpoint needs "
+                          ), err
+    if mounted:
+      assert free.endswith(" MiB") and float(free[:-4]) < float(needed)
+    assert ("free; the last good checkpoint, ckpt-1, is intact: free some space and rerun to "
+            "resume from it") in err, err
+    assert tf.train.latest_checkpoint(str(train_dir)) == first
+    assert tf.train.load_checkpoint(first).get_tensor(STEP_KEY) == 1
+    assert checkpoints.leftovers(str(train_dir)) == []
+    assert not glob.glob(str(train_dir / "ckpt-2*"))
+
+    # 3. Room again (the run is not wedged); leftovers of killed saves are removed and named.
+    (train_dir / "ckpt-7_temp").mkdir()
+    (train_dir / "ckpt-7_temp" / "part-00000-of-00001.data-00000-of-00001.tempstate9").write_bytes(
+        b"\0" * 100)
+    stale = [".config.json.4242-0123abcd.tmp", ".config-ab12cd34.tmp",
+             "checkpoint.tmp" + "0123456789abcdef" * 2]
+    for name in stale:
+      (train_dir / name).write_text("partial")
+    status, out, err = run_script_main(capsys, train.main, argv + ["--number_of_steps=1"])
+    assert status == 0, err
+    for name in ["ckpt-7_temp", *stale]:
+      assert f"removed {train_dir / name}: left by a save that was killed or failed" in out
+    assert checkpoints.leftovers(str(train_dir)) == []
+    assert f"resumed from {first}" in out and "training from step 1 to 1" in out
