@@ -184,6 +184,7 @@ class InferenceConfig:
   threshold: float = 0.5  # single threshold when no thresholds_file is given
   label_names_file: str = ""  # one name per line; "" = the names in the train dir's config.json
   export_saved_model: str = ""  # if set, also write a serving SavedModel to this folder
+  strict: bool = False  # true: exit 1 if any image is unreadable (after writing the outputs)
 
 
 @dataclass

@@ -52,31 +52,14 @@ class InputError(errors.DataError):
   """Bad image_list / image_label content; the message names the file and line."""
 
 
-def read_lines(path, what):
-  """Returns [(line_number, text)] of the non-blank lines, CRLF and a UTF-8 BOM tolerated."""
-  if not os.path.isfile(path):
-    raise InputError(f"{what} {path!r}: no such file")
-  with open(path, "rb") as f:
-    raw_lines = f.read().split(b"\n")
-  lines = []
-  for number, raw in enumerate(raw_lines, start=1):
-    try:
-      text = raw.decode("utf-8-sig" if number == 1 else "utf-8").strip()
-    except UnicodeDecodeError as e:
-      raise InputError(f"{path}:{number}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    if text:
-      lines.append((number, text))
-  return lines
-
-
 def read_list_and_labels(imglist_file, imglabel_file, max_errors=20):
   """Reads and cross-checks both files; returns [(name, labels)] or raises InputError.
 
   All problems are collected, so that one run reports every bad line: one problem is the error's
   message; several are its details (up to max_errors of them), printed above it.
   """
-  list_lines = read_lines(imglist_file, "imglist_file")
-  label_lines = read_lines(imglabel_file, "imglabel_file")
+  list_lines = fileio.text_lines(imglist_file, "imglist_file")  # BOM, CRLF, blank lines
+  label_lines = fileio.text_lines(imglabel_file, "imglabel_file")
   if not list_lines:
     raise InputError(f"{imglist_file}: no entries")
   problems, entries, row_length = [], [], None
@@ -89,11 +72,11 @@ def read_list_and_labels(imglist_file, imglabel_file, max_errors=20):
                     f"this is the first line without a partner")
   for (list_no, list_text), (label_no, label_text) in zip(list_lines, label_lines):
     where_list, where_label = f"{imglist_file}:{list_no}", f"{imglabel_file}:{label_no}"
-    fields = list_text.rsplit(maxsplit=1)  # the name may contain spaces; the count is last
-    if len(fields) != 2 or not fields[1].isdigit():
+    entry = fileio.list_entry(list_text)  # the name may contain spaces; the count is last
+    if entry is None:
       problems.append(f"{where_list}: expected '<image name> <label count>', got {list_text!r}")
       continue
-    name, count = fields[0], int(fields[1])
+    name, count = entry
     tokens = label_text.split()
     labels = []
     for j, token in enumerate(tokens):
@@ -233,8 +216,8 @@ def main(argv):
   # 1. Read and check the list and label files completely; nothing is written before this.
   try:
     entries = read_list_and_labels(cfg.imglist_file, cfg.imglabel_file)
-  except InputError as e:
-    raise InputError(f"{e}; nothing was written", e.details) from None
+  except errors.DataError as e:  # InputError, or a list file missing or not UTF-8
+    raise type(e)(f"{e}; nothing was written", e.details) from None
   print(f"{len(entries)} images, {len(entries[0][1])} labels in {cfg.imglist_file}")
 
   # 2. Shuffle the record order (the original shuffled too); seed -1 keeps the list order.

@@ -1,4 +1,4 @@
-"""Output files that are never seen half-written, and the progress line of long work.
+"""Output files that are never seen half-written, the image_list reader, and the progress line.
 
 Standard library only, so that every module can use it (configs.py and metrics.py load no
 TensorFlow). The one atomic write of the toolkit:
@@ -15,6 +15,9 @@ user's evaluator on shared storage can read them.
 
 Temp names are hidden, .<name>.<pid>-<8 hex>.tmp, so that globs like `out-*` skip them;
 stale_temp_files finds those that a killed run (kill -9, a power cut) left behind.
+
+The original's image_list ("<name> <count>" per line) is read by one parser, text_lines and
+list_entry, wherever it is read: create_tfrecord.py, inference.py (image_names) and the demo.
 """
 
 import contextlib
@@ -127,6 +130,59 @@ def stale_temp_files(folder, names=None):
     if match and (names is None or match["name"] in names) and os.path.isfile(path):
       found.append(path)
   return found
+
+
+# ---------------------------------------------------------------------------------------------
+# The original's image_list, read alike by create_tfrecord.py and inference.py.
+
+_COUNT = re.compile(r"[0-9]+")
+
+
+def text_lines(path, what):
+  """[(line number, text)] of the non-blank lines of a UTF-8 text file, each stripped.
+
+  CRLF line ends and a UTF-8 BOM (as Windows editors save) are tolerated; blank lines are skipped
+  but keep the numbering. A missing file is a MissingFileError, one that cannot be read or is not
+  UTF-8 a DataError naming it (and the line); `what` names the setting, e.g. imglist_file.
+  """
+  try:
+    with open(path, "rb") as f:
+      raw_lines = f.read().split(b"\n")
+  except FileNotFoundError:
+    raise errors.MissingFileError(f"{path}: no such file (--{what})") from None
+  except OSError as e:  # a directory, no permission
+    raise errors.DataError(f"{path}: cannot be read (--{what}: {e.strerror})") from None
+  lines = []
+  for number, raw in enumerate(raw_lines, start=1):
+    try:
+      text = raw.decode("utf-8-sig" if number == 1 else "utf-8").strip()
+    except UnicodeDecodeError as e:
+      raise errors.DataError(f"{path}:{number}: not UTF-8 text ({e.reason} at byte "
+                             f"{e.start})") from None
+    if text:
+      lines.append((number, text))
+  return lines
+
+
+def list_entry(text):
+  """An image_list line "<name> <count>" -> (name, count): the name may hold spaces, the count
+  is the last field. None if there is no count after a name."""
+  fields = text.rsplit(maxsplit=1)
+  if len(fields) != 2 or not _COUNT.fullmatch(fields[1]):
+    return None
+  return fields[0], int(fields[1])
+
+
+def image_names(path, what="image_list_file"):
+  """The image names of a list file, in order: an original-format image_list ("<name> <count>"
+  on every line) gives its names, spaces kept; any other file is a plain list of paths, one
+  whole line each (spaces kept too). So a plain list in which every name ends in " <digits>"
+  would be read as an image_list. Lines as text_lines reads them."""
+  lines = [text for _, text in text_lines(path, what)]
+  entries = [list_entry(text) for text in lines]
+  if lines and all(entries):
+    return [name for name, _ in entries]
+  return lines
 
 
 class Progress:

@@ -44,14 +44,14 @@ INFERENCE_CONFIG_FILE = configs.CONFIG_FILES[2]  # inference_config.json
 def get_test_image_list(config):
   """The images to score, in output order. Edit this hook to score something else.
 
-  image_list_file: a plain list of paths, or an original-format image_list ("name.jpg 3"); only
-  the first column is used, and relative names are resolved against image_dir. image_dir alone:
-  every image in it, sorted. Neither is a ConfigError; a missing or empty list or folder is a
-  DataError naming it.
+  image_list_file: an original-format image_list ("my photo.jpg 3": the names, read as
+  create_tfrecord.py reads them) or a plain list of paths, one per line (fileio.image_names);
+  a BOM, CRLF and blank lines are fine, and relative names are resolved against image_dir.
+  image_dir alone: every image in it, sorted. Neither is a ConfigError; a missing or empty list
+  or folder is a DataError naming it.
   """
   if config.image_list_file:
-    names = [line.split()[0] for line in metrics.read_lines(config.image_list_file)
-             if line.strip()]
+    names = fileio.image_names(config.image_list_file)
     if not names:
       raise errors.DataError(f"{config.image_list_file}: no image names in it")
     return [os.path.join(config.image_dir, n) if config.image_dir and not os.path.isabs(n)
@@ -184,7 +184,8 @@ def main(argv):
   for i in failed:
     log(f"unreadable image {paths[i]}: {failure_reason(paths[i])}")
   log(f"scored {len(paths) - len(failed)} images in {time.time() - start:.1f} s; "
-      f"{len(failed)} unreadable")
+      f"{len(failed)} unreadable" + (" (a NaN row each in the score file, status 'unreadable' "
+                                     "in predictions.csv)" if len(failed) else ""))
 
   score_path = os.path.join(config.inference_dir, config.inference_file_name)
   metrics.save_scores(score_path, scores)
@@ -204,6 +205,9 @@ def main(argv):
                             "thresholds": np.asarray(thresholds, np.float64).tolist(),
                             "images": len(paths), "unreadable": len(failed)})
   log(f"wrote {score_path}, {csv_path} and {config_path}")
+  if config.strict and len(failed):
+    raise errors.DataError(f"{len(failed)} of {len(paths)} images were unreadable (listed above; "
+                           "their rows are marked in the outputs) and --strict=true")
   return 0
 
 

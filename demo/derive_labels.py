@@ -29,8 +29,7 @@ def main(argv):
   if not splits:
     raise errors.MissingFileError(f"--data={cfg.data!r}: no train/eval/test split in it")
   for split in splits:
-    with open(os.path.join(cfg.data, split, "image_list")) as f:
-      names = [line.rsplit(maxsplit=1)[0] for line in f if line.strip()]
+    names = fileio.image_names(os.path.join(cfg.data, split, "image_list"), "data")
     with open(os.path.join(cfg.data, split, "image_label")) as f:
       digits = [{d for d, v in enumerate(line.split()) if v == "1"} for line in f if line.strip()]
     rows = [[int(bool(present & rule)) for rule in RULES] for present in digits]

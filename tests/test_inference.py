@@ -10,15 +10,18 @@ import io
 import json
 import os
 import re
+import shutil
 
 import numpy as np
 import pytest
 
 import configs
+import create_tfrecord
 import errors
 import inference
 import inference_fixture as fx
 import multi_label_classification_model as mlc
+from run_helpers import run_script_main
 
 NAMES = ["cat", "dog", "bird"]
 ATOL = 1e-5  # graph vs eager float32 ResNet-50, and the score file's %.6f rounding (5e-7)
@@ -386,6 +389,57 @@ def test_image_list_original_format_resolved_against_image_dir(tmp_path):
   config = configs.InferenceConfig(image_list_file=str(list_file), image_dir="/imgs")
   assert inference.get_test_image_list(config) == [
       "/imgs/b.jpg", "/imgs/a.jpg", "/imgs/sub/c.png", "/abs/d.jpg"]
+
+
+def test_image_list_with_a_bom_crlf_blank_lines_and_spaces_reads_as_create_tfrecord_reads_it(
+    tmp_path):
+  list_file, label_file = tmp_path / "image_list", tmp_path / "image_label"
+  list_file.write_bytes("\ufeffmy photo.jpg 2\r\n\r\n  \r\nsub/b c.png 0\r\nd.jpg 1\r\n\r\n"
+                        .encode("utf-8"))
+  label_file.write_text("1 1\n0 0\n1 0\n")
+  names = [name for name, _ in create_tfrecord.read_list_and_labels(str(list_file),
+                                                                    str(label_file))]
+  assert names == ["my photo.jpg", "sub/b c.png", "d.jpg"]  # the oracle: create_tfrecord's
+  config = configs.InferenceConfig(image_list_file=str(list_file), image_dir="/imgs")
+  assert inference.get_test_image_list(config) == [f"/imgs/{n}" for n in names]
+
+
+def test_a_plain_list_of_paths_with_spaces_keeps_whole_lines(tmp_path):
+  list_file = tmp_path / "paths.txt"
+  list_file.write_bytes(b"\xef\xbb\xbf/data/my photo 2.jpg\r\nrelative/two words.png\r\n\r\n"
+                        b"/data/2019 trip/3\r\n")
+  config = configs.InferenceConfig(image_list_file=str(list_file))
+  assert inference.get_test_image_list(config) == [
+      "/data/my photo 2.jpg", "relative/two words.png", "/data/2019 trip/3"]
+
+
+def test_strict_exits_1_after_writing_outputs_that_mark_the_unreadable(trained, hand, tmp_path,
+                                                                     capsys):
+  """A list saved with a BOM and CRLF, names with spaces, one image corrupt: the readable one is
+  scored (head A), the corrupt one counted and marked, and --strict=true makes that exit 1."""
+  image_dir = tmp_path / "images"
+  image_dir.mkdir()
+  shutil.copy(os.path.join(trained.image_dir, "a.png"), image_dir / "my photo.png")
+  shutil.copy(os.path.join(trained.image_dir, fx.CORRUPT), image_dir / "cut off.jpg")
+  list_file = tmp_path / "image_list"
+  list_file.write_bytes("\ufeffmy photo.png 1\r\ncut off.jpg 2\r\n".encode("utf-8"))
+  out_dir = tmp_path / "out"
+  status, out, err = run_script_main(capsys, inference.main, [
+      "--gpu_id=-1", f"--resize_height={fx.RESIZE[0]}", f"--resize_width={fx.RESIZE[1]}",
+      f"--checkpoint_path={trained.prefix_a}", f"--image_list_file={list_file}",
+      f"--image_dir={image_dir}", f"--inference_dir={out_dir}", "--xla=false", "--strict=true"])
+  assert status == 1 and "Traceback" not in err
+  assert err.splitlines()[-1] == (
+      "error: 1 of 2 images were unreadable (listed above; their rows are marked in the outputs) "
+      "and --strict=true")
+  assert "scored 1 images" in out and "1 unreadable (a NaN row each" in out
+  scores = np.loadtxt(out_dir / "scores.txt")
+  np.testing.assert_allclose(scores[0], hand["A"][os.path.join(trained.image_dir, "a.png")]
+                             .mean(axis=0), atol=ATOL)
+  assert np.isnan(scores[1]).all()
+  rows = read_csv(out_dir / "predictions.csv")[1:]
+  assert [(r[0], r[1]) for r in rows] == [(str(image_dir / "my photo.png"), "ok"),
+                                          (str(image_dir / "cut off.jpg"), "unreadable")]
 
 
 def test_image_dir_alone_is_every_image_sorted(tmp_path):
