@@ -1,5 +1,5 @@
-"""train.py's checkpoints on disk: saves that a full disk cannot wedge, and the clean-up of what a
-killed or failed save left behind.
+"""train.py's checkpoints on disk: saves that a full disk cannot wedge, the clean-up of what a
+killed or failed save left behind, and the evaluator's watch for new checkpoints.
 
 TensorFlow writes checkpoint <prefix> in three steps: the tensors into <prefix>_temp/ (as
 part-...tempstate<n>, renamed when complete), merged into <prefix>.index and
@@ -13,6 +13,7 @@ import glob
 import os
 import re
 import shutil
+import time
 
 import tensorflow as tf
 
@@ -75,3 +76,34 @@ def save(manager, number):
           "and rerun to resume from it" if latest else
           "; there is no checkpoint yet: free some space and rerun")
   raise fileio.no_space_error(directory, size(manager.checkpoint), "a checkpoint", then)
+
+
+def number(prefix):
+  """.../ckpt-1500 -> 1500."""
+  return int(prefix.rsplit("-", 1)[-1])
+
+
+def new_checkpoints(directory, interval_secs, timeout_secs=0):
+  """Yields each checkpoint that directory's `checkpoint` state file lists, oldest first, once,
+  as it appears: every one listed, where tf.train.checkpoints_iterator yields only the latest at
+  each look, so that checkpoints saved faster than the evaluator scores them are not passed over.
+
+  Looks again right after the work on what it yielded, else every interval_secs; stops once
+  timeout_secs have passed without a new checkpoint (0 = never). A checkpoint that train.py's
+  max_to_keep deletes before the evaluator reads it is still yielded (it is named then); one
+  saved and deleted between two looks cannot be seen.
+  """
+  seen, last_new = set(), time.time()
+  while True:
+    state = tf.train.get_checkpoint_state(directory)
+    listed = state.all_model_checkpoint_paths if state else []
+    fresh = sorted((p for p in listed if p not in seen), key=number)
+    for prefix in fresh:
+      seen.add(prefix)
+      yield prefix
+    if fresh:
+      last_new = time.time()
+      continue
+    if timeout_secs and time.time() - last_new >= timeout_secs:
+      return
+    time.sleep(interval_secs)

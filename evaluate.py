@@ -1,8 +1,10 @@
 """Evaluates each new checkpoint of a training run: loss, mAP, per-label AP, CP/CR/CF1/OP/OR/OF1.
 
 Runs beside train.py (on the CPU by default, so it doesn't take the GPU from training), rebuilds
-the model from the train dir's config.json, and keeps the best checkpoint by mAP in
-<eval_dir>/best/:
+the model from the train dir's config.json, evaluates every checkpoint train.py lists (oldest
+first), and keeps the best by mAP in <eval_dir>/best/, written from the weights it evaluated (so
+train.py's max_to_keep cannot take it away). metrics.jsonl records a checkpoint last, once its
+best/ is written: a restarted evaluator evaluates again what it had not finished.
 
     python evaluate.py --checkpoint_dir=runs/coco --input_tfrecord_file='data/eval-*'
     python evaluate.py --checkpoint_dir=runs/coco --input_tfrecord_file=data/eval.tfrecord \\
@@ -18,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 from tensorboard.plugins.pr_curve import summary as pr_curve_summary
 
+import checkpoints
 import configs
 import errors
 import fileio
@@ -142,9 +145,29 @@ def write_summaries(writer, result, label_names, labels, scores):
   writer.flush()
 
 
-def keep_if_best(result, prefix, eval_dir, train_dir):
-  """Copies the checkpoint, config.json and its metrics to <eval_dir>/best/ if its mAP is the best
-  so far. The copy is built beside and renamed into place, so best/ is always complete."""
+def recover_best(eval_dir):
+  """Puts right what a kill during keep_if_best's two renames left: best.old/ without best/ goes
+  back to best/ (the new best's checkpoint is evaluated again, since metrics.jsonl does not
+  record it yet); a best.old/ beside best/ and a half-built best.tmp/ are removed."""
+  best_dir = os.path.join(eval_dir, BEST_DIR)
+  if os.path.isdir(best_dir + ".old"):
+    if os.path.isdir(best_dir):
+      shutil.rmtree(best_dir + ".old")
+    else:
+      os.replace(best_dir + ".old", best_dir)
+      log(f"restored {best_dir} from {best_dir}.old: the evaluator was stopped while replacing it")
+  shutil.rmtree(best_dir + ".tmp", ignore_errors=True)
+
+
+def keep_if_best(result, model, prefix, eval_dir, train_dir):
+  """Writes the weights just evaluated to <eval_dir>/best/ if their mAP is the best so far, with
+  config.json and the metrics. Returns True if it did.
+
+  The weights come from `model`, as the evaluator scored them (the moving average if the run
+  kept one), in a tf.train.Checkpoint of the model and the global step: not a copy of train.py's
+  files, which its max_to_keep may delete meanwhile. best/ is built beside (best.tmp/) and
+  renamed into place, so it is always complete (recover_best covers a kill between the renames).
+  """
   if result["mAP"] is None:  # no label has positives: nothing to rank by
     return False
   best_dir = os.path.join(eval_dir, BEST_DIR)
@@ -153,25 +176,23 @@ def keep_if_best(result, prefix, eval_dir, train_dir):
     with open(best_metrics) as f:
       if json.load(f)["mAP"] >= result["mAP"]:
         return False
-  staging = best_dir + ".tmp"
+  staging, name = best_dir + ".tmp", os.path.basename(prefix)
   shutil.rmtree(staging, ignore_errors=True)
-  os.makedirs(staging)
-  name = os.path.basename(prefix)
+  weights = tf.train.Checkpoint(model=model,
+                                global_step=tf.Variable(result["global_step"], dtype=tf.int64))
   try:
-    for path in tf.io.gfile.glob(prefix + ".*"):
-      shutil.copy2(path, staging)
-  except FileNotFoundError:
-    pass  # train.py deleted it meanwhile (max_to_keep): caught just below
-  copied = os.listdir(staging)
-  if name + ".index" not in copied or not any(f.startswith(name + ".data-") for f in copied):
+    os.makedirs(staging)
+    weights.write(os.path.join(staging, name))
+    shutil.copy2(os.path.join(train_dir, run_utils.CONFIG_FILE), staging)
+    fileio.write_text(os.path.join(staging, "checkpoint"), f'model_checkpoint_path: "{name}"\n'
+                      f'all_model_checkpoint_paths: "{name}"\n')
+    fileio.write_text(os.path.join(staging, "metrics.json"), json.dumps(result, indent=1))
+  except BaseException as e:  # Ctrl-C too: no half-built best.tmp/ stays
     shutil.rmtree(staging, ignore_errors=True)
-    log(f"{name} was deleted before it could be copied to {BEST_DIR}/; best/ is unchanged")
-    return False
-  shutil.copy2(os.path.join(train_dir, run_utils.CONFIG_FILE), staging)
-  with open(os.path.join(staging, "checkpoint"), "w") as f:
-    f.write(f'model_checkpoint_path: "{name}"\nall_model_checkpoint_paths: "{name}"\n')
-  with open(os.path.join(staging, "metrics.json"), "w") as f:
-    json.dump(result, f, indent=1)
+    if isinstance(e, (tf.errors.OpError, OSError)) and fileio.is_no_space(e):
+      raise fileio.no_space_error(eval_dir, checkpoints.size(weights), f"{BEST_DIR}/{name}",
+                                  f"; {BEST_DIR}/ is unchanged") from None
+    raise
   old = best_dir + ".old"
   if os.path.exists(best_dir):
     os.replace(best_dir, old)
@@ -180,10 +201,10 @@ def keep_if_best(result, prefix, eval_dir, train_dir):
   return True
 
 
-def evaluate_checkpoint(model, predict, prefix, eval_config, model_config, service=None):
-  """Restores `prefix`, scores the eval set, and returns (result dict, scores, labels).
+def evaluate_checkpoint(model, predict, prefix, step, eval_config, model_config, service=None):
+  """Scores the eval set with the weights restored from `prefix` (at global step `step`);
+  returns (result dict, scores, labels).
   service: an input_service.Service to decode on (each pass a job of its own), or None."""
-  step = run_utils.restore_model(model, prefix, use_ema=True)
   dataset = build_dataset(model_config, "eval", file_spec=eval_config.input_tfrecord_file,
                           service=service)
   start = time.time()
@@ -194,10 +215,11 @@ def evaluate_checkpoint(model, predict, prefix, eval_config, model_config, servi
   return result, scores, labels
 
 
-def report(result, scores, labels, prefix, train_dir, eval_dir, eval_config, writer,
+def report(result, scores, labels, model, prefix, train_dir, eval_dir, eval_config, writer,
            label_names):
-  """Logs one checkpoint's result and writes it where it goes: TensorBoard, metrics.jsonl,
-  best/ (if it is the best so far), and the score and label files if asked for."""
+  """Logs one checkpoint's result and writes it where it goes: TensorBoard, best/ (if it is the
+  best so far, from `model`'s weights), the score and label files if asked for, and last
+  metrics.jsonl."""
   name = os.path.basename(prefix)
   mean_ap = "n/a" if result["mAP"] is None else f"{result['mAP']:.4f}"  # None: no positives
   log(f"{name} (step {result['global_step']}): loss {result['loss']:.4f} "
@@ -205,14 +227,19 @@ def report(result, scores, labels, prefix, train_dir, eval_dir, eval_config, wri
       f"[{result['num_images']} images, {result['seconds']:.1f} s]")
   log(metrics.format_metrics_table(result, label_names))
   write_summaries(writer, result, label_names, labels, scores)
-  with open(os.path.join(eval_dir, METRICS_FILE), "a") as f:
-    f.write(json.dumps(result) + "\n")
-  if keep_if_best(result, prefix, eval_dir, train_dir):
-    log(f"new best mAP {result['mAP']:.4f}: copied {name} to {eval_dir}/{BEST_DIR}/")
+  if keep_if_best(result, model, prefix, eval_dir, train_dir):
+    gone = "" if tf.io.gfile.exists(prefix + ".index") else (
+        f" (train.py has deleted {name} since it was read)")
+    log(f"new best mAP {result['mAP']:.4f}: wrote {name}'s weights, as evaluated, to "
+        f"{eval_dir}/{BEST_DIR}/{gone}")
   if eval_config.score_file:
     metrics.save_scores(eval_config.score_file, scores)
   if eval_config.label_file:
     metrics.save_labels(eval_config.label_file, labels)
+  # Last: a checkpoint is recorded only when all of the above is done, so that an evaluator
+  # stopped before (best/ half-written) evaluates it again when restarted.
+  with open(os.path.join(eval_dir, METRICS_FILE), "a") as f:
+    f.write(json.dumps(result) + "\n")
 
 
 def checkpoints_to_evaluate(eval_config):
@@ -221,18 +248,14 @@ def checkpoints_to_evaluate(eval_config):
     yield run_utils.resolve_checkpoint(eval_config.checkpoint_path
                                        or eval_config.checkpoint_dir)[0]
     return
-  yield from tf.train.checkpoints_iterator(
-      eval_config.checkpoint_dir, min_interval_secs=eval_config.eval_interval_secs,
-      timeout=eval_config.timeout_secs or None)
+  yield from checkpoints.new_checkpoints(eval_config.checkpoint_dir,
+                                         eval_config.eval_interval_secs, eval_config.timeout_secs)
 
 
-def build_evaluator(prefix, eval_config, eval_dir):
+def build_evaluator(prefix, eval_config):
   """The model and what goes with it, built on the first checkpoint (train.py has then written
-  config.json): (model, predict, model_config, label names, train dir, summary writer).
-
-  Checks the eval records' label count against the model's before anything is written, then
-  saves <eval_dir>/eval_config.json: this EvalConfig, the model config and the label names.
-  """
+  config.json): (model, predict, model_config, label names, train dir). Checks the eval records'
+  label count against the model's; writes nothing."""
   train_dir = os.path.dirname(prefix)  # holds config.json (a train dir or a best/ copy)
   model_config = run_utils.load_model_config(train_dir)
   model_config.batch_size = eval_config.batch_size
@@ -241,10 +264,33 @@ def build_evaluator(prefix, eval_config, eval_dir):
   label_names = metrics.load_label_names(eval_config.label_names_file, model_config.label_count,
                                          run_dir=train_dir)
   model = MultiLabelClassificationModel(model_config)
+  return model, predict_fn(model), model_config, label_names, train_dir
+
+
+def open_eval_dir(eval_dir, eval_config, model_config, label_names):
+  """Saves <eval_dir>/eval_config.json (this EvalConfig, the model config and the label names)
+  and opens the summary writer: once a checkpoint has been read, so that a run that reads none
+  leaves no eval dir behind."""
   configs.save_configs(os.path.join(eval_dir, EVAL_CONFIG_FILE), eval=eval_config,
                        model=model_config, label_names=label_names)
-  writer = tf.summary.create_file_writer(eval_dir)
-  return model, predict_fn(model), model_config, label_names, train_dir, writer
+  return tf.summary.create_file_writer(eval_dir)
+
+
+def restore(model, prefix, run_once):
+  """Restores `prefix` into `model` (its moving average, if any): its global step, or None if
+  train.py's max_to_keep deleted it first (said in one line; an error for run_once, which has
+  nothing else to evaluate)."""
+  try:
+    return run_utils.restore_model(model, prefix, use_ema=True)
+  except (tf.errors.OpError, FileNotFoundError, ValueError) as e:
+    if tf.io.gfile.exists(prefix + ".index") and tf.io.gfile.glob(prefix + ".data-*"):
+      raise  # the checkpoint is all there: a real error
+    if run_once:
+      raise errors.MissingFileError(f"{prefix}: deleted (or never complete) before it could be "
+                                    f"read ({type(e).__name__}); nothing was evaluated") from None
+    log(f"skipping {os.path.basename(prefix)}: it was deleted before it could be read "
+        f"(train.py's max_to_keep?): {type(e).__name__}")
+    return None
 
 
 def main(argv):
@@ -259,30 +305,28 @@ def main(argv):
   eval_dir = eval_config.eval_dir or os.path.join(eval_config.checkpoint_dir, "eval")
   run_utils.select_devices(eval_config.gpu_id)
 
-  model = None
+  model = writer = None
+  recover_best(eval_dir)
   done = already_evaluated(eval_dir)
   evaluations = 0
   for prefix in checkpoints_to_evaluate(eval_config):
     name = os.path.basename(prefix)
     if name in done and not eval_config.run_once:
       continue
-    if model is None:
-      model, predict, model_config, label_names, train_dir, writer = build_evaluator(
-          prefix, eval_config, eval_dir)
-    try:
-      if not eval_config.run_once and int(name.rsplit("-", 1)[-1]) < eval_config.min_global_step:
-        log(f"skipping {name}: below min_global_step={eval_config.min_global_step}")
-        continue
-      result, scores, labels = evaluate_checkpoint(model, predict, prefix, eval_config,
-                                                   model_config, service)
-    except (tf.errors.OpError, FileNotFoundError, ValueError) as e:
-      if tf.io.gfile.exists(prefix + ".index") and tf.io.gfile.glob(prefix + ".data-*"):
-        raise  # the checkpoint is all there: a real error
-      log(f"skipping {name}: it was deleted before it could be read "
-          f"(train.py's max_to_keep?): {type(e).__name__}")
+    if not eval_config.run_once and checkpoints.number(prefix) < eval_config.min_global_step:
+      log(f"skipping {name}: below min_global_step={eval_config.min_global_step}")
       continue
-
-    report(result, scores, labels, prefix, train_dir, eval_dir, eval_config, writer, label_names)
+    if model is None:
+      model, predict, model_config, label_names, train_dir = build_evaluator(prefix, eval_config)
+    step = restore(model, prefix, eval_config.run_once)
+    if step is None:
+      continue
+    if writer is None:
+      writer = open_eval_dir(eval_dir, eval_config, model_config, label_names)
+    result, scores, labels = evaluate_checkpoint(model, predict, prefix, step, eval_config,
+                                                 model_config, service)
+    report(result, scores, labels, model, prefix, train_dir, eval_dir, eval_config, writer,
+           label_names)
     done.add(name)
     evaluations += 1
     if eval_config.max_evaluations and evaluations >= eval_config.max_evaluations:

@@ -8,6 +8,7 @@ hold 4 labels.
 
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import types
@@ -37,14 +38,20 @@ def paths(tmp_path_factory):
   not_a_model = root / "not_a_model"
   not_a_model.mkdir()
   (not_a_model / "notes.txt").write_text("keep me\n")
+  half = root / "half"  # a checkpoint whose data file train.py deleted (or never finished)
+  half.mkdir()
+  for name in ("config.json", "ckpt-10.index"):
+    shutil.copy(os.path.join(trained.train_dir, name), half)
+  (half / "checkpoint").write_text('model_checkpoint_path: "ckpt-10"\n')
   files = {"empty": "", "two_thresholds": "0.5\n0.4\n", "two_names": "cat\ndog\n",
            "labels": "1 0 1\n0 1 0\n"}
   for name, text in files.items():
     (root / f"{name}.txt").write_text(text)
   return types.SimpleNamespace(
       root=str(root), train_dir=trained.train_dir, image_dir=trained.image_dir,
-      empty_dir=str(empty_dir), not_a_model=str(not_a_model),
+      empty_dir=str(empty_dir), not_a_model=str(not_a_model), half=str(half),
       records=write_records(root / "four.tfrecord", np.eye(4, dtype=int)),
+      records3=write_records(root / "three.tfrecord", np.eye(3, dtype=int)),
       empty_records=write_records(root / "none.tfrecord", []),
       **{name: str(root / f"{name}.txt") for name in files})
 
@@ -88,6 +95,10 @@ CASES = {
     "evaluate: checkpoint dir with no checkpoint": (evaluate.main, lambda p: [
         f"--checkpoint_dir={p.empty_dir}", "--run_once=true",
         f"--input_tfrecord_file={p.records}"], 1, "empty: no checkpoint in this directory"),
+    "evaluate: run_once on a checkpoint whose data file is gone": (evaluate.main, lambda p: [
+        f"--checkpoint_dir={p.half}", "--run_once=true", f"--input_tfrecord_file={p.records3}",
+        f"--eval_dir={p.root}/eval"], 1,
+        "half/ckpt-10: deleted (or never complete) before it could be read"),
     "evaluate: records with another label count": (evaluate.main, lambda p: [
         f"--checkpoint_dir={p.train_dir}", "--run_once=true", f"--input_tfrecord_file={p.records}",
         f"--eval_dir={p.root}/eval"], 1,

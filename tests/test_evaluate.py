@@ -30,7 +30,7 @@ import evaluate
 from run_helpers import write_records
 import run_utils
 import threshold_calibration
-from multi_label_classification_model import build_dataset
+from multi_label_classification_model import MultiLabelClassificationModel, build_dataset
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 LABELS = 4
@@ -174,10 +174,9 @@ def test_best_holds_a_restorable_checkpoint_config_and_metrics(run):
   assert sorted(os.listdir(best_dir)) == sorted(
       ["checkpoint", "config.json", "metrics.json", f"{name}.index",
        f"{name}.data-00000-of-00001"])
-  for suffix in (".index", ".data-00000-of-00001"):  # the very bytes train.py saved
-    with open(os.path.join(best_dir, name + suffix), "rb") as a, \
-        open(os.path.join(run["train_dir"], name + suffix), "rb") as b:
-      assert a.read() == b.read()
+  # The weights evaluate.py scored (issue 16: written from its memory, no longer a copy of
+  # train.py's files): train.py's checkpoint with its moving average applied, variable by variable.
+  assert_same_weights(best_dir, os.path.join(run["train_dir"], name))
   model, model_config, prefix, step = run_utils.load_trained_model(best_dir)
   assert prefix == os.path.join(best_dir, name) and step == best["global_step"]
   assert (model_config.label_count, model_config.target_height) == (LABELS, 32)
@@ -229,8 +228,9 @@ def test_run_once_checkpoint_path_score_files_and_ema_weights(run, tmp_path):
 
 def test_deleted_checkpoints_under_the_evaluator_are_skipped(run, tmp_path, monkeypatch):
   """train.py's max_to_keep deletes old checkpoints under the evaluator: the first before the
-  model is even built, the next with only its data file gone, one while it is being scored
-  (before the copy to best/). Each is logged and skipped; the last one evaluates normally."""
+  model is even built, the next with only its data file gone: each is logged and skipped. One is
+  deleted while it is being scored: it was read, so it is evaluated, and best/ can hold it (its
+  weights come from the evaluator's memory). The last one evaluates normally."""
   ckpt_dir = tmp_path / "train"
   ckpt_dir.mkdir()
   shutil.copy(os.path.join(run["train_dir"], run_utils.CONFIG_FILE), ckpt_dir)
@@ -265,14 +265,134 @@ def test_deleted_checkpoints_under_the_evaluator_are_skipped(run, tmp_path, monk
   assert status == 0
   assert "skipping ckpt-10: it was deleted" in log
   assert "skipping ckpt-20: it was deleted" in log
-  assert "ckpt-30 was deleted before it could be copied" in log
-  assert [r["checkpoint"] for r in read_jsonl(eval_dir / evaluate.METRICS_FILE)] == [
-      "ckpt-30", "ckpt-40"]
+  assert "skipping ckpt-30" not in log  # read before it was deleted: evaluated
+  results = read_jsonl(eval_dir / evaluate.METRICS_FILE)
+  assert [r["checkpoint"] for r in results] == ["ckpt-30", "ckpt-40"]
+  best = max(results, key=lambda r: r["mAP"])["checkpoint"]  # the first of equals stays
   with open(eval_dir / evaluate.BEST_DIR / "metrics.json") as f:
-    assert json.load(f)["checkpoint"] == "ckpt-40"
+    assert json.load(f)["checkpoint"] == best
   assert run_utils.resolve_checkpoint(str(eval_dir / evaluate.BEST_DIR))[0] == str(
-      eval_dir / evaluate.BEST_DIR / "ckpt-40")
+      eval_dir / evaluate.BEST_DIR / best)
+  assert_same_weights(str(eval_dir / evaluate.BEST_DIR), os.path.join(run["train_dir"], best))
   assert not glob.glob(str(eval_dir / evaluate.BEST_DIR) + ".*")
+
+
+def assert_same_weights(best_dir, prefix):
+  """best/'s model holds the weights evaluate.py scores for `prefix`: its moving average where
+  the run kept one (restored by run_utils, as inference.py restores them), and its step."""
+  got, _, _, step = run_utils.load_trained_model(best_dir)
+  want, _, _, want_step = run_utils.load_trained_model(prefix)
+  assert step == want_step
+  assert len(got.variables) == len(want.variables) > 270
+  for a, b in zip(got.variables, want.variables):
+    assert a.name == b.name
+    np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.name)
+  raw = MultiLabelClassificationModel(run_utils.load_model_config(best_dir))
+  run_utils.restore_model(raw, prefix, use_ema=False)
+  assert any(np.abs(a.numpy() - r.numpy()).max() > 0 for a, r in zip(got.variables,
+                                                                      raw.variables))
+
+
+def copy_run(run, folder, names):
+  """A train dir holding config.json and the run's checkpoints `names`, listed in its state."""
+  folder.mkdir()
+  shutil.copy(os.path.join(run["train_dir"], run_utils.CONFIG_FILE), folder)
+  for name in names:
+    for path in glob.glob(os.path.join(run["train_dir"], name + ".*")):
+      shutil.copy(path, folder)
+  (folder / "checkpoint").write_text(f'model_checkpoint_path: "{names[-1]}"\n' + "".join(
+      f'all_model_checkpoint_paths: "{name}"\n' for name in names))
+  return folder
+
+
+def test_every_listed_checkpoint_is_evaluated_and_the_best_survives_its_deletion(
+    run, tmp_path, monkeypatch):
+  """Four checkpoints listed at once (train.py saved faster than the evaluator looked), each
+  deleted by train.py's max_to_keep right after the evaluator read it: all four are evaluated,
+  in order, and best/ holds the best of them, from the evaluator's memory."""
+  names = ["ckpt-10", "ckpt-20", "ckpt-30", "ckpt-40"]
+  ckpt_dir = copy_run(run, tmp_path / "train", names)
+  restore_model = run_utils.restore_model
+
+  def restore_then_delete(model, prefix, use_ema):
+    step = restore_model(model, prefix, use_ema)
+    for path in glob.glob(prefix + ".*"):
+      os.remove(path)
+    return step
+
+  monkeypatch.setattr(run_utils, "restore_model", restore_then_delete)
+  eval_dir = tmp_path / "eval"
+  status, log = run_evaluate([f"--checkpoint_dir={ckpt_dir}", "--min_global_step=0",
+                              f"--input_tfrecord_file={run['eval_data']}", "--batch_size=6",
+                              f"--eval_dir={eval_dir}", "--eval_interval_secs=1",
+                              "--timeout_secs=3"])
+  monkeypatch.undo()
+  assert status == 0 and "evaluated 4 checkpoint(s)" in log, log
+  results = read_jsonl(eval_dir / evaluate.METRICS_FILE)
+  assert [r["checkpoint"] for r in results] == names
+  assert not glob.glob(str(ckpt_dir / "ckpt-*"))  # all deleted under the evaluator
+  best = max(results, key=lambda r: r["mAP"])
+  with open(eval_dir / evaluate.BEST_DIR / "metrics.json") as f:
+    assert json.load(f) == best
+  assert f"wrote {best['checkpoint']}'s weights, as evaluated, to {eval_dir}/best/ (train.py " \
+         f"has deleted {best['checkpoint']} since it was read)" in log
+  assert_same_weights(str(eval_dir / evaluate.BEST_DIR),
+                      os.path.join(run["train_dir"], best["checkpoint"]))
+
+
+def test_a_kill_during_the_best_write_then_a_restart_leaves_the_best_in_best(run, tmp_path):
+  """evaluate.py killed (SIGKILL, no clean-up) while putting best/ in place: the restarted
+  evaluator evaluates that checkpoint again, since metrics.jsonl had not recorded it, and best/
+  ends up holding the best checkpoint."""
+  names = ["ckpt-10", "ckpt-20"]
+  ckpt_dir = copy_run(run, tmp_path / "train", names)
+  eval_dir = tmp_path / "eval"
+  argv = [f"--checkpoint_dir={ckpt_dir}", "--min_global_step=0", f"--eval_dir={eval_dir}",
+          f"--input_tfrecord_file={run['eval_data']}", "--batch_size=6",
+          "--eval_interval_secs=1", "--timeout_secs=3"]
+  kill_at_best = (  # kill -9 as the first best/ is renamed into place
+      "import os, signal, sys\n"
+      "import errors, evaluate\n"
+      "rename = os.replace\n"
+      "def replace(src, dst):\n"
+      "  if str(dst).endswith(os.sep + evaluate.BEST_DIR):\n"
+      "    os.kill(os.getpid(), signal.SIGKILL)\n"
+      "  return rename(src, dst)\n"
+      "os.replace = replace\n"
+      "errors.run(evaluate.main, sys.argv[1:])\n")
+  killed = subprocess.run([sys.executable, "-c", kill_at_best, *argv], cwd=REPO, timeout=300,
+                          capture_output=True, text=True,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO)))
+  assert killed.returncode == -9, killed.stdout + killed.stderr
+  assert not os.path.exists(eval_dir / evaluate.BEST_DIR)
+  recorded = eval_dir / evaluate.METRICS_FILE
+  assert not recorded.exists() or read_jsonl(recorded) == []  # ckpt-10 is not recorded yet
+
+  status, log = run_evaluate(argv)
+  assert status == 0 and "evaluated 2 checkpoint(s)" in log, log
+  results = read_jsonl(recorded)
+  assert [r["checkpoint"] for r in results] == names  # ckpt-10 evaluated again, once recorded
+  best = max(results, key=lambda r: r["mAP"])
+  with open(eval_dir / evaluate.BEST_DIR / "metrics.json") as f:
+    assert json.load(f) == best
+  assert_same_weights(str(eval_dir / evaluate.BEST_DIR),
+                      os.path.join(run["train_dir"], best["checkpoint"]))
+  assert not glob.glob(str(eval_dir / evaluate.BEST_DIR) + ".*")  # no best.tmp/ or best.old/
+
+
+def test_recover_best_after_a_kill_between_the_two_renames(tmp_path, capsys):
+  best = tmp_path / evaluate.BEST_DIR
+  (tmp_path / "best.old").mkdir()
+  (tmp_path / "best.old" / "metrics.json").write_text('{"mAP": 0.5}')
+  (tmp_path / "best.tmp").mkdir()  # the new best, complete or not: evaluated again
+  evaluate.recover_best(str(tmp_path))
+  assert sorted(os.listdir(tmp_path)) == ["best"]
+  assert (best / "metrics.json").read_text() == '{"mAP": 0.5}'
+  assert f"restored {best} from {best}.old" in capsys.readouterr().out
+  (tmp_path / "best.old").mkdir()  # killed after both renames, before removing the old one
+  evaluate.recover_best(str(tmp_path))
+  assert sorted(os.listdir(tmp_path)) == ["best"]
+  assert (best / "metrics.json").read_text() == '{"mAP": 0.5}'
 
 
 def test_eval_set_without_positives_gives_no_map_and_no_best(run, tmp_path):
