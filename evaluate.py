@@ -208,7 +208,11 @@ def evaluate_checkpoint(model, predict, prefix, step, eval_config, model_config,
   dataset = build_dataset(model_config, "eval", file_spec=eval_config.input_tfrecord_file,
                           service=service)
   start = time.time()
-  scores, labels, loss = score_dataset(predict, dataset)
+  try:
+    scores, labels, loss = score_dataset(predict, dataset)
+  except tf.errors.DataLossError as e:  # a cut-off or corrupt record: which, and what to do
+    raise records.damage_error(records.expand_file_spec(eval_config.input_tfrecord_file), e,
+                               f"; {os.path.basename(prefix)} was not evaluated") from None
   result = {"global_step": step, "checkpoint": os.path.basename(prefix), "loss": float(loss)}
   result.update(metrics.evaluate_scores(labels, scores, threshold=0.5, top_k=eval_config.top_k))
   result["seconds"] = round(time.time() - start, 2)

@@ -11,7 +11,6 @@ any failure makes the exit status 1.
 """
 
 import os
-import re
 
 import numpy as np
 import tensorflow as tf
@@ -22,35 +21,6 @@ import fileio
 import records
 
 JPEG_MAGIC = b"\xff\xd8\xff"
-
-
-def read_raw_records(files, batch_size=256):
-  """Yields (file, index in file, serialized record or None, error or None) for every record.
-
-  Reads in batches (much faster than one record at a time). A damaged file yields one error entry
-  at its first unreadable record, after every readable record before it, and the next file follows.
-  """
-  for path in files:
-    index = 0
-    try:
-      for batch in tf.data.TFRecordDataset(path).batch(batch_size).as_numpy_iterator():
-        for serialized in batch:
-          yield path, index, serialized, None
-          index += 1
-    except tf.errors.OpError:
-      try:  # the damaged batch was lost: re-read it one record at a time up to the damage
-        for serialized in tf.data.TFRecordDataset(path).skip(index).as_numpy_iterator():
-          yield path, index, serialized, None
-          index += 1
-      except tf.errors.OpError as e:
-        yield (path, index, None,
-               f"unreadable record data ({_first_line(e.message)}); rest of file skipped")
-
-
-def _first_line(message):
-  """The useful part of a TensorFlow error message."""
-  text = re.sub(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\]", "", str(message)).strip()
-  return text.splitlines()[0] if text else "no message"
 
 
 def parse_record(serialized, cfg):
@@ -106,14 +76,14 @@ def inspect_record(serialized, cfg, cross_check=False):
       parsed = records.parse_example(serialized, cfg.image_path_key, cfg.image_data_key,
                                      cfg.image_label_key)
     except tf.errors.InvalidArgumentError as e:
-      raise ValueError(f"{path}: records.parse_example fails: {_first_line(e.message)}") from None
+      raise ValueError(f"{path}: records.parse_example fails: {records.tf_message(e)}") from None
     if (parsed[1].numpy() != data or not np.array_equal(parsed[2].numpy(), labels)):
       raise ValueError(f"{path}: records.parse_example reads different data or labels")
   try:
     image = tf.io.decode_image(data, channels=3, expand_animations=False).numpy()
   except tf.errors.InvalidArgumentError as e:
     raise ValueError(f"{path}: image does not decode ({len(data)} bytes): "
-                     f"{_first_line(e.message)}") from None
+                     f"{records.tf_message(e)}") from None
   bad = [int(v) for v in labels if v not in records.LABEL_VALUES]
   if bad:
     raise ValueError(f"{path}: label value {bad[0]}; labels must be 0 or 1 (or -1, unknown)")
@@ -174,12 +144,14 @@ def main(argv):
   total_bytes = sum(os.path.getsize(f) for f in files)
   label_rows, heights, widths, failures, samples = [], [], [], [], []
   progress = fileio.Progress(0, "records")
-  read_bytes, count = 0, 0
-  for file, index_in_file, serialized, error in read_raw_records(files):
+  read_bytes, count, damaged = 0, 0, []
+  for file, index_in_file, serialized, error in records.read_serialized(files):
     where = f"record {count} ({file} #{index_in_file})"
     try:
       if error:
-        raise ValueError(error)
+        damaged.append(records.damaged_record(file, index_in_file, error))
+        raise ValueError(f"unreadable record data: {records.damage_text(error)}; rest of file "
+                         f"skipped; {records.REWRITE}")
       count += 1
       read_bytes += len(serialized) + 16  # TFRecord framing: length, 2 CRCs
       path, data, labels, image = inspect_record(serialized, cfg, cross_check=index_in_file == 0)
@@ -214,8 +186,9 @@ def main(argv):
         row = " ".join(str(int(v)) for v in labels)
         f.write(f"{name}\t{index}\t{file}\t{path}\t{positives}\t{row}\t{shape[0]}\t{shape[1]}\n")
     print(f"dumped {len(samples)} samples and samples.tsv to {cfg.dump_dir}")
-  if failures:
-    raise errors.DataError(f"{len(failures)} failure(s), listed above as FAILED")
+  if failures:  # a damaged file first: what stops training and evaluation
+    raise errors.DataError(f"{len(failures)} failure(s), listed above as FAILED"
+                           + (f"; {damaged[0]}" if damaged else ""))
   if not count:
     raise errors.DataError(f"no records in {cfg.data_path}")
 

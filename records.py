@@ -24,6 +24,7 @@ Used by create_tfrecord.py (writing), read_tfrecord.py and the model's tf.data i
 import contextlib
 import glob
 import os
+import re
 
 import numpy as np
 import tensorflow as tf
@@ -84,9 +85,13 @@ def check_label_count(file_spec, label_count, image_label_key=IMAGE_LABEL_KEY):
   files = expand_file_spec(file_spec)
   found = False
   for path in files:
-    for serialized in tf.data.TFRecordDataset(path).take(1):
+    try:
+      first = [r.numpy() for r in tf.data.TFRecordDataset(path).take(1)]
+    except tf.errors.DataLossError as e:
+      raise damaged_record(path, 0, e) from None
+    for serialized in first:
       found = True
-      lists = tf.train.SequenceExample.FromString(serialized.numpy()).feature_lists.feature_list
+      lists = tf.train.SequenceExample.FromString(serialized).feature_lists.feature_list
       if image_label_key not in lists:
         raise errors.DataError(f"{path}: its first record has no feature list "
                                f"{image_label_key!r} (it has {sorted(lists)})")
@@ -97,6 +102,70 @@ def check_label_count(file_spec, label_count, image_label_key=IMAGE_LABEL_KEY):
   if not found:
     raise errors.DataError(f"{file_spec}: no records in {len(files)} file(s)")
   return files
+
+
+# ---------------------------------------------------------------------------------------------
+# Damaged files: a cut-off or corrupt record stops every reader; say which and what to do.
+
+_DAMAGE = re.compile(r"(truncated|corrupted) record at (\d+)")
+REWRITE = "rerun create_tfrecord.py to write it again"
+
+
+def read_serialized(files, batch_size=256):
+  """Yields (file, index in file, serialized record, None) for every record, and (file, index,
+  None, tf.errors.OpError) at a damaged file's first unreadable record, after every readable one
+  before it; the file's rest cannot be read past it, and the next file follows.
+
+  Reads in batches (much faster than one record at a time)."""
+  for path in files:
+    index = 0
+    try:
+      for batch in tf.data.TFRecordDataset(path).batch(batch_size).as_numpy_iterator():
+        for serialized in batch:
+          yield path, index, serialized, None
+          index += 1
+    except tf.errors.OpError:
+      try:  # the damaged batch was lost: re-read it one record at a time up to the damage
+        for serialized in tf.data.TFRecordDataset(path).skip(index).as_numpy_iterator():
+          yield path, index, serialized, None
+          index += 1
+      except tf.errors.OpError as e:
+        yield path, index, None, e
+
+
+def tf_message(error):
+  """A TensorFlow error's own words, without its function, op and node tags."""
+  tags = r"\{\{function_node [^}]*\}\}|\[\[\{\{node [^}]*\}\}\]\]|\[Op:[^\]]*\]( name: ?\S*)?"
+  text = re.sub(tags, "", str(getattr(error, "message", error)))
+  lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+  return lines[0] if lines else type(error).__name__
+
+
+def damage_text(error):
+  """What a DataLossError says of a record: "cut off at byte 17776" or "corrupt at byte 14213
+  (its checksum does not match)"; else TensorFlow's own words."""
+  match = _DAMAGE.search(str(getattr(error, "message", error)))
+  if not match:
+    return f"unreadable ({tf_message(error)})"
+  what = "cut off" if match[1] == "truncated" else "corrupt"
+  return f"{what} at byte {match[2]}" + (" (its checksum does not match)" if what == "corrupt"
+                                         else "")
+
+
+def damaged_record(path, index, error, then=""):
+  """The one line of a damaged record: its file and index, what is wrong, and what to do."""
+  return errors.DataError(f"{path}: record {index} is {damage_text(error)}: the file is damaged; "
+                          f"{REWRITE}{then}")
+
+
+def damage_error(files, error, then=""):
+  """The DataError for `error`, a DataLossError met while reading `files`: a tf.data pipeline's
+  message names no file, so they are read again, to name the first damaged record's file and
+  index and say what to do. `then` ends the line (what the script did about it)."""
+  for path, index, _, damaged in read_serialized(files):
+    if damaged is not None:
+      return damaged_record(path, index, damaged, then)
+  return errors.DataError(f"reading {', '.join(files)}: {damage_text(error)}; {REWRITE}{then}")
 
 
 def shard_paths(output_file, num_shards):
@@ -174,27 +243,30 @@ def count_labels(files, label_count, image_label_key=IMAGE_LABEL_KEY, batch_size
   Returns:
     (positives, negatives, unknowns): int64 [label_count] each, and the number of records.
   Raises:
-    errors.DataError: naming the file and record whose label count differs, or when there is no
-      record.
+    errors.DataError: naming the file and record whose label count differs or that is damaged,
+      or when there is no record.
   """
   counts = np.zeros((3, label_count), np.int64)  # rows: 1s, 0s, -1s
   sequence_features = {image_label_key: tf.io.FixedLenSequenceFeature([1], tf.int64)}
   progress, total = fileio.Progress(0, "records (labels only)"), 0
   for path in files:
     seen = 0
-    for batch in tf.data.TFRecordDataset(path).batch(batch_size):
-      _, sequence, lengths = tf.io.parse_sequence_example(
-          batch, sequence_features=sequence_features)
-      lengths = lengths[image_label_key].numpy()
-      if np.any(lengths != label_count):
-        index = seen + int(np.argmax(lengths != label_count))
-        raise errors.DataError(f"{path}: record {index} has {lengths[index - seen]} labels, but "
-                               f"label_count={label_count}")
-      labels = sequence[image_label_key].numpy()[:, :, 0]  # [b, L, 1] -> [b, L]
-      for row, value in enumerate((1, 0, UNKNOWN)):
-        counts[row] += (labels == value).sum(axis=0)
-      seen += len(labels)
-      progress.update(total + seen)
+    try:
+      for batch in tf.data.TFRecordDataset(path).batch(batch_size):
+        _, sequence, lengths = tf.io.parse_sequence_example(
+            batch, sequence_features=sequence_features)
+        lengths = lengths[image_label_key].numpy()
+        if np.any(lengths != label_count):
+          index = seen + int(np.argmax(lengths != label_count))
+          raise errors.DataError(f"{path}: record {index} has {lengths[index - seen]} labels, "
+                                 f"but label_count={label_count}")
+        labels = sequence[image_label_key].numpy()[:, :, 0]  # [b, L, 1] -> [b, L]
+        for row, value in enumerate((1, 0, UNKNOWN)):
+          counts[row] += (labels == value).sum(axis=0)
+        seen += len(labels)
+        progress.update(total + seen)
+    except tf.errors.DataLossError as e:  # a cut-off or corrupt record: name it
+      raise damage_error([path], e) from None
     total += seen
   progress.clear()
   if not total:

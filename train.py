@@ -298,8 +298,8 @@ def main(argv):
   # A record with another label count would stop training at its first batch: read the first
   # record of each file now (after the devices and the strategy, which must come before the
   # first TensorFlow op), before anything is built or written.
-  records.check_label_count(model_config.input_tfrecord_file, model_config.label_count,
-                            model_config.image_label_key)
+  files = records.check_label_count(model_config.input_tfrecord_file, model_config.label_count,
+                                    model_config.image_label_key)
   log(f"{strategy.num_replicas_in_sync} replica(s); global batch "
       f"{model_config.batch_size * strategy.num_replicas_in_sync}")
   pos_weight = run_utils.resolve_pos_weight(train_config, model_config)  # None = off
@@ -352,6 +352,10 @@ def main(argv):
       checkpoints.save(manager, step_no)
     writer.flush()
     log(f"saved {manager.latest_checkpoint}")
+  except tf.errors.DataLossError as e:  # a cut-off or corrupt record: which, and what to do
+    last = manager.latest_checkpoint
+    raise records.damage_error(files, e, "; training stopped, and resumes from " + (
+        os.path.basename(last) if last else "the start") + " once the records are mended") from None
   finally:
     stop.restore()
     if save_dir != train_config.train_dir:  # a non-chief worker's temp dir

@@ -9,6 +9,7 @@ hold 4 labels.
 import importlib.util
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import types
@@ -21,6 +22,7 @@ import evaluate
 import export_saved_model
 import inference
 import inference_fixture as fx
+import read_tfrecord
 from run_helpers import write_records
 import threshold_calibration
 import train
@@ -43,6 +45,17 @@ def paths(tmp_path_factory):
   for name in ("config.json", "ckpt-10.index"):
     shutil.copy(os.path.join(trained.train_dir, name), half)
   (half / "checkpoint").write_text('model_checkpoint_path: "ckpt-10"\n')
+  sixteen = write_records(root / "sixteen.tfrecord", np.eye(3, dtype=int)[np.arange(16) % 3])
+  starts = record_starts(sixteen)
+  data = open(sixteen, "rb").read()
+  with open(root / "cut.tfrecord", "wb") as f:  # cut off inside record 10
+    f.write(data[:starts[10] + 20])
+  corrupt = bytearray(data)
+  corrupt[starts[8] + 40] ^= 0xFF  # a byte of record 8's data: its checksum fails
+  with open(root / "corrupt.tfrecord", "wb") as f:
+    f.write(bytes(corrupt))
+  with open(root / "cut_first.tfrecord", "wb") as f:  # cut off inside record 0
+    f.write(data[:30])
   files = {"empty": "", "two_thresholds": "0.5\n0.4\n", "two_names": "cat\ndog\n",
            "labels": "1 0 1\n0 1 0\n"}
   for name, text in files.items():
@@ -52,8 +65,20 @@ def paths(tmp_path_factory):
       empty_dir=str(empty_dir), not_a_model=str(not_a_model), half=str(half),
       records=write_records(root / "four.tfrecord", np.eye(4, dtype=int)),
       records3=write_records(root / "three.tfrecord", np.eye(3, dtype=int)),
+      cut=str(root / "cut.tfrecord"), corrupt=str(root / "corrupt.tfrecord"),
+      cut_first=str(root / "cut_first.tfrecord"), starts=starts,
       empty_records=write_records(root / "none.tfrecord", []),
       **{name: str(root / f"{name}.txt") for name in files})
+
+
+def record_starts(path):
+  """The byte offset of each record of a TFRecord file, from its framing: a little-endian uint64
+  length, its 4-byte CRC, the data, and the data's 4-byte CRC."""
+  data, starts, offset = open(path, "rb").read(), [], 0
+  while offset < len(data):
+    starts.append(offset)
+    offset += 16 + struct.unpack("<Q", data[offset:offset + 8])[0]
+  return starts
 
 
 def train_args(p, *extra):
@@ -90,6 +115,10 @@ CASES = {
         p, "--label_count=4", f"--input_tfrecord_file={p.records}",
         f"--label_names_file={p.two_names}"), 1,
         "two_names.txt: 2 label names, but the model has 4 labels"),
+    "train: records cut off in the first record": (train.main, lambda p: train_args(
+        p, "--label_count=3", f"--input_tfrecord_file={p.cut_first}"), 1,
+        "cut_first.tfrecord: record 0 is cut off at byte 0: the file is damaged; rerun "
+        "create_tfrecord.py to write it again"),
     "evaluate: no records": (evaluate.main, lambda p: [f"--checkpoint_dir={p.train_dir}"], 2,
                              "set --input_tfrecord_file"),
     "evaluate: checkpoint dir with no checkpoint": (evaluate.main, lambda p: [
@@ -224,3 +253,36 @@ def test_a_full_disk_no_write_caught_is_still_one_line(capsys):
                         "no space left on device writing /data/out/big.bin")
   with pytest.raises(PermissionError):  # any other OSError is no user's mistake we know of
     errors.run(lambda argv: (_ for _ in ()).throw(PermissionError(13, "denied")), [])
+
+
+@pytest.mark.parametrize("script", ["train", "evaluate", "read_tfrecord"])
+@pytest.mark.parametrize("damage", ["cut", "corrupt"])
+def test_a_damaged_records_file_is_one_line_naming_file_record_and_what_to_do(paths, capsys,
+                                                                             tmp_path, script,
+                                                                             damage):
+  """A records file cut off inside record 10, or with a byte of record 8 flipped: the line names
+  the file, the record's index and byte offset (its framing's, computed here), and says to
+  rerun create_tfrecord.py. (TensorFlow names the byte where the part that fails starts: the
+  cut-off record's length header, the corrupt record's data, 12 bytes further.)"""
+  path = getattr(paths, damage)
+  index = 10 if damage == "cut" else 8
+  what = "cut off" if damage == "cut" else "corrupt"
+  offset = paths.starts[index] + (0 if damage == "cut" else 12)
+  argv = {"train": [f"--train_dir={tmp_path}/train", "--gpu_id=-1", "--label_count=3",
+                    f"--input_tfrecord_file={path}", "--target_height=32", "--target_width=32",
+                    "--resize_height=36", "--resize_width=36", "--batch_size=4",
+                    "--number_of_steps=3", "--image_summary_steps=0"],
+          "evaluate": [f"--checkpoint_dir={paths.train_dir}", "--run_once=true",
+                       f"--input_tfrecord_file={path}", f"--eval_dir={tmp_path}/eval"],
+          "read_tfrecord": [f"--data_path={path}"]}[script]
+  main = {"train": train.main, "evaluate": evaluate.main, "read_tfrecord": read_tfrecord.main}
+  with pytest.raises(SystemExit) as info:
+    errors.run(main[script], argv)
+  err = capsys.readouterr().err
+  assert_one_error_line(info.value.code, err, 1,
+                        f"{path}: record {index} is {what} at byte {offset}")
+  line = err.splitlines()[-1]
+  assert "the file is damaged; rerun create_tfrecord.py to write it again" in line
+  then = {"train": "; training stopped, and resumes from the start once the records are mended",
+          "evaluate": "; ckpt-20 was not evaluated", "read_tfrecord": ""}[script]
+  assert line.endswith(f"rerun create_tfrecord.py to write it again{then}"), line

@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+import errors
 import records
 
 
@@ -172,6 +173,25 @@ def test_count_labels_counts_ones_zeros_and_unknowns_per_label(tmp_path):
   empty.write_bytes(b"")
   with pytest.raises(ValueError, match="no records in"):
     records.count_labels([str(empty)], 5)
+
+
+
+def test_count_labels_names_a_cut_off_record(tmp_path):
+  """pos_weight=auto reads every record: a file cut off in record 12 is one DataError naming it,
+  not TensorFlow's DataLossError. Record 12 starts at 12 x the record's framed size (all are
+  equal here: the same 6x5 JPEG and 5 labels)."""
+  path = str(tmp_path / "cut.tfrecord")
+  example = records.make_example("0.jpg", _jpeg(0), [1, 0, 1, 0, 1]).SerializeToString()
+  with tf.io.TFRecordWriter(path) as writer:
+    for _ in range(20):
+      writer.write(example)
+  framed = 16 + len(example)  # length, its CRC, the data, its CRC
+  with open(path, "r+b") as f:
+    f.truncate(12 * framed + 30)
+  with pytest.raises(errors.DataError, match=(
+      rf"cut.tfrecord: record 12 is cut off at byte {12 * framed}: the file is damaged; rerun "
+      r"create_tfrecord.py to write it again")):
+    records.count_labels([path], 5, batch_size=8)
 
 
 # ---------------------------------------------------------------------------------------------
