@@ -20,6 +20,7 @@ import dataclasses
 import difflib
 import io
 import json
+import math
 import os
 import tokenize
 import typing
@@ -227,6 +228,60 @@ class DeriveLabelsConfig:
 
 
 # ---------------------------------------------------------------------------------------------
+# The values a field may take, checked by parse_overrides once the files and flags are applied,
+# before any work: a rule is ">= n", "> n", "[a, b)", "[a, b]" or "v or <rule>". Choices (loss,
+# backbone, ...) are checked by the code that owns them, still before anything is written;
+# create_tfrecord.py, read_tfrecord.py and make_demo_data.py check their own configs' numbers.
+# Every float field must also be finite.
+
+VALUE_RULES = {
+    ModelConfig: {"label_count": ">= 0", "head_depth": ">= 0", "resize_height": ">= 1",
+                  "resize_width": ">= 1", "weight_decay": ">= 0", "batch_size": ">= 1",
+                  "batch_norm_decay": "[0, 1)", "batch_norm_epsilon": "> 0",
+                  "num_parallel_calls": "-1 or >= 1", "shuffle_buffer": ">= 1"},
+    TrainConfig: {"learning_rate": "> 0", "warmup_steps": ">= 0", "decay_steps": ">= 1",
+                  "decay_rate": "> 0", "momentum": "[0, 1)", "clip_gradients": ">= 0",
+                  "max_to_keep": ">= 1", "keep_checkpoint_every_n_hours": ">= 0",
+                  "number_of_steps": ">= 0", "save_checkpoint_steps": ">= 0",
+                  "save_checkpoint_secs": ">= 0", "log_every_n_steps": ">= 1",
+                  "image_summary_steps": ">= 0", "ema_decay": "[0, 1)", "focal_gamma": ">= 0",
+                  "gamma_neg": ">= 0", "gamma_pos": ">= 0", "asl_clip": "[0, 1)",
+                  "seed": ">= -1"},
+    EvalConfig: {"batch_size": ">= 1", "min_global_step": ">= 0", "eval_interval_secs": ">= 0",
+                 "max_evaluations": ">= 0", "timeout_secs": ">= 0", "top_k": ">= 1"},
+    InferenceConfig: {"resize_height": ">= 0", "resize_width": ">= 0", "batch_size": ">= 1",
+                      "threshold": "[0, 1]"},
+}
+
+
+def _meets(value, rule):
+  """True if the number `value` meets `rule` (VALUE_RULES' forms)."""
+  if " or " in rule:
+    first, rest = rule.split(" or ", 1)
+    return value == float(first) or _meets(value, rest)
+  if rule.startswith(">="):
+    return value >= float(rule[2:])
+  if rule.startswith(">"):
+    return value > float(rule[1:])
+  low, high = (float(x) for x in rule[1:-1].split(","))
+  return low <= value and (value < high if rule.endswith(")") else value <= high)
+
+
+def check_values(*configs):
+  """ConfigError naming the first field whose value breaks its VALUE_RULES rule, or a float
+  field that is not finite (nan, inf)."""
+  for cfg in configs:
+    rules = VALUE_RULES.get(type(cfg), {})
+    for field in dataclasses.fields(cfg):
+      value, rule = getattr(cfg, field.name), rules.get(field.name)
+      if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"--{field.name}={value!r}: must be a finite number")
+      if rule and not _meets(value, rule):
+        raise ConfigError(f"--{field.name}={value!r}: must be {'in ' * rule.startswith('[')}"
+                          f"{rule}")
+
+
+# ---------------------------------------------------------------------------------------------
 # Config files: each config class has a section name; a run saves the sections it ran with.
 
 SECTIONS = {"create_tfrecord": CreateTFRecordConfig, "coco": CocoConfig,
@@ -245,10 +300,18 @@ CONFIG_FILES = ("config.json", "eval_config.json", "inference_config.json")  # t
 def _read_json(path):
   """A config file's {section: {field: value}}; errors name the file (and the line)."""
   try:
-    with open(path, encoding="utf-8") as f:
-      data = json.load(f)
+    with open(path, "rb") as f:
+      raw = f.read()
   except FileNotFoundError:
     raise MissingFileError(f"{path}: no such config file") from None
+  except OSError as e:  # a directory, no permission
+    raise ConfigError(f"{path}: cannot be read as a config file ({e.strerror})") from None
+  try:
+    data = json.loads(raw.decode("utf-8-sig"))
+  except UnicodeDecodeError as e:  # e.g. a file cut off inside a character of a label name
+    line = raw[:e.start].count(b"\n") + 1
+    raise ConfigError(f"{path}:{line}: not valid JSON (not UTF-8: {e.reason} at byte "
+                      f"{e.start})") from None
   except json.JSONDecodeError as e:
     raise ConfigError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
   if not isinstance(data, dict):
@@ -422,7 +485,8 @@ def parse_overrides(argv, *configs, usage=""):
     --field=value (or --field value): sets that field, after the files. A field name that
       several configs share sets all of them. Each override is printed.
   Unknown fields, missing values, values of the wrong type and other arguments raise ConfigError
-  naming them (exit status 2 through errors.run).
+  naming them (exit status 2 through errors.run); so does a value out of its range once all are
+  applied (check_values), before the script does any work.
 
   Args:
     argv: the arguments, e.g. sys.argv[1:].
@@ -463,4 +527,5 @@ def parse_overrides(argv, *configs, usage=""):
       value = _convert(name, text, typ)
       setattr(cfg, name, value)
       print(f"override {type(cfg).__name__}.{name} = {value!r}")
+  check_values(*configs)
   return configs

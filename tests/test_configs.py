@@ -271,3 +271,63 @@ def test_a_saved_pos_weight_list_reads_back_and_other_strings_still_refuse_lists
     path.write_text(json.dumps(content))
     code, _, err = parse(capsys, [str(path)], configs.TrainConfig())
     assert code == 2 and f"{named}: expected str" in err, err
+
+
+def test_a_config_file_cut_off_inside_a_character_is_one_line_naming_its_line(capsys, tmp_path):
+  """A config.json cut short (a full disk, a copy stopped) can end inside a UTF-8 character of
+  a label name: one line with the file and the JSON line, not a UnicodeDecodeError."""
+  path = tmp_path / "config.json"
+  configs.save_configs(str(path), model=configs.ModelConfig(label_count=2),
+                       label_names=["caf\u00e9 au lait", "th\u00e9"])
+  text = path.read_text(encoding="utf-8").replace("\\u00e9", "\u00e9")  # as an editor saves it
+  data = text.encode("utf-8")
+  cut = data.index("th\u00e9".encode("utf-8")) + 3  # inside the two bytes of the last e-acute
+  path.write_bytes(data[:cut])
+  code, _, err = parse(capsys, [str(path)], configs.ModelConfig())
+  line = data[:cut].count(b"\n") + 1
+  assert code == 2 and err.count("\n") == 1, err
+  assert err.startswith(f"error: {path}:{line}: not valid JSON (not UTF-8: "), err
+  path.write_bytes(data[:len(data) // 2])  # cut between characters: JSON's own error
+  code, _, err = parse(capsys, [str(path)], configs.ModelConfig())
+  assert code == 2 and err.startswith(f"error: {path}:") and "not valid JSON" in err, err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--number_of_steps=-5"], "--number_of_steps=-5: must be >= 0"),
+    (["--batch_size=0"], "--batch_size=0: must be >= 1"),
+    (["--label_count=-1"], "--label_count=-1: must be >= 0"),
+    (["--ema_decay=1"], "--ema_decay=1.0: must be in [0, 1)"),
+    (["--batch_norm_decay=1.0"], "--batch_norm_decay=1.0: must be in [0, 1)"),
+    (["--num_parallel_calls=0"], "--num_parallel_calls=0: must be -1 or >= 1"),
+    (["--learning_rate=0"], "--learning_rate=0.0: must be > 0"),
+    (["--learning_rate=nan"], "--learning_rate=nan: must be a finite number"),
+    (["--asl_clip=-0.1"], "--asl_clip=-0.1: must be in [0, 1)"),
+    (["--seed=-2"], "--seed=-2: must be >= -1")])
+def test_values_out_of_range_are_one_line_before_any_work(capsys, argv, message):
+  code, _, err = parse(capsys, argv, configs.ModelConfig(), configs.TrainConfig())
+  assert code == 2 and err == f"error: {message}\n", err
+
+
+def test_values_at_the_ends_of_their_ranges_are_taken(capsys):
+  model, train = configs.ModelConfig(), configs.TrainConfig()
+  code, _, err = parse(capsys, ["--ema_decay=0", "--batch_norm_decay=0", "--number_of_steps=0",
+                                "--num_parallel_calls=-1", "--seed=-1", "--momentum=0.999"],
+                       model, train)
+  assert code is None, err
+  assert (train.ema_decay, model.batch_norm_decay, model.num_parallel_calls) == (0.0, 0.0, -1)
+  inference = configs.InferenceConfig()
+  assert parse(capsys, ["--threshold=1"], inference)[0] is None and inference.threshold == 1.0
+  code, _, err = parse(capsys, ["--threshold=1.5"], configs.InferenceConfig())
+  assert code == 2 and "--threshold=1.5: must be in [0, 1]" in err
+
+
+def test_every_config_default_is_in_range():
+  for cls in configs.SECTIONS.values():
+    configs.check_values(cls())  # raises if a default breaks its own rule
+
+
+def test_a_config_file_value_out_of_range_is_refused_too(capsys, tmp_path):
+  path = tmp_path / "config.json"
+  path.write_text(json.dumps({"eval": {"top_k": 0}}))
+  code, _, err = parse(capsys, [str(path)], configs.EvalConfig())
+  assert code == 2 and err == "error: --top_k=0: must be >= 1\n", err

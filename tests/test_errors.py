@@ -97,6 +97,17 @@ CASES = {
                           "set --input_tfrecord_file"),
     "train: bad flag value": (train.main, lambda p: train_args(p, "--number_of_steps=many"), 2,
                               "--number_of_steps='many': expected int"),
+    "train: a negative number of steps": (train.main, lambda p: train_args(
+        p, "--label_count=4", f"--input_tfrecord_file={p.records}", "--number_of_steps=-5"), 2,
+        "--number_of_steps=-5: must be >= 0"),
+    "train: batch size 0": (train.main, lambda p: train_args(
+        p, "--label_count=4", f"--input_tfrecord_file={p.records}", "--batch_size=0"), 2,
+        "--batch_size=0: must be >= 1"),
+    "train: a negative label count": (train.main, lambda p: train_args(p, "--label_count=-1"), 2,
+                                      "--label_count=-1: must be >= 0"),
+    "train: a moving-average decay of 1": (train.main, lambda p: train_args(
+        p, "--label_count=4", f"--input_tfrecord_file={p.records}", "--ema_decay=1"), 2,
+        "--ema_decay=1.0: must be in [0, 1)"),
     "train: unknown flag": (train.main, lambda p: train_args(p, "--label_cout=4"), 2,
                             "unknown field --label_cout; did you mean --label_count?"),
     "train: unknown loss": (train.main, lambda p: train_args(
@@ -132,6 +143,11 @@ CASES = {
         f"--checkpoint_dir={p.train_dir}", "--run_once=true", f"--input_tfrecord_file={p.records}",
         f"--eval_dir={p.root}/eval"], 1,
         "four.tfrecord: its first record has 4 labels, but label_count is 3"),
+    "evaluate: top_k 0": (evaluate.main, lambda p: [
+        f"--checkpoint_dir={p.train_dir}", f"--input_tfrecord_file={p.records3}", "--top_k=0",
+        f"--eval_dir={p.root}/eval"], 2, "--top_k=0: must be >= 1"),
+    "inference: batch size 0": (inference.main, lambda p: infer_args(
+        p, f"--image_dir={p.image_dir}", "--batch_size=0"), 2, "--batch_size=0: must be >= 1"),
     "inference: no images given": (inference.main, lambda p: infer_args(p), 2,
                                    "set --image_list_file or --image_dir"),
     "inference: image folder with no images": (inference.main, lambda p: infer_args(
