@@ -12,7 +12,9 @@ stored byte for byte; PNG, GIF, BMP, WebP, grayscale, RGBA (composited on white)
 images are converted to RGB and re-encoded as JPEG, whatever their extension; unreadable images are
 skipped with one line each. Records are tf.train.SequenceExample in the original layout (see
 records.py), written in a seeded shuffled order, round-robin over the shards; each shard is
-written to a temporary name and renamed when complete.
+written to a temporary name and renamed when complete. Temp files that an interrupted run (kill
+-9) left are removed, and named, at the start. Ctrl-C or SIGTERM stops it with no output file
+written.
 
     python create_tfrecord.py --image_dir=data/demo/train/images \\
         --imglist_file=data/demo/train/image_list --imglabel_file=data/demo/train/image_label \\
@@ -23,6 +25,8 @@ written to a temporary name and renamed when complete.
 
 import collections
 import contextlib
+import ctypes
+import fnmatch
 import glob
 import io
 import multiprocessing
@@ -167,9 +171,22 @@ def prepare_image(task):
   return ("ok", buffer.getvalue(), how, (rgb.height, rgb.width))
 
 
-def _worker_signals():
+def _worker_setup(parent):
+  """Runs first in each worker process (pid `parent` forked it).
+
+  Its own process group: a Ctrl-C, or a `kill -TERM -<group>` from a job scheduler, reaches the
+  parent alone, which then stops the pool in order (workers killed mid-task by the group signal
+  could leave the pool's queue lock held, and the parent hung in terminate()). On Linux it also
+  dies with the parent (PR_SET_PDEATHSIG): a parent killed outright leaves no worker behind to
+  print BrokenPipe tracebacks when it hands in its next result.
+  """
+  os.setpgrp()
   signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is handled once, by the parent
   signal.signal(signal.SIGTERM, signal.SIG_DFL)  # so that pool.terminate() stops the workers
+  if sys.platform.startswith("linux"):
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+  if os.getppid() != parent:  # the parent died before the line above: go now
+    os._exit(1)
 
 
 def _raise_interrupt(signum, frame):
@@ -184,8 +201,17 @@ def image_results(tasks, num_workers):
     return
   # fork: the workers only run Pillow, and forking spares each one re-importing TensorFlow.
   context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else None)
-  with context.Pool(num_workers, initializer=_worker_signals) as pool:
+  with context.Pool(num_workers, initializer=_worker_setup, initargs=(os.getpid(),)) as pool:
     yield pool.imap(prepare_image, tasks, chunksize=4)
+
+
+def stale_temp_files(output_file):
+  """The temp files that interrupted runs writing `output_file` (its shards of any count
+  included) left beside it: a run killed outright (kill -9, a power cut) cannot remove them."""
+  base = os.path.basename(output_file)
+  shard = glob.escape(base) + "-" + SHARD_SUFFIX
+  return fileio.stale_temp_files(os.path.dirname(os.path.abspath(output_file)),
+                                 lambda name: name == base or fnmatch.fnmatchcase(name, shard))
 
 
 def check_config(cfg):
@@ -227,6 +253,9 @@ def main(argv):
 
   # 3. Decode every image in parallel and write the good ones round-robin over the shards.
   outputs = records.shard_paths(cfg.output_file, cfg.num_shards)
+  for path in stale_temp_files(cfg.output_file):
+    os.remove(path)
+    print(f"removed {path}: a temp file of an interrupted run")
   counts, skipped = collections.Counter(), collections.Counter()
   progress = fileio.Progress(len(entries), "images")
   tasks = [(path, max_side, cfg.jpeg_quality) for path in paths]

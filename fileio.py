@@ -118,16 +118,19 @@ def write_text(path, text):
 
 
 def stale_temp_files(folder, names=None):
-  """The temp files of our writes in `folder` (not below it), oldest name first: those a killed
-  run left, since a finished or failed write removes its own. `names`: only the temp files of
-  these file names (e.g. the shards about to be written)."""
+  """The temp files of our writes in `folder` (not below it), sorted: those a killed run left,
+  since a finished or failed write removes its own. `names`: only the temp files of the file
+  names it holds (a set), or for which it returns True (a function), e.g. a run's shards."""
   if not os.path.isdir(folder):
     return []
   found = []
   for entry in sorted(os.listdir(folder)):
     match = next((m for m in (p.match(entry) for p in _TEMP_NAMES) if m), None)
     path = os.path.join(folder, entry)
-    if match and (names is None or match["name"] in names) and os.path.isfile(path):
+    if not match or not os.path.isfile(path):
+      continue
+    name = match["name"]
+    if names is None or (names(name) if callable(names) else name in names):
       found.append(path)
   return found
 

@@ -6,11 +6,14 @@ process would exit with. One shard run and one
 bad-input run go through a real subprocess to cover the command line and the worker pool.
 """
 
+import contextlib
 import glob
 import io
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -458,3 +461,87 @@ def test_interrupt_leaves_no_output_file(tmp_path, capsys, monkeypatch):
   code, _, err = run(capsys, image_dir, list_file, label_file, output, num_shards=2)
   assert code == 130 and "interrupted" in err
   assert os.listdir(output.parent) == [] and not glob.glob(str(tmp_path / "out" / ".*"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Stopped runs: Ctrl-C, a job scheduler's SIGTERM to the group, kill -9; and what they leave.
+
+def busy_inputs(folder, count=4000):
+  """A list of `count` noisy 200x200 PNGs (20 files, each listed many times): seconds of work
+  for two workers, so that a run can be stopped in the middle."""
+  image_dir = folder / "images"
+  image_dir.mkdir()
+  rng = np.random.default_rng(0)
+  for i in range(20):
+    Image.fromarray(rng.integers(0, 256, (200, 200, 3), dtype=np.uint8)).save(
+        image_dir / f"{i}.png")
+  list_file, label_file = write_inputs(folder, None, None,
+                                       "".join(f"{i % 20}.png 1\n" for i in range(count)),
+                                       "1 0\n" * count)
+  return image_dir, list_file, label_file
+
+
+@pytest.mark.parametrize("stop", ["ctrl_c", "sigterm_to_the_group", "kill_9_the_parent"])
+def test_a_stopped_run_prints_no_traceback_leaves_no_worker_and_no_output(tmp_path, capsys,
+                                                                          stop):
+  """The run is a job of its own process group, as in a terminal. Ctrl-C (SIGINT to the group)
+  and SIGTERM to the group end it in 'interrupted', status 130, with no file left; kill -9 of
+  the parent leaves no worker behind (the output pipe closes at once) and no traceback. The
+  hidden temp file kill -9 leaves is removed, and named, by the next run."""
+  image_dir, list_file, label_file = busy_inputs(tmp_path)
+  output = tmp_path / "out" / "train.tfrecord"
+  proc = subprocess.Popen(
+      [sys.executable, "create_tfrecord.py", f"--image_dir={image_dir}",
+       f"--imglist_file={list_file}", f"--imglabel_file={label_file}", f"--output_file={output}",
+       "--num_workers=2"], cwd=REPO, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+      start_new_session=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
+                                   "PYTHONUNBUFFERED": "1"},
+      preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a terminal's job
+  lines = []
+  try:
+    for line in proc.stdout:
+      lines.append(line)
+      if " images, 2 labels in " in line:
+        break
+    time.sleep(1.5)  # the workers are busy
+    assert proc.poll() is None, "".join(lines)
+    if stop == "kill_9_the_parent":
+      os.kill(proc.pid, signal.SIGKILL)
+    else:
+      os.killpg(proc.pid, signal.SIGINT if stop == "ctrl_c" else signal.SIGTERM)
+    rest, _ = proc.communicate(timeout=60)  # EOF: the parent and every worker have exited
+  finally:
+    with contextlib.suppress(ProcessLookupError):
+      os.killpg(proc.pid, signal.SIGKILL)
+  output_text = "".join(lines) + rest
+  assert "Traceback" not in output_text and "Error" not in output_text, output_text
+  assert not output.exists()
+  left = create_tfrecord.stale_temp_files(str(output))
+  if stop != "kill_9_the_parent":
+    assert proc.returncode == 130, output_text
+    assert "interrupted; no output file was written" in output_text
+    assert os.listdir(output.parent) == []
+    return
+  assert proc.returncode == -signal.SIGKILL and len(left) == 1, (output_text, left)
+  (tmp_path / "again").mkdir()
+  small_dir, _, _, small_list, small_labels = jpeg_set(tmp_path / "again", 2)
+  code, out, err = run(capsys, small_dir, small_list, small_labels, output, num_shards=1)
+  assert code == 0, err
+  assert f"removed {left[0]}: a temp file of an interrupted run" in out
+  assert os.listdir(output.parent) == ["train.tfrecord"]
+
+
+def test_stale_temp_files_of_this_output_only_are_removed_and_named(tmp_path, capsys):
+  image_dir, _, _, list_file, label_file = jpeg_set(tmp_path, 3)
+  out = tmp_path / "out"
+  out.mkdir()
+  ours = [".x.rec.4242-0123abcd.tmp", ".x.rec-00001-of-00004.77-deadbeef.tmp"]  # 4 shards once
+  others = [".y.rec.4242-0123abcd.tmp", ".x.rec.old.1-0123abcd.tmp", "notes.txt"]
+  for name in ours + others:
+    (out / name).write_text("partial")
+  code, stdout, err = run(capsys, image_dir, list_file, label_file, out / "x.rec", num_shards=2)
+  assert code == 0, err
+  for name in ours:
+    assert f"removed {out / name}: a temp file of an interrupted run" in stdout
+  assert sorted(os.listdir(out)) == sorted(others + ["x.rec-00000-of-00002",
+                                                     "x.rec-00001-of-00002"])
