@@ -4,6 +4,9 @@ Reads evaluate.py's --score_file/--label_file (rows = images, columns = labels; 
 match), picks each label's threshold by `--method`, prints and saves them, and prints the
 calibration-set metrics at 0.5 against the calibrated thresholds. Optionally thresholds a test
 score file into 0/1 predictions in the image_label format, and scores them against test labels.
+Every input is read and checked before anything is written. A NaN row of the test score file
+(an image inference.py could not read) becomes a row of -1 (unknown) predictions, counted, and
+is left out of the test-set metrics.
 
 Methods (metrics.py), all predicting score >= threshold:
   roc     the original's: the ROC point nearest to (0, 1), as sklearn.metrics.roc_curve gave it
@@ -24,9 +27,13 @@ train dir's config.json or an eval dir's eval_config.json), else label_<i>.
 
 import sys
 
+import numpy as np
+
 import configs
 import errors
 import metrics
+
+UNREADABLE = -1  # the prediction row of an image inference.py could not read (a NaN score row)
 
 
 def load_pair(label_file, score_file):
@@ -79,14 +86,33 @@ def comparison_table(labels, scores, thresholds, title, label_names=None):
   return "\n".join(lines)
 
 
+def load_test_set(cfg, label_count):
+  """--apply_to's scores [N, L] and, with --apply_labels, its labels [N, L] (else None), checked
+  against the calibration set's label count: read before anything is written."""
+  test_labels = None
+  if cfg.apply_labels:
+    test_labels, test_scores = load_pair(cfg.apply_labels, cfg.apply_to)
+  else:
+    test_scores = metrics.load_matrix(cfg.apply_to)
+  if test_scores.shape[1] != label_count:
+    raise errors.DataError(f"score file {cfg.apply_to} has shape {test_scores.shape}, i.e. "
+                           f"{test_scores.shape[1]} labels, but the calibration files have "
+                           f"{label_count} labels")
+  return test_scores, test_labels
+
+
 def main(argv):
   cfg = configs.CalibrationConfig()
   configs.parse_overrides(argv, cfg, usage=__doc__)
   check_config(cfg)
 
-  # Choose the thresholds on the calibration set.
+  # Read every input first: a bad file fails before anything is written.
   labels, scores = load_pair(cfg.label_file, cfg.score_file)
   names = metrics.load_label_names(cfg.label_names_file, labels.shape[1], run_dir=cfg.run_dir)
+  if cfg.apply_to:
+    test_scores, test_labels = load_test_set(cfg, labels.shape[1])
+
+  # Choose the thresholds on the calibration set.
   thresholds, warnings = metrics.calibrate_thresholds(labels, scores, cfg.method, names)
   for warning in warnings:
     print(f"warning: {warning}", file=sys.stderr)
@@ -100,18 +126,23 @@ def main(argv):
   if not cfg.apply_to:
     return
 
-  # Apply them to a test score file.
-  test_scores = metrics.load_matrix(cfg.apply_to)
-  if test_scores.shape[1] != len(thresholds):
-    raise errors.DataError(f"score file {cfg.apply_to} has shape {test_scores.shape}, i.e. "
-                           f"{test_scores.shape[1]} labels, but the calibration files have "
-                           f"{len(thresholds)} labels (shape {labels.shape})")
-  predictions = metrics.threshold_predictions(test_scores, thresholds)
+  # Apply them to a test score file. A NaN row is an image inference.py could not read: its
+  # predictions are -1 (unknown, as in image_label files), and the test metrics leave it out.
+  unreadable = np.isnan(test_scores).any(axis=1)
+  predictions = metrics.threshold_predictions(np.nan_to_num(test_scores), thresholds)
+  predictions[unreadable] = UNREADABLE
+  if unreadable.any():
+    print(f"{unreadable.sum()} of {len(test_scores)} rows of {cfg.apply_to} are NaN (images "
+          f"inference.py could not read): their predictions are {UNREADABLE} (unknown), and "
+          "the test-set metrics leave them out")
   if cfg.predictions_file:
     metrics.save_labels(cfg.predictions_file, predictions)
     print(f"wrote {predictions.shape[0]} prediction rows to {cfg.predictions_file}")
   if cfg.apply_labels:
-    test_labels, test_scores = load_pair(cfg.apply_labels, cfg.apply_to)
+    readable = ~unreadable
+    if not readable.any():
+      raise errors.DataError(f"every row of {cfg.apply_to} is NaN: no test-set metrics")
+    test_labels, test_scores = test_labels[readable], test_scores[readable]
     print(comparison_table(test_labels, test_scores, thresholds, "test set", names))
     print("test set, ranking and top-k metrics:")
     print(metrics.format_metrics_table(metrics.evaluate_scores(test_labels, test_scores), names))

@@ -245,3 +245,65 @@ def test_cli_reads_unknown_labels_and_calibrates_on_the_known_entries(tmp_path):
   np.testing.assert_array_equal(metrics.load_thresholds(tmp_path / "thresholds.txt"), expected)
   rows = [line.split() for line in result.stdout.splitlines() if line.startswith("label_")]
   assert [int(row[1]) for row in rows] == (labels == 1).sum(axis=0).tolist()  # the 1s only
+
+
+def calibration_files(tmp_path, test_rows=9):
+  """Calibration labels and scores (40 x 4), test labels and scores; returns the paths."""
+  rng = np.random.default_rng(0)
+  labels = (rng.random((40, 4)) < 0.4).astype(int)
+  labels[0], labels[1] = 0, 1
+  scores = np.round(np.clip(0.3 * labels + 0.7 * rng.random(labels.shape), 0, 1), 6)
+  test_labels = (rng.random((test_rows, 4)) < 0.5).astype(int)
+  test_labels[0], test_labels[1] = 0, 1
+  test_scores = np.round(rng.random((test_rows, 4)), 6)
+  files = {name: str(tmp_path / f"{name}.txt") for name in
+           ("labels", "scores", "test_labels", "test_scores", "thresholds", "predictions")}
+  metrics.save_labels(files["labels"], labels)
+  metrics.save_scores(files["scores"], scores)
+  metrics.save_labels(files["test_labels"], test_labels)
+  metrics.save_scores(files["test_scores"], test_scores)
+  return files, labels, scores, test_labels, test_scores
+
+
+def test_nan_rows_of_apply_to_are_marked_unreadable_counted_and_left_out(tmp_path):
+  """inference.py writes a NaN row for an image it could not read: its prediction row is -1
+  (unknown) rather than a silent all-0 'no label', the count is said, and the test metrics are
+  those of the readable rows (metrics.py on them, computed here)."""
+  files, labels, scores, test_labels, test_scores = calibration_files(tmp_path)
+  test_scores[[3, 6]] = np.nan
+  metrics.save_scores(files["test_scores"], test_scores)
+  assert open(files["test_scores"]).read().splitlines()[3] == "nan nan nan nan"
+  result = run_cli(f"--label_file={files['labels']}", f"--score_file={files['scores']}",
+                   f"--apply_to={files['test_scores']}",
+                   f"--predictions_file={files['predictions']}",
+                   f"--apply_labels={files['test_labels']}")
+  assert result.returncode == 0, result.stderr
+  assert (f"2 of 9 rows of {files['test_scores']} are NaN (images inference.py could not "
+          "read): their predictions are -1 (unknown)") in result.stdout
+  thresholds, _ = metrics.calibrate_thresholds(labels, scores, "roc")
+  rows = open(files["predictions"]).read().splitlines()
+  for i, row in enumerate(rows):
+    want = ([-1] * 4 if i in (3, 6) else
+            [int(test_scores[i, j] >= thresholds[j]) for j in range(4)])
+    assert row == " ".join(map(str, want)), (i, row)
+  readable = np.array([i not in (3, 6) for i in range(9)])
+  table = metrics.format_metrics_table(
+      metrics.evaluate_scores(test_labels[readable], test_scores[readable]))
+  assert table in result.stdout
+  assert "test set (7 images)" in result.stdout
+
+
+@pytest.mark.parametrize("bad", ["missing", "shape"])
+def test_apply_labels_errors_are_found_before_anything_is_written(tmp_path, bad):
+  files, *_ = calibration_files(tmp_path)
+  if bad == "missing":
+    os.remove(files["test_labels"])
+  else:
+    metrics.save_labels(files["test_labels"], np.zeros((5, 4), int))  # 5 rows, 9 scores
+  result = run_cli(f"--label_file={files['labels']}", f"--score_file={files['scores']}",
+                   f"--output_file={files['thresholds']}", f"--apply_to={files['test_scores']}",
+                   f"--predictions_file={files['predictions']}",
+                   f"--apply_labels={files['test_labels']}")
+  assert result.returncode == 1 and "Traceback" not in result.stderr
+  assert result.stderr.count("error:") == 1 and "test_labels.txt" in result.stderr
+  assert not os.path.exists(files["predictions"]) and not os.path.exists(files["thresholds"])
