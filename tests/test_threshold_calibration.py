@@ -256,12 +256,11 @@ def calibration_files(tmp_path, test_rows=9):
   test_labels = (rng.random((test_rows, 4)) < 0.5).astype(int)
   test_labels[0], test_labels[1] = 0, 1
   test_scores = np.round(rng.random((test_rows, 4)), 6)
-  files = {name: str(tmp_path / f"{name}.txt") for name in
-           ("labels", "scores", "test_labels", "test_scores", "thresholds", "predictions")}
-  metrics.save_labels(files["labels"], labels)
-  metrics.save_scores(files["scores"], scores)
-  metrics.save_labels(files["test_labels"], test_labels)
-  metrics.save_scores(files["test_scores"], test_scores)
+  arrays = {"labels": labels, "scores": scores, "test_labels": test_labels,
+            "test_scores": test_scores}
+  files = {name: str(tmp_path / f"{name}.txt") for name in [*arrays, "thresholds", "predictions"]}
+  for name, array in arrays.items():
+    (metrics.save_labels if name.endswith("labels") else metrics.save_scores)(files[name], array)
   return files, labels, scores, test_labels, test_scores
 
 
