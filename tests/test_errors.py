@@ -302,3 +302,17 @@ def test_a_damaged_records_file_is_one_line_naming_file_record_and_what_to_do(pa
   then = {"train": "; training stopped, and resumes from the start once the records are mended",
           "evaluate": "; ckpt-20 was not evaluated", "read_tfrecord": ""}[script]
   assert line.endswith(f"rerun create_tfrecord.py to write it again{then}"), line
+
+
+@pytest.mark.parametrize("folder, says", [
+    ("empty_dir", "empty: no checkpoint in this directory"),
+    ("half", "half/ckpt-10: deleted (or never complete) before it could be read")])
+def test_run_once_that_reads_no_checkpoint_leaves_no_eval_dir(paths, capsys, folder, says):
+  """The default eval dir is <checkpoint_dir>/eval: a run_once that reads nothing must not make
+  it (nor eval_config.json, nor an event file)."""
+  before = sorted(os.listdir(getattr(paths, folder)))
+  with pytest.raises(SystemExit) as info:
+    errors.run(evaluate.main, [f"--checkpoint_dir={getattr(paths, folder)}", "--run_once=true",
+                               f"--input_tfrecord_file={paths.records3}"])
+  assert_one_error_line(info.value.code, capsys.readouterr().err, 1, says)
+  assert sorted(os.listdir(getattr(paths, folder))) == before
