@@ -19,7 +19,7 @@ trained, batch norm decay 0.9, Adam at lr 0.001 with global-norm clipping at 5):
 The Keras peer sees the same images as `short` (no augmentation) through the toolkit's pipeline.
 
     python benchmarks/accuracy.py --quick          # ~10 min on 2 cores: short and Keras
-    python benchmarks/accuracy.py                  # every recipe: ~70 min on 2 cores
+    python benchmarks/accuracy.py                  # every recipe: ~80 min on 2 cores
     python benchmarks/accuracy.py --recipes=short,keras --seeds=0,1,2,3,4 --steps=300
 """
 
