@@ -82,7 +82,7 @@ class DemoDataConfig:
 
 @dataclass
 class ModelConfig:
-  """The network, its preprocessing and its input pipeline (multi_label_classification_model.py)."""
+  """The network (multi_label_classification_model.py), its input pipeline (preprocessing.py)."""
   label_count: int = 0  # number of labels (columns of image_label); must be set
   label_names_file: str = ""  # one name per line, kept in config.json; "" = as kept, else label_<i>
   backbone: str = "resnet_v2_50"  # resnet_v2_50 | resnet_v2_101 | resnet_v2_152 | resnet_v2_200

@@ -25,28 +25,20 @@ written.
 
 import collections
 import contextlib
-import ctypes
 import fnmatch
 import glob
-import io
-import multiprocessing
 import os
 import random
 import signal
 import sys
 
-import numpy as np
-from PIL import Image
-
 import configs
 import errors
 import fileio
 import records
+from image_workers import image_results
 
 
-# File signatures, to tell a damaged image from a file that is no image at all.
-IMAGE_MAGIC = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG", "PNG"), (b"GIF8", "GIF"), (b"BM", "BMP"),
-               (b"RIFF", "WebP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"))
 SHARD_SUFFIX = "[0-9]" * 5 + "-of-" + "[0-9]" * 5  # glob of records.shard_paths' suffix
 # The original parsed labels as floats, so "1.0" is a 1; -1 is an unknown label.
 LABEL_TOKENS = ("0", "1", "0.0", "1.0", "-1", "-1.0")
@@ -111,98 +103,8 @@ def read_list_and_labels(imglist_file, imglabel_file, max_errors=20):
   return entries
 
 
-def _to_rgb(image):
-  """Converts any Pillow mode to RGB; transparent pixels become white."""
-  if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-    rgba = image.convert("RGBA")
-    background = Image.new("RGB", rgba.size, (255, 255, 255))
-    background.paste(rgba, mask=rgba.getchannel("A"))
-    return background
-  if image.mode.startswith("I"):  # 16/32-bit grey (e.g. 16-bit PNG): scale 0..65535 to 0..255
-    grey = np.asarray(image, dtype=np.float64) / 257.0
-    return Image.fromarray(np.clip(grey + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
-  return image.convert("RGB")
-
-
-def prepare_image(task):
-  """Decodes one image fully and returns what to store; runs in the worker processes.
-
-  Args:
-    task: (path, max_side, jpeg_quality).
-  Returns:
-    ("ok", jpeg_bytes, how, (height, width)) with how in {"stored", "re-encoded", "resized"}, or
-    ("skip", category, detail) with category e.g. "missing", "empty", "not an image", "truncated".
-  """
-  path, max_side, quality = task
-  try:
-    with open(path, "rb") as f:
-      data = f.read()
-  except FileNotFoundError:
-    return ("skip", "missing", "no such file")
-  except OSError as e:
-    return ("skip", "unreadable", f"{type(e).__name__}: {e.strerror or e}")
-  if not data:
-    return ("skip", "empty", "0 bytes")
-  try:
-    with Image.open(io.BytesIO(data)) as image:
-      image.load()  # the full decode: truncated or corrupt data fails here
-      width, height = image.size
-      if image.format == "JPEG" and image.mode == "RGB" and max(width, height) <= max_side:
-        return ("ok", data, "stored", (height, width))  # fast path: keep the bytes unchanged
-      rgb = _to_rgb(image)
-  except Image.UnidentifiedImageError:
-    kind = next((name for magic, name in IMAGE_MAGIC if data.startswith(magic)), None)
-    if kind:  # the signature says image, the rest is damaged
-      return ("skip", "corrupt", f"starts like a {kind} but Pillow cannot read it")
-    return ("skip", "not an image", f"{len(data)} bytes Pillow cannot identify")
-  except Image.DecompressionBombError as e:
-    return ("skip", "too large", str(e))
-  except (OSError, SyntaxError, ValueError, EOFError) as e:  # Pillow's decoder errors
-    category = "truncated" if "truncated" in str(e).lower() else "corrupt"
-    return ("skip", category, f"{type(e).__name__}: {e}")
-  how = "re-encoded"
-  if max(width, height) > max_side:
-    scale = max_side / max(width, height)
-    rgb = rgb.resize((max(1, round(width * scale)), max(1, round(height * scale))),
-                     Image.Resampling.LANCZOS)
-    how = "resized"
-  buffer = io.BytesIO()
-  rgb.save(buffer, "JPEG", quality=quality)
-  return ("ok", buffer.getvalue(), how, (rgb.height, rgb.width))
-
-
-def _worker_setup(parent):
-  """Runs first in each worker process (pid `parent` forked it).
-
-  Its own process group: a Ctrl-C, or a `kill -TERM -<group>` from a job scheduler, reaches the
-  parent alone, which then stops the pool in order (workers killed mid-task by the group signal
-  could leave the pool's queue lock held, and the parent hung in terminate()). On Linux it also
-  dies with the parent (PR_SET_PDEATHSIG): a parent killed outright leaves no worker behind to
-  print BrokenPipe tracebacks when it hands in its next result.
-  """
-  os.setpgrp()
-  signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is handled once, by the parent
-  signal.signal(signal.SIGTERM, signal.SIG_DFL)  # so that pool.terminate() stops the workers
-  if sys.platform.startswith("linux"):
-    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
-  if os.getppid() != parent:  # the parent died before the line above: go now
-    os._exit(1)
-
-
 def _raise_interrupt(signum, frame):
   raise KeyboardInterrupt(f"signal {signum}")
-
-
-@contextlib.contextmanager
-def image_results(tasks, num_workers):
-  """Yields an iterator of prepare_image results in task order, from num_workers processes."""
-  if num_workers == 1:
-    yield map(prepare_image, tasks)
-    return
-  # fork: the workers only run Pillow, and forking spares each one re-importing TensorFlow.
-  context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else None)
-  with context.Pool(num_workers, initializer=_worker_setup, initargs=(os.getpid(),)) as pool:
-    yield pool.imap(prepare_image, tasks, chunksize=4)
 
 
 def stale_temp_files(output_file):
@@ -228,6 +130,60 @@ def check_config(cfg):
     value = getattr(cfg, name)
     if not low <= value <= high:
       raise errors.ConfigError(f"--{name}={value}: must be in [{low}, {high}]")
+
+
+def write_records(outputs, entries, paths, num_workers, max_side, jpeg_quality):
+  """Decodes every image in parallel (image_workers.prepare_image) and writes the good ones
+  round-robin over the shard files `outputs`, each atomically. entries: (name, labels) in record order; paths:
+  their image paths. Returns (counts: written, stored, re-encoded, resized, unknown; skipped:
+  per reason). Ctrl-C or SIGTERM: no output file is written, exit 130."""
+  counts, skipped = collections.Counter(), collections.Counter()
+  progress = fileio.Progress(len(entries), "images")
+  tasks = [(path, max_side, jpeg_quality) for path in paths]
+  previous_handler = signal.signal(signal.SIGTERM, _raise_interrupt)  # kill cleans up like Ctrl-C
+  try:
+    with image_results(tasks, num_workers) as results, contextlib.ExitStack() as stack:
+      writers = [stack.enter_context(records.atomic_tfrecord_writer(p)) for p in outputs]
+      for i, result in enumerate(results):
+        if result[0] == "skip":
+          progress.clear()
+          print(f"skip {paths[i]}: {result[1]} ({result[2]})")
+          skipped[result[1]] += 1
+        else:
+          example = records.make_example(paths[i], result[1], entries[i][1])
+          writers[counts["written"] % len(writers)].write(example.SerializeToString())
+          counts["written"] += 1
+          counts[result[2]] += 1
+          counts["unknown"] += entries[i][1].count(records.UNKNOWN)
+        progress.update(i + 1)
+      progress.finish(len(entries))
+      if not counts["written"]:  # raised inside, so that the temp files are removed
+        raise InputError(f"all {len(entries)} images were skipped; nothing was written")
+  except KeyboardInterrupt:
+    print("\ninterrupted; no output file was written", file=sys.stderr)
+    sys.exit(130)
+  finally:
+    signal.signal(signal.SIGTERM, previous_handler)
+
+  return counts, skipped
+
+
+def print_summary(output_file, outputs, counts, skipped, label_count):
+  """What was written and skipped, and a warning for shards of an earlier run beside them."""
+  where = (outputs[0] if len(outputs) == 1
+           else f"{len(outputs)} shards {outputs[0]} .. {outputs[-1]}")
+  print(f"wrote {counts['written']} records to {where}")
+  print(f"  stored unchanged: {counts['stored']}, re-encoded as JPEG: "
+        f"{counts['re-encoded'] + counts['resized']} (of which resized: {counts['resized']})")
+  reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(skipped.items()))
+  print(f"  skipped: {sum(skipped.values())}" + (f" ({reasons})" if reasons else ""))
+  print(f"  unknown labels (-1): {counts['unknown']} of {counts['written'] * label_count} "
+        f"entries")
+  stale = sorted(set(glob.glob(glob.escape(output_file) + "-" + SHARD_SUFFIX)) - set(outputs))
+  if stale:  # e.g. 4 shards from an earlier run, 2 now: a glob over both would read old records
+    print(f"warning: {len(stale)} shard(s) of an earlier run are still there, e.g. {stale[0]}; "
+          f"delete them before reading {output_file}-* as a glob", file=sys.stderr)
+
 
 
 def main(argv):
@@ -256,48 +212,11 @@ def main(argv):
   for path in stale_temp_files(cfg.output_file):
     os.remove(path)
     print(f"removed {path}: a temp file of an interrupted run")
-  counts, skipped = collections.Counter(), collections.Counter()
-  progress = fileio.Progress(len(entries), "images")
-  tasks = [(path, max_side, cfg.jpeg_quality) for path in paths]
-  previous_handler = signal.signal(signal.SIGTERM, _raise_interrupt)  # kill cleans up like Ctrl-C
-  try:
-    with image_results(tasks, num_workers) as results, contextlib.ExitStack() as stack:
-      writers = [stack.enter_context(records.atomic_tfrecord_writer(p)) for p in outputs]
-      for i, result in enumerate(results):
-        if result[0] == "skip":
-          progress.clear()
-          print(f"skip {paths[i]}: {result[1]} ({result[2]})")
-          skipped[result[1]] += 1
-        else:
-          example = records.make_example(paths[i], result[1], entries[i][1])
-          writers[counts["written"] % len(writers)].write(example.SerializeToString())
-          counts["written"] += 1
-          counts[result[2]] += 1
-          counts["unknown"] += entries[i][1].count(records.UNKNOWN)
-        progress.update(i + 1)
-      progress.finish(len(entries))
-      if not counts["written"]:  # raised inside, so that the temp files are removed
-        raise InputError(f"all {len(entries)} images were skipped; nothing was written")
-  except KeyboardInterrupt:
-    print("\ninterrupted; no output file was written", file=sys.stderr)
-    sys.exit(130)
-  finally:
-    signal.signal(signal.SIGTERM, previous_handler)
+  counts, skipped = write_records(outputs, entries, paths, num_workers, max_side,
+                                  cfg.jpeg_quality)
 
   # 4. Summary.
-  where = (outputs[0] if len(outputs) == 1
-           else f"{len(outputs)} shards {outputs[0]} .. {outputs[-1]}")
-  print(f"wrote {counts['written']} records to {where}")
-  print(f"  stored unchanged: {counts['stored']}, re-encoded as JPEG: "
-        f"{counts['re-encoded'] + counts['resized']} (of which resized: {counts['resized']})")
-  reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(skipped.items()))
-  print(f"  skipped: {sum(skipped.values())}" + (f" ({reasons})" if reasons else ""))
-  print(f"  unknown labels (-1): {counts['unknown']} of {counts['written'] * len(entries[0][1])} "
-        f"entries")
-  stale = sorted(set(glob.glob(glob.escape(cfg.output_file) + "-" + SHARD_SUFFIX)) - set(outputs))
-  if stale:  # e.g. 4 shards from an earlier run, 2 now: a glob over both would read old records
-    print(f"warning: {len(stale)} shard(s) of an earlier run are still there, e.g. {stale[0]}; "
-          f"delete them before reading {cfg.output_file}-* as a glob", file=sys.stderr)
+  print_summary(cfg.output_file, outputs, counts, skipped, len(entries[0][1]))
 
 
 if __name__ == "__main__":

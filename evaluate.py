@@ -18,18 +18,19 @@ import time
 
 import numpy as np
 import tensorflow as tf
-from tensorboard.plugins.pr_curve import summary as pr_curve_summary
 
 import checkpoints
 import configs
 import errors
+import eval_summaries
 import fileio
 import input_service
 import metrics
+import score_files
 import records
 import run_utils
-from multi_label_classification_model import (MultiLabelClassificationModel, build_dataset,
-                                              per_example_loss)
+from multi_label_classification_model import MultiLabelClassificationModel, per_example_loss
+from preprocessing import build_dataset
 from run_utils import log
 
 METRICS_FILE = "metrics.jsonl"
@@ -80,69 +81,6 @@ def already_evaluated(eval_dir):
         if line.strip():
           log(f"note: {path}:{line_number}: not a metrics record; ignored")
   return done
-
-
-# The per-label AP chart: bars of CHART_BAR px (1 px gaps) on a white ground, CHART_PLOT px tall
-# for AP 0..1 inside a CHART_MARGIN px margin; grey lines at AP 0.25, 0.5, 0.75 and 1, a red one
-# at the mAP (behind the bars, so it shows in the gaps and above the lower bars).
-CHART_BAR, CHART_PLOT, CHART_MARGIN = 8, 120, 6
-CHART_COLOURS = {"bar": (31, 119, 180), "mAP": (214, 39, 40), "grid": (210, 210, 210),
-                 "axis": (0, 0, 0)}
-
-
-def ap_bar_chart(per_label_ap, mean_ap):
-  """A bar chart of the per-label APs, sorted from the highest, with a line at the mAP.
-
-  Args:
-    per_label_ap: [L] floats or None (labels without positives, which are left out).
-    mean_ap: the mAP, or None.
-  Returns:
-    uint8 [CHART_PLOT + 2 * CHART_MARGIN, width, 3]: bar j fills CHART_BAR columns from
-    CHART_MARGIN + j * (CHART_BAR + 1), round(AP * CHART_PLOT) px up from the axis row
-    (CHART_MARGIN + CHART_PLOT); the mAP line is the row a bar of AP = mAP tops out at.
-  """
-  aps = sorted((ap for ap in per_label_ap if ap is not None), reverse=True)
-  width = 2 * CHART_MARGIN + max(len(aps), 1) * (CHART_BAR + 1) - 1
-  image = np.full((CHART_PLOT + 2 * CHART_MARGIN, width, 3), 255, np.uint8)
-  bottom = CHART_MARGIN + CHART_PLOT  # the row just below AP 0
-  row = lambda value: bottom - int(round(value * CHART_PLOT))  # AP -> the row of its top pixel
-  plot = slice(CHART_MARGIN, width - CHART_MARGIN)
-  for value in (0.25, 0.5, 0.75, 1.0):
-    image[row(value), plot] = CHART_COLOURS["grid"]
-  if mean_ap is not None:
-    image[row(mean_ap), plot] = CHART_COLOURS["mAP"]
-  for j, ap in enumerate(aps):
-    left = CHART_MARGIN + j * (CHART_BAR + 1)
-    image[row(ap):bottom, left:left + CHART_BAR] = CHART_COLOURS["bar"]
-  image[bottom, plot] = CHART_COLOURS["axis"]
-  return image
-
-
-def write_summaries(writer, result, label_names, labels, scores):
-  """Scalars (eval/*, per_label_ap/<name>), each label's precision-recall curve (TensorBoard's
-  pr_curve summary, pr_curve/<name>) and the per-label AP bar chart (per_label_ap_chart)."""
-  with writer.as_default(step=result["global_step"]):
-    for key, value in result.items():
-      if isinstance(value, float):
-        tf.summary.scalar(f"eval/{key}", value)
-    for name, ap in zip(label_names, result["per_label_ap"]):
-      if ap is not None:
-        tf.summary.scalar(f"per_label_ap/{name}", ap)
-    for j, name in enumerate(label_names):
-      # TensorBoard's own counts and metadata, written under our tag by tf.summary.write; over
-      # the label's known entries, as its AP (an unknown, -1, is neither positive nor negative)
-      known = labels[:, j] >= 0
-      curve = pr_curve_summary.pb(name, labels[known, j] == 1,
-                                  scores[known, j].astype(np.float32)).value[0]
-      tf.summary.write(f"pr_curve/{name}", tf.make_ndarray(curve.tensor),
-                       metadata=curve.metadata.SerializeToString())
-    ranked = sorted(((ap, name) for name, ap in zip(label_names, result["per_label_ap"])
-                     if ap is not None), reverse=True)
-    chart = ap_bar_chart(result["per_label_ap"], result["mAP"])
-    mean_ap = "" if result["mAP"] is None else f". Red line: mAP {result['mAP']:.3f}."
-    tf.summary.image("per_label_ap_chart", chart[None], description="Per-label AP, highest "
-                     "first: " + ", ".join(f"{name} {ap:.3f}" for ap, name in ranked) + mean_ap)
-  writer.flush()
 
 
 def recover_best(eval_dir):
@@ -230,16 +168,16 @@ def report(result, scores, labels, model, prefix, train_dir, eval_dir, eval_conf
       f"mAP {mean_ap} CF1 {result['CF1']:.4f} OF1 {result['OF1']:.4f} "
       f"[{result['num_images']} images, {result['seconds']:.1f} s]")
   log(metrics.format_metrics_table(result, label_names))
-  write_summaries(writer, result, label_names, labels, scores)
+  eval_summaries.write_summaries(writer, result, label_names, labels, scores)
   if keep_if_best(result, model, prefix, eval_dir, train_dir):
     gone = "" if tf.io.gfile.exists(prefix + ".index") else (
         f" (train.py has deleted {name} since it was read)")
     log(f"new best mAP {result['mAP']:.4f}: wrote {name}'s weights, as evaluated, to "
         f"{eval_dir}/{BEST_DIR}/{gone}")
   if eval_config.score_file:
-    metrics.save_scores(eval_config.score_file, scores)
+    score_files.save_scores(eval_config.score_file, scores)
   if eval_config.label_file:
-    metrics.save_labels(eval_config.label_file, labels)
+    score_files.save_labels(eval_config.label_file, labels)
   # Last: a checkpoint is recorded only when all of the above is done, so that an evaluator
   # stopped before (best/ half-written) evaluates it again when restarted.
   with open(os.path.join(eval_dir, METRICS_FILE), "a") as f:
@@ -265,8 +203,8 @@ def build_evaluator(prefix, eval_config):
   model_config.batch_size = eval_config.batch_size
   records.check_label_count(eval_config.input_tfrecord_file, model_config.label_count,
                             model_config.image_label_key)
-  label_names = metrics.load_label_names(eval_config.label_names_file, model_config.label_count,
-                                         run_dir=train_dir)
+  label_names = score_files.load_label_names(eval_config.label_names_file, model_config.label_count,
+                                             run_dir=train_dir)
   model = MultiLabelClassificationModel(model_config)
   return model, predict_fn(model), model_config, label_names, train_dir
 

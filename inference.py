@@ -29,12 +29,12 @@ import tensorflow as tf
 
 import configs
 import errors
-import export_saved_model
 import fileio
 import metrics
+import score_files
 import run_utils
-from multi_label_classification_model import (VIEWS, preprocess_views, score_ten_crops,
-                                              ten_crop_resize, test_views)
+import scoring
+from preprocessing import VIEWS, preprocess_views, ten_crop_resize, test_views
 from run_utils import log
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
@@ -78,44 +78,6 @@ def crops_dataset(paths, resize, target, batch_size, views="ten"):
   return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def make_scorer(model, aggregation, xla="false"):
-  """crops [B, 10, h, w, 3] -> scores [B, L], the forward pass compiled by XLA or not.
-
-  XLA fuses batch norm, ReLU and padding into the convs' neighbours, but its CPU convolutions
-  are slow on tiny maps: on 2 cores it scored 80 crops 1.3x faster at 224 px and 8x slower at
-  64 px. So "auto" compiles both on the first batch, times one run of each and keeps the faster
-  for the rest (the first batch costs four passes). XLA compiles once per batch shape (~5 s for
-  ResNet-50 on 2 cores): here twice, the full batches and the last one.
-  """
-  if xla not in ("auto", "true", "false"):
-    raise errors.ConfigError(f"xla={xla!r}: expected auto, true or false")
-  # autograph=False: nothing here branches on tensors, and autograph would turn the ConfigError
-  # score_ten_crops raises for a bad aggregation (at the first trace) into a multi-line error.
-  forward = lambda crops: score_ten_crops(model, crops, aggregation)
-  plain = tf.function(forward, autograph=False)
-  compiled = tf.function(forward, jit_compile=True, autograph=False)
-  if xla != "auto":
-    return compiled if xla == "true" else plain
-  chosen = []
-
-  def score(crops):
-    if chosen:
-      return chosen[0](crops)
-    seconds, scores = {}, {}
-    for name, scorer in (("XLA", compiled), ("plain", plain)):
-      scorer(crops).numpy()  # traces (and compiles)
-      start = time.perf_counter()
-      scores[name] = scorer(crops)
-      scores[name].numpy()  # waits for the result
-      seconds[name] = time.perf_counter() - start
-    best = min(seconds, key=seconds.get)
-    chosen.append(compiled if best == "XLA" else plain)
-    log(f"scorer: XLA {seconds['XLA']:.2f} s, plain {seconds['plain']:.2f} s a batch; "
-        f"using {best}")
-    return scores[best]
-  return score
-
-
 def score_images(score, paths, resize, target, batch_size, label_count, views="ten"):
   """Scores every path; unreadable images get a row of NaN. Returns (scores [N, L], failed)."""
   scores = np.full((len(paths), label_count), np.nan, np.float32)
@@ -157,16 +119,16 @@ def main(argv):
   configs.parse_overrides(argv, config, usage=__doc__)
   paths = get_test_image_list(config)
   if config.export_saved_model:
-    export_saved_model.check_export_dir(config.export_saved_model)
+    scoring.check_export_dir(config.export_saved_model)
   run_utils.select_devices(config.gpu_id)
 
   model, model_config, prefix, step = run_utils.load_trained_model(config.checkpoint_path)
   log(f"restored {prefix} (step {step})")
   # Read the names and thresholds now, so that a bad file fails before the images are scored.
-  label_names = metrics.load_label_names(config.label_names_file, model_config.label_count,
-                                         run_dir=os.path.dirname(prefix))
-  thresholds = metrics.prediction_thresholds(config.thresholds_file, config.threshold,
-                                             model_config.label_count)
+  label_names = score_files.load_label_names(config.label_names_file, model_config.label_count,
+                                             run_dir=os.path.dirname(prefix))
+  thresholds = score_files.prediction_thresholds(config.thresholds_file, config.threshold,
+                                                 model_config.label_count)
   target = (model_config.target_height, model_config.target_width)
   resize = ten_crop_resize((config.resize_height, config.resize_width), target)
   views = test_views(config.views, model_config.augmentation)
@@ -178,7 +140,7 @@ def main(argv):
         f"(trained with augmentation={model_config.augmentation}; --views=ten for 10 crops)")
 
   start = time.time()
-  score = make_scorer(model, config.aggregation, config.xla)
+  score = scoring.make_scorer(model, config.aggregation, config.xla)
   scores, failed = score_images(score, paths, resize, target, config.batch_size,
                                 model_config.label_count, views)
   for i in failed:
@@ -188,12 +150,12 @@ def main(argv):
                                      "in predictions.csv)" if len(failed) else ""))
 
   score_path = os.path.join(config.inference_dir, config.inference_file_name)
-  metrics.save_scores(score_path, scores)
+  score_files.save_scores(score_path, scores)
   csv_path = os.path.join(config.inference_dir, "predictions.csv")
   write_predictions_csv(csv_path, paths, scores, set(failed.tolist()), thresholds, label_names)
   if config.export_saved_model:
-    export_saved_model.export(model, config.export_saved_model, resize, target,
-                              config.aggregation, thresholds, label_names, views)
+    scoring.export(model, config.export_saved_model, resize, target, config.aggregation,
+                   thresholds, label_names, views)
     log(f"wrote a SavedModel to {config.export_saved_model}")
   # Last, so that it describes outputs that are all there.
   config_path = os.path.join(config.inference_dir, INFERENCE_CONFIG_FILE)

@@ -27,19 +27,20 @@ A 0/0 counts as 0, as sklearn's zero_division=0: a label nothing is predicted fo
 a label without positives has recall 0, and CF1/OF1 are 0 when both their terms are 0. CP and CR
 average over all labels, like sklearn's average='macro'. Note CF1 is not the macro-averaged F1.
 
-The file helpers read and write the toolkit's text formats: score files (np.savetxt '%.6f', one
-row per image), image_label files ("1 0 1 ..."), and threshold files (one per line, '#' comments).
+The toolkit's text files of scores, labels, label names and thresholds are score_files.py's;
+this file is numbers only. It stays one file (~380 lines) because its three parts, ranking,
+counting and the per-label thresholds, share the ranked counts (_ranked_counts) and the one
+check of a labels/scores pair, and each part's definitions are what its tests hold it to.
 """
 
 import math
 
 import numpy as np
 
-import configs
 import errors
-import fileio
 
 LABEL_VALUES = (0.0, 1.0, -1.0)  # -1 = unknown (records.UNKNOWN; this module needs no TensorFlow)
+PRF_NAMES = ("CP", "CR", "CF1", "OP", "OR", "OF1")  # the counting metrics, in table order
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,14 +238,12 @@ def evaluate_scores(labels, scores, threshold=0.5, top_k=3):
     result["unknown_entries"] = unknown
   at_threshold = multilabel_prf(labels, threshold_predictions(scores, threshold))
   at_top_k = multilabel_prf(labels, top_k_predictions(scores, top_k))
-  for name in _PRF_NAMES:
+  for name in PRF_NAMES:
     result[name] = at_threshold[name]
-  for name in _PRF_NAMES:
+  for name in PRF_NAMES:
     result[f"{name}_top{top_k}"] = at_top_k[name]
   return result
 
-
-_PRF_NAMES = ("CP", "CR", "CF1", "OP", "OR", "OF1")
 
 
 def _label_name(j, label_names):
@@ -260,12 +259,12 @@ def format_metrics_table(metrics, label_names=None):
            + ("n/a" if mean_ap is None else f"{mean_ap:.4f}")
            + (f"   (excluded, no positives: {', '.join(_label_name(j, label_names) for j in excluded)})"
               if excluded else ""),
-           f"{'':>10}" + "".join(f"{name:>8}" for name in _PRF_NAMES)]
+           f"{'':>10}" + "".join(f"{name:>8}" for name in PRF_NAMES)]
   lines.append(f"{'@' + format(metrics.get('threshold', 0.5), 'g'):>10}"
-               + "".join(f"{metrics[name]:8.4f}" for name in _PRF_NAMES))
+               + "".join(f"{metrics[name]:8.4f}" for name in PRF_NAMES))
   if f"CP_top{k}" in metrics:
     lines.append(f"{'top-' + str(k):>10}"
-                 + "".join(f"{metrics[f'{name}_top{k}']:8.4f}" for name in _PRF_NAMES))
+                 + "".join(f"{metrics[f'{name}_top{k}']:8.4f}" for name in PRF_NAMES))
   per_label_ap = metrics.get("per_label_ap") or []
   if per_label_ap:
     width = max(len(_label_name(j, label_names)) for j in range(len(per_label_ap)))
@@ -362,7 +361,7 @@ def calibrate_thresholds(labels, scores, method, label_names=None):
 
 
 # ---------------------------------------------------------------------------------------------
-# Files.
+# The one check of a (labels, scores) pair.
 
 def _check_pair(labels, second, second_name="scores"):
   """Both as float64 [num_images, num_labels] of one shape; labels 0/1 or -1, no NaN/inf."""
@@ -380,144 +379,3 @@ def _check_pair(labels, second, second_name="scores"):
     i, j = np.argwhere(~np.isfinite(second))[0]
     raise errors.DataError(f"{second_name} contain {second[i, j]!r} at image {i}, label {j}")
   return labels, second
-
-
-def save_scores(path, scores):
-  """The original's score file: np.savetxt '%.6f', one row per image, space-separated."""
-  scores = np.asarray(scores, dtype=np.float64)
-  if scores.ndim != 2:
-    raise ValueError(f"{path}: scores must be [num_images, num_labels], got shape {scores.shape}")
-  fileio.write_text(path, "".join(" ".join(f"{v:.6f}" for v in row) + "\n" for row in scores))
-
-
-def save_labels(path, labels):
-  """An image_label file: one row per image, "1 0 1 ..." (one 0/1 per label; -1 kept as -1)."""
-  labels = np.asarray(labels)
-  if labels.ndim != 2:
-    raise ValueError(f"{path}: labels must be [num_images, num_labels], got shape {labels.shape}")
-  fileio.write_text(path, "".join(" ".join(str(int(v)) for v in row) + "\n" for row in labels))
-
-
-def read_lines(path):
-  """The lines of a text input file; MissingFileError or DataError naming it if it can't be read."""
-  try:
-    with open(path, encoding="utf-8-sig") as f:  # a BOM (Windows editors) is no part of the text
-      return f.read().split("\n")
-  except FileNotFoundError:
-    raise errors.MissingFileError(f"{path}: no such file") from None
-  except OSError as e:  # a directory, no permission
-    raise errors.DataError(f"{path}: cannot be read ({e.strerror})") from None
-  except UnicodeDecodeError as e:
-    raise errors.DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-
-
-def load_matrix(path):
-  """A whitespace-separated numeric text file as float64 [num_rows, num_columns].
-
-  Always 2-D (one row or one column included). Blank lines and '#' lines are skipped. A
-  non-numeric value, a row of a different length, or an empty file is a DataError naming the
-  file and line.
-  """
-  rows, width, first_line = [], None, None
-  for line_number, line in enumerate(read_lines(path), 1):
-    fields = line.split()
-    if not fields or fields[0].startswith("#"):
-      continue
-    try:
-      row = [float(field) for field in fields]
-    except ValueError:
-      bad = next(x for x in fields if not _is_float(x))
-      raise errors.DataError(f"{path}:{line_number}: non-numeric value {bad!r}") from None
-    if width is None:
-      width, first_line = len(row), line_number
-    elif len(row) != width:
-      raise errors.DataError(f"{path}:{line_number}: {len(row)} values, but line {first_line} "
-                             f"has {width}")
-    rows.append(row)
-  if not rows:
-    raise errors.DataError(f"{path}: no data rows")
-  return np.array(rows, dtype=np.float64)
-
-
-def _is_float(text):
-  try:
-    float(text)
-    return True
-  except ValueError:
-    return False
-
-
-def load_labels(path):
-  """An image_label file as int64 [num_images, num_labels]; a value other than 0/1/-1 (-1 =
-  unknown) is an error."""
-  matrix = load_matrix(path)
-  bad = ~np.isin(matrix, LABEL_VALUES)
-  if bad.any():
-    i, j = np.argwhere(bad)[0]
-    raise errors.DataError(f"{path}: labels must be 0 or 1; found {matrix[i, j]:g} in data row "
-                           f"{i + 1}, column {j + 1} (-1, an unknown label, is allowed too)")
-  return matrix.astype(np.int64)
-
-
-def load_label_names(path, label_count, run_dir=""):
-  """Label names: one per line of `path` (surrounding spaces stripped); without a path, those a
-  run stored in `run_dir`'s config.json, eval_config.json or inference_config.json
-  (configs.saved_label_names); else label_0, label_1, ...
-
-  A blank name or a count other than `label_count` is a DataError naming the file.
-  """
-  if not path and run_dir:
-    names, source = configs.saved_label_names(run_dir)
-    if names is not None:
-      if len(names) != label_count:
-        raise errors.DataError(f"{source}: {len(names)} label names, but the model has "
-                               f"{label_count} labels")
-      return list(names)
-  if not path:
-    return [f"label_{j}" for j in range(label_count)]
-  names = [line.strip() for line in read_lines(path)]
-  while names and not names[-1]:  # trailing newlines
-    names.pop()
-  if "" in names:
-    raise errors.DataError(f"{path}:{names.index('') + 1}: blank label name")
-  if len(names) != label_count:
-    raise errors.DataError(f"{path}: {len(names)} label names, but the model has {label_count} "
-                           "labels")
-  return names
-
-
-def save_thresholds(path, thresholds, method):
-  """One threshold per line (exact repr, so they round-trip), after a '# method=<method>' line."""
-  lines = [f"# method={method}\n"] + [f"{float(t)!r}\n" for t in np.ravel(thresholds)]
-  fileio.write_text(path, "".join(lines))
-
-
-def prediction_thresholds(thresholds_file, threshold, label_count):
-  """thresholds_file's per-label thresholds ([label_count] float64), else the single `threshold`.
-
-  A thresholds file with a count other than label_count is a DataError naming the file.
-  """
-  if not thresholds_file:
-    return threshold
-  thresholds = load_thresholds(thresholds_file)
-  if thresholds.size != label_count:
-    raise errors.DataError(f"{thresholds_file}: {thresholds.size} thresholds, but the model has "
-                           f"{label_count} labels")
-  return thresholds
-
-
-def load_thresholds(path):
-  """A thresholds file (one per line, '#' comment lines skipped) as float64 [num_labels]."""
-  thresholds = []
-  for line_number, line in enumerate(read_lines(path), 1):
-    text = line.strip()
-    if not text or text.startswith("#"):
-      continue
-    try:
-      thresholds.append(float(text))
-    except ValueError:
-      raise errors.DataError(f"{path}:{line_number}: expected one threshold per line, got "
-                             f"{text!r}") from None
-  if not thresholds:
-    raise errors.DataError(f"{path}: no thresholds")
-  return np.array(thresholds, dtype=np.float64)

@@ -101,6 +101,19 @@ def dump_sample(dump_dir, index, data, labels, image):
   return name
 
 
+def write_samples_tsv(path, samples):
+  """One row per dumped sample: its file name, record index, source file, image path, positive
+  labels, the whole label row and the image's height and width.
+  samples: (name, index, file, path, labels [L], image shape) tuples, in dump order."""
+  with fileio.atomic_write(path) as f:
+    f.write("file\trecord\tsource\timage_path\tpositive_labels\tlabel_row\theight\twidth\n")
+    for name, index, file, image_path, labels, shape in samples:
+      positives = " ".join(str(i) for i in np.flatnonzero(labels == 1))
+      row = " ".join(str(int(v)) for v in labels)
+      f.write(f"{name}\t{index}\t{file}\t{image_path}\t{positives}\t{row}\t{shape[0]}\t"
+              f"{shape[1]}\n")
+
+
 def print_statistics(label_rows, heights, widths):
   """Positives (and unknowns, if any) per label, labels per image, and image sizes of the good
   records. The fraction is of all records; unknown (-1) entries are neither positive nor not."""
@@ -125,6 +138,14 @@ def print_statistics(label_rows, heights, widths):
     print(f"image {what}: min {np.min(sizes)}, median {np.median(sizes):g}, max {np.max(sizes)}")
 
 
+def check_config(cfg):
+  """ConfigError naming a missing or impossible setting, before any work."""
+  if not cfg.data_path:
+    raise errors.ConfigError("--data_path is required (a file, a comma list or a glob)")
+  if cfg.num_samples < 0:
+    raise errors.ConfigError(f"--num_samples={cfg.num_samples}: must be >= 0")
+
+
 def main(argv):
   # Configuration: edit here, or override with --field=value.
   cfg = configs.ReadTFRecordConfig()
@@ -133,10 +154,7 @@ def main(argv):
     tf.config.set_visible_devices([], "GPU")  # decoding is CPU work; leave the GPUs to training
   except RuntimeError:
     pass  # TensorFlow was already initialized by the caller (e.g. tests calling main())
-  if not cfg.data_path:
-    raise errors.ConfigError("--data_path is required (a file, a comma list or a glob)")
-  if cfg.num_samples < 0:
-    raise errors.ConfigError(f"--num_samples={cfg.num_samples}: must be >= 0")
+  check_config(cfg)
   files = records.expand_file_spec(cfg.data_path)  # a MissingFileError names the spec
   print(f"{len(files)} file(s): {', '.join(files) if len(files) <= 5 else files[0] + ' ...'}")
 
@@ -179,12 +197,7 @@ def main(argv):
       print(f"statistics of the {len(label_rows)} good records:")
     print_statistics(label_rows, heights, widths)
   if samples:
-    with fileio.atomic_write(os.path.join(cfg.dump_dir, "samples.tsv")) as f:
-      f.write("file\trecord\tsource\timage_path\tpositive_labels\tlabel_row\theight\twidth\n")
-      for name, index, file, path, labels, shape in samples:
-        positives = " ".join(str(i) for i in np.flatnonzero(labels == 1))
-        row = " ".join(str(int(v)) for v in labels)
-        f.write(f"{name}\t{index}\t{file}\t{path}\t{positives}\t{row}\t{shape[0]}\t{shape[1]}\n")
+    write_samples_tsv(os.path.join(cfg.dump_dir, "samples.tsv"), samples)
     print(f"dumped {len(samples)} samples and samples.tsv to {cfg.dump_dir}")
   if failures:  # a damaged file first: what stops training and evaluation
     raise errors.DataError(f"{len(failures)} failure(s), listed above as FAILED"

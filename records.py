@@ -14,11 +14,14 @@ Each record is a serialized `tf.train.SequenceExample`:
 A label may also be -1, "unknown" (nobody checked it), stored as is: the loss and the metrics
 skip such entries. Records with only 0/1 are byte for byte what the original wrote.
 
-Used by create_tfrecord.py (writing), read_tfrecord.py and the model's tf.data input pipeline
-(parsing):
+Used by create_tfrecord.py (writing), read_tfrecord.py and preprocessing.py's tf.data input
+pipeline (parsing):
 
     files = records.expand_file_spec("data/train.tfrecord-*")
     dataset = tf.data.TFRecordDataset(files).map(records.parse_example)
+
+Everything that knows the layout or reads the files lives here (~300 lines), so that no other
+file needs to: writing, parsing, counting, and naming a damaged record.
 """
 
 import contextlib

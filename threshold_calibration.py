@@ -32,6 +32,7 @@ import numpy as np
 import configs
 import errors
 import metrics
+import score_files
 
 UNREADABLE = -1  # the prediction row of an image inference.py could not read (a NaN score row)
 
@@ -42,8 +43,8 @@ def load_pair(label_file, score_file):
   Returns:
     labels: int64 [num_images, num_labels]; scores: float64 [num_images, num_labels].
   """
-  labels = metrics.load_labels(label_file)
-  scores = metrics.load_matrix(score_file)
+  labels = score_files.load_labels(label_file)
+  scores = score_files.load_matrix(score_file)
   if labels.shape != scores.shape:
     raise errors.DataError(f"label file {label_file} has shape {labels.shape} (images, labels) "
                            f"but score file {score_file} has shape {scores.shape}; they must match")
@@ -70,7 +71,7 @@ def check_config(cfg):
 
 def comparison_table(labels, scores, thresholds, title, label_names=None):
   """Text: per-label F1 and threshold, then CP..OF1, at 0.5 against the calibrated thresholds."""
-  names = label_names or metrics.load_label_names("", labels.shape[1])
+  names = label_names or score_files.load_label_names("", labels.shape[1])
   at_half = metrics.multilabel_prf(labels, metrics.threshold_predictions(scores, 0.5))
   calibrated = metrics.multilabel_prf(labels, metrics.threshold_predictions(scores, thresholds))
   width = max(10, *(len(name) + 1 for name in names))
@@ -79,10 +80,10 @@ def comparison_table(labels, scores, thresholds, title, label_names=None):
   for j, name in enumerate(names):
     lines.append(f"{name:<{width}}{int((labels[:, j] == 1).sum()):>10}{thresholds[j]:>11.6f}"
                  f"{at_half['per_label_f1'][j]:>9.4f}{calibrated['per_label_f1'][j]:>9.4f}")
-  columns = ("CP", "CR", "CF1", "OP", "OR", "OF1")
-  lines.append(f"{'':<14}" + "".join(f"{column:>8}" for column in columns))
+  lines.append(f"{'':<14}" + "".join(f"{column:>8}" for column in metrics.PRF_NAMES))
   for row_name, result in (("at 0.5", at_half), ("calibrated", calibrated)):
-    lines.append(f"{row_name:<14}" + "".join(f"{result[column]:8.4f}" for column in columns))
+    lines.append(f"{row_name:<14}"
+                 + "".join(f"{result[column]:8.4f}" for column in metrics.PRF_NAMES))
   return "\n".join(lines)
 
 
@@ -93,7 +94,7 @@ def load_test_set(cfg, label_count):
   if cfg.apply_labels:
     test_labels, test_scores = load_pair(cfg.apply_labels, cfg.apply_to)
   else:
-    test_scores = metrics.load_matrix(cfg.apply_to)
+    test_scores = score_files.load_matrix(cfg.apply_to)
   if test_scores.shape[1] != label_count:
     raise errors.DataError(f"score file {cfg.apply_to} has shape {test_scores.shape}, i.e. "
                            f"{test_scores.shape[1]} labels, but the calibration files have "
@@ -108,7 +109,7 @@ def main(argv):
 
   # Read every input first: a bad file fails before anything is written.
   labels, scores = load_pair(cfg.label_file, cfg.score_file)
-  names = metrics.load_label_names(cfg.label_names_file, labels.shape[1], run_dir=cfg.run_dir)
+  names = score_files.load_label_names(cfg.label_names_file, labels.shape[1], run_dir=cfg.run_dir)
   if cfg.apply_to:
     test_scores, test_labels = load_test_set(cfg, labels.shape[1])
 
@@ -120,7 +121,7 @@ def main(argv):
   for name, threshold in zip(names, thresholds):
     print(f"  {name}: {threshold:.6f}")
   if cfg.output_file:
-    metrics.save_thresholds(cfg.output_file, thresholds, cfg.method)
+    score_files.save_thresholds(cfg.output_file, thresholds, cfg.method)
     print(f"wrote {len(thresholds)} thresholds to {cfg.output_file}")
   print(comparison_table(labels, scores, thresholds, "calibration set", names))
   if not cfg.apply_to:
@@ -136,7 +137,7 @@ def main(argv):
           f"inference.py could not read): their predictions are {UNREADABLE} (unknown), and "
           "the test-set metrics leave them out")
   if cfg.predictions_file:
-    metrics.save_labels(cfg.predictions_file, predictions)
+    score_files.save_labels(cfg.predictions_file, predictions)
     print(f"wrote {predictions.shape[0]} prediction rows to {cfg.predictions_file}")
   if cfg.apply_labels:
     readable = ~unreadable

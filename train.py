@@ -31,14 +31,15 @@ import checkpoints
 import configs
 import errors
 import input_service
-import metrics
 import records
 import run_utils
-from multi_label_classification_model import (AUGMENTATIONS, LOSSES, UNKNOWN_LABEL_MODES,
-                                              MultiLabelClassificationModel, build_dataset,
-                                              count_dead_units, count_known, head_activity,
-                                              head_depth, total_loss)
+import score_files
+from multi_label_classification_model import (LOSSES, UNKNOWN_LABEL_MODES,
+                                              MultiLabelClassificationModel, head_depth)
+from pos_weight import resolve_pos_weight
+from preprocessing import AUGMENTATIONS, build_dataset
 from run_utils import log
+from train_step import DeadUnitWatch, make_train_step, summarize_images
 
 
 def check_config(model_config, train_config):
@@ -96,81 +97,12 @@ def restore_or_start(manager, model, model_config, latest=None):
   return False
 
 
-def checkpoint_dir(strategy, train_dir):
+def train_dir_or_new_temp_dir(strategy, train_dir):
   """The chief writes train_dir; other workers write a temp dir (they must save too, since saving
   is collective) that is deleted afterwards, as TensorFlow's multi-worker guide prescribes."""
   if run_utils.is_chief(strategy):
     return train_dir
   return tempfile.mkdtemp(prefix="worker_ckpt_")
-
-
-def make_train_step(model, optimizer, ema, strategy, model_config, train_config,
-                    pos_weight=None):
-  """One distributed step: forward, loss, gradients, clipping, update, EMA. Returns the loss
-  terms and the global gradient norm, reduced over replicas. pos_weight: None or the [L] list
-  of positive-term weights (run_utils.resolve_pos_weight)."""
-  variables = model.trainable_variables
-  replicas = strategy.num_replicas_in_sync
-  global_batch = model_config.batch_size * replicas
-  loss_options = dict(kind=train_config.loss, focal_gamma=train_config.focal_gamma,
-                      gamma_neg=train_config.gamma_neg, gamma_pos=train_config.gamma_pos,
-                      asl_clip=train_config.asl_clip, unknown_label=train_config.unknown_label,
-                      pos_weight=pos_weight)
-  loss_scale = isinstance(optimizer, tf.keras.optimizers.LossScaleOptimizer)
-
-  @tf.function(jit_compile=train_config.xla)
-  def gradients(images, labels, known):
-    with tf.GradientTape() as tape:
-      logits, end_points = model(images, training=True)
-      loss, classification, regularization = total_loss(
-          model, logits, labels, global_batch_size=global_batch, known_entries=known,
-          **loss_options)
-      scaled = optimizer.scale_loss(loss) if loss_scale else loss
-    grads = tape.gradient(scaled, variables)
-    return grads, classification, regularization, head_activity(end_points)
-
-  def replica_step(images, labels):
-    known = count_known(labels)
-    if replicas > 1:
-      # The loss averages over the known (not -1) entries of the global batch, as it averages
-      # over the global batch: a run on n replicas is one big batch's, whatever each one holds.
-      known = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, known)
-    grads, classification, regularization, activity = gradients(images, labels, known)
-    if replicas > 1:
-      # Keras 3 optimisers sum the replicas' gradients only inside apply_gradients, after the
-      # clipping below (and LossScaleOptimizer's finite check) would have seen each replica's
-      # partial sum: sum them first, so both see the gradient of the whole global batch.
-      grads = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, grads)
-    # Under loss scaling the gradients are multiplied by the scale (a power of two) until
-    # LossScaleOptimizer divides it out: norm and clip threshold are scaled alike, so the clip
-    # acts on the true gradient, and a non-finite norm gives non-finite grads (a skipped step).
-    scale = tf.convert_to_tensor(optimizer.dynamic_scale) if loss_scale else 1.0
-    scaled_norm = tf.linalg.global_norm(grads)
-    norm = scaled_norm / scale
-    if train_config.clip_gradients > 0:
-      grads, _ = tf.clip_by_global_norm(grads, train_config.clip_gradients * scale,
-                                        use_norm=scaled_norm)
-    if replicas > 1:
-      grads = [g / replicas for g in grads]  # the optimiser sums them over the replicas again
-    optimizer.apply_gradients(zip(grads, variables))
-    if ema is not None:
-      ema.update()
-    return classification, regularization, norm, activity
-
-  @tf.function
-  def step(iterator):
-    images, labels = next(iterator)
-    classification, regularization, norm, activity = strategy.run(replica_step,
-                                                                  args=(images, labels))
-    total = lambda x: strategy.reduce(tf.distribute.ReduceOp.SUM, x, axis=None)
-    # Both terms are already scaled per replica (global batch; replica count), so they sum.
-    scalars = {"loss/classification": total(classification),
-               "loss/regularization": total(regularization),
-               "gradient_norm": strategy.reduce(tf.distribute.ReduceOp.MEAN, norm, axis=None)}
-    # > 0 where a unit was positive on some replica's batch: [D] per head ReLU
-    return scalars, {scope: total(a) for scope, a in activity.items()}
-
-  return step
 
 
 class StopFlag:
@@ -193,87 +125,82 @@ class StopFlag:
     log(f"received {signal.Signals(signum).name}: saving a checkpoint after this step")
 
 
-def summarize_images(iterator, strategy, step_no, model_config, count=3):
-  """A few augmented training inputs, as the network sees them (mapped back to [0, 1])."""
-  images, _ = next(iterator)
-  images = strategy.experimental_local_results(images)[0][:count]
-  tf.summary.image("augmented_inputs", (images + 1.0) / 2.0, step=step_no, max_outputs=count,
-                   description=f"the inputs as the network sees them: augmentation="
-                               f"{model_config.augmentation}")
+class WindowLog:
+  """What train_loop reports: each window of log_every_n_steps steps (and the last step) as
+  TensorBoard scalars and one log line (losses, learning rate, dead head units, images/s, ETA);
+  a few augmented inputs every image_summary_steps, and at the first step."""
+
+  def __init__(self, writer, strategy, model_config, train_config, learning_rate):
+    self.writer, self.strategy, self.learning_rate = writer, strategy, learning_rate
+    self.model_config, self.train_config = model_config, train_config
+    self.dead_units = DeadUnitWatch(head_depth(model_config))
+    self.batch = model_config.batch_size * strategy.num_replicas_in_sync  # all replicas' images
+    self.start, self.steps = time.time(), 0
+
+  def step(self, step_no, scalars, activity, iterator, first):
+    """Counts one step; logs at the window's end and summarises the inputs when due."""
+    config, self.steps = self.train_config, self.steps + 1
+    self.dead_units.add(activity)
+    if step_no % config.log_every_n_steps == 0 or step_no == config.number_of_steps:
+      self.write(step_no, scalars)
+    if config.image_summary_steps > 0 and (step_no % config.image_summary_steps == 0 or first):
+      with self.writer.as_default():
+        summarize_images(iterator, self.strategy, step_no, self.model_config)
+
+  def write(self, step_no, scalars):
+    elapsed = time.time() - self.start
+    rate = self.steps * self.batch / elapsed
+    eta = (self.train_config.number_of_steps - step_no) * elapsed / self.steps
+    values = {k: float(v) for k, v in scalars.items()}
+    values.update(self.dead_units.read())
+    values["loss/total"] = values["loss/classification"] + values["loss/regularization"]
+    # the rate this step used: the optimiser reads the schedule before counting the step
+    values["learning_rate"] = float(self.learning_rate(step_no - 1))
+    values["images_per_sec"] = rate
+    with self.writer.as_default(step=step_no):
+      for name, value in values.items():
+        tf.summary.scalar(name, value)
+    log(f"step {step_no}: loss {values['loss/total']:.4f} "
+        f"(classification {values['loss/classification']:.4f}, regularization "
+        f"{values['loss/regularization']:.4f}) lr {values['learning_rate']:.2e} dead head "
+        f"units {values['head/dead_units_1']:.0f}+{values['head/dead_units_2']:.0f} "
+        f"{rate:.1f} images/s, eta {eta / 60:.1f} min")
+    self.start, self.steps = time.time(), 0
 
 
-class DeadUnitWatch:
-  """Counts the head's dead ReLUs over each logging window (units never positive on any of its
-  batches), and warns once when more than half of a layer's units are dead."""
+class CheckpointTrigger:
+  """Saves every save_checkpoint_steps steps and every save_checkpoint_secs seconds.
 
-  def __init__(self, depth):
-    self.depth, self.window, self.warned = depth, [], False
+  Saving is collective across workers (ON_READ variables are reduced), so every worker must save
+  at the same step: a wall-clock trigger would fire on one and hang the others, and multi-worker
+  runs save by steps only."""
 
-  def add(self, activity):
-    self.window.append(activity)  # device tensors: read only at the end of the window
+  def __init__(self, manager, strategy, train_config):
+    self.manager, self.steps = manager, train_config.save_checkpoint_steps
+    self.secs = 0 if run_utils.is_multi_worker(strategy) else train_config.save_checkpoint_secs
+    if self.secs != train_config.save_checkpoint_secs:
+      log("note: multi-worker training saves every save_checkpoint_steps only "
+          "(save_checkpoint_secs is ignored)")
+    self.last = time.time()
 
-  def read(self):
-    """{'head/dead_units_1': n, 'head/dead_units_2': n} over the window; starts a new one."""
-    dead = count_dead_units(self.window)
-    self.window = []
-    counts = {f"head/dead_units_{i + 1}": n for i, n in enumerate(dead.values())}
-    worst = max(dead, key=dead.get)
-    if not self.warned and dead[worst] > self.depth / 2:
-      self.warned = True
-      log(f"warning: {dead[worst]} of {self.depth} units of {worst} were never positive over "
-          f"the last steps: dead ReLUs, which get no gradient and never recover. The head is "
-          f"{self.depth} wide (head_depth); rerun with a wider head, e.g. --head_depth=256")
-    return counts
+  def __call__(self, step_no):
+    if (self.steps > 0 and step_no % self.steps == 0) or (
+        self.secs > 0 and time.time() - self.last >= self.secs):
+      checkpoints.save(self.manager, step_no)  # a full disk: one line, the last checkpoint kept
+      self.last = time.time()
 
 
-def train_loop(step, iterator, strategy, manager, writer, model_config, train_config,
-               global_step, learning_rate, stop):
-  """Runs steps to number_of_steps, logging, summarising and saving as configured."""
+def train_loop(step, iterator, global_step, number_of_steps, window_log, save_if_due, stop):
+  """Runs steps from global_step to number_of_steps (or a stop signal): each step is counted by
+  window_log (a WindowLog) and offered to save_if_due (a CheckpointTrigger). Returns the last
+  step's number."""
   step_no = start = int(global_step.numpy())
-  dead_units = DeadUnitWatch(head_depth(model_config))
-  batch = model_config.batch_size * strategy.num_replicas_in_sync  # images/s counts all replicas
-  # Saving is collective across workers (ON_READ variables are reduced), so every worker must
-  # save at the same step: a wall-clock trigger would fire on one and hang the others.
-  save_secs = 0 if run_utils.is_multi_worker(strategy) else train_config.save_checkpoint_secs
-  if save_secs != train_config.save_checkpoint_secs:
-    log("note: multi-worker training saves every save_checkpoint_steps only "
-        "(save_checkpoint_secs is ignored)")
-  window_start, window_steps, last_save = time.time(), 0, time.time()
-  log(f"training from step {step_no} to {train_config.number_of_steps}")
-  while step_no < train_config.number_of_steps and stop.signal is None:
+  log(f"training from step {step_no} to {number_of_steps}")
+  while step_no < number_of_steps and stop.signal is None:
     scalars, activity = step(iterator)
-    dead_units.add(activity)
     step_no += 1
-    window_steps += 1
-    if step_no % train_config.log_every_n_steps == 0 or step_no == train_config.number_of_steps:
-      elapsed = time.time() - window_start
-      rate = window_steps * batch / elapsed
-      eta = (train_config.number_of_steps - step_no) * elapsed / window_steps
-      values = {k: float(v) for k, v in scalars.items()}
-      values.update(dead_units.read())
-      values["loss/total"] = values["loss/classification"] + values["loss/regularization"]
-      # the rate this step used: the optimiser reads the schedule before counting the step
-      values["learning_rate"] = float(learning_rate(step_no - 1))
-      values["images_per_sec"] = rate
-      with writer.as_default(step=step_no):
-        for name, value in values.items():
-          tf.summary.scalar(name, value)
-      log(f"step {step_no}: loss {values['loss/total']:.4f} "
-          f"(classification {values['loss/classification']:.4f}, regularization "
-          f"{values['loss/regularization']:.4f}) lr {values['learning_rate']:.2e} dead head "
-          f"units {values['head/dead_units_1']:.0f}+{values['head/dead_units_2']:.0f} "
-          f"{rate:.1f} images/s, eta {eta / 60:.1f} min")
-      window_start, window_steps = time.time(), 0
-    if train_config.image_summary_steps > 0 and (
-        step_no % train_config.image_summary_steps == 0 or step_no == start + 1):
-      with writer.as_default():
-        summarize_images(iterator, strategy, step_no, model_config)
-    due = (train_config.save_checkpoint_steps > 0
-           and step_no % train_config.save_checkpoint_steps == 0) or (
-           save_secs > 0 and time.time() - last_save >= save_secs)
-    if due:
-      checkpoints.save(manager, step_no)  # a full disk: one line, the last checkpoint kept
-      last_save = time.time()
+    window_log.step(step_no, scalars, activity, iterator, first=step_no == start + 1)
+    save_if_due(step_no)
   return step_no
 
 
@@ -288,8 +215,9 @@ def main(argv):
              if train_config.data_service_address else None)  # a dead dispatcher: an error now
   # Given once, here: stored in config.json, where evaluate, calibration, inference and the
   # SavedModel find them. A resumed run without the flag keeps the names stored before.
-  label_names = metrics.load_label_names(model_config.label_names_file, model_config.label_count,
-                                         run_dir=train_config.train_dir)
+  label_names = score_files.load_label_names(model_config.label_names_file,
+                                             model_config.label_count,
+                                             run_dir=train_config.train_dir)
   if train_config.seed >= 0:
     tf.random.set_seed(train_config.seed)
 
@@ -302,7 +230,7 @@ def main(argv):
                                     model_config.image_label_key)
   log(f"{strategy.num_replicas_in_sync} replica(s); global batch "
       f"{model_config.batch_size * strategy.num_replicas_in_sync}")
-  pos_weight = run_utils.resolve_pos_weight(train_config, model_config)  # None = off
+  pos_weight = resolve_pos_weight(train_config, model_config)  # None = off
   with strategy.scope():
     model = MultiLabelClassificationModel(model_config)
     optimizer = run_utils.make_optimizer(
@@ -315,7 +243,7 @@ def main(argv):
   if run_utils.is_chief(strategy):  # what a killed or failed save left can keep a disk full
     for path in checkpoints.remove_leftovers(train_config.train_dir):
       log(f"removed {path}: left by a save that was killed or failed")
-  save_dir = checkpoint_dir(strategy, train_config.train_dir)
+  save_dir = train_dir_or_new_temp_dir(strategy, train_config.train_dir)
   manager = tf.train.CheckpointManager(
       checkpoint, save_dir, max_to_keep=train_config.max_to_keep,
       keep_checkpoint_every_n_hours=train_config.keep_checkpoint_every_n_hours)
@@ -345,9 +273,10 @@ def main(argv):
   writer = tf.summary.create_file_writer(save_dir)
   stop = StopFlag()
   try:
-    step_no = train_loop(step, iter(dataset), strategy, manager, writer, model_config,
-                         train_config, optimizer.iterations,
-                         run_utils.learning_rate_schedule(train_config), stop)
+    window_log = WindowLog(writer, strategy, model_config, train_config,
+                           run_utils.learning_rate_schedule(train_config))
+    step_no = train_loop(step, iter(dataset), optimizer.iterations, train_config.number_of_steps,
+                         window_log, CheckpointTrigger(manager, strategy, train_config), stop)
     if manager.latest_checkpoint != os.path.join(save_dir, f"ckpt-{step_no}"):
       checkpoints.save(manager, step_no)
     writer.flush()

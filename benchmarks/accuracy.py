@@ -1,11 +1,11 @@
 """Accuracy of the toolkit's training recipes against a hand-written Keras fine-tune (issue 11).
 
 Builds the demo's multi-label digits (make_demo_data.py, sklearn's handwritten digits: no
-download) and writes train and eval TFRecords with create_tfrecord.py. Then, for each seed, it
-trains every recipe with train.py (a subprocess, exactly as a user runs it) and the Keras peer
-(keras_peer.py: ResNet50V2(weights=None) + the original head, Adam with clipping at 5 and the
-`short` recipe's learning-rate schedule), with the same steps, batch, image size and seed, from
-scratch. Every model is scored on the held-out eval split at a few step counts by the same code
+download) and writes train and eval TFRecords with create_tfrecord.py (bench_data.py). Then, for
+each seed, it trains every recipe with train.py (a subprocess, exactly as a user runs it) and
+the Keras peer (keras_peer.py: ResNet50V2(weights=None) + the original head, Adam with clipping
+at 5 and the `short` recipe's learning-rate schedule), with the same steps, batch, image size
+and seed, from scratch. Every model is scored on the held-out eval split at a few step counts by the same code
 (metrics.mean_average_precision over build_dataset's eval pass). Prints a table, then as the
 last line one JSON object with every figure.
 
@@ -28,7 +28,6 @@ import json
 import os
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,8 +42,9 @@ import tensorflow as tf  # noqa: E402
 import configs  # noqa: E402
 import metrics  # noqa: E402
 import run_utils  # noqa: E402
+from bench_data import make_demo_records, run_script  # noqa: E402
 from keras_peer import keras_model  # noqa: E402
-from multi_label_classification_model import build_dataset  # noqa: E402
+from preprocessing import build_dataset  # noqa: E402
 
 LABELS = 10  # make_demo_data.py's digits 0..9
 COMMON = [f"--label_count={LABELS}", "--train_base_network=true", "--batch_norm_decay=0.9",
@@ -91,31 +91,6 @@ def parse_args(argv):
   return args
 
 
-def run(command, log_path):
-  """Runs a repo script with this Python; its output goes to log_path; raises on failure."""
-  with open(log_path, "w") as log:
-    status = subprocess.call([sys.executable, *command], cwd=REPO, stdout=log,
-                             stderr=subprocess.STDOUT)
-  if status:
-    raise RuntimeError(f"{' '.join(command[:1])} failed with status {status}; see {log_path}")
-
-
-def make_data(work, data_flags):
-  """The demo's digits as train and eval TFRecords: {split: record file spec}."""
-  data = os.path.join(work, "data")
-  run(["make_demo_data.py", f"--output_dir={data}", "--num_test=0", *data_flags.split()],
-      os.path.join(work, "make_demo_data.log"))
-  specs = {}
-  for split in ("train", "eval"):
-    out = os.path.join(work, "records", f"{split}.tfrecord")
-    run(["create_tfrecord.py", f"--image_dir={data}/{split}/images",
-         f"--imglist_file={data}/{split}/image_list",
-         f"--imglabel_file={data}/{split}/image_label", f"--output_file={out}",
-         "--num_shards=2"], os.path.join(work, f"create_tfrecord_{split}.log"))
-    specs[split] = out + "-*"
-  return specs
-
-
 def sizes(size):
   """The demo's geometry: size x size crops of a resize 9/8 as large (72 for 64, 36 for 32)."""
   resize = round(size * 9 / 8)
@@ -146,7 +121,7 @@ def train_recipe(args, work, specs, recipe, seed):
            f"--batch_size={args.batch_size}", f"--seed={seed}", "--max_to_keep=1000",
            f"--save_checkpoint_steps={every}", "--save_checkpoint_secs=0",
            f"--log_every_n_steps={min(20, args.steps)}", "--image_summary_steps=0"]
-  run(["train.py", *flags], train_dir + ".log")
+  run_script(["train.py", *flags], train_dir + ".log")
   with open(train_dir + ".log") as f:
     log = f.read()
   dead = re.findall(r"dead head units (\d+)\+(\d+)", log)
@@ -236,7 +211,7 @@ def main(argv):
   os.makedirs(work, exist_ok=True)
   print(f"working in {work}: recipes {', '.join(args.recipes)}; seeds {args.seeds}; "
         f"{args.steps} steps of {args.batch_size}; scored at {args.eval_steps}", flush=True)
-  specs = make_data(work, args.data_flags)
+  specs = make_demo_records(work, args.data_flags)
   runs = {recipe: {} for recipe in args.recipes}
   for seed in args.seeds:  # seed by seed, so that a cut-short run still compares like with like
     for recipe in args.recipes:

@@ -5,14 +5,14 @@ Run it through benchmarks/gpu_check.sh, which sets the time limit and the enviro
     bash benchmarks/gpu_check.sh              # one GPU: benchmarks/results/gpu_check_<date>.json
     bash benchmarks/gpu_check.sh --dry_run    # tiny sizes on any machine, a CPU too
 
-It builds its records from throughput.py's COCO-like photos (640x480 JPEGs of ~140 KB, through
+It builds its records from bench_data.py's COCO-like photos (640x480 JPEGs of ~140 KB, through
 create_tfrecord.py) and measures, each figure the median of timed windows after warm-up steps
-(throughput.measure; warm-up includes tracing and XLA's compilation):
+(timing.measure; warm-up includes tracing and XLA's compilation):
   - pipeline: build_dataset in train mode at 224, batch 256, num_parallel_calls AUTOTUNE, that
     is every core of the machine; images/s;
-  - inference: inference.make_scorer(xla="auto") as inference.py runs it by default, on batches
+  - inference: scoring.make_scorer(xla="auto") as inference.py runs it by default, on batches
     of 8 images (80 crops of 224); images/s;
-  - train_<precision>_<xla|noxla>_b<batch>: train.make_train_step, the full fine-tune
+  - train_<precision>_<xla|noxla>_b<batch>: train_step.make_train_step, the full fine-tune
     (train_base_network=True) at 224 for float32 and mixed_bfloat16, XLA off and on, batch 128
     and 256, over batches held on the GPU (prefetch_to_device, as train.py does on one GPU);
     images/s.
@@ -39,8 +39,10 @@ sys.path[:0] = [BENCHMARKS, os.path.dirname(BENCHMARKS)]
 
 import tensorflow as tf  # noqa: E402
 
-import records  # noqa: E402
-import throughput  # noqa: E402
+import fileio  # noqa: E402
+import toolkit_runners as runners  # noqa: E402
+from bench_data import make_records, ten_crop_batch  # noqa: E402
+from timing import machine, measure  # noqa: E402
 
 FULL = dict(image_size=224, batches=(256, 128), photos=256, pipeline_batch=256, windows=3,
             steps=10, warmup=3, infer_images=8)
@@ -93,7 +95,7 @@ class Report:
 
   def __init__(self, path, settings):
     self.path, self.start = path, time.perf_counter()
-    self.out = {"machine": throughput.machine(), "gpu": gpu_versions(), "settings": settings,
+    self.out = {"machine": machine(), "gpu": gpu_versions(), "settings": settings,
                 "figures": {}, "seconds": {}, "skipped": [], "complete": False}
 
   def add(self, name, result, started):
@@ -103,33 +105,33 @@ class Report:
 
   def write(self):
     self.out["elapsed_s"] = round(time.perf_counter() - self.start, 1)
-    with records.atomic_write(self.path) as f:
+    with fileio.atomic_write(self.path) as f:
       json.dump(self.out, f, indent=2, default=str)
 
 
 def figures(args, bench, folder, files):
-  """(name, function returning a throughput.measure result) in the order they run."""
+  """(name, function returning a timing.measure result) in the order they run."""
   sizes, device = args.sizes, "/gpu:0" if tf.config.list_logical_devices("GPU") else None
-  data = throughput.memory_batches(bench, files, 2 * max(sizes["batches"]))
+  data = runners.memory_batches(bench, files, 2 * max(sizes["batches"]))
 
   def pipeline():
     bench.batch_size = sizes["pipeline_batch"]
-    return throughput.pipeline_rate(bench, files, -1, "pipeline images/s")
+    return runners.pipeline_rate(bench, files, -1, "pipeline images/s")
 
   def inference():
     bench.precision, bench.xla = "float32", False  # inference.py's defaults
-    model = throughput.build_toolkit(bench, False, sizes["infer_images"])[0]
-    crops = throughput.ten_crop_batch(bench, folder, sizes["infer_images"])
-    runner = throughput.scorer_runner(model, crops, sizes["warmup"], "auto")
-    return throughput.measure({"inference": runner}, sizes["windows"])["inference"]
+    model = runners.build_toolkit(bench, False, sizes["infer_images"])[0]
+    crops = ten_crop_batch(bench.image_size, folder, sizes["infer_images"])
+    runner = runners.scorer_runner(model, crops, sizes["warmup"], "auto")
+    return measure({"inference": runner}, sizes["windows"])["inference"]
 
   def train(precision, xla, batch):
     def run():
       bench.precision, bench.xla = precision, xla
-      toolkit = throughput.build_toolkit(bench, True, batch)
-      runner = throughput.train_runner(toolkit, data, batch, sizes["steps"], sizes["warmup"],
-                                       device)
-      return throughput.measure({"train": runner}, sizes["windows"])["train"]
+      toolkit = runners.build_toolkit(bench, True, batch)
+      runner = runners.train_runner(toolkit, data, batch, sizes["steps"], sizes["warmup"],
+                                    device)
+      return measure({"train": runner}, sizes["windows"])["train"]
     return run
 
   yield "pipeline", pipeline
@@ -144,14 +146,13 @@ def figures(args, bench, folder, files):
 def main(argv):
   args = parse_args(argv)
   sizes = args.sizes
-  bench = throughput.parse_args([f"--image_size={sizes['image_size']}", "--label_count=80",
-                                 f"--num_images={sizes['photos']}",
-                                 f"--windows={sizes['windows']}", "--levers=0"])
+  bench = runners.Settings(image_size=sizes["image_size"], label_count=80,
+                           windows=sizes["windows"])
   report = Report(args.out, dict(sizes, dry_run=args.dry_run, budget_s=args.budget_s))
   print(f"gpu check{' (dry run)' if args.dry_run else ''}: {json.dumps(report.out['gpu'])}",
         flush=True)
   folder = args.keep_dir or tempfile.mkdtemp(prefix="gpu_check_")
-  files, _, _ = throughput.make_records(folder, sizes["photos"], bench.label_count)
+  files, _, _ = make_records(folder, sizes["photos"], bench.label_count)
   for name, measure in figures(args, bench, folder, files):
     if time.perf_counter() - report.start > args.budget_s:
       report.out["skipped"].append(name)

@@ -4,9 +4,11 @@ keras.applications.ResNet50V2(weights=None, include_top=False) + the original to
 (1x1 L ReLU, 1x1 L ReLU, k x k VALID linear, squeeze, sigmoid), compiled with the toolkit's
 default optimiser: Adam with lr 0.001 in the original's exponential decay and clipping by the
 global norm at 5 (`global_clipnorm`), and binary cross-entropy. Keras's own layer defaults stay
-(Glorot-uniform convs, batch norm momentum 0.99), as a hand-written fine-tune would have them. Used by throughput.py (speed) and accuracy.py (mAP).
+(Glorot-uniform convs, batch norm momentum 0.99), as a hand-written fine-tune would have them.
+Used by throughput.py (speed: the runners below, timed by timing.py) and accuracy.py (mAP).
 """
 
+import math
 import os
 import sys
 
@@ -15,6 +17,8 @@ import tensorflow as tf
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import configs  # noqa: E402
 import run_utils  # noqa: E402
+from bench_data import memory_dataset  # noqa: E402
+from timing import KerasWindow  # noqa: E402
 
 
 def keras_model(image_size, label_count, precision="float32", jit_compile=False,
@@ -43,3 +47,39 @@ def keras_model(image_size, label_count, precision="float32", jit_compile=False,
                 loss=keras.losses.BinaryCrossentropy(),
                 jit_compile=True if jit_compile else "auto")
   return model
+
+
+def keras_forward_flops(model, batch):
+  """Conv FLOPs of each conv layer of one forward pass (2 per multiply-add), in layer order,
+  from the layers' static shapes."""
+  flops = []
+  for layer in model.layers:
+    if isinstance(layer, tf.keras.layers.Conv2D):
+      kh, kw, cin, _ = layer.kernel.shape
+      flops.append(2 * batch * math.prod(layer.output.shape[1:]) * kh * kw * cin)
+  return flops
+
+
+def keras_fit_runner(model, data, batch, steps_per_window, warmup):
+  dataset, timer = memory_dataset(*data, batch), KerasWindow()
+
+  def run(steps):
+    model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False,
+              callbacks=[timer])
+    return timer.before, timer.after, steps * batch
+  return lambda: run(warmup), lambda: run(steps_per_window)
+
+
+def keras_predict_runner(model, crops, warmup, crops_per_batch=0):
+  """Keras predict on the same crops, [B * 10, s, s, 3], as one batch (or batches of
+  crops_per_batch); counted in images (10 crops each)."""
+  flat = tf.reshape(crops, [-1] + crops.shape[2:].as_list())  # [B, 10, s, s, 3] -> [B*10, ...]
+  per_batch = crops_per_batch or int(flat.shape[0])
+  steps_per_pass = int(flat.shape[0]) // per_batch
+  dataset = tf.data.Dataset.from_tensor_slices(flat).batch(per_batch).repeat()
+  timer = KerasWindow()
+
+  def run(passes):
+    model.predict(dataset, steps=passes * steps_per_pass, verbose=0, callbacks=[timer])
+    return timer.before, timer.after, passes * int(crops.shape[0])
+  return lambda: run(warmup), lambda: run(1)

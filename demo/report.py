@@ -13,17 +13,18 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import configs  # noqa: E402
 import errors  # noqa: E402
 import metrics  # noqa: E402
+import score_files  # noqa: E402
 
 
 def main(argv):
   config = configs.ReportConfig()
   configs.parse_overrides(argv, config, usage=__doc__)
   out = config.out
-  names = metrics.load_label_names(os.path.join(out, "data", "label_names.txt"), 10)
-  labels = metrics.load_labels(os.path.join(out, "data", "test", "image_label"))
-  scores = metrics.load_matrix(os.path.join(out, "inference", "scores.txt"))
-  thresholds = metrics.load_thresholds(os.path.join(out, "thresholds.txt"))
-  images = [line.split()[0] for line in metrics.read_lines(
+  names = score_files.load_label_names(os.path.join(out, "data", "label_names.txt"), 10)
+  labels = score_files.load_labels(os.path.join(out, "data", "test", "image_label"))
+  scores = score_files.load_matrix(os.path.join(out, "inference", "scores.txt"))
+  thresholds = score_files.load_thresholds(os.path.join(out, "thresholds.txt"))
+  images = [line.split()[0] for line in score_files.read_lines(
       os.path.join(out, "data", "test", "image_list")) if line.strip()]
 
   with open(os.path.join(out, "inference", "inference_config.json")) as f:

@@ -45,6 +45,15 @@ def read_scalars(log_dir):
   return scalars
 
 
+def run_captured(main, argv):
+  """A script's main(argv) in this process, its stdout captured: (exit status, what it printed).
+  Errors propagate (run_script_main turns them into exit statuses, as `python <script>.py`)."""
+  out = io.StringIO()
+  with contextlib.redirect_stdout(out):
+    status = main(argv)
+  return status, out.getvalue()
+
+
 def run_script_main(capsys, main, argv):
   """A script's main(argv) in this process, through errors.run as `python <script>.py` runs it:
   (exit status, stdout, stderr)."""

@@ -26,7 +26,7 @@ import evaluate
 import inference_fixture
 import input_service
 import train
-from multi_label_classification_model import build_dataset
+from preprocessing import build_dataset
 from run_helpers import run_script_main, train_until_sigterm
 from test_distribute import free_ports, write_records
 

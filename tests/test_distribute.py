@@ -26,7 +26,7 @@ import records
 from run_helpers import read_scalars
 import run_utils
 import train
-from multi_label_classification_model import build_dataset, input_files
+from preprocessing import build_dataset, input_files
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROCESS_TIMEOUT = 240  # seconds for the train.py processes
@@ -350,7 +350,7 @@ import numpy as np
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-import configs, run_utils, train
+import configs, run_utils, train_step
 from multi_label_classification_model import MultiLabelClassificationModel
 
 tf.random.set_seed(0)
@@ -372,7 +372,7 @@ for name, devices in (("one", None), ("two", ["/cpu:0", "/cpu:1"])):
     start = [v.numpy() for v in model.variables]
   for v, value in zip(model.variables, start):  # both runs start from one state
     v.assign(value)
-  step = train.make_train_step(model, optimizer, None, strategy, model_config, train_config)
+  step = train_step.make_train_step(model, optimizer, None, strategy, model_config, train_config)
   # the global batch of 8, split 4 + 4 in order over two replicas
   dataset = tf.data.Dataset.from_tensors((images, labels)).repeat()
   iterator = iter(strategy.experimental_distribute_dataset(dataset))

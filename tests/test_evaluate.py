@@ -26,11 +26,13 @@ import tensorflow as tf
 from sklearn.metrics import average_precision_score, precision_score, recall_score
 
 import configs
+import eval_summaries
 import evaluate
-from run_helpers import write_records
+from run_helpers import run_captured, write_records
 import run_utils
 import threshold_calibration
-from multi_label_classification_model import MultiLabelClassificationModel, build_dataset
+from multi_label_classification_model import MultiLabelClassificationModel
+from preprocessing import build_dataset
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 LABELS = 4
@@ -49,10 +51,7 @@ def eval_labels():
 
 def run_evaluate(argv):
   """evaluate.main in-process: (exit status, its log)."""
-  out = io.StringIO()
-  with contextlib.redirect_stdout(out):
-    status = evaluate.main(argv)
-  return status, out.getvalue()
+  return run_captured(evaluate.main, argv)
 
 
 def read_jsonl(path):
@@ -520,8 +519,9 @@ def eval_events(eval_dir):
 def chart_geometry_matches(image, per_label_ap, mean_ap):
   """Checks the chart against its documented layout: each bar's height from its AP (sorted), and
   the red mAP row in the gap after the first bar."""
-  bar, plot, margin = evaluate.CHART_BAR, evaluate.CHART_PLOT, evaluate.CHART_MARGIN
-  colours = evaluate.CHART_COLOURS
+  bar, plot, margin = (eval_summaries.CHART_BAR, eval_summaries.CHART_PLOT,
+                       eval_summaries.CHART_MARGIN)
+  colours = eval_summaries.CHART_COLOURS
   aps = sorted((ap for ap in per_label_ap if ap is not None), reverse=True)
   assert image.shape == (plot + 2 * margin, 2 * margin + len(aps) * (bar + 1) - 1, 3)
   bottom = margin + plot
@@ -536,7 +536,7 @@ def chart_geometry_matches(image, per_label_ap, mean_ap):
 
 def test_ap_chart_layout_on_hand_values():
   per_label_ap = [0.5, None, 1.0, 0.25, 0.0]
-  image = evaluate.ap_bar_chart(per_label_ap, 0.4375)
+  image = eval_summaries.ap_bar_chart(per_label_ap, 0.4375)
   chart_geometry_matches(image, per_label_ap, 0.4375)
   assert image.dtype == np.uint8 and (image[0] == 255).all()  # the margin stays white
 

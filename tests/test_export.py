@@ -21,8 +21,9 @@ import tensorflow as tf
 import configs
 import export_saved_model
 import inference
-import multi_label_classification_model as mlc
 import inference_fixture as fx
+import preprocessing as prep
+import scoring
 
 NAMES = ["cat", "dog", "bird"]
 THRESHOLDS = [0.3, 0.45, 0.6]
@@ -161,7 +162,7 @@ def test_script_main_exports_the_checkpoint_with_inference_py_settings(trained, 
   """export_saved_model.main: the same model, sizes, aggregation and thresholds as inference.py
   would use (the SavedModel writing itself is tested above)."""
   calls = []
-  monkeypatch.setattr(export_saved_model, "export", lambda *args: calls.append(args))
+  monkeypatch.setattr(scoring, "export", lambda *args: calls.append(args))
   thresholds_file = tmp_path / "thresholds.txt"
   thresholds_file.write_text("# method: roc\n0.25\n0.5\n0.75\n")
   out = io.StringIO()
@@ -198,7 +199,7 @@ def test_a_failed_export_leaves_the_previous_one_and_no_temporaries(trained, tmp
 
   monkeypatch.setattr(tf.saved_model, "save", crash)
   with pytest.raises(OSError, match="disk full"):
-    export_saved_model.export(trained.model, str(export_dir), fx.RESIZE, fx.TARGET, "mean")
+    scoring.export(trained.model, str(export_dir), fx.RESIZE, fx.TARGET, "mean")
   assert os.listdir(tmp_path) == ["model"]
   assert (export_dir / "saved_model.pb").read_text() == "previous export\n"
 
@@ -206,7 +207,7 @@ def test_a_failed_export_leaves_the_previous_one_and_no_temporaries(trained, tmp
 def test_refuses_to_replace_a_folder_that_is_not_a_saved_model(trained, tmp_path):
   (tmp_path / "notes.txt").write_text("keep me\n")
   with pytest.raises(FileExistsError, match=f"{tmp_path}.*holds no SavedModel"):
-    export_saved_model.export(trained.model, str(tmp_path), fx.RESIZE, fx.TARGET, "mean")
+    scoring.export(trained.model, str(tmp_path), fx.RESIZE, fx.TARGET, "mean")
   assert (tmp_path / "notes.txt").read_text() == "keep me\n"
 
 
@@ -214,20 +215,18 @@ def test_bad_arguments_are_clear_errors(trained):
   with pytest.raises(ValueError, match="--export_saved_model"):
     quiet(export_saved_model.main, [f"--checkpoint_path={trained.train_dir}"])
   with pytest.raises(ValueError, match="aggregation='median'"):
-    export_saved_model.serving_module(trained.model, fx.RESIZE, fx.TARGET, "median")
+    scoring.serving_module(trained.model, fx.RESIZE, fx.TARGET, "median")
   with pytest.raises(ValueError, match=f"2 thresholds for {fx.LABELS} labels"):
-    export_saved_model.serving_module(trained.model, fx.RESIZE, fx.TARGET, "mean", [0.5, 0.5])
+    scoring.serving_module(trained.model, fx.RESIZE, fx.TARGET, "mean", [0.5, 0.5])
 
 
 def test_one_view_serving_scores_the_plain_resize(trained):
   """views="one" (a model trained without random crops): the serving function scores each image
   once, resized to the target, as evaluate.py does."""
   import configs
-  import multi_label_classification_model as mlc
   for v in trained.model.trainable_variables:
     v.assign(trained.heads["A"][v.name])
-  module = export_saved_model.serving_module(trained.model, (0, 0), fx.TARGET, "mean",
-                                             views="one")
+  module = scoring.serving_module(trained.model, (0, 0), fx.TARGET, "mean", views="one")
   data = []
   for name in GOOD:
     with open(os.path.join(trained.image_dir, name), "rb") as f:
@@ -235,5 +234,5 @@ def test_one_view_serving_scores_the_plain_resize(trained):
   scores = module.serve(tf.constant(data))["scores"].numpy()
   config = configs.ModelConfig(label_count=fx.LABELS, target_height=fx.TARGET[0],
                                target_width=fx.TARGET[1])
-  plain = tf.stack([mlc.preprocess_eval(d, config) for d in data])
+  plain = tf.stack([prep.preprocess_eval(d, config) for d in data])
   np.testing.assert_allclose(scores, trained.model(plain)[1]["predictions"].numpy(), atol=ATOL)

@@ -16,8 +16,8 @@ import coco_to_image_list
 import configs
 import errors
 import fileio
-import metrics
 import records
+import score_files
 from run_helpers import fake_full_disk, fill_disk, small_disk
 
 
@@ -63,15 +63,15 @@ def _write_config(path):
 
 
 def _write_scores(path):
-  metrics.save_scores(path, np.full((500, 8), 0.5))
+  score_files.save_scores(path, np.full((500, 8), 0.5))
 
 
 def _write_labels(path):
-  metrics.save_labels(path, np.ones((500, 8), int))
+  score_files.save_labels(path, np.ones((500, 8), int))
 
 
 def _write_thresholds(path):
-  metrics.save_thresholds(path, np.full(500, 0.25), "roc")
+  score_files.save_thresholds(path, np.full(500, 0.25), "roc")
 
 
 def _write_csv(path):  # inference.py's predictions.csv, read_tfrecord.py's samples.tsv

@@ -20,7 +20,8 @@ import create_tfrecord
 import errors
 import inference
 import inference_fixture as fx
-import multi_label_classification_model as mlc
+import preprocessing as prep
+import scoring
 from run_helpers import run_script_main
 
 NAMES = ["cat", "dog", "bird"]
@@ -111,7 +112,7 @@ def test_auto_xla_times_both_scorers_once_and_logs_its_choice(latest_run):
 
 def test_make_scorer_rejects_an_unknown_xla_value():
   with pytest.raises(ValueError, match="xla='yes'"):
-    inference.make_scorer(None, "mean", "yes")
+    scoring.make_scorer(None, "mean", "yes")
 
 def test_mean_equals_the_mean_over_hand_made_crops(latest_run, hand):
   scores = np.loadtxt(latest_run["scores"])
@@ -201,21 +202,21 @@ DEFAULT_RESIZE = (83, 124)  # round(64 * 290 / 224), round(96 * 290 / 224)
 
 
 def test_the_resize_rule():
-  assert mlc.ten_crop_resize((0, 0), (224, 224)) == (290, 290)  # the original's 290 at 224
-  assert mlc.ten_crop_resize((0, 0), (64, 64)) == (83, 83)
-  assert mlc.ten_crop_resize((0, 0), fx.TARGET) == DEFAULT_RESIZE
-  assert mlc.ten_crop_resize((300, 0), fx.TARGET) == (300, 124)  # a given side wins
-  assert mlc.ten_crop_resize(fx.TARGET, fx.TARGET) == fx.TARGET  # crops of the whole image
+  assert prep.ten_crop_resize((0, 0), (224, 224)) == (290, 290)  # the original's 290 at 224
+  assert prep.ten_crop_resize((0, 0), (64, 64)) == (83, 83)
+  assert prep.ten_crop_resize((0, 0), fx.TARGET) == DEFAULT_RESIZE
+  assert prep.ten_crop_resize((300, 0), fx.TARGET) == (300, 124)  # a given side wins
+  assert prep.ten_crop_resize(fx.TARGET, fx.TARGET) == fx.TARGET  # crops of the whole image
   with pytest.raises(errors.ConfigError, match=r"\(0, 90\) give a resize \(83, 90\) smaller "
                                                r"than the model's \(64, 96\) crops"):
-    mlc.ten_crop_resize((0, 90), fx.TARGET)
+    prep.ten_crop_resize((0, 90), fx.TARGET)
 
 
 def test_default_crops_are_of_the_followed_resize(trained):
   """preprocess_ten_crop at the default resize equals numpy's crops of an 83 x 124 resize."""
   path = os.path.join(trained.image_dir, "d.png")
   with open(path, "rb") as f:
-    crops = mlc.preprocess_ten_crop(f.read(), mlc.ten_crop_resize((0, 0), fx.TARGET), fx.TARGET)
+    crops = prep.preprocess_ten_crop(f.read(), prep.ten_crop_resize((0, 0), fx.TARGET), fx.TARGET)
   np.testing.assert_allclose(crops.numpy(), fx.hand_ten_crops(path, DEFAULT_RESIZE), atol=1e-5)
 
 
@@ -294,14 +295,14 @@ def test_label_names_come_from_the_train_dir_config(trained, tmp_path):
     ("seed", "ten"), ("crop_flip", "ten"), ("randaugment", "ten"), ("none", "one"),
     ("flip", "one")])
 def test_auto_views_follow_the_training_augmentation(augmentation, views):
-  assert mlc.test_views("auto", augmentation) == views
-  assert mlc.test_views("ten", augmentation) == "ten"
-  assert mlc.test_views("one", augmentation) == "one"
+  assert prep.test_views("auto", augmentation) == views
+  assert prep.test_views("ten", augmentation) == "ten"
+  assert prep.test_views("one", augmentation) == "one"
 
 
 def test_unknown_views_is_an_error_naming_it():
   with pytest.raises(errors.ConfigError, match="views='five'"):
-    mlc.test_views("five", "seed")
+    prep.test_views("five", "seed")
 
 
 def test_one_view_is_eval_preprocessing_exactly(trained):
@@ -310,9 +311,9 @@ def test_one_view_is_eval_preprocessing_exactly(trained):
   for name in fx.IMAGES:
     with open(os.path.join(trained.image_dir, name), "rb") as f:
       data = f.read()
-    one = mlc.preprocess_views(data, "one", (0, 0), fx.TARGET).numpy()
+    one = prep.preprocess_views(data, "one", (0, 0), fx.TARGET).numpy()
     assert one.shape == (1, *fx.TARGET, 3)
-    np.testing.assert_array_equal(one[0], mlc.preprocess_eval(data, config).numpy())
+    np.testing.assert_array_equal(one[0], prep.preprocess_eval(data, config).numpy())
 
 
 def test_a_model_trained_without_crops_is_scored_on_its_one_view(trained, tmp_path):

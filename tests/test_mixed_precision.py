@@ -25,8 +25,9 @@ from run_helpers import read_scalars
 import resnet_utils
 import run_utils
 import train
-from multi_label_classification_model import (MultiLabelClassificationModel, build_dataset,
-                                              total_loss)
+import train_step
+from multi_label_classification_model import MultiLabelClassificationModel, total_loss
+from preprocessing import build_dataset
 
 L = 3
 HALF = {"mixed_bfloat16": tf.bfloat16, "mixed_float16": tf.float16}
@@ -158,7 +159,7 @@ def test_mixed_float16_clips_the_true_gradient_and_skips_overflow_steps():
   optimizer = run_utils.make_optimizer(train_config, model.trainable_variables, loss_scale=True)
   assert isinstance(optimizer, tf.keras.optimizers.LossScaleOptimizer)
   assert float(optimizer.dynamic_scale.numpy()) == 2.0 ** 15
-  step = train.make_train_step(model, optimizer, None, tf.distribute.get_strategy(), cfg16,
+  step = train_step.make_train_step(model, optimizer, None, tf.distribute.get_strategy(), cfg16,
                                train_config)
   batches = tf.data.Dataset.from_tensor_slices(
       (tf.stack([images * 1e6, images]), tf.stack([labels, labels])))

@@ -12,6 +12,7 @@ import tensorflow as tf
 
 import configs
 import multi_label_classification_model as mlc
+import preprocessing as prep
 import records
 
 L = 5  # labels
@@ -506,7 +507,7 @@ def test_ten_crops_equal_numpy_slicing(resize, target):
   corners = [(0, 0), (0, w - tw), (h - th, 0), (h - th, w - tw), ((h - th) // 2, (w - tw) // 2)]
   crops = [image[y:y + th, x:x + tw] for y, x in corners]  # TL, TR, BL, BR, centre
   want = np.stack(crops + [c[:, ::-1] for c in crops]) * 2 - 1  # then their mirrors
-  got = mlc.preprocess_ten_crop(data, resize, target)
+  got = prep.preprocess_ten_crop(data, resize, target)
   assert got.shape == [10, th, tw, 3] and got.dtype == tf.float32
   np.testing.assert_allclose(got, want, atol=1e-5)
 
@@ -514,12 +515,12 @@ def test_ten_crops_equal_numpy_slicing(resize, target):
 def test_eval_preprocessing_is_a_plain_resize():
   config = model_config()
   data = jpeg(smooth_image(50, 70))
-  got = mlc.preprocess_eval(data, config)
+  got = prep.preprocess_eval(data, config)
   want = resized(decoded(data), (64, 64)) * 2 - 1
   assert got.shape == [64, 64, 3] and got.dtype == tf.float32
   np.testing.assert_allclose(got, want, atol=1e-5)
   gray = tf.io.encode_jpeg(smooth_image(40, 30)[..., :1])  # 1 channel -> 3 equal channels
-  got = mlc.preprocess_eval(gray, config).numpy()
+  got = prep.preprocess_eval(gray, config).numpy()
   assert got.shape == (64, 64, 3) and (got[..., 0] == got[..., 2]).all()
 
 
@@ -530,7 +531,7 @@ def fixed_uniform(monkeypatch, values):
 
 
 def window(source_hw, resize_hw, target_hw):
-  return mlc.train_crop_window(source_hw, resize_hw, target_hw).numpy().tolist()
+  return prep.train_crop_window(source_hw, resize_hw, target_hw).numpy().tolist()
 
 
 def test_train_crop_window_by_hand(monkeypatch):
@@ -572,10 +573,10 @@ def test_train_preprocessing_crops_a_window_of_the_resized_image(monkeypatch):
   """Colour jitter set aside, a train image is the original's crop of the resized image."""
   config = model_config()  # resize 72, target 64
   data = jpeg(smooth_image(144, 144))  # twice the resize: windows fall on whole pixels
-  monkeypatch.setattr(mlc, "color_augment", lambda image: image)
+  monkeypatch.setattr(prep, "color_augment", lambda image: image)
   monkeypatch.setattr(tf.image, "random_flip_left_right", lambda image: image[:, ::-1])
   fixed_uniform(monkeypatch, [0.5, 0.95])  # offsets floor(4.5) = 4, floor(8.55) = 8
-  got = mlc.preprocess_train(data, config).numpy()
+  got = prep.preprocess_train(data, config).numpy()
   original = resized(decoded(data), (72, 72))[4:68, 8:72][:, ::-1]  # crop, then mirror
   np.testing.assert_allclose(got, original * 2 - 1, atol=1e-5)
 
@@ -583,10 +584,10 @@ def test_train_preprocessing_crops_a_window_of_the_resized_image(monkeypatch):
 def test_train_preprocessing_window_on_an_odd_source(monkeypatch):
   config = model_config()
   data = jpeg(smooth_image(37, 91))
-  monkeypatch.setattr(mlc, "color_augment", lambda image: image)
+  monkeypatch.setattr(prep, "color_augment", lambda image: image)
   monkeypatch.setattr(tf.image, "random_flip_left_right", lambda image: image)
   fixed_uniform(monkeypatch, [0.999999, 0.999999])  # window [4, 10, 33, 81], by hand above
-  got = mlc.preprocess_train(data, config).numpy()
+  got = prep.preprocess_train(data, config).numpy()
   want = resized(decoded(data)[4:4 + 33, 10:10 + 81], (64, 64)) * 2 - 1
   np.testing.assert_allclose(got, want, atol=1e-5)
 
@@ -594,7 +595,7 @@ def test_train_preprocessing_window_on_an_odd_source(monkeypatch):
 def test_train_preprocessing_shape_and_range():
   config = model_config()
   data = jpeg(smooth_image(37, 91))
-  outs = np.stack([mlc.preprocess_train(data, config).numpy() for _ in range(8)])
+  outs = np.stack([prep.preprocess_train(data, config).numpy() for _ in range(8)])
   assert outs.shape == (8, 64, 64, 3) and outs.dtype == np.float32
   assert outs.min() >= -1 and outs.max() <= 1
   assert np.abs(outs - outs[0]).max() > 0.05  # random: crops, flips and colours differ
@@ -603,7 +604,7 @@ def test_train_preprocessing_shape_and_range():
 def test_color_augment_clips_to_unit_range():
   image = tf.constant(np.random.RandomState(0).uniform(0, 1, [16, 16, 3]), tf.float32)
   for _ in range(5):
-    out = mlc.color_augment(image).numpy()
+    out = prep.color_augment(image).numpy()
     assert out.shape == (16, 16, 3) and out.min() >= 0 and out.max() <= 1
 
 
@@ -612,9 +613,9 @@ def test_color_augment_clips_to_unit_range():
 def test_augmentation_none_is_eval_preprocessing_exactly():
   data = jpeg(smooth_image(50, 70))
   config = model_config(augmentation="none")
-  want = mlc.preprocess_eval(data, config).numpy()
+  want = prep.preprocess_eval(data, config).numpy()
   for _ in range(3):
-    np.testing.assert_array_equal(mlc.preprocess_train(data, config).numpy(), want)
+    np.testing.assert_array_equal(prep.preprocess_train(data, config).numpy(), want)
 
 
 def test_augmentation_flip_is_the_eval_image_or_its_mirror():
@@ -623,7 +624,7 @@ def test_augmentation_flip_is_the_eval_image_or_its_mirror():
   plain = resized(decoded(data), (64, 64)) * 2 - 1  # eval's resize, by the test's own ops
   seen = set()
   for _ in range(12):
-    got = mlc.preprocess_train(data, config).numpy()
+    got = prep.preprocess_train(data, config).numpy()
     mirrored = np.abs(got - plain[:, ::-1]).max() < 1e-5
     assert mirrored or np.abs(got - plain).max() < 1e-5
     seen.add(mirrored)
@@ -636,7 +637,7 @@ def test_augmentation_crop_flip_is_the_originals_crop_without_colour(monkeypatch
   data = jpeg(smooth_image(144, 144))
   monkeypatch.setattr(tf.image, "random_flip_left_right", lambda image: image[:, ::-1])
   fixed_uniform(monkeypatch, [0.5, 0.95])  # offsets 4 and 8, as in the seed test
-  got = mlc.preprocess_train(data, model_config(augmentation="crop_flip")).numpy()
+  got = prep.preprocess_train(data, model_config(augmentation="crop_flip")).numpy()
   original = resized(decoded(data), (72, 72))[4:68, 8:72][:, ::-1]
   np.testing.assert_allclose(got, original * 2 - 1, atol=1e-5)
 
@@ -646,12 +647,12 @@ def test_augmentation_randaugment_changes_images_keeps_shape_and_range(monkeypat
   monkeypatch.setattr(tf.image, "random_flip_left_right", lambda image: image)
   fixed_uniform(monkeypatch, [0.5, 0.5])
   config = model_config(augmentation="randaugment")
-  layers = mlc.randaugment_layers(seed=3)
+  layers = prep.randaugment_layers(seed=3)
   changed = []
   for seed in range(8):
     data = jpeg(smooth_image(80, 80, seed=seed))
-    crop_flip = mlc.preprocess_train(data, model_config(augmentation="crop_flip")).numpy()
-    got = mlc.preprocess_train(data, config, layers).numpy()
+    crop_flip = prep.preprocess_train(data, model_config(augmentation="crop_flip")).numpy()
+    got = prep.preprocess_train(data, config, layers).numpy()
     assert got.shape == (64, 64, 3) and got.dtype == np.float32
     assert got.min() >= -1 and got.max() <= 1
     changed.append(np.abs(got - crop_flip).mean())
@@ -665,7 +666,7 @@ def test_randaugment_is_deterministic_under_a_seed():
                        tf.float32)
 
   def augmented(seed):
-    layers = mlc.randaugment_layers(seed)
+    layers = prep.randaugment_layers(seed)
     ds = tf.data.Dataset.from_tensor_slices(images).map(layers)
     return np.stack(list(ds.as_numpy_iterator()))
 
@@ -677,7 +678,7 @@ def test_randaugment_is_deterministic_under_a_seed():
 
 def test_unknown_augmentation_is_an_error_naming_it():
   with pytest.raises(ValueError, match="augmentation='mixup'"):
-    mlc.preprocess_train(jpeg(smooth_image(40, 40)), model_config(augmentation="mixup"))
+    prep.preprocess_train(jpeg(smooth_image(40, 40)), model_config(augmentation="mixup"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -714,7 +715,7 @@ def pipeline_config(path, **overrides):
 def test_eval_pipeline_one_pass_in_file_order(record_file):
   path, written = record_file
   config = pipeline_config(path)
-  batches = list(mlc.build_dataset(config, "eval").as_numpy_iterator())
+  batches = list(prep.build_dataset(config, "eval").as_numpy_iterator())
   assert [len(b[0]) for b in batches] == [3, 3, 1]  # the final partial batch is there
   images = np.concatenate([b[0] for b in batches])
   labels = np.concatenate([b[1] for b in batches])
@@ -730,7 +731,7 @@ def test_eval_pipeline_one_pass_in_file_order(record_file):
 def test_train_pipeline_whole_batches_repeated(record_file):
   path, _ = record_file
   config = pipeline_config(path)
-  ds = mlc.build_dataset(config, "train", seed=1)
+  ds = prep.build_dataset(config, "train", seed=1)
   images_spec, labels_spec = ds.element_spec
   assert images_spec.shape == [3, 32, 32, 3] and labels_spec.shape == [3, 4]
   batches = list(ds.take(5).as_numpy_iterator())  # 15 images: more than the 7 records
@@ -748,7 +749,7 @@ def test_pipeline_file_list(tmp_path, record_file):
   path, written = record_file
   second = write_records(tmp_path / "b.tfrecord", [[1, 1, 0, 0], [0, 0, 0, 0]])
   config = pipeline_config(path)
-  batches = list(mlc.build_dataset(config, "eval", file_spec=f"{path},{tmp_path}/b.tfrecord")
+  batches = list(prep.build_dataset(config, "eval", file_spec=f"{path},{tmp_path}/b.tfrecord")
                  .as_numpy_iterator())
   paths = sorted(p.decode() for b in batches for p in b[2])
   assert len(paths) == 9 and sorted(p for p, _, _ in written + second) == paths
@@ -758,7 +759,7 @@ def test_wrong_label_count_is_a_clear_error(tmp_path):
   path = tmp_path / "bad.tfrecord"
   write_records(path, [[1, 0, 1, 0], [1, 0, 1]], sizes=[(40, 40), (40, 40)])
   for mode in ["eval", "train"]:
-    ds = mlc.build_dataset(pipeline_config(path, batch_size=1), mode)
+    ds = prep.build_dataset(pipeline_config(path, batch_size=1), mode)
     with pytest.raises(tf.errors.InvalidArgumentError,
                        match=r"(?s)label_count=4.*images/1\.jpg.*3"):
       list(ds.take(4).as_numpy_iterator())

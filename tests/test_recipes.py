@@ -20,6 +20,7 @@ import errors
 import multi_label_classification_model as mlc
 import run_utils
 import train
+import train_step
 from run_helpers import read_scalars, write_records
 from test_train import RestoreSpy, run_main, snapshot, train_args
 
@@ -52,19 +53,19 @@ def test_train_step_reports_the_head_units_a_numpy_count_finds_dead():
 
   train_config = configs.TrainConfig(learning_rate=1e-9)
   optimizer = run_utils.make_optimizer(train_config, model.trainable_variables)
-  step = train.make_train_step(model, optimizer, None, tf.distribute.get_strategy(), config,
+  step = train_step.make_train_step(model, optimizer, None, tf.distribute.get_strategy(), config,
                                train_config)
   _, activity = step(iter(tf.data.Dataset.from_tensors((images, labels)).repeat()))
   assert activity[mlc.HEAD_RELUS[0]].shape == (8,)
   assert mlc.count_dead_units([activity]) == want
-  watch = train.DeadUnitWatch(8)
+  watch = train_step.DeadUnitWatch(8)
   watch.add(activity)
   assert watch.read() == {"head/dead_units_1": want[mlc.HEAD_RELUS[0]],
                           "head/dead_units_2": want[mlc.HEAD_RELUS[1]]}
 
 
 def test_dead_unit_watch_warns_once_naming_head_depth(capsys):
-  watch = train.DeadUnitWatch(4)
+  watch = train_step.DeadUnitWatch(4)
   dead = {mlc.HEAD_RELUS[0]: np.array([1.0, 0, 0, 0]), mlc.HEAD_RELUS[1]: np.ones(4)}
   for _ in range(2):
     watch.add(dead)
@@ -72,7 +73,7 @@ def test_dead_unit_watch_warns_once_naming_head_depth(capsys):
   out = capsys.readouterr().out
   assert out.count("warning:") == 1
   assert "3 of 4 units of my_sub_network/my_conv_1" in out and "--head_depth=256" in out
-  alive = train.DeadUnitWatch(4)
+  alive = train_step.DeadUnitWatch(4)
   alive.add({scope: np.ones(4) for scope in mlc.HEAD_RELUS})
   alive.read()
   assert "warning" not in capsys.readouterr().out

@@ -12,6 +12,7 @@ from sklearn import metrics as skm
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 import metrics  # noqa: E402
+import score_files  # noqa: E402
 
 
 def run_cli(*args):
@@ -168,8 +169,8 @@ def test_applying_thresholds_gives_the_right_rows():
 # The script.
 
 def test_shape_mismatch_is_an_error(tmp_path):
-  metrics.save_labels(tmp_path / "labels.txt", np.ones((4, 3), int))
-  metrics.save_scores(tmp_path / "scores.txt", np.full((5, 3), 0.5))
+  score_files.save_labels(tmp_path / "labels.txt", np.ones((4, 3), int))
+  score_files.save_scores(tmp_path / "scores.txt", np.full((5, 3), 0.5))
   result = run_cli(f"--label_file={tmp_path / 'labels.txt'}",
                    f"--score_file={tmp_path / 'scores.txt'}")
   assert result.returncode != 0
@@ -188,10 +189,10 @@ def test_cli_end_to_end(tmp_path):
   test_scores = np.round(rng.random((9, 4)), 6)
   files = {name: str(tmp_path / f"{name}.txt") for name in
            ("labels", "scores", "test_labels", "test_scores", "thresholds", "predictions")}
-  metrics.save_labels(files["labels"], labels)
-  metrics.save_scores(files["scores"], scores)
-  metrics.save_labels(files["test_labels"], test_labels)
-  metrics.save_scores(files["test_scores"], test_scores)
+  score_files.save_labels(files["labels"], labels)
+  score_files.save_scores(files["scores"], scores)
+  score_files.save_labels(files["test_labels"], test_labels)
+  score_files.save_scores(files["test_scores"], test_scores)
 
   # The original's spelling (--flag value) for the first two.
   result = run_cli("--label_file", files["labels"], "--score_file", files["scores"], "--method=f1",
@@ -205,7 +206,7 @@ def test_cli_end_to_end(tmp_path):
   expected, _ = metrics.calibrate_thresholds(labels, scores, "f1")
   with open(files["thresholds"]) as f:
     assert f.readline().strip() == "# method=f1"
-  np.testing.assert_array_equal(metrics.load_thresholds(files["thresholds"]), expected)
+  np.testing.assert_array_equal(score_files.load_thresholds(files["thresholds"]), expected)
   assert expected[3] == 0.5
 
   with open(files["predictions"]) as f:
@@ -234,15 +235,15 @@ def test_cli_reads_unknown_labels_and_calibrates_on_the_known_entries(tmp_path):
   labels[0], labels[1] = 0, 1
   labels[2:][rng.random((28, 3)) < 0.3] = -1
   scores = np.round(rng.random((30, 3)), 6)
-  metrics.save_labels(tmp_path / "labels.txt", labels)
-  metrics.save_scores(tmp_path / "scores.txt", scores)
+  score_files.save_labels(tmp_path / "labels.txt", labels)
+  score_files.save_scores(tmp_path / "scores.txt", scores)
   result = run_cli(f"--label_file={tmp_path / 'labels.txt'}",
                    f"--score_file={tmp_path / 'scores.txt'}",
                    f"--output_file={tmp_path / 'thresholds.txt'}")
   assert result.returncode == 0, result.stderr
   expected = [reference_roc(labels[labels[:, j] >= 0, j], scores[labels[:, j] >= 0, j])
               for j in range(3)]
-  np.testing.assert_array_equal(metrics.load_thresholds(tmp_path / "thresholds.txt"), expected)
+  np.testing.assert_array_equal(score_files.load_thresholds(tmp_path / "thresholds.txt"), expected)
   rows = [line.split() for line in result.stdout.splitlines() if line.startswith("label_")]
   assert [int(row[1]) for row in rows] == (labels == 1).sum(axis=0).tolist()  # the 1s only
 
@@ -260,7 +261,8 @@ def calibration_files(tmp_path, test_rows=9):
             "test_scores": test_scores}
   files = {name: str(tmp_path / f"{name}.txt") for name in [*arrays, "thresholds", "predictions"]}
   for name, array in arrays.items():
-    (metrics.save_labels if name.endswith("labels") else metrics.save_scores)(files[name], array)
+    save = score_files.save_labels if name.endswith("labels") else score_files.save_scores
+    save(files[name], array)
   return files, labels, scores, test_labels, test_scores
 
 
@@ -270,7 +272,7 @@ def test_nan_rows_of_apply_to_are_marked_unreadable_counted_and_left_out(tmp_pat
   those of the readable rows (metrics.py on them, computed here)."""
   files, labels, scores, test_labels, test_scores = calibration_files(tmp_path)
   test_scores[[3, 6]] = np.nan
-  metrics.save_scores(files["test_scores"], test_scores)
+  score_files.save_scores(files["test_scores"], test_scores)
   assert open(files["test_scores"]).read().splitlines()[3] == "nan nan nan nan"
   result = run_cli(f"--label_file={files['labels']}", f"--score_file={files['scores']}",
                    f"--apply_to={files['test_scores']}",
@@ -298,7 +300,7 @@ def test_apply_labels_errors_are_found_before_anything_is_written(tmp_path, bad)
   if bad == "missing":
     os.remove(files["test_labels"])
   else:
-    metrics.save_labels(files["test_labels"], np.zeros((5, 4), int))  # 5 rows, 9 scores
+    score_files.save_labels(files["test_labels"], np.zeros((5, 4), int))  # 5 rows, 9 scores
   result = run_cli(f"--label_file={files['labels']}", f"--score_file={files['scores']}",
                    f"--output_file={files['thresholds']}", f"--apply_to={files['test_scores']}",
                    f"--predictions_file={files['predictions']}",

@@ -7,10 +7,8 @@ SGD update formulas, the staircase decay formula, and TensorBoard's event files.
 
   .venv/bin/python -m pytest tests/test_train.py
 """
-import contextlib
 import dataclasses
 import glob
-import io
 import json
 import math
 import os
@@ -25,10 +23,12 @@ import tensorflow as tf
 import checkpoints
 import configs
 import errors
-from run_helpers import (fake_full_checkpoint_save, fake_full_disk, fill_disk, run_script_main,
-                         small_disk, train_until_sigterm, write_records)
+from run_helpers import (fake_full_checkpoint_save, fake_full_disk, fill_disk, run_captured,
+                         run_script_main, small_disk, train_until_sigterm, write_records)
 import run_utils
 import train
+import train_step
+from pos_weight import resolve_pos_weight
 from multi_label_classification_model import MultiLabelClassificationModel
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -44,10 +44,7 @@ def train_args(data, train_dir, *extra):
 
 def run_main(argv):
   """train.main in-process: (exit status, its log)."""
-  out = io.StringIO()
-  with contextlib.redirect_stdout(out):
-    status = train.main(argv)
-  return status, out.getvalue()
+  return run_captured(train.main, argv)
 
 
 def snapshot(variables):
@@ -175,7 +172,7 @@ def one_batch_steps(model, model_config, batch, **train_overrides):
   Returns (step function taking no arguments, optimizer)."""
   train_config = configs.TrainConfig(**train_overrides)
   optimizer = run_utils.make_optimizer(train_config, model.trainable_variables)
-  step = train.make_train_step(model, optimizer, None, tf.distribute.get_strategy(),
+  step = train_step.make_train_step(model, optimizer, None, tf.distribute.get_strategy(),
                                model_config, train_config)
   iterator = iter(tf.data.Dataset.from_tensors(batch).repeat())
   return (lambda: {k: float(v) for k, v in step(iterator)[0].items()}), optimizer
@@ -446,7 +443,7 @@ def pos_data(tmp_path_factory):
 def test_pos_weight_auto_is_negatives_over_positives_by_hand(pos_data, unknown_label, capsys):
   model_config = configs.ModelConfig(label_count=LABELS, input_tfrecord_file=",".join(pos_data))
   train_config = configs.TrainConfig(pos_weight="auto", unknown_label=unknown_label)
-  weights = run_utils.resolve_pos_weight(train_config, model_config)
+  weights = resolve_pos_weight(train_config, model_config)
   # by hand, per column of POS_LABELS: 1s and 0s (and -1s, read as 0 under "negative")
   if unknown_label == "ignore":
     want = [2 / 3, 4 / 1, 3 / 1, 1.0]  # label 3 has no negatives: 1.0
@@ -461,19 +458,19 @@ def test_pos_weight_file_and_its_errors(tmp_path, capsys):
   model_config = configs.ModelConfig(label_count=3)
   path = tmp_path / "w.txt"
   path.write_text("# per label\n2.5\n\n1\n0.25\n")
-  weights = run_utils.resolve_pos_weight(configs.TrainConfig(pos_weight=str(path)), model_config)
+  weights = resolve_pos_weight(configs.TrainConfig(pos_weight=str(path)), model_config)
   assert weights == [2.5, 1.0, 0.25]
-  assert run_utils.resolve_pos_weight(configs.TrainConfig(), model_config) is None
+  assert resolve_pos_weight(configs.TrainConfig(), model_config) is None
   for text, message in (("1\n2\n", "2 weights for label_count=3"),
                         ("1\n0\n2\n", "must be finite and > 0"),
                         ("1\ntwo\n3\n", f"{path}:2: expected one pos_weight per line")):
     path.write_text(text)
     with pytest.raises(SystemExit) as exit_info:  # through errors.run, as train.py's main runs
-      errors.run(lambda _: run_utils.resolve_pos_weight(
+      errors.run(lambda _: resolve_pos_weight(
           configs.TrainConfig(pos_weight=str(path)), model_config) and None, [])
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
   with pytest.raises(SystemExit) as exit_info:
-    errors.run(lambda _: run_utils.resolve_pos_weight(
+    errors.run(lambda _: resolve_pos_weight(
         configs.TrainConfig(pos_weight="atuo"), model_config) and None, [])
   assert exit_info.value.code == 2 and "'atuo'" in capsys.readouterr().err
 
@@ -490,7 +487,7 @@ def test_pos_weight_auto_trains_and_config_json_holds_the_values(pos_data, tmp_p
   # the saved list is a valid setting: a run rebuilt from config.json uses the same values
   loaded = configs.load_config(str(train_dir / run_utils.CONFIG_FILE), "train", configs.TrainConfig)
   model_config = configs.ModelConfig(label_count=LABELS)
-  assert run_utils.resolve_pos_weight(loaded, model_config) == saved["pos_weight"]
+  assert resolve_pos_weight(loaded, model_config) == saved["pos_weight"]
 
 
 def test_unknown_label_mode_is_refused_in_one_line_before_any_work(data, tmp_path, capsys):

@@ -1,0 +1,116 @@
+"""The distributed train step, and what the loop reads from it: losses, the gradient norm, the
+head's ReLU activity (dead units) and the augmented inputs.
+
+    step(iterator) -> ({"loss/classification", "loss/regularization", "gradient_norm"}: scalars,
+                       {head ReLU scope: [D] > 0 where a unit was positive}: activity)
+
+train.py runs it; benchmarks/throughput.py and benchmarks/gpu_check.py time it as it is.
+"""
+
+import tensorflow as tf
+
+from multi_label_classification_model import (count_dead_units, count_known, head_activity,
+                                              total_loss)
+from run_utils import log
+
+
+def make_train_step(model, optimizer, ema, strategy, model_config, train_config,
+                    pos_weight=None):
+  """One distributed step: forward, loss, gradients, clipping, update, EMA. Returns the loss
+  terms and the global gradient norm, reduced over replicas. pos_weight: None or the [L] list
+  of positive-term weights (pos_weight.resolve_pos_weight)."""
+  variables = model.trainable_variables
+  replicas = strategy.num_replicas_in_sync
+  global_batch = model_config.batch_size * replicas
+  loss_options = dict(kind=train_config.loss, focal_gamma=train_config.focal_gamma,
+                      gamma_neg=train_config.gamma_neg, gamma_pos=train_config.gamma_pos,
+                      asl_clip=train_config.asl_clip, unknown_label=train_config.unknown_label,
+                      pos_weight=pos_weight)
+  loss_scale = isinstance(optimizer, tf.keras.optimizers.LossScaleOptimizer)
+
+  @tf.function(jit_compile=train_config.xla)
+  def gradients(images, labels, known):
+    with tf.GradientTape() as tape:
+      logits, end_points = model(images, training=True)
+      loss, classification, regularization = total_loss(
+          model, logits, labels, global_batch_size=global_batch, known_entries=known,
+          **loss_options)
+      scaled = optimizer.scale_loss(loss) if loss_scale else loss
+    grads = tape.gradient(scaled, variables)
+    return grads, classification, regularization, head_activity(end_points)
+
+  def replica_step(images, labels):
+    known = count_known(labels)
+    if replicas > 1:
+      # The loss averages over the known (not -1) entries of the global batch, as it averages
+      # over the global batch: a run on n replicas is one big batch's, whatever each one holds.
+      known = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, known)
+    grads, classification, regularization, activity = gradients(images, labels, known)
+    if replicas > 1:
+      # Keras 3 optimisers sum the replicas' gradients only inside apply_gradients, after the
+      # clipping below (and LossScaleOptimizer's finite check) would have seen each replica's
+      # partial sum: sum them first, so both see the gradient of the whole global batch.
+      grads = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, grads)
+    # Under loss scaling the gradients are multiplied by the scale (a power of two) until
+    # LossScaleOptimizer divides it out: norm and clip threshold are scaled alike, so the clip
+    # acts on the true gradient, and a non-finite norm gives non-finite grads (a skipped step).
+    scale = tf.convert_to_tensor(optimizer.dynamic_scale) if loss_scale else 1.0
+    scaled_norm = tf.linalg.global_norm(grads)
+    norm = scaled_norm / scale
+    if train_config.clip_gradients > 0:
+      grads, _ = tf.clip_by_global_norm(grads, train_config.clip_gradients * scale,
+                                        use_norm=scaled_norm)
+    if replicas > 1:
+      grads = [g / replicas for g in grads]  # the optimiser sums them over the replicas again
+    optimizer.apply_gradients(zip(grads, variables))
+    if ema is not None:
+      ema.update()
+    return classification, regularization, norm, activity
+
+  @tf.function
+  def step(iterator):
+    images, labels = next(iterator)
+    classification, regularization, norm, activity = strategy.run(replica_step,
+                                                                  args=(images, labels))
+    total = lambda x: strategy.reduce(tf.distribute.ReduceOp.SUM, x, axis=None)
+    # Both terms are already scaled per replica (global batch; replica count), so they sum.
+    scalars = {"loss/classification": total(classification),
+               "loss/regularization": total(regularization),
+               "gradient_norm": strategy.reduce(tf.distribute.ReduceOp.MEAN, norm, axis=None)}
+    # > 0 where a unit was positive on some replica's batch: [D] per head ReLU
+    return scalars, {scope: total(a) for scope, a in activity.items()}
+
+  return step
+
+
+def summarize_images(iterator, strategy, step_no, model_config, count=3):
+  """A few augmented training inputs, as the network sees them (mapped back to [0, 1])."""
+  images, _ = next(iterator)
+  images = strategy.experimental_local_results(images)[0][:count]
+  tf.summary.image("augmented_inputs", (images + 1.0) / 2.0, step=step_no, max_outputs=count,
+                   description=f"the inputs as the network sees them: augmentation="
+                               f"{model_config.augmentation}")
+
+
+class DeadUnitWatch:
+  """Counts the head's dead ReLUs over each logging window (units never positive on any of its
+  batches), and warns once when more than half of a layer's units are dead."""
+
+  def __init__(self, depth):
+    self.depth, self.window, self.warned = depth, [], False
+
+  def add(self, activity):
+    self.window.append(activity)  # device tensors: read only at the end of the window
+
+  def read(self):
+    """{'head/dead_units_1': n, 'head/dead_units_2': n} over the window; starts a new one."""
+    dead = count_dead_units(self.window)
+    self.window = []
+    counts = {f"head/dead_units_{i + 1}": n for i, n in enumerate(dead.values())}
+    worst = max(dead, key=dead.get)
+    if not self.warned and dead[worst] > self.depth / 2:
+      self.warned = True
+      log(f"warning: {dead[worst]} of {self.depth} units of {worst} were never positive over "
+          f"the last steps: dead ReLUs, which get no gradient and never recover. The head is "
+          f"{self.depth} wide (head_depth); rerun with a wider head, e.g. --head_depth=256")
+    return counts
