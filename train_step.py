@@ -110,7 +110,12 @@ class DeadUnitWatch:
     worst = max(dead, key=dead.get)
     if not self.warned and dead[worst] > self.depth / 2:
       self.warned = True
+      # A wide head learns on what stays alive (the short recipe keeps ~80 of 256): there the
+      # advice is about the rate whose large first steps killed them, not the width.
+      advice = (f"The head is {self.depth} wide (head_depth); rerun with a wider head, e.g. "
+                "--head_depth=256" if self.depth < 256 else
+                "If the classification loss stops falling, try a lower --learning_rate or a "
+                "longer --warmup_steps")
       log(f"warning: {dead[worst]} of {self.depth} units of {worst} were never positive over "
-          f"the last steps: dead ReLUs, which get no gradient and never recover. The head is "
-          f"{self.depth} wide (head_depth); rerun with a wider head, e.g. --head_depth=256")
+          f"the last steps: dead ReLUs, which get no gradient and never recover. {advice}")
     return counts

@@ -73,6 +73,11 @@ def test_dead_unit_watch_warns_once_naming_head_depth(capsys):
   out = capsys.readouterr().out
   assert out.count("warning:") == 1
   assert "3 of 4 units of my_sub_network/my_conv_1" in out and "--head_depth=256" in out
+  wide = train_step.DeadUnitWatch(256)
+  wide.add({scope: np.eye(1, 256)[0] for scope in mlc.HEAD_RELUS})
+  wide.read()
+  out = capsys.readouterr().out
+  assert "255 of 256 units" in out and "--head_depth" not in out and "--learning_rate" in out
   alive = train_step.DeadUnitWatch(4)
   alive.add({scope: np.ones(4) for scope in mlc.HEAD_RELUS})
   alive.read()
