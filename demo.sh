@@ -49,13 +49,17 @@ $PY train.py --label_count=10 --input_tfrecord_file="$OUT/records/train.tfrecord
   --train_dir="$OUT/train" --target_height=32 --target_width=32 --resize_height=36 \
   --resize_width=36 --batch_size=64 --train_base_network=true --batch_norm_decay=0.9 \
   "${recipe_flags[@]}" --number_of_steps="$STEPS" --save_checkpoint_steps=$(( STEPS / 3 )) \
-  --log_every_n_steps=50 --image_summary_steps=200 \
+  --save_checkpoint_secs=0 --log_every_n_steps=50 --image_summary_steps=200 \
   --label_names_file="$OUT/data/label_names.txt" > "$OUT/train.log" 2>&1 &
 train_pid=$!
+# The three checkpoints, then exit. The timeout (from the start, as the original's) only guards
+# against a train.py that died: the first checkpoint takes minutes to come on 2 cores.
 $PY evaluate.py --checkpoint_dir="$OUT/train" --input_tfrecord_file="$OUT/records/eval.tfrecord-*" \
-  --min_global_step=$(( STEPS / 3 )) --eval_interval_secs=5 --timeout_secs=120 \
+  --min_global_step=$(( STEPS / 3 )) --eval_interval_secs=5 --max_evaluations=3 \
+  --timeout_secs=1800 \
   > "$OUT/evaluate.log" 2>&1 &
 eval_pid=$!
+trap 'kill $eval_pid 2>/dev/null || true' EXIT  # a failed train.py leaves no evaluator waiting
 tail -f "$OUT/train.log" --pid=$train_pid | grep --line-buffered -E "^step|^warning|resumed|restored|saved"
 wait $train_pid
 wait $eval_pid || true
