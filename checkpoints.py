@@ -10,6 +10,7 @@ what a rerun resumes from.
 """
 
 import glob
+import math
 import os
 import re
 import shutil
@@ -47,10 +48,13 @@ def remove_leftovers(train_dir):
 
 
 def size(checkpoint):
-  """Bytes of the variables `checkpoint` (a tf.train.Checkpoint) saves: about its files' size."""
+  """Bytes of the variables `checkpoint` (a tf.train.Checkpoint) saves: about its files' size.
+
+  Counts the Keras optimiser's variables too (Adam's two slots per weight: two thirds of a
+  checkpoint), which are keras.Variable objects, not tf.Variable ones."""
   variables = {id(v): v for v in tf.train.TrackableView(checkpoint).descendants()
-               if isinstance(v, tf.Variable)}
-  return sum(v.shape.num_elements() * v.dtype.size for v in variables.values())
+               if isinstance(v, tf.Variable) or isinstance(getattr(v, "value", None), tf.Variable)}
+  return sum(math.prod(v.shape) * tf.as_dtype(v.dtype).size for v in variables.values())
 
 
 def save(manager, number):
