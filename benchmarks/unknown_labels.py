@@ -13,7 +13,7 @@
 
 Every stage is a subprocess running the project's own scripts, as a user would run them.
 
-    python benchmarks/unknown_labels.py --seeds=0,1,2   # six demo-sized trainings: ~35 min
+    python benchmarks/unknown_labels.py --seeds=0,1,2   # six demo-sized trainings: ~60 min
     python benchmarks/unknown_labels.py --steps=2 --num_train=20 --num_eval=10 --batch_size=4 \\
         --work_dir=/tmp/unknown_smoke            # a smoke run, ~2 min
 """
