@@ -12,6 +12,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import configs  # noqa: E402
 import errors  # noqa: E402
+import fileio  # noqa: E402
 import metrics  # noqa: E402
 import score_files  # noqa: E402
 
@@ -24,8 +25,7 @@ def main(argv):
   labels = score_files.load_labels(os.path.join(out, "data", "test", "image_label"))
   scores = score_files.load_matrix(os.path.join(out, "inference", "scores.txt"))
   thresholds = score_files.load_thresholds(os.path.join(out, "thresholds.txt"))
-  images = [line.split()[0] for line in score_files.read_lines(
-      os.path.join(out, "data", "test", "image_list")) if line.strip()]
+  images = fileio.image_names(os.path.join(out, "data", "test", "image_list"))
 
   with open(os.path.join(out, "inference", "inference_config.json")) as f:
     run = json.load(f)["run"]  # what inference.py scored: 10 crops or the one view
