@@ -230,11 +230,16 @@ class DeriveLabelsConfig:
 # ---------------------------------------------------------------------------------------------
 # The values a field may take, checked by parse_overrides once the files and flags are applied,
 # before any work: a rule is ">= n", "> n", "[a, b)", "[a, b]" or "v or <rule>". Choices (loss,
-# backbone, ...) are checked by the code that owns them, still before anything is written;
-# create_tfrecord.py, read_tfrecord.py and make_demo_data.py check their own configs' numbers.
-# Every float field must also be finite.
+# backbone, ...) are checked by the code that owns them, still before anything is written, as
+# are rules that tie fields together (make_demo_data.py's digit sizes). Every float field must
+# also be finite.
 
 VALUE_RULES = {
+    CreateTFRecordConfig: {"num_shards": "[1, 100000]", "num_workers": "[0, 1024]",
+                           "max_side": "[0, 1073741824]", "jpeg_quality": "[1, 100]",
+                           "seed": "[-1, 9223372036854775808]"},
+    ReadTFRecordConfig: {"num_samples": ">= 0"},
+    DemoDataConfig: {"image_size": ">= 32"},
     ModelConfig: {"label_count": ">= 0", "head_depth": ">= 0", "resize_height": ">= 1",
                   "resize_width": ">= 1", "weight_decay": ">= 0", "batch_size": ">= 1",
                   "batch_norm_decay": "[0, 1)", "batch_norm_epsilon": "> 0",

@@ -136,8 +136,6 @@ def check_config(cfg):
     if value != 0 and value < NUM_LABELS:
       raise errors.ConfigError(f"--{name}={value}: use 0 (skip the split) or >= {NUM_LABELS}, "
                                f"so every label has a positive")
-  if cfg.image_size < 32:
-    raise errors.ConfigError(f"--image_size={cfg.image_size}: must be >= 32")
   if not 0 < cfg.min_digit <= cfg.max_digit <= 0.5:
     raise errors.ConfigError(f"--min_digit={cfg.min_digit}, --max_digit={cfg.max_digit}: need "
                              "0 < min_digit <= max_digit <= 0.5 (a digit fits its quadrant)")

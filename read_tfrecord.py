@@ -142,8 +142,6 @@ def check_config(cfg):
   """ConfigError naming a missing or impossible setting, before any work."""
   if not cfg.data_path:
     raise errors.ConfigError("--data_path is required (a file, a comma list or a glob)")
-  if cfg.num_samples < 0:
-    raise errors.ConfigError(f"--num_samples={cfg.num_samples}: must be >= 0")
 
 
 def main(argv):
