@@ -45,6 +45,7 @@ echo "recipe: $recipe_line: ${recipe_flags[*]:-the defaults}"
 # 32 px crops of the 64 px images, 64 a batch: a from-scratch ResNet-50 needs many images seen,
 # and on 2 cores these are 4x cheaper than 64 px ones. A short run: lower slim's BN decay (0.997)
 # so the moving statistics keep up.
+: > "$OUT/train.log"  # made here: the tail below may start before train.py's redirection does
 $PY train.py --label_count=10 --input_tfrecord_file="$OUT/records/train.tfrecord-*" \
   --train_dir="$OUT/train" --target_height=32 --target_width=32 --resize_height=36 \
   --resize_width=36 --batch_size=64 --train_base_network=true --batch_norm_decay=0.9 \
@@ -59,7 +60,8 @@ $PY evaluate.py --checkpoint_dir="$OUT/train" --input_tfrecord_file="$OUT/record
   --timeout_secs=1800 \
   > "$OUT/evaluate.log" 2>&1 &
 eval_pid=$!
-trap 'kill $eval_pid 2>/dev/null || true' EXIT  # a failed train.py leaves no evaluator waiting
+# A failure here stops both, so that nothing trains or waits on after the demo has exited.
+trap 'kill $train_pid $eval_pid 2>/dev/null || true' EXIT
 tail -f "$OUT/train.log" --pid=$train_pid | grep --line-buffered -E "^step|^warning|resumed|restored|saved"
 wait $train_pid
 wait $eval_pid || true
