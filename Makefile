@@ -22,10 +22,10 @@ test-fast: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q -m "not slow"
 
 bench: $(STAMP)
-	$(PY) benchmarks/throughput.py
+	$(PY) -m benchmarks.throughput
 
 bench-quick: $(STAMP)
-	$(PY) benchmarks/throughput.py --quick
+	$(PY) -m benchmarks.throughput --quick
 
 clean:
 	rm -rf demo_out bench_out

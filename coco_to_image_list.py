@@ -30,8 +30,7 @@ import os
 import time
 
 import configs
-import errors
-import fileio
+from multilabel import arguments, errors, files
 
 OUTPUTS = ("image_list", "label_names.txt", "image_label")  # renamed in this order
 
@@ -134,26 +133,23 @@ def label_rows(images, categories, kept, annotations, path):
 
 def write_outputs(output_dir, texts):
   """Writes {name: text} to temp files, then replaces the outputs in OUTPUTS order
-  (fileio.atomic_write renames each as its block exits, the last entered first): if one write
+  (files.atomic_write renames each as its block exits, the last entered first): if one write
   fails, no output is replaced."""
   with contextlib.ExitStack() as stack:
     for name in reversed(OUTPUTS):
       path = os.path.join(output_dir, name)
-      f = stack.enter_context(fileio.atomic_write(path, encoding="utf-8", newline="\n",
+      f = stack.enter_context(files.atomic_write(path, encoding="utf-8", newline="\n",
                                                  size=len(texts[name].encode())))
       f.write(texts[name])
       f.flush()  # a full disk fails here, before any old output is removed
     for name in OUTPUTS:  # no old file may stay beside a new one: they would not match
-      fileio.discard(os.path.join(output_dir, name))
+      files.discard(os.path.join(output_dir, name))
 
 
 def main(argv):
   # Configuration: edit here, or override with --field=value.
   cfg = configs.CocoConfig()
-  configs.parse_overrides(argv, cfg, usage=__doc__)
-  for name in ("annotations", "output_dir"):
-    if not getattr(cfg, name):
-      raise errors.ConfigError(f"--{name} is required")
+  arguments.parse_overrides(argv, cfg, usage=__doc__)
   if not os.path.isfile(cfg.annotations):
     raise errors.MissingFileError(f"--annotations={cfg.annotations!r}: no such file")
 

@@ -1,536 +1,289 @@
-"""Run configuration: one dataclass per stage, and the one override helper every script uses.
+"""Run configuration: one dataclass per stage, with the original toolkit's defaults.
 
-The defaults are the original TF1 toolkit's. The documented way to configure a run is to edit the
-config objects at the top of a script's `main()`; `--field=value` on the command line overrides
-any field of that script's configs (a name two configs share, such as `batch_size`, sets both),
-and a .json argument (a saved config.json, or a hand-written subset) loads before the flags:
+Each field declares its type, default, one-line help (what --help prints) and the values it may
+take; a config's `check` holds the rules that tie its fields together. Edit the config objects at
+the top of a script's `main()`, pass `--field=value`, or give a .json file (a saved config.json,
+or a hand-written subset), which loads before the flags (multilabel/settings.py does all three):
 
     python train.py --label_count=10 --input_tfrecord_file=data/train.tfrecord --train_dir=runs/a
     python train.py runs/a/config.json --number_of_steps=40000   # continue runs/a
-    python evaluate.py --checkpoint_dir=runs/a --run_once=true
     python evaluate.py --help
-
-Every field's one-line comment here is also its --help text (field_comments reads this file), so
-they are written in one place. That is why the helper lives beside the dataclasses, and why this
-file is longer than ~300 lines.
 """
 
-import ast
-import dataclasses
-import difflib
-import io
-import json
-import math
-import os
-import tokenize
-import typing
 from dataclasses import dataclass
 
-import fileio
-from errors import ConfigError, MissingFileError
+from multilabel.errors import ConfigError
+from multilabel.settings import Config, above, at_least, between, setting
+
+BACKBONES = ("resnet_v2_50", "resnet_v2_101", "resnet_v2_152", "resnet_v2_200")
+FRACTION = between(0, 1, high_open=True)
 
 
 @dataclass
-class CreateTFRecordConfig:
+class CreateTFRecordConfig(Config, section="create_tfrecord"):
   """create_tfrecord.py: image folder + list/label files -> TFRecords."""
-  image_dir: str = ""  # folder the names in imglist_file are relative to
-  imglist_file: str = ""  # "name.jpg 3" per line; 3 = number of 1s in the matching label row
-  imglabel_file: str = ""  # "1 0 1 ..." per line, one 0/1 per label; -1 = unknown (not checked)
-  output_file: str = ""  # output path; with num_shards > 1, <output_file>-0000i-of-0000N
-  gpu: str = ""  # kept for the original's CLI; preparing data needs no GPU and ignores it
-  num_shards: int = 1  # output files; use >= the number of training workers
-  seed: int = 0  # shuffle seed for the record order; -1 keeps the list order
-  num_workers: int = 0  # image decode/verify processes; 0 = one per CPU core
-  max_side: int = 0  # >0: downscale so the longer side is at most this (pixels); 0 = keep size
-  jpeg_quality: int = 95  # quality used when an image has to be re-encoded as JPEG
+  image_dir: str = setting("", "folder the names in imglist_file are relative to")
+  imglist_file: str = setting(
+      "", '"name.jpg 3" per line: 3 = the 1s in its label row', required=True)
+  imglabel_file: str = setting("", '"1 0 1 ..." per line; -1 = unknown', required=True)
+  output_file: str = setting(
+      "", "output path; <output_file>-0000i-of-0000N if sharded", required=True)
+  gpu: str = setting("", "kept for the original's CLI; preparing data needs no GPU and ignores it")
+  num_shards: int = setting(
+      1, "output files; >= the number of training workers", between(1, 100000))
+  seed: int = setting(0, "record order shuffle seed; -1 keeps the list order", between(-1, 2**63))
+  num_workers: int = setting(0, "image decode processes; 0 = one per CPU core", between(0, 1024))
+  max_side: int = setting(
+      0, "downscale to this longer side (px); 0 = keep the size", between(0, 2**30))
+  jpeg_quality: int = setting(95, "quality of images re-encoded as JPEG", between(1, 100))
 
 
 @dataclass
-class CocoConfig:
+class CocoConfig(Config, section="coco"):
   """coco_to_image_list.py: COCO instances JSON -> the original's image_list and image_label."""
-  annotations: str = ""  # COCO instances JSON, e.g. annotations/instances_train2014.json
-  output_dir: str = ""  # image_list, image_label and label_names.txt are written here
-  categories: str = ""  # "name,name,..." keeps these, in this order; "" = all, by category id
-  drop_empty: bool = False  # drop images without a kept category (default: an all-0 row)
+  annotations: str = setting(
+      "", "COCO instances JSON, e.g. instances_train2014.json", required=True)
+  output_dir: str = setting(
+      "", "image_list, image_label and label_names.txt go here", required=True)
+  categories: str = setting("", '"name,name,..." keeps these, in order; "" = all, by category id')
+  drop_empty: bool = setting(False, "drop images without a kept category (default: an all-0 row)")
 
 
 @dataclass
-class ReadTFRecordConfig:
+class ReadTFRecordConfig(Config, section="read_tfrecord"):
   """read_tfrecord.py: statistics, verification and sample dumps of TFRecords."""
-  data_path: str = ""  # one file, a comma-separated list, or a glob
-  dump_dir: str = ""  # if set, write num_samples sample images here
-  num_samples: int = 10  # how many sample images to dump
-  image_path_key: str = "image_path"  # context key of the image path
-  image_data_key: str = "image_data"  # context key of the encoded JPEG
-  image_label_key: str = "image_label"  # feature-list key of the 0/1 labels
+  data_path: str = setting("", "one file, a comma-separated list, or a glob", required=True)
+  dump_dir: str = setting("", "if set, write num_samples sample images here")
+  num_samples: int = setting(10, "how many sample images to dump", at_least(0))
+  image_path_key: str = setting("image_path", "context key of the image path")
+  image_data_key: str = setting("image_data", "context key of the encoded JPEG")
+  image_label_key: str = setting("image_label", "feature-list key of the 0/1 labels")
 
 
 @dataclass
-class DemoDataConfig:
+class DemoDataConfig(Config, section="demo_data"):
   """make_demo_data.py: the multi-label digits image set built from sklearn's load_digits."""
-  output_dir: str = "demo_out/data"  # <output_dir>/<split>/{images/,image_list,image_label}
-  num_train: int = 24000  # train images (0 = skip the split, else >= 10)
-  num_eval: int = 500  # eval images (0 = skip the split, else >= 10)
-  num_test: int = 200  # test images (0 = skip the split, else >= 10)
-  image_size: int = 64  # square image side (pixels), >= 32
-  max_digits: int = 4  # each image holds 1..max_digits distinct digits (at most 4)
-  min_digit: float = 0.4  # smallest digit side, as a fraction of image_size
-  max_digit: float = 0.5  # largest digit side, as a fraction of image_size (<= 0.5, a quadrant)
-  colours: str = "mono"  # mono (light on dark) | random (contrasting colours, random backgrounds)
-  seed: int = 0  # seed for the source-digit split and the image generation
+  output_dir: str = setting(
+      "demo_out/data", "<output_dir>/<split>/{images/,image_list,image_label}")
+  num_train: int = setting(24000, "train images (0 = skip the split, else >= 10)")
+  num_eval: int = setting(500, "eval images (0 = skip the split, else >= 10)")
+  num_test: int = setting(200, "test images (0 = skip the split, else >= 10)")
+  image_size: int = setting(64, "square image side (pixels), >= 32", at_least(32))
+  max_digits: int = setting(4, "each image holds 1..max_digits distinct digits (at most 4)")
+  min_digit: float = setting(0.4, "smallest digit side, as a fraction of image_size")
+  max_digit: float = setting(0.5, "largest digit side, as a fraction of image_size (<= 0.5)")
+  colours: str = setting(
+      "mono", "mono = light on dark; random = random colours", choices=("mono", "random"))
+  seed: int = setting(0, "seed for the source-digit split and the image generation")
+
+  def check(self, *others):
+    for name in ("num_train", "num_eval", "num_test"):  # 10 digits: a positive of each label
+      if getattr(self, name) not in at_least(10, also=(0,)):
+        raise ConfigError(f"--{name}={getattr(self, name)}: use 0 (skip the split) or >= 10, so "
+                          "every label has a positive")
+    if not 0 < self.min_digit <= self.max_digit <= 0.5:
+      raise ConfigError(f"--min_digit={self.min_digit}, --max_digit={self.max_digit}: need "
+                        "0 < min_digit <= max_digit <= 0.5 (a digit fits its quadrant)")
+    if not 1 <= self.max_digits <= 4:
+      raise ConfigError(f"--max_digits={self.max_digits}: must be 1..4 (one per quadrant)")
 
 
 @dataclass
-class ModelConfig:
-  """The network (multi_label_classification_model.py), its input pipeline (preprocessing.py)."""
-  label_count: int = 0  # number of labels (columns of image_label); must be set
-  label_names_file: str = ""  # one name per line, kept in config.json; "" = as kept, else label_<i>
-  backbone: str = "resnet_v2_50"  # resnet_v2_50 | resnet_v2_101 | resnet_v2_152 | resnet_v2_200
-  base_network_checkpoint: str = ""  # first run: slim .ckpt, or a train dir/best//prefix of ours
-  head_depth: int = 0  # channels of my_conv_1/_2; 0 = label_count (the original); 256 won't die
-  augmentation: str = "seed"  # seed (original) | crop_flip | flip | none | randaugment (README)
-  input_tfrecord_file: str = ""  # TFRecords: one file, a comma-separated list, or a glob
-  target_height: int = 224  # network input height (pixels); a multiple of 32
-  target_width: int = 224  # network input width (pixels); a multiple of 32
-  resize_height: int = 255  # train: resize to this before the random crop to target
-  resize_width: int = 255  # train: resize to this before the random crop to target
-  use_regularizer: bool = True  # L2 weight decay on the head (and the backbone when fine-tuning)
-  weight_decay: float = 1e-4  # L2 factor: loss += weight_decay * sum(w**2) / 2; AdamW: its decay
-  batch_size: int = 32  # images per batch (per replica under tf.distribute)
-  train_base_network: bool = False  # False = frozen backbone (moving BN statistics, no gradients)
-  batch_norm_decay: float = 0.997  # slim's BN moving-average decay; lower it for short scratch runs
-  batch_norm_epsilon: float = 1e-5  # slim's BN epsilon
-  image_path_key: str = "image_path"  # context key of the image path in the records
-  image_data_key: str = "image_data"  # context key of the encoded JPEG in the records
-  image_label_key: str = "image_label"  # feature-list key of the 0/1 labels in the records
-  num_parallel_calls: int = -1  # tf.data map parallelism; -1 = AUTOTUNE
-  shuffle_buffer: int = 1000  # records in the train shuffle buffer
-  precision: str = "float32"  # float32 | mixed_bfloat16 | mixed_float16 (compute dtype)
+class ModelConfig(Config, section="model"):
+  """The network (multi_label_classification_model.py), its input pipeline (data/preprocessing)."""
+  label_count: int = setting(0, "number of labels (columns of image_label)", at_least(0))
+  label_names_file: str = setting("", 'one name per line, kept in config.json; "" = as kept')
+  backbone: str = setting("resnet_v2_50", "the ResNet v2 depth", choices=BACKBONES)
+  base_network_checkpoint: str = setting("", "first run: slim .ckpt, or our train dir/best//prefix")
+  head_depth: int = setting(0, "channels of my_conv_1/_2; 0 = label_count (original)", at_least(0))
+  augmentation: str = setting(
+      "seed", "seed is the original's",
+      choices=("seed", "crop_flip", "flip", "none", "randaugment"))
+  input_tfrecord_file: str = setting("", "TFRecords: a file, a comma list or a glob", required=True)
+  target_height: int = setting(224, "network input height (pixels); a multiple of 32")
+  target_width: int = setting(224, "network input width (pixels); a multiple of 32")
+  resize_height: int = setting(255, "train: resize before the random crop to target", at_least(1))
+  resize_width: int = setting(255, "train: resize before the random crop to target", at_least(1))
+  use_regularizer: bool = setting(True, "L2 weight decay on the head (and a fine-tuned backbone)")
+  weight_decay: float = setting(1e-4, "L2: loss += weight_decay * sum(w**2) / 2", at_least(0))
+  batch_size: int = setting(32, "images per batch (per replica under tf.distribute)", at_least(1))
+  train_base_network: bool = setting(False, "False = frozen backbone (moving BN stats)")
+  batch_norm_decay: float = setting(
+      0.997, "BN moving-average decay; lower for short runs", FRACTION)
+  batch_norm_epsilon: float = setting(1e-5, "slim's BN epsilon", above(0))
+  image_path_key: str = setting("image_path", "context key of the image path in the records")
+  image_data_key: str = setting("image_data", "context key of the encoded JPEG in the records")
+  image_label_key: str = setting("image_label", "feature-list key of the 0/1 labels in the records")
+  num_parallel_calls: int = setting(
+      -1, "tf.data map threads; -1 = AUTOTUNE", at_least(1, also=(-1,)))
+  shuffle_buffer: int = setting(1000, "records in the train shuffle buffer", at_least(1))
+  precision: str = setting(
+      "float32", "compute dtype", choices=("float32", "mixed_bfloat16", "mixed_float16"))
+
+  def check(self, *others):
+    if self.label_count < 1:
+      raise ConfigError(f"label_count={self.label_count}: set --label_count to the number of "
+                        "labels (the columns of image_label)")
+    for side in ("target_height", "target_width"):
+      if getattr(self, side) % 32 or getattr(self, side) < 32:
+        raise ConfigError(f"{side}={getattr(self, side)}: must be a positive multiple of 32 (the "
+                          "backbone's output stride)")
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Config, section="train"):
   """train.py: optimisation, checkpoints and summaries."""
-  train_dir: str = "train_dir"  # checkpoints, config.json and TensorBoard summaries go here
-  gpu_id: str = "0"  # CUDA_VISIBLE_DEVICES for training; "" = all visible, "-1" = CPU only
-  learning_rate: float = 0.001  # initial learning rate (the peak, after any warmup)
-  lr_schedule: str = "exponential"  # exponential (the original's) | cosine: to 0 at the last step
-  warmup_steps: int = 0  # cosine only: rise linearly from 0 to learning_rate over these steps
-  decay_steps: int = 1000  # exponential decay period (steps)
-  decay_rate: float = 0.9  # learning rate multiplier per decay period
-  staircase: bool = True  # decay in whole periods rather than continuously
-  optimizer: str = "Adam"  # Adam | SGD | Momentum | RMSProp | AdamW (needs use_regularizer=false)
-  momentum: float = 0.9  # for Momentum and RMSProp
-  clip_gradients: float = 5.0  # global-norm gradient clipping; 0 = off
-  max_to_keep: int = 20  # recent checkpoints kept
-  keep_checkpoint_every_n_hours: float = 0.2  # also keep one checkpoint per this many hours
-  number_of_steps: int = 100000  # stop at this global step; rerun with more to continue
-  save_checkpoint_steps: int = 500  # save every this many steps (0 = use save_checkpoint_secs)
-  save_checkpoint_secs: int = 600  # save at least this often (seconds); 0 = off
-  log_every_n_steps: int = 10  # log line and scalar summaries every this many steps
-  image_summary_steps: int = 500  # write a few augmented input images every this many steps
-  ema_decay: float = 0.0  # exponential moving average of the weights; 0 = off, e.g. 0.999
-  loss: str = "sigmoid"  # sigmoid | focal | asymmetric
-  focal_gamma: float = 2.0  # focal loss focusing parameter (Lin et al. 2017)
-  gamma_neg: float = 4.0  # asymmetric loss: focusing for negatives (Ridnik et al. 2021)
-  gamma_pos: float = 0.0  # asymmetric loss: focusing for positives
-  asl_clip: float = 0.05  # asymmetric loss: probability margin shifted off negatives
-  unknown_label: str = "ignore"  # -1 labels: ignore (loss = mean of the known entries) | negative
-  pos_weight: str = ""  # per-label positive-term weight: "" off | auto (train neg/pos) | a file
-  xla: bool = False  # compile the train step with XLA (jit_compile)
-  strategy: str = "default"  # default | mirrored | multi_worker (tf.distribute)
-  seed: int = 0  # seed for weight init and shuffling; -1 = nondeterministic
-  data_service_address: str = ""  # grpc://host:port: decode/augment on tf.data service workers
-  data_service_timeout_secs: int = 30  # wait this long for the service's dispatcher to answer (s)
+  train_dir: str = setting("train_dir", "checkpoints, config.json and summaries go here")
+  gpu_id: str = setting("0", 'CUDA_VISIBLE_DEVICES for training; "" = all visible, "-1" = CPU only')
+  learning_rate: float = setting(0.001, "the peak learning rate (after any warmup)", above(0))
+  lr_schedule: str = setting(
+      "exponential", "exponential is the original's", choices=("exponential", "cosine"))
+  warmup_steps: int = setting(0, "cosine only: rise linearly from 0 over these steps", at_least(0))
+  decay_steps: int = setting(1000, "exponential decay period (steps)", at_least(1))
+  decay_rate: float = setting(0.9, "learning rate multiplier per decay period", above(0))
+  staircase: bool = setting(True, "decay in whole periods rather than continuously")
+  optimizer: str = setting(
+      "Adam", "AdamW needs use_regularizer=false",
+      choices=("Adam", "SGD", "Momentum", "RMSProp", "AdamW"))
+  momentum: float = setting(0.9, "for Momentum and RMSProp", FRACTION)
+  clip_gradients: float = setting(5.0, "global-norm gradient clipping; 0 = off", at_least(0))
+  max_to_keep: int = setting(20, "recent checkpoints kept", at_least(1))
+  keep_checkpoint_every_n_hours: float = setting(
+      0.2, "also keep one checkpoint per this many hours", at_least(0))
+  number_of_steps: int = setting(
+      100000, "stop at this step; rerun with more to continue", at_least(0))
+  save_checkpoint_steps: int = setting(
+      500, "save every this many steps (0 = by seconds)", at_least(0))
+  save_checkpoint_secs: int = setting(600, "save at least this often (s); 0 = off", at_least(0))
+  log_every_n_steps: int = setting(10, "log and summarise every this many steps", at_least(1))
+  image_summary_steps: int = setting(
+      500, "augmented input images every this many steps", at_least(0))
+  ema_decay: float = setting(0.0, "weights' moving average; 0 = off, e.g. 0.999", FRACTION)
+  loss: str = setting("sigmoid", "classification loss", choices=("sigmoid", "focal", "asymmetric"))
+  focal_gamma: float = setting(2.0, "focal loss focusing parameter (Lin et al. 2017)", at_least(0))
+  gamma_neg: float = setting(4.0, "asymmetric loss: focusing for negatives", at_least(0))
+  gamma_pos: float = setting(0.0, "asymmetric loss: focusing for positives", at_least(0))
+  asl_clip: float = setting(0.05, "asymmetric loss: margin off negatives", FRACTION)
+  unknown_label: str = setting(
+      "ignore", "-1 labels: ignore, or read as 0", choices=("ignore", "negative"))
+  pos_weight: str | list[float] = setting("", '"" off | auto (neg/pos) | a file of weights')
+  xla: bool = setting(False, "compile the train step with XLA (jit_compile)")
+  strategy: str = setting(
+      "default", "tf.distribute", choices=("default", "mirrored", "multi_worker"))
+  seed: int = setting(0, "seed for weight init and shuffling; -1 = nondeterministic", at_least(-1))
+  data_service_address: str = setting("", "grpc://host:port: decode on tf.data service workers")
+  data_service_timeout_secs: int = setting(30, "wait this long for the dispatcher to answer (s)")
+
+  def check(self, *others):
+    model = next((c for c in others if isinstance(c, ModelConfig)), None)
+    if model is not None:
+      for side in ("height", "width"):  # flip and none don't crop
+        resize, target = getattr(model, f"resize_{side}"), getattr(model, f"target_{side}")
+        if resize < target and model.augmentation not in ("flip", "none"):
+          raise ConfigError(f"resize_{side}={resize} is smaller than target_{side}={target}: "
+                            "the random crop needs resize >= target")
+      if self.optimizer == "AdamW" and model.use_regularizer:
+        raise ConfigError("--optimizer=AdamW decays the weights itself (by weight_decay, "
+                          "decoupled): set --use_regularizer=false, or L2 would decay them twice")
+    if self.warmup_steps and self.lr_schedule != "cosine":
+      raise ConfigError(f"warmup_steps={self.warmup_steps}: warmup comes with lr_schedule=cosine "
+                        "only")
+    if self.lr_schedule == "cosine" and self.warmup_steps >= self.number_of_steps > 0:
+      raise ConfigError(f"warmup_steps={self.warmup_steps}: must be in [0, number_of_steps="
+                        f"{self.number_of_steps})")
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(Config, section="eval"):
   """evaluate.py: the evaluator that runs beside train.py."""
-  checkpoint_dir: str = "train_dir"  # the train_dir to watch
-  eval_dir: str = ""  # summaries, metrics.jsonl and best/; "" = <checkpoint_dir>/eval
-  input_tfrecord_file: str = ""  # eval TFRecords (file, comma list or glob); required
-  batch_size: int = 32  # images per eval batch
-  min_global_step: int = 200  # skip checkpoints before this step
-  eval_interval_secs: int = 30  # poll for new checkpoints this often (seconds)
-  gpu_id: str = "-1"  # CUDA_VISIBLE_DEVICES; -1 = CPU, so the evaluator doesn't take the GPU
-  run_once: bool = False  # evaluate one checkpoint (latest or checkpoint_path) and exit
-  checkpoint_path: str = ""  # with run_once: this checkpoint prefix instead of the latest
-  max_evaluations: int = 0  # exit after this many evaluations; 0 = no limit
-  timeout_secs: int = 0  # exit when no new checkpoint came for this long (seconds); 0 = never
-  score_file: str = ""  # if set, write the eval scores here (%.6f, one row per image)
-  label_file: str = ""  # if set, write the eval labels here (image_label format)
-  top_k: int = 3  # k of the top-k metrics (CP/CR/CF1/OP/OR/OF1 at top-k)
-  label_names_file: str = ""  # one name per line; "" = the names in the train dir's config.json
-  data_service_address: str = ""  # grpc://host:port: decode on tf.data service workers (any order)
-  data_service_timeout_secs: int = 30  # wait this long for the service's dispatcher to answer (s)
+  checkpoint_dir: str = setting("train_dir", "the train_dir to watch")
+  eval_dir: str = setting("", 'summaries, metrics.jsonl and best/; "" = <checkpoint_dir>/eval')
+  input_tfrecord_file: str = setting("", "eval TFRecords (file, comma list or glob)", required=True)
+  batch_size: int = setting(32, "images per eval batch", at_least(1))
+  min_global_step: int = setting(200, "skip checkpoints before this step", at_least(0))
+  eval_interval_secs: int = setting(30, "poll for new checkpoints this often (s)", at_least(0))
+  gpu_id: str = setting("-1", "CUDA_VISIBLE_DEVICES; -1 = CPU, leaving the GPU to training")
+  run_once: bool = setting(False, "evaluate one checkpoint (latest or checkpoint_path) and exit")
+  checkpoint_path: str = setting("", "with run_once: this checkpoint prefix instead of the latest")
+  max_evaluations: int = setting(0, "exit after this many evaluations; 0 = no limit", at_least(0))
+  timeout_secs: int = setting(
+      0, "exit after this long without a checkpoint (s); 0 = never", at_least(0))
+  score_file: str = setting("", "if set, write the eval scores here (%.6f, one row per image)")
+  label_file: str = setting("", "if set, write the eval labels here (image_label format)")
+  top_k: int = setting(3, "k of the top-k metrics (CP/CR/CF1/OP/OR/OF1 at top-k)", at_least(1))
+  label_names_file: str = setting("", 'one name per line; "" = the train dir\'s config.json names')
+  data_service_address: str = setting("", "grpc://host:port: decode on tf.data service workers")
+  data_service_timeout_secs: int = setting(30, "wait this long for the dispatcher to answer (s)")
 
 
 @dataclass
-class InferenceConfig:
+class InferenceConfig(Config, section="inference"):
   """inference.py: 10-crop scoring of test images."""
-  checkpoint_path: str = "train_dir"  # a train dir (latest), an eval best/ dir, or a prefix
-  inference_dir: str = "inference"  # outputs go here
-  inference_file_name: str = "scores.txt"  # the score file (np.savetxt, %.6f, one row per image)
-  gpu_id: str = "0"  # CUDA_VISIBLE_DEVICES; "-1" = CPU
-  image_list_file: str = ""  # plain list of paths, or an original-format image_list
-  image_dir: str = ""  # image_list names are relative to this; alone: every image in it
-  resize_height: int = 0  # resize before the 10 crops; 0 = target * 290/224 (290 at 224, 83 at 64)
-  resize_width: int = 0  # resize before the 10 crops; 0 = target * 290/224 (290 at 224, 83 at 64)
-  aggregation: str = "mean"  # mean | max over the 10 crops
-  views: str = "auto"  # ten (the 10 crops) | one (eval's resize) | auto: ten if trained on crops
-  batch_size: int = 8  # images per batch (x10 crops through the network)
-  xla: str = "auto"  # auto (time both scorers on the first batch, keep the faster) | true | false
-  thresholds_file: str = ""  # per-label thresholds from threshold_calibration.py
-  threshold: float = 0.5  # single threshold when no thresholds_file is given
-  label_names_file: str = ""  # one name per line; "" = the names in the train dir's config.json
-  export_saved_model: str = ""  # if set, also write a serving SavedModel to this folder
-  strict: bool = False  # true: exit 1 if any image is unreadable (after writing the outputs)
+  checkpoint_path: str = setting("train_dir", "a train dir (latest), an eval best/ dir or a prefix")
+  inference_dir: str = setting("inference", "outputs go here")
+  inference_file_name: str = setting("scores.txt", "the score file (%.6f, one row per image)")
+  gpu_id: str = setting("0", 'CUDA_VISIBLE_DEVICES; "-1" = CPU')
+  image_list_file: str = setting("", "plain list of paths, or an original-format image_list")
+  image_dir: str = setting("", "image_list names are relative to this; alone: every image in it")
+  resize_height: int = setting(0, "resize before the 10 crops; 0 = target * 290/224", at_least(0))
+  resize_width: int = setting(0, "resize before the 10 crops; 0 = target * 290/224", at_least(0))
+  aggregation: str = setting("mean", "over the 10 crops", choices=("mean", "max"))
+  views: str = setting(
+      "auto", "ten crops, one resize, or ten if trained on crops", choices=("ten", "one", "auto"))
+  batch_size: int = setting(8, "images per batch (x10 crops through the network)", at_least(1))
+  xla: str = setting(
+      "auto", "auto = time both on the first batch", choices=("auto", "true", "false"))
+  thresholds_file: str = setting("", "per-label thresholds from threshold_calibration.py")
+  threshold: float = setting(0.5, "the threshold without a thresholds_file", between(0, 1))
+  label_names_file: str = setting("", 'one name per line; "" = the train dir\'s config.json names')
+  export_saved_model: str = setting("", "if set, also write a serving SavedModel to this folder")
+  strict: bool = setting(False, "true: exit 1 if any image is unreadable (after the outputs)")
 
 
 @dataclass
-class CalibrationConfig:
+class CalibrationConfig(Config, section="calibration"):
   """threshold_calibration.py: per-label thresholds from eval scores."""
-  label_file: str = ""  # eval-set labels (image_label format)
-  score_file: str = ""  # eval-set scores (evaluate.py --score_file)
-  method: str = "roc"  # roc (nearest (0,1), the original) | f1 | youden
-  output_file: str = ""  # write the thresholds here, one per line
-  apply_to: str = ""  # a test score file to threshold
-  predictions_file: str = ""  # where the 0/1 predictions for apply_to go (image_label format)
-  apply_labels: str = ""  # test labels for apply_to, to report test-set metrics
-  label_names_file: str = ""  # one name per line, for the tables; "" = run_dir's, else label_<i>
-  run_dir: str = ""  # a train or eval dir: use the label names its config.json/eval_config.json has
+  label_file: str = setting("", "eval-set labels (image_label format)")
+  score_file: str = setting("", "eval-set scores (evaluate.py --score_file)")
+  method: str = setting("roc", "roc = nearest (0,1), the original", choices=("roc", "f1", "youden"))
+  output_file: str = setting("", "write the thresholds here, one per line")
+  apply_to: str = setting("", "a test score file to threshold")
+  predictions_file: str = setting("", "where the 0/1 predictions for apply_to go (image_label)")
+  apply_labels: str = setting("", "test labels for apply_to, to report test-set metrics")
+  label_names_file: str = setting("", 'one name per line, for the tables; "" = run_dir\'s')
+  run_dir: str = setting("", "a train or eval dir whose saved config holds the label names")
+
+  def check(self, *others):
+    if not self.label_file or not self.score_file:
+      raise ConfigError("--label_file and --score_file are both required")
+    if self.apply_to and not (self.predictions_file or self.apply_labels):
+      raise ConfigError(f"--apply_to={self.apply_to}: give --predictions_file and/or "
+                        "--apply_labels")
+    if (self.predictions_file or self.apply_labels) and not self.apply_to:
+      raise ConfigError("--predictions_file and --apply_labels need --apply_to=SCORES")
 
 
 @dataclass
-class DataServiceConfig:
+class DataServiceConfig(Config, section="data_service"):
   """data_service.py: a tf.data service dispatcher or worker (train.py --data_service_address)."""
-  role: str = ""  # dispatcher | worker
-  port: int = 5050  # port to listen on; 0 = any free one (a second worker on a host needs another)
-  dispatcher_address: str = ""  # worker: the dispatcher to register with, grpc://host:port
-  worker_address: str = ""  # worker: host (or host:port) trainers reach it at; "" = this host
-  work_dir: str = ""  # dispatcher: journal its state here to recover it on restart; "" = none
-  timeout_secs: int = 30  # worker: wait this long for the dispatcher to answer at the start (s)
-  status_secs: float = 1.0  # print a status line this often (seconds); 0 = none
+  role: str = setting("", "what this process serves", choices=("dispatcher", "worker"))
+  port: int = setting(5050, "port to listen on; 0 = any free one (one per worker on a host)")
+  dispatcher_address: str = setting("", "worker: the dispatcher to register with, grpc://host:port")
+  worker_address: str = setting("", 'worker: host[:port] trainers reach it at; "" = this host')
+  work_dir: str = setting("", 'dispatcher: journal its state here to recover on restart; "" = none')
+  timeout_secs: int = setting(30, "worker: wait this long for the dispatcher at the start (s)")
+  status_secs: float = setting(1.0, "print a status line this often (seconds); 0 = none")
 
-
-@dataclass
-class ReportConfig:
-  """demo/report.py: the demo's closing table."""
-  out: str = "demo_out"  # the demo's output folder (demo.sh's DEMO_OUT)
-
-
-@dataclass
-class DeriveLabelsConfig:
-  """demo/derive_labels.py: the second label set of the demo's transfer stage."""
-  data: str = "demo_out/data"  # make_demo_data.py's output_dir, read
-  out: str = "demo_out/data2"  # where the derived image_list/image_label/label_names.txt go
-
-
-# ---------------------------------------------------------------------------------------------
-# The values a field may take, checked by parse_overrides once the files and flags are applied,
-# before any work: a rule is ">= n", "> n", "[a, b)", "[a, b]" or "v or <rule>". Choices (loss,
-# backbone, ...) are checked by the code that owns them, still before anything is written, as
-# are rules that tie fields together (make_demo_data.py's digit sizes). Every float field must
-# also be finite.
-
-VALUE_RULES = {
-    CreateTFRecordConfig: {"num_shards": "[1, 100000]", "num_workers": "[0, 1024]",
-                           "max_side": "[0, 1073741824]", "jpeg_quality": "[1, 100]",
-                           "seed": "[-1, 9223372036854775808]"},
-    ReadTFRecordConfig: {"num_samples": ">= 0"},
-    DemoDataConfig: {"image_size": ">= 32"},
-    ModelConfig: {"label_count": ">= 0", "head_depth": ">= 0", "resize_height": ">= 1",
-                  "resize_width": ">= 1", "weight_decay": ">= 0", "batch_size": ">= 1",
-                  "batch_norm_decay": "[0, 1)", "batch_norm_epsilon": "> 0",
-                  "num_parallel_calls": "-1 or >= 1", "shuffle_buffer": ">= 1"},
-    TrainConfig: {"learning_rate": "> 0", "warmup_steps": ">= 0", "decay_steps": ">= 1",
-                  "decay_rate": "> 0", "momentum": "[0, 1)", "clip_gradients": ">= 0",
-                  "max_to_keep": ">= 1", "keep_checkpoint_every_n_hours": ">= 0",
-                  "number_of_steps": ">= 0", "save_checkpoint_steps": ">= 0",
-                  "save_checkpoint_secs": ">= 0", "log_every_n_steps": ">= 1",
-                  "image_summary_steps": ">= 0", "ema_decay": "[0, 1)", "focal_gamma": ">= 0",
-                  "gamma_neg": ">= 0", "gamma_pos": ">= 0", "asl_clip": "[0, 1)",
-                  "seed": ">= -1"},
-    EvalConfig: {"batch_size": ">= 1", "min_global_step": ">= 0", "eval_interval_secs": ">= 0",
-                 "max_evaluations": ">= 0", "timeout_secs": ">= 0", "top_k": ">= 1"},
-    InferenceConfig: {"resize_height": ">= 0", "resize_width": ">= 0", "batch_size": ">= 1",
-                      "threshold": "[0, 1]"},
-}
-
-
-def _meets(value, rule):
-  """True if the number `value` meets `rule` (VALUE_RULES' forms)."""
-  if " or " in rule:
-    first, rest = rule.split(" or ", 1)
-    return value == float(first) or _meets(value, rest)
-  if rule.startswith(">="):
-    return value >= float(rule[2:])
-  if rule.startswith(">"):
-    return value > float(rule[1:])
-  low, high = (float(x) for x in rule[1:-1].split(","))
-  return low <= value and (value < high if rule.endswith(")") else value <= high)
-
-
-def check_values(*configs):
-  """ConfigError naming the first field whose value breaks its VALUE_RULES rule, or a float
-  field that is not finite (nan, inf)."""
-  for cfg in configs:
-    rules = VALUE_RULES.get(type(cfg), {})
-    for field in dataclasses.fields(cfg):
-      value, rule = getattr(cfg, field.name), rules.get(field.name)
-      if isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(f"--{field.name}={value!r}: must be a finite number")
-      if rule and not _meets(value, rule):
-        raise ConfigError(f"--{field.name}={value!r}: must be {'in ' * rule.startswith('[')}"
-                          f"{rule}")
-
-
-# ---------------------------------------------------------------------------------------------
-# Config files: each config class has a section name; a run saves the sections it ran with.
-
-SECTIONS = {"create_tfrecord": CreateTFRecordConfig, "coco": CocoConfig,
-            "read_tfrecord": ReadTFRecordConfig, "demo_data": DemoDataConfig,
-            "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig,
-            "inference": InferenceConfig, "calibration": CalibrationConfig,
-            "data_service": DataServiceConfig, "report": ReportConfig,
-            "derive_labels": DeriveLabelsConfig}
-RECORD_SECTIONS = ("label_names", "run")  # what a run found or resolved; not read back as settings
-# String settings that a run saves as the numbers it resolved them to (TrainConfig.pos_weight:
-# "auto" or a file -> the list of weights used): a JSON list of numbers is read back as such.
-RESOLVED_LISTS = {(TrainConfig, "pos_weight")}
-CONFIG_FILES = ("config.json", "eval_config.json", "inference_config.json")  # train, eval, infer
-
-
-def _read_json(path):
-  """A config file's {section: {field: value}}; errors name the file (and the line)."""
-  try:
-    with open(path, "rb") as f:
-      raw = f.read()
-  except FileNotFoundError:
-    raise MissingFileError(f"{path}: no such config file") from None
-  except OSError as e:  # a directory, no permission
-    raise ConfigError(f"{path}: cannot be read as a config file ({e.strerror})") from None
-  try:
-    data = json.loads(raw.decode("utf-8-sig"))
-  except UnicodeDecodeError as e:  # e.g. a file cut off inside a character of a label name
-    line = raw[:e.start].count(b"\n") + 1
-    raise ConfigError(f"{path}:{line}: not valid JSON (not UTF-8: {e.reason} at byte "
-                      f"{e.start})") from None
-  except json.JSONDecodeError as e:
-    raise ConfigError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
-  if not isinstance(data, dict):
-    raise ConfigError(f"{path}: expected a JSON object of sections, got {type(data).__name__}")
-  return data
-
-
-def _set_fields(path, section, values, cfg):
-  """Sets cfg's fields from one section's {field: value}, checking names and JSON types."""
-  if not isinstance(values, dict):
-    raise ConfigError(f"{path}: section {section!r} is not a JSON object")
-  types = typing.get_type_hints(type(cfg))
-  for name, value in values.items():
-    if name not in types:
-      raise ConfigError(f"{path}: unknown field {section}.{name} ({type(cfg).__name__} has no "
-                        f"field {name!r})")
-    if (type(cfg), name) in RESOLVED_LISTS and isinstance(value, list) and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
-      setattr(cfg, name, [float(v) for v in value])
-      continue
-    typ = types[name]
-    ok = (isinstance(value, typ) and not (typ is int and isinstance(value, bool))
-          or typ is float and isinstance(value, int) and not isinstance(value, bool))
-    if not ok:
-      raise ConfigError(f"{path}: {section}.{name}={value!r}: expected {typ.__name__}")
-    setattr(cfg, name, typ(value))
-
-
-def apply_config_file(path, *configs):
-  """Applies a .json config file to the configs of its sections; prints what it set.
-
-  The file is a saved config.json (or eval_config.json, inference_config.json) or one written by
-  hand with a subset of its sections and fields. Sections of configs this script does not take
-  are skipped with a note; RECORD_SECTIONS are skipped silently; any other section, an unknown
-  field or a value of the wrong type is a ConfigError naming the file and the field.
-  """
-  by_class = {type(cfg): cfg for cfg in configs}
-  loaded, skipped = [], []
-  for section, values in _read_json(path).items():
-    if section in RECORD_SECTIONS:
-      continue
-    if section not in SECTIONS:
-      raise ConfigError(f"{path}: unknown section {section!r}; config sections are "
-                        f"{', '.join(SECTIONS)}")
-    cfg = by_class.get(SECTIONS[section])
-    if cfg is None:
-      skipped.append(section)
-      continue
-    _set_fields(path, section, values, cfg)
-    loaded.append(f"{type(cfg).__name__} ({len(values)} fields)")
-  print(f"loaded {' and '.join(loaded) or 'no section of this script'} from {path}"
-        + (f"; skipped {', '.join(skipped)} (not this script's)" if skipped else ""))
-
-
-def save_configs(path, **sections):
-  """Writes {"model": {...}, "train": {...}, ...} JSON atomically (fileio.write_text).
-
-  Each keyword is a section: a config dataclass (its SECTIONS name), or a JSON value that
-  records what the run found (RECORD_SECTIONS: "label_names", "run").
-  """
-  data = {}
-  for key, value in sections.items():
-    if dataclasses.is_dataclass(value):
-      assert SECTIONS[key] is type(value), f"section {key!r} holds a {type(value).__name__}"
-      data[key] = dataclasses.asdict(value)
-    else:
-      assert key in RECORD_SECTIONS, f"unknown section {key!r}"
-      data[key] = value
-  fileio.write_text(path, json.dumps(data, indent=2, sort_keys=True))
-
-
-def load_config(path, key, cls):
-  """Reads one saved config section back as a `cls` instance.
-
-  Fields the file lacks keep their defaults (older runs); fields the class lacks are an error,
-  since they would silently change meaning. A missing file is a MissingFileError.
-  """
-  if not os.path.exists(path):
-    raise MissingFileError(f"{path}: no saved config; was this directory written by train.py?")
-  data = _read_json(path)
-  if key not in data:
-    raise ConfigError(f"{path}: no {key!r} section (has {sorted(data)})")
-  cfg = cls()
-  _set_fields(path, key, data[key], cfg)
-  return cfg
-
-
-def saved_label_names(directory):
-  """(names, file): the label names a run stored in `directory`'s config file (the first of
-  CONFIG_FILES there), or None for names if it stored none; file is None if there is none."""
-  for name in CONFIG_FILES:
-    path = os.path.join(directory, name)
-    if os.path.exists(path):
-      return _read_json(path).get("label_names"), path
-  return None, None
-
-
-# ---------------------------------------------------------------------------------------------
-# The override helper, and --help from this file's field comments.
-
-_TRUE = {"true", "1", "yes"}
-_FALSE = {"false", "0", "no"}
-HELP_FLAGS = ("-h", "--help")
-
-
-def _convert(name, text, typ):
-  """Converts command-line `text` to the field type `typ`, or raises ConfigError naming it."""
-  if typ is bool:
-    if text.lower() in _TRUE:
-      return True
-    if text.lower() in _FALSE:
-      return False
-    raise ConfigError(f"--{name}={text!r}: expected a boolean (true/false/1/0)")
-  if typ in (int, float):
-    try:
-      return typ(text)
-    except ValueError:
-      raise ConfigError(f"--{name}={text!r}: expected {typ.__name__}") from None
-  if typ is str:
-    return text
-  raise ConfigError(f"--{name}: unsupported field type {typ!r}")
-
-
-def field_comments(source):
-  """{class name: {field name: comment}} of the classes defined at the top level of `source`.
-
-  A field is an annotated assignment in a class body; its comment is the `# ...` comment on the
-  line where the assignment ends ("" if there is none). Python's tokenizer finds the comments,
-  so a '#' inside a string default is not one.
-  """
-  comments = {token.start[0]: token.string[1:].strip()
-              for token in tokenize.generate_tokens(io.StringIO(source).readline)
-              if token.type == tokenize.COMMENT}
-  return {node.name: {stmt.target.id: comments.get(stmt.end_lineno, "")
-                      for stmt in node.body
-                      if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)}
-          for node in ast.parse(source).body if isinstance(node, ast.ClassDef)}
-
-
-def _show(value):
-  """A default as it is typed on the command line."""
-  if isinstance(value, bool):
-    return str(value).lower()
-  return '""' if value == "" else str(value)
-
-
-def help_text(usage, *configs):
-  """The script's usage, then each config's fields: --name=default, type, comment."""
-  with open(__file__, encoding="utf-8") as f:
-    comments = field_comments(f.read())
-  lines = [usage.strip("\n"), "",
-           "Options: --field=value (or --field value) for any field below. A .json argument (a",
-           "saved config.json, or a subset of its sections and fields) loads first; the flags",
-           "then override it. -h, --help: this text."]
-  rows = {type(cfg): [(f"--{f.name}={_show(getattr(cfg, f.name))}", f.type.__name__,
-                       comments[type(cfg).__name__][f.name]) for f in dataclasses.fields(cfg)]
-          for cfg in configs}
-  width = max(len(flag) for fields in rows.values() for flag, _, _ in fields)
-  for cls, fields in rows.items():
-    lines += ["", f"{cls.__name__}: {cls.__doc__}"]
-    lines += [f"  {flag:<{width}}  {typ:<5}  {comment}" for flag, typ, comment in fields]
-  return "\n".join(lines)
-
-
-def parse_overrides(argv, *configs, usage=""):
-  """Applies a script's arguments to its config objects, in place.
-
-  Arguments:
-    -h, --help: print help_text(usage, *configs) and exit 0.
-    a path ending in .json: a config file (apply_config_file), applied first, in order.
-    --field=value (or --field value): sets that field, after the files. A field name that
-      several configs share sets all of them. Each override is printed.
-  Unknown fields, missing values, values of the wrong type and other arguments raise ConfigError
-  naming them (exit status 2 through errors.run); so does a value out of its range once all are
-  applied (check_values), before the script does any work.
-
-  Args:
-    argv: the arguments, e.g. sys.argv[1:].
-    *configs: dataclass instances, modified in place.
-    usage: the script's usage text for --help (its module docstring).
-  Returns:
-    The configs, for chaining.
-  """
-  args, files, overrides = list(argv), [], []
-  while args:
-    arg = args.pop(0)
-    if arg in HELP_FLAGS:
-      print(help_text(usage, *configs))
-      raise SystemExit(0)
-    if arg.endswith(".json") and not arg.startswith("-"):
-      files.append(arg)
-      continue
-    if not arg.startswith("--"):
-      raise ConfigError(f"unexpected argument {arg!r}: use --field=value (or a .json config "
-                        "file)")
-    name, eq, text = arg[2:].partition("=")
-    if not eq:
-      if not args:
-        raise ConfigError(f"--{name} needs a value: use --{name}=value")
-      text = args.pop(0)
-    overrides.append((name, text))
-  for path in files:
-    apply_config_file(path, *configs)
-  for name, text in overrides:
-    targets = [c for c in configs if name in {f.name for f in dataclasses.fields(c)}]
-    if not targets:
-      known = sorted({f.name for c in configs for f in dataclasses.fields(c)})
-      close = difflib.get_close_matches(name, known, n=1)
-      hint = f"did you mean --{close[0]}? " if close else ""
-      raise ConfigError(f"unknown field --{name}; {hint}(--help lists every field)")
-    for cfg in targets:
-      typ = typing.get_type_hints(type(cfg))[name]
-      value = _convert(name, text, typ)
-      setattr(cfg, name, value)
-      print(f"override {type(cfg).__name__}.{name} = {value!r}")
-  check_values(*configs)
-  return configs
+  def check(self, *others):
+    if not self.role:
+      raise ConfigError("--role='': expected dispatcher or worker")
+    if not 0 <= self.port < 65536:
+      raise ConfigError(f"--port={self.port}: expected 0 (any free port) to 65535")
+    if self.role == "worker" and not self.dispatcher_address:
+      raise ConfigError("a worker needs --dispatcher_address=grpc://host:port (the "
+                        "dispatcher's)")
+    if self.role == "dispatcher" and (self.dispatcher_address or self.worker_address):
+      raise ConfigError("--dispatcher_address and --worker_address are a worker's; a "
+                        "dispatcher takes --port and --work_dir")
+    if self.role == "worker" and self.work_dir:
+      raise ConfigError("--work_dir is the dispatcher's (its journal); a worker keeps no state")

@@ -33,13 +33,11 @@ import signal
 import sys
 
 import configs
-import errors
-import fileio
-import records
-from image_workers import image_results
+from multilabel import arguments, errors, files, runtime, textfiles
+from multilabel.data import records
+from multilabel.data.image_decoding import image_results
 
 
-SHARD_SUFFIX = "[0-9]" * 5 + "-of-" + "[0-9]" * 5  # glob of records.shard_paths' suffix
 # The original parsed labels as floats, so "1.0" is a 1; -1 is an unknown label.
 LABEL_TOKENS = ("0", "1", "0.0", "1.0", "-1", "-1.0")
 
@@ -54,8 +52,8 @@ def read_list_and_labels(imglist_file, imglabel_file, max_errors=20):
   All problems are collected, so that one run reports every bad line: one problem is the error's
   message; several are its details (up to max_errors of them), printed above it.
   """
-  list_lines = fileio.text_lines(imglist_file, "imglist_file")  # BOM, CRLF, blank lines
-  label_lines = fileio.text_lines(imglabel_file, "imglabel_file")
+  list_lines = textfiles.text_lines(imglist_file, "imglist_file")  # BOM, CRLF, blank lines
+  label_lines = textfiles.text_lines(imglabel_file, "imglabel_file")
   if not list_lines:
     raise InputError(f"{imglist_file}: no entries")
   problems, entries, row_length = [], [], None
@@ -68,7 +66,7 @@ def read_list_and_labels(imglist_file, imglabel_file, max_errors=20):
                     f"this is the first line without a partner")
   for (list_no, list_text), (label_no, label_text) in zip(list_lines, label_lines):
     where_list, where_label = f"{imglist_file}:{list_no}", f"{imglabel_file}:{label_no}"
-    entry = fileio.list_entry(list_text)  # the name may contain spaces; the count is last
+    entry = textfiles.list_entry(list_text)  # the name may contain spaces; the count is last
     if entry is None:
       problems.append(f"{where_list}: expected '<image name> <label count>', got {list_text!r}")
       continue
@@ -111,21 +109,9 @@ def stale_temp_files(output_file):
   """The temp files that interrupted runs writing `output_file` (its shards of any count
   included) left beside it: a run killed outright (kill -9, a power cut) cannot remove them."""
   base = os.path.basename(output_file)
-  shard = glob.escape(base) + "-" + SHARD_SUFFIX
-  return fileio.stale_temp_files(os.path.dirname(os.path.abspath(output_file)),
+  shard = glob.escape(base) + records.SHARD_GLOB
+  return files.stale_temp_files(os.path.dirname(os.path.abspath(output_file)),
                                  lambda name: name == base or fnmatch.fnmatchcase(name, shard))
-
-
-def check_config(cfg):
-  """ConfigError (exit status 2) naming the first missing or impossible setting (the numbers'
-  ranges are configs.VALUE_RULES', checked as the flags are read)."""
-  for name in ("imglist_file", "imglabel_file", "output_file"):
-    if not getattr(cfg, name):
-      raise errors.ConfigError(f"--{name} is required")
-  if cfg.image_dir and not os.path.isdir(cfg.image_dir):
-    raise errors.ConfigError(f"--image_dir={cfg.image_dir!r}: no such directory")
-  if os.path.isdir(cfg.output_file):
-    raise errors.ConfigError(f"--output_file={cfg.output_file!r} is a directory; give a file name")
 
 
 def write_records(outputs, entries, paths, num_workers, max_side, jpeg_quality):
@@ -134,7 +120,7 @@ def write_records(outputs, entries, paths, num_workers, max_side, jpeg_quality):
   their image paths. Returns (counts: written, stored, re-encoded, resized, unknown; skipped:
   per reason). Ctrl-C or SIGTERM: no output file is written, exit 130."""
   counts, skipped = collections.Counter(), collections.Counter()
-  progress = fileio.Progress(len(entries), "images")
+  progress = runtime.Progress(len(entries), "images")
   tasks = [(path, max_side, jpeg_quality) for path in paths]
   previous_handler = signal.signal(signal.SIGTERM, _raise_interrupt)  # kill cleans up like Ctrl-C
   try:
@@ -150,7 +136,7 @@ def write_records(outputs, entries, paths, num_workers, max_side, jpeg_quality):
           writers[counts["written"] % len(writers)].write(example.SerializeToString())
           counts["written"] += 1
           counts[result[2]] += 1
-          counts["unknown"] += entries[i][1].count(records.UNKNOWN)
+          counts["unknown"] += entries[i][1].count(textfiles.UNKNOWN)
         progress.update(i + 1)
       progress.finish(len(entries))
       if not counts["written"]:  # raised inside, so that the temp files are removed
@@ -175,7 +161,7 @@ def print_summary(output_file, outputs, counts, skipped, label_count):
   print(f"  skipped: {sum(skipped.values())}" + (f" ({reasons})" if reasons else ""))
   print(f"  unknown labels (-1): {counts['unknown']} of {counts['written'] * label_count} "
         f"entries")
-  stale = sorted(set(glob.glob(glob.escape(output_file) + "-" + SHARD_SUFFIX)) - set(outputs))
+  stale = sorted(set(glob.glob(glob.escape(output_file) + records.SHARD_GLOB)) - set(outputs))
   if stale:  # e.g. 4 shards from an earlier run, 2 now: a glob over both would read old records
     print(f"warning: {len(stale)} shard(s) of an earlier run are still there, e.g. {stale[0]}; "
           f"delete them before reading {output_file}-* as a glob", file=sys.stderr)
@@ -185,8 +171,11 @@ def print_summary(output_file, outputs, counts, skipped, label_count):
 def main(argv):
   # Configuration: edit here, or override with --field=value.
   cfg = configs.CreateTFRecordConfig()
-  configs.parse_overrides(argv, cfg, usage=__doc__)
-  check_config(cfg)
+  arguments.parse_overrides(argv, cfg, usage=__doc__)
+  if cfg.image_dir and not os.path.isdir(cfg.image_dir):
+    raise errors.ConfigError(f"--image_dir={cfg.image_dir!r}: no such directory")
+  if os.path.isdir(cfg.output_file):
+    raise errors.ConfigError(f"--output_file={cfg.output_file!r} is a directory; give a file name")
   cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
   num_workers = cfg.num_workers or cores or 1
   max_side = cfg.max_side or sys.maxsize

@@ -24,28 +24,10 @@ import time
 import tensorflow as tf
 
 import configs
-import errors
-import input_service
-from run_utils import log
+from multilabel import arguments, errors
+from multilabel.data import input_service
+from multilabel.runtime import log
 
-ROLES = ("dispatcher", "worker")
-
-
-def check_config(config):
-  """ConfigError naming the first missing or impossible setting."""
-  if config.role not in ROLES:
-    raise errors.ConfigError(f"--role={config.role!r}: expected dispatcher or worker")
-  if not 0 <= config.port < 65536:
-    raise errors.ConfigError(f"--port={config.port}: expected 0 (any free port) to 65535")
-  if config.role == "worker" and not config.dispatcher_address:
-    raise errors.ConfigError("a worker needs --dispatcher_address=grpc://host:port (the "
-                             "dispatcher's)")
-  if config.role == "dispatcher" and (config.dispatcher_address or config.worker_address):
-    raise errors.ConfigError("--dispatcher_address and --worker_address are a worker's; a "
-                             "dispatcher takes --port and --work_dir")
-  if config.role == "worker" and config.work_dir:
-    raise errors.ConfigError("--work_dir is the dispatcher's (its journal); a worker keeps no "
-                             "state")
 
 
 def start_server(config):
@@ -116,8 +98,7 @@ def wait_for_signal(status, every):
 
 def main(argv):
   config = configs.DataServiceConfig()  # edit here, e.g. role="worker", dispatcher_address=...
-  configs.parse_overrides(argv, config, usage=__doc__)
-  check_config(config)
+  arguments.parse_overrides(argv, config, usage=__doc__)
   if config.role == "worker":  # TensorFlow's worker would retry an absent dispatcher for an hour
     workers = input_service.check_dispatcher(config.dispatcher_address, config.timeout_secs,
                                               "--dispatcher_address", "--timeout_secs")

@@ -89,7 +89,7 @@ $PY threshold_calibration.py --label_file="$OUT/eval_labels.txt" --score_file="$
 stage "8. Transfer: a new label set (has an even digit, has a digit > 5) on the frozen backbone"
 # base_network_checkpoint takes our own run: only its backbone is restored, and by default
 # (train_base_network=false) only the new head trains, which is several times faster.
-$PY demo/derive_labels.py --data="$OUT/data" --out="$OUT/data2"
+$PY -m demo.derive_labels --data="$OUT/data" --out="$OUT/data2"
 for split in train eval; do
   $PY create_tfrecord.py --image_dir="$OUT/data/$split/images" \
     --imglist_file="$OUT/data2/$split/image_list" --imglabel_file="$OUT/data2/$split/image_label" \
@@ -107,5 +107,5 @@ $PY evaluate.py --checkpoint_dir="$OUT/train2" \
 
 stage "9. Summary"
 echo "recipe: $recipe_line"
-$PY demo/report.py --out="$OUT"
+$PY -m demo.report --out="$OUT"
 echo "done in $(( $(date +%s) - start )) s. TensorBoard: tensorboard --logdir $OUT/train"

@@ -11,6 +11,7 @@ best/ is written: a restarted evaluator evaluates again what it had not finished
         --run_once=true --score_file=eval_scores.txt --label_file=eval_labels.txt
 """
 
+import dataclasses
 import json
 import os
 import shutil
@@ -19,23 +20,17 @@ import time
 import numpy as np
 import tensorflow as tf
 
-import checkpoints
 import configs
-import errors
-import eval_summaries
-import fileio
-import input_service
-import metrics
-import score_files
-import records
-import run_utils
-from multi_label_classification_model import MultiLabelClassificationModel, per_example_loss
-from preprocessing import build_dataset
-from run_utils import log
+from multi_label_classification_model import MultiLabelClassificationModel, load_model_config
+from multilabel import (arguments, checkpoints, config_files, errors, files, metrics, runtime,
+                        summaries, textfiles)
+from multilabel.data import input_service, records
+from multilabel.data.preprocessing import build_dataset
+from multilabel.runtime import log
+from multilabel.training.losses import per_example_loss
 
 METRICS_FILE = "metrics.jsonl"
 BEST_DIR = "best"
-EVAL_CONFIG_FILE = configs.CONFIG_FILES[1]  # eval_config.json
 
 
 def predict_fn(model):
@@ -50,7 +45,7 @@ def score_dataset(predict, dataset):
   """One pass: (scores [N, L], labels [N, L], mean classification loss over the known entries;
   with no -1 label that is the plain mean)."""
   scores, labels, losses = [], [], []
-  progress = fileio.Progress(0, "eval images")
+  progress = runtime.Progress(0, "eval images")
   for images, batch_labels, _ in dataset:
     batch_scores, batch_losses = predict(images, batch_labels)
     scores.append(batch_scores.numpy())
@@ -121,14 +116,14 @@ def keep_if_best(result, model, prefix, eval_dir, train_dir):
   try:
     os.makedirs(staging)
     weights.write(os.path.join(staging, name))
-    shutil.copy2(os.path.join(train_dir, run_utils.CONFIG_FILE), staging)
-    fileio.write_text(os.path.join(staging, "checkpoint"), f'model_checkpoint_path: "{name}"\n'
+    shutil.copy2(os.path.join(train_dir, config_files.TRAIN_CONFIG_FILE), staging)
+    files.write_text(os.path.join(staging, "checkpoint"), f'model_checkpoint_path: "{name}"\n'
                       f'all_model_checkpoint_paths: "{name}"\n')
-    fileio.write_text(os.path.join(staging, "metrics.json"), json.dumps(result, indent=1))
+    files.write_text(os.path.join(staging, "metrics.json"), json.dumps(result, indent=1))
   except BaseException as e:  # Ctrl-C too: no half-built best.tmp/ stays
     shutil.rmtree(staging, ignore_errors=True)
-    if isinstance(e, (tf.errors.OpError, OSError)) and fileio.is_no_space(e):
-      raise fileio.no_space_error(eval_dir, checkpoints.size(weights), f"{BEST_DIR}/{name}",
+    if isinstance(e, (tf.errors.OpError, OSError)) and files.is_no_space(e):
+      raise files.no_space_error(eval_dir, checkpoints.size(weights), f"{BEST_DIR}/{name}",
                                   f"; {BEST_DIR}/ is unchanged") from None
     raise
   old = best_dir + ".old"
@@ -139,15 +134,15 @@ def keep_if_best(result, model, prefix, eval_dir, train_dir):
   return True
 
 
-def evaluate_checkpoint(model, predict, prefix, step, eval_config, model_config, service=None):
+def evaluate_checkpoint(evaluator, prefix, step, eval_config, service=None):
   """Scores the eval set with the weights restored from `prefix` (at global step `step`);
   returns (result dict, scores, labels).
   service: an input_service.Service to decode on (each pass a job of its own), or None."""
-  dataset = build_dataset(model_config, "eval", file_spec=eval_config.input_tfrecord_file,
-                          service=service)
+  dataset = build_dataset(evaluator.model_config, "eval", file_spec=eval_config.input_tfrecord_file,
+                          batch_size=eval_config.batch_size, service=service)
   start = time.time()
   try:
-    scores, labels, loss = score_dataset(predict, dataset)
+    scores, labels, loss = score_dataset(evaluator.predict, dataset)
   except tf.errors.DataLossError as e:  # a cut-off or corrupt record: which, and what to do
     raise records.damage_error(records.expand_file_spec(eval_config.input_tfrecord_file), e,
                                f"; {os.path.basename(prefix)} was not evaluated") from None
@@ -157,27 +152,38 @@ def evaluate_checkpoint(model, predict, prefix, step, eval_config, model_config,
   return result, scores, labels
 
 
-def report(result, scores, labels, model, prefix, train_dir, eval_dir, eval_config, writer,
-           label_names):
+@dataclasses.dataclass
+class Evaluator:
+  """What the evaluator builds once, on the first checkpoint it reads."""
+  model: MultiLabelClassificationModel
+  predict: object  # predict_fn(model)
+  model_config: configs.ModelConfig
+  label_names: list
+  train_dir: str  # holds config.json: a train dir, or a best/ copy
+  eval_dir: str
+  writer: object = None  # the summary writer, opened once a checkpoint has been read
+
+
+def report(result, scores, labels, prefix, evaluator, eval_config):
   """Logs one checkpoint's result and writes it where it goes: TensorBoard, best/ (if it is the
-  best so far, from `model`'s weights), the score and label files if asked for, and last
-  metrics.jsonl."""
-  name = os.path.basename(prefix)
+  best so far, from the evaluator's model's weights), the score and label files if asked for, and
+  last metrics.jsonl."""
+  name, eval_dir, label_names = os.path.basename(prefix), evaluator.eval_dir, evaluator.label_names
   mean_ap = "n/a" if result["mAP"] is None else f"{result['mAP']:.4f}"  # None: no positives
   log(f"{name} (step {result['global_step']}): loss {result['loss']:.4f} "
       f"mAP {mean_ap} CF1 {result['CF1']:.4f} OF1 {result['OF1']:.4f} "
       f"[{result['num_images']} images, {result['seconds']:.1f} s]")
   log(metrics.format_metrics_table(result, label_names))
-  eval_summaries.write_summaries(writer, result, label_names, labels, scores)
-  if keep_if_best(result, model, prefix, eval_dir, train_dir):
+  summaries.write_summaries(evaluator.writer, result, label_names, labels, scores)
+  if keep_if_best(result, evaluator.model, prefix, eval_dir, evaluator.train_dir):
     gone = "" if tf.io.gfile.exists(prefix + ".index") else (
         f" (train.py has deleted {name} since it was read)")
     log(f"new best mAP {result['mAP']:.4f}: wrote {name}'s weights, as evaluated, to "
         f"{eval_dir}/{BEST_DIR}/{gone}")
   if eval_config.score_file:
-    score_files.save_scores(eval_config.score_file, scores)
+    textfiles.save_scores(eval_config.score_file, scores)
   if eval_config.label_file:
-    score_files.save_labels(eval_config.label_file, labels)
+    textfiles.save_labels(eval_config.label_file, labels)
   # Last: a checkpoint is recorded only when all of the above is done, so that an evaluator
   # stopped before (best/ half-written) evaluates it again when restarted.
   with open(os.path.join(eval_dir, METRICS_FILE), "a") as f:
@@ -187,35 +193,33 @@ def report(result, scores, labels, model, prefix, train_dir, eval_dir, eval_conf
 def checkpoints_to_evaluate(eval_config):
   """The checkpoint prefixes to evaluate: one for run_once, else each new one as it appears."""
   if eval_config.run_once:
-    yield run_utils.resolve_checkpoint(eval_config.checkpoint_path
+    yield checkpoints.resolve_checkpoint(eval_config.checkpoint_path
                                        or eval_config.checkpoint_dir)[0]
     return
   yield from checkpoints.new_checkpoints(eval_config.checkpoint_dir,
                                          eval_config.eval_interval_secs, eval_config.timeout_secs)
 
 
-def build_evaluator(prefix, eval_config):
-  """The model and what goes with it, built on the first checkpoint (train.py has then written
-  config.json): (model, predict, model_config, label names, train dir). Checks the eval records'
-  label count against the model's; writes nothing."""
+def build_evaluator(prefix, eval_config, eval_dir):
+  """The Evaluator, built on the first checkpoint (train.py has then written config.json).
+  Checks the eval records' label count against the model's; writes nothing."""
   train_dir = os.path.dirname(prefix)  # holds config.json (a train dir or a best/ copy)
-  model_config = run_utils.load_model_config(train_dir)
-  model_config.batch_size = eval_config.batch_size
+  model_config = load_model_config(train_dir)
   records.check_label_count(eval_config.input_tfrecord_file, model_config.label_count,
                             model_config.image_label_key)
-  label_names = score_files.load_label_names(eval_config.label_names_file, model_config.label_count,
-                                             run_dir=train_dir)
+  label_names = textfiles.load_label_names(eval_config.label_names_file, model_config.label_count,
+                                           run_dir=train_dir)
   model = MultiLabelClassificationModel(model_config)
-  return model, predict_fn(model), model_config, label_names, train_dir
+  return Evaluator(model, predict_fn(model), model_config, label_names, train_dir, eval_dir)
 
 
-def open_eval_dir(eval_dir, eval_config, model_config, label_names):
+def open_eval_dir(evaluator, eval_config):
   """Saves <eval_dir>/eval_config.json (this EvalConfig, the model config and the label names)
   and opens the summary writer: once a checkpoint has been read, so that a run that reads none
   leaves no eval dir behind."""
-  configs.save_configs(os.path.join(eval_dir, EVAL_CONFIG_FILE), eval=eval_config,
-                       model=model_config, label_names=label_names)
-  return tf.summary.create_file_writer(eval_dir)
+  config_files.save_configs(os.path.join(evaluator.eval_dir, config_files.EVAL_CONFIG_FILE), eval_config,
+                        evaluator.model_config, label_names=evaluator.label_names)
+  evaluator.writer = tf.summary.create_file_writer(evaluator.eval_dir)
 
 
 def restore(model, prefix, run_once):
@@ -223,7 +227,7 @@ def restore(model, prefix, run_once):
   train.py's max_to_keep deleted it first (said in one line; an error for run_once, which has
   nothing else to evaluate)."""
   try:
-    return run_utils.restore_model(model, prefix, use_ema=True)
+    return checkpoints.restore_model(model, prefix, use_ema=True)
   except (tf.errors.OpError, FileNotFoundError, ValueError) as e:
     if tf.io.gfile.exists(prefix + ".index") and tf.io.gfile.glob(prefix + ".data-*"):
       raise  # the checkpoint is all there: a real error
@@ -237,17 +241,15 @@ def restore(model, prefix, run_once):
 
 def main(argv):
   eval_config = configs.EvalConfig()  # edit here, e.g. checkpoint_dir="runs/coco"
-  configs.parse_overrides(argv, eval_config, usage=__doc__)
-  if not eval_config.input_tfrecord_file:
-    raise errors.ConfigError("set --input_tfrecord_file to the eval TFRecords")
+  arguments.parse_overrides(argv, eval_config, usage=__doc__)
   records.expand_file_spec(eval_config.input_tfrecord_file)  # missing records: an error now
   service = (input_service.connect(eval_config.data_service_address,
                                    eval_config.data_service_timeout_secs, log)
              if eval_config.data_service_address else None)  # a dead dispatcher: an error now
   eval_dir = eval_config.eval_dir or os.path.join(eval_config.checkpoint_dir, "eval")
-  run_utils.select_devices(eval_config.gpu_id)
+  runtime.select_devices(eval_config.gpu_id)
 
-  model = writer = None
+  evaluator = None
   recover_best(eval_dir)
   done = already_evaluated(eval_dir)
   evaluations = 0
@@ -258,17 +260,15 @@ def main(argv):
     if not eval_config.run_once and checkpoints.number(prefix) < eval_config.min_global_step:
       log(f"skipping {name}: below min_global_step={eval_config.min_global_step}")
       continue
-    if model is None:
-      model, predict, model_config, label_names, train_dir = build_evaluator(prefix, eval_config)
-    step = restore(model, prefix, eval_config.run_once)
+    if evaluator is None:
+      evaluator = build_evaluator(prefix, eval_config, eval_dir)
+    step = restore(evaluator.model, prefix, eval_config.run_once)
     if step is None:
       continue
-    if writer is None:
-      writer = open_eval_dir(eval_dir, eval_config, model_config, label_names)
-    result, scores, labels = evaluate_checkpoint(model, predict, prefix, step, eval_config,
-                                                 model_config, service)
-    report(result, scores, labels, model, prefix, train_dir, eval_dir, eval_config, writer,
-           label_names)
+    if evaluator.writer is None:
+      open_eval_dir(evaluator, eval_config)
+    result, scores, labels = evaluate_checkpoint(evaluator, prefix, step, eval_config, service)
+    report(result, scores, labels, prefix, evaluator, eval_config)
     done.add(name)
     evaluations += 1
     if eval_config.max_evaluations and evaluations >= eval_config.max_evaluations:

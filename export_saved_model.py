@@ -22,37 +22,25 @@ columns (the train dir's, as inference.py uses them, unless --label_names_file n
 import os
 
 import configs
-import errors
-import run_utils
-import score_files
-import scoring
-from preprocessing import ten_crop_resize, test_views
-from run_utils import log
+from multi_label_classification_model import load_trained_model
+from multilabel import arguments, errors, serving
+from multilabel.runtime import log, select_devices
 
 
 def main(argv):
   config = configs.InferenceConfig()  # edit here, e.g. export_saved_model="export/coco"
-  configs.parse_overrides(argv, config, usage=__doc__)
+  arguments.parse_overrides(argv, config, usage=__doc__)
   if not config.export_saved_model:
     raise errors.ConfigError("set --export_saved_model to the folder the SavedModel goes to")
-  scoring.check_export_dir(config.export_saved_model)
-  run_utils.select_devices(config.gpu_id)
+  serving.check_export_dir(config.export_saved_model)
+  select_devices(config.gpu_id)
 
-  model, model_config, prefix, step = run_utils.load_trained_model(config.checkpoint_path)
+  model, model_config, prefix, step = load_trained_model(config.checkpoint_path)
   log(f"restored {prefix} (step {step})")
-  target = (model_config.target_height, model_config.target_width)
-  resize = ten_crop_resize((config.resize_height, config.resize_width), target)
-  thresholds = score_files.prediction_thresholds(config.thresholds_file, config.threshold,
-                                                 model_config.label_count)
-  label_names = score_files.load_label_names(config.label_names_file, model_config.label_count,
-                                             run_dir=os.path.dirname(prefix))
-  views = test_views(config.views, model_config.augmentation)
-  scoring.export(model, config.export_saved_model, resize, target, config.aggregation, thresholds,
-                 label_names, views)
-  what = (f"{config.aggregation} of 10 crops of {target} after resize {resize}" if views == "ten"
-          else f"one view: the image resized to {target}")
-  log(f"wrote a SavedModel to {config.export_saved_model}: {scoring.SIGNATURE}(images: "
-      f"tf.string [N]) -> scores [N, {model_config.label_count}] ({what}), "
+  scoring = serving.TestTimeScoring.for_run(config, model_config, os.path.dirname(prefix))
+  serving.export(model, config.export_saved_model, scoring)
+  log(f"wrote a SavedModel to {config.export_saved_model}: {serving.SIGNATURE}(images: "
+      f"tf.string [N]) -> scores [N, {model_config.label_count}] ({scoring.describe()}), "
       f"labels [N, {model_config.label_count}]")
   return 0
 

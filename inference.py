@@ -21,37 +21,31 @@ The label names are the train dir's (train.py keeps them in config.json) unless
 
 import csv
 import os
-import re
 import time
 
 import numpy as np
 import tensorflow as tf
 
 import configs
-import errors
-import fileio
-import metrics
-import score_files
-import run_utils
-import scoring
-from preprocessing import VIEWS, preprocess_views, ten_crop_resize, test_views
-from run_utils import log
+from multi_label_classification_model import load_trained_model
+from multilabel import arguments, config_files, errors, files, metrics, serving, textfiles
+from multilabel.data.preprocessing import preprocess_views
+from multilabel.runtime import Progress, log, select_devices
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
-INFERENCE_CONFIG_FILE = configs.CONFIG_FILES[2]  # inference_config.json
 
 
 def get_test_image_list(config):
   """The images to score, in output order. Edit this hook to score something else.
 
   image_list_file: an original-format image_list ("my photo.jpg 3": the names, read as
-  create_tfrecord.py reads them) or a plain list of paths, one per line (fileio.image_names);
+  create_tfrecord.py reads them) or a plain list of paths, one per line (textfiles.image_names);
   a BOM, CRLF and blank lines are fine, and relative names are resolved against image_dir.
   image_dir alone: every image in it, sorted. Neither is a ConfigError; a missing or empty list
   or folder is a DataError naming it.
   """
   if config.image_list_file:
-    names = fileio.image_names(config.image_list_file)
+    names = textfiles.image_names(config.image_list_file)
     if not names:
       raise errors.DataError(f"{config.image_list_file}: no image names in it")
     return [os.path.join(config.image_dir, n) if config.image_dir and not os.path.isabs(n)
@@ -68,22 +62,23 @@ def get_test_image_list(config):
   raise errors.ConfigError("set --image_list_file or --image_dir to the images to score")
 
 
-def crops_dataset(paths, resize, target, batch_size, views="ten"):
+def crops_dataset(paths, scoring, batch_size):
   """(index, [V, h, w, 3]) batches of each image's views (preprocess_views); images that fail
   to decode are dropped (found by index)."""
   def load(index, path):
-    return index, preprocess_views(tf.io.read_file(path), views, resize, target)
+    return index, preprocess_views(tf.io.read_file(path), scoring.views, scoring.resize,
+                                   scoring.target)
   ds = tf.data.Dataset.from_tensor_slices((tf.range(len(paths)), tf.constant(paths, tf.string)))
   ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
   return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def score_images(score, paths, resize, target, batch_size, label_count, views="ten"):
+def score_images(score, paths, scoring, batch_size):
   """Scores every path; unreadable images get a row of NaN. Returns (scores [N, L], failed)."""
-  scores = np.full((len(paths), label_count), np.nan, np.float32)
+  scores = np.full((len(paths), len(scoring.label_names)), np.nan, np.float32)
   seen = np.zeros(len(paths), bool)
-  progress = fileio.Progress(len(paths), "images")
-  for indices, crops in crops_dataset(paths, resize, target, batch_size, views):
+  progress = Progress(len(paths), "images")
+  for indices, crops in crops_dataset(paths, scoring, batch_size):
     scores[indices.numpy()] = score(crops).numpy()
     seen[indices.numpy()] = True
     progress.update(int(seen.sum()))
@@ -95,15 +90,14 @@ def failure_reason(path):
   try:
     tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
   except (tf.errors.OpError, ValueError) as e:
-    message = e.message if isinstance(e, tf.errors.OpError) else str(e)
-    return re.sub(r"\{\{.*?\}\}|\[Op:.*", "", message).strip()[:200]  # drop TF's op tags
+    return errors.tf_message(e)[:200]
   return "failed during cropping"
 
 
 def write_predictions_csv(path, paths, scores, failed, thresholds, label_names):
   """One row per image: path, status, every score, the names of the labels above threshold."""
   predictions = metrics.threshold_predictions(np.nan_to_num(scores, nan=-1.0), thresholds)
-  with fileio.atomic_write(path, newline="") as f:
+  with files.atomic_write(path, newline="") as f:
     writer = csv.writer(f)
     writer.writerow(["image_path", "status"] + label_names + ["predicted_labels"])
     for i, image in enumerate(paths):
@@ -116,33 +110,26 @@ def write_predictions_csv(path, paths, scores, failed, thresholds, label_names):
 
 def main(argv):
   config = configs.InferenceConfig()  # edit here, e.g. checkpoint_path="runs/coco/eval/best"
-  configs.parse_overrides(argv, config, usage=__doc__)
+  arguments.parse_overrides(argv, config, usage=__doc__)
   paths = get_test_image_list(config)
   if config.export_saved_model:
-    scoring.check_export_dir(config.export_saved_model)
-  run_utils.select_devices(config.gpu_id)
+    serving.check_export_dir(config.export_saved_model)
+  select_devices(config.gpu_id)
 
-  model, model_config, prefix, step = run_utils.load_trained_model(config.checkpoint_path)
+  model, model_config, prefix, step = load_trained_model(config.checkpoint_path)
   log(f"restored {prefix} (step {step})")
-  # Read the names and thresholds now, so that a bad file fails before the images are scored.
-  label_names = score_files.load_label_names(config.label_names_file, model_config.label_count,
-                                             run_dir=os.path.dirname(prefix))
-  thresholds = score_files.prediction_thresholds(config.thresholds_file, config.threshold,
-                                                 model_config.label_count)
-  target = (model_config.target_height, model_config.target_width)
-  resize = ten_crop_resize((config.resize_height, config.resize_width), target)
-  views = test_views(config.views, model_config.augmentation)
-  if views == "ten":
-    log(f"scoring {len(paths)} images: resize {resize}, 10 crops of {target}, "
+  # The names and thresholds are read here, so that a bad file fails before the images are scored.
+  scoring = serving.TestTimeScoring.for_run(config, model_config, os.path.dirname(prefix))
+  if scoring.views == "ten":
+    log(f"scoring {len(paths)} images: resize {scoring.resize}, 10 crops of {scoring.target}, "
         f"{config.aggregation}")
   else:  # the whole image, as the network saw it in training (augmentation=...)
-    log(f"scoring {len(paths)} images: one view, resized to {target} as evaluate.py does "
+    log(f"scoring {len(paths)} images: one view, resized to {scoring.target} as evaluate.py does "
         f"(trained with augmentation={model_config.augmentation}; --views=ten for 10 crops)")
 
   start = time.time()
-  score = scoring.make_scorer(model, config.aggregation, config.xla)
-  scores, failed = score_images(score, paths, resize, target, config.batch_size,
-                                model_config.label_count, views)
+  score = serving.make_scorer(model, config.aggregation, config.xla)
+  scores, failed = score_images(score, paths, scoring, config.batch_size)
   for i in failed:
     log(f"unreadable image {paths[i]}: {failure_reason(paths[i])}")
   log(f"scored {len(paths) - len(failed)} images in {time.time() - start:.1f} s; "
@@ -150,22 +137,22 @@ def main(argv):
                                      "in predictions.csv)" if len(failed) else ""))
 
   score_path = os.path.join(config.inference_dir, config.inference_file_name)
-  score_files.save_scores(score_path, scores)
+  textfiles.save_scores(score_path, scores)
   csv_path = os.path.join(config.inference_dir, "predictions.csv")
-  write_predictions_csv(csv_path, paths, scores, set(failed.tolist()), thresholds, label_names)
+  write_predictions_csv(csv_path, paths, scores, set(failed.tolist()), scoring.thresholds,
+                        scoring.label_names)
   if config.export_saved_model:
-    scoring.export(model, config.export_saved_model, resize, target, config.aggregation,
-                   thresholds, label_names, views)
+    serving.export(model, config.export_saved_model, scoring)
     log(f"wrote a SavedModel to {config.export_saved_model}")
   # Last, so that it describes outputs that are all there.
-  config_path = os.path.join(config.inference_dir, INFERENCE_CONFIG_FILE)
-  configs.save_configs(config_path, inference=config, model=model_config, label_names=label_names,
-                       run={"checkpoint": prefix, "global_step": step, "views": views,
-                            "crops_per_image": VIEWS[views], "resize": list(resize),
-                            "target": list(target), "aggregation": config.aggregation,
-                            "thresholds_file": config.thresholds_file,
-                            "thresholds": np.asarray(thresholds, np.float64).tolist(),
-                            "images": len(paths), "unreadable": len(failed)})
+  config_path = os.path.join(config.inference_dir, config_files.INFERENCE_CONFIG_FILE)
+  config_files.save_configs(config_path, config, model_config, label_names=scoring.label_names,
+                        run={"checkpoint": prefix, "global_step": step, "views": scoring.views,
+                             "crops_per_image": scoring.crops, "resize": list(scoring.resize),
+                             "target": list(scoring.target), "aggregation": config.aggregation,
+                             "thresholds_file": config.thresholds_file,
+                             "thresholds": np.asarray(scoring.thresholds, np.float64).tolist(),
+                             "images": len(paths), "unreadable": len(failed)})
   log(f"wrote {score_path}, {csv_path} and {config_path}")
   if config.strict and len(failed):
     raise errors.DataError(f"{len(failed)} of {len(paths)} images were unreadable (listed above; "

@@ -32,8 +32,7 @@ from PIL import Image
 from sklearn.datasets import load_digits
 
 import configs
-import errors
-import fileio
+from multilabel import arguments, errors, files
 
 NUM_LABELS = 10
 MIN_SPLIT_SHARE = 0.15  # eval/test get at least this share of each class's source scans
@@ -127,31 +126,13 @@ def write_split(cfg, split, num_images, scans, pools, rng):
     label_lines.append(" ".join(map(str, row)))
   # The lists come last: a split with lists is complete.
   for name, rows in (("image_label", label_lines), ("image_list", list_lines)):
-    fileio.write_text(os.path.join(cfg.output_dir, split, name), "".join(f"{r}\n" for r in rows))
-
-
-def check_config(cfg):
-  for name in ("num_train", "num_eval", "num_test"):
-    value = getattr(cfg, name)
-    if value != 0 and value < NUM_LABELS:
-      raise errors.ConfigError(f"--{name}={value}: use 0 (skip the split) or >= {NUM_LABELS}, "
-                               f"so every label has a positive")
-  if not 0 < cfg.min_digit <= cfg.max_digit <= 0.5:
-    raise errors.ConfigError(f"--min_digit={cfg.min_digit}, --max_digit={cfg.max_digit}: need "
-                             "0 < min_digit <= max_digit <= 0.5 (a digit fits its quadrant)")
-  if cfg.colours not in ("random", "mono"):
-    raise errors.ConfigError(f"--colours={cfg.colours!r}: expected random or mono")
-  if not 1 <= cfg.max_digits <= 4:
-    raise errors.ConfigError(f"--max_digits={cfg.max_digits}: must be 1..4 (one per quadrant)")
-  if not cfg.output_dir:
-    raise errors.ConfigError("--output_dir is required")
+    files.write_text(os.path.join(cfg.output_dir, split, name), "".join(f"{r}\n" for r in rows))
 
 
 def main(argv):
   # Configuration: edit here, or override with --field=value.
   cfg = configs.DemoDataConfig()
-  configs.parse_overrides(argv, cfg, usage=__doc__)
-  check_config(cfg)
+  arguments.parse_overrides(argv, cfg, usage=__doc__)
   rng = np.random.default_rng(cfg.seed)
 
   # 1. The source digits, partitioned per class so the splits never share a scan.
@@ -167,7 +148,7 @@ def main(argv):
     sources = sum(len(p) for p in pools[split])
     print(f"{split}: {num_images} images from {sources} source digits -> "
           f"{os.path.join(cfg.output_dir, split)}")
-  fileio.write_text(os.path.join(cfg.output_dir, "label_names.txt"),
+  files.write_text(os.path.join(cfg.output_dir, "label_names.txt"),
                    "".join(f"{d}\n" for d in range(NUM_LABELS)))
   print(f"label names -> {os.path.join(cfg.output_dir, 'label_names.txt')}")
 

@@ -1,4 +1,4 @@
-"""The multi-label model and its loss.
+"""The multi-label model, and rebuilding it from a trained run.
 
     backbone: resnet_v2_50, global_pool=False, no logits   [B, H/32, W/32, 2048]
     my_sub_network/my_conv_1: 1x1, D, ReLU                   [B, H/32, W/32, D]
@@ -10,22 +10,26 @@ This is the original toolkit's network (a ResNet-50 v2 endpoint followed by thre
 with TF-Slim's variable names so that its checkpoints and the official `resnet_v2_50.ckpt` restore
 by name. D is `head_depth`, by default (0) the label count L as in the original; the backbone may
 be ResNet-101/152/200 v2 (`backbone`), under slim's scope for each. The images it takes come from
-preprocessing.py (training, evaluation and the test-time views, in tf.data); scoring.py combines
-its scores over the views.
+multilabel/data/preprocessing.py (training, evaluation and the test-time views, in tf.data);
+multilabel/serving.py combines its scores over the views; its loss is multilabel/training/losses.py.
 """
 
+import os
 
-import numpy as np
 import tensorflow as tf
 
-import errors
+import configs
 import resnet_utils
 import resnet_v2
+from multilabel import checkpoints, config_files, errors, settings
 
 HEAD_SCOPE = "my_sub_network"
 # ModelConfig.backbone -> the slim builder; the name is also the variables' scope, as in slim.
-BACKBONES = {"resnet_v2_50": resnet_v2.resnet_v2_50, "resnet_v2_101": resnet_v2.resnet_v2_101,
-             "resnet_v2_152": resnet_v2.resnet_v2_152, "resnet_v2_200": resnet_v2.resnet_v2_200}
+BACKBONES = {name: getattr(resnet_v2, name) for name in configs.BACKBONES}
+# The head's ReLUs. The original's head squeezes 2048 features through label_count ReLUs, twice;
+# with few labels, early Adam steps can push a unit's pre-activation below 0 for every input, and
+# a ReLU that is never positive gets no gradient again: it is dead for good.
+HEAD_RELUS = (f"{HEAD_SCOPE}/my_conv_1", f"{HEAD_SCOPE}/my_conv_2")
 FEATURE_DEPTH = 2048  # the depth of every slim ResNet v2's last block
 
 COMPUTE_DTYPES = {"float32": tf.float32, "mixed_bfloat16": tf.bfloat16,
@@ -57,18 +61,8 @@ class MultiLabelClassificationModel(tf.Module):
 
   def __init__(self, config, name=None):
     super().__init__(name=name)
-    if config.label_count < 1:
-      raise errors.ConfigError(f"label_count={config.label_count}: set it to the number of labels")
-    for side in ("target_height", "target_width"):
-      if getattr(config, side) % 32 or getattr(config, side) < 32:
-        raise errors.ConfigError(f"{side}={getattr(config, side)}: must be a positive multiple of "
-                                 "32 (the backbone's output stride)")
-    if config.backbone not in BACKBONES:
-      raise errors.ConfigError(f"backbone={config.backbone!r}: expected one of "
-                               f"{', '.join(BACKBONES)}")
-    if config.head_depth < 0:
-      raise errors.ConfigError(f"head_depth={config.head_depth}: use 0 (= label_count, the "
-                               "original) or a number of channels")
+    settings.check_values(config)  # the flags' ranges and choices, then label_count and sizes
+    config.check()
     self.config = config
     self.dtype = compute_dtype(config.precision)
     self.backbone = BACKBONES[config.backbone](
@@ -84,10 +78,6 @@ class MultiLabelClassificationModel(tf.Module):
     self.head = [conv("my_conv_1", (1, 1), FEATURE_DEPTH, depth, True),
                  conv("my_conv_2", (1, 1), depth, depth, True),
                  conv("my_conv_3", kernel, depth, labels, False)]
-
-  @property
-  def backbone_variables(self):
-    return self.backbone.variables
 
   @property
   def conv_weights(self):
@@ -116,9 +106,16 @@ class MultiLabelClassificationModel(tf.Module):
     end_points["predictions"] = tf.sigmoid(logits)
     return logits, end_points
 
+  @staticmethod
+  def head_activity(end_points):
+    """{relu scope: [D] float32, 1 where the unit was positive somewhere in the batch, else 0},
+    for my_conv_1 and my_conv_2: the dead-unit watch (multilabel/training/train_step.py)."""
+    return {scope: tf.cast(tf.reduce_any(end_points[scope] > 0, axis=[0, 1, 2]), tf.float32)
+            for scope in HEAD_RELUS}  # [B, h, w, D] -> [D]
+
   def restore_backbone(self, checkpoint_path):
     """First-run restore: the backbone's variables (e.g. `resnet_v2_50/`) from a slim-format
-    checkpoint, all but its ImageNet logits. run_utils.restore_backbone also takes train.py's."""
+    checkpoint, all but its ImageNet logits. restore_backbone() also takes train.py's."""
     return resnet_utils.restore_from_checkpoint(
         self.backbone.variables, checkpoint_path,
         exclude_scopes=(f"{self.config.backbone}/logits",))
@@ -130,119 +127,50 @@ def head_depth(config):
 
 
 # ---------------------------------------------------------------------------------------------
-# Dead head units. The original's head squeezes 2048 features through label_count ReLUs, twice;
-# with few labels, early Adam steps can push a unit's pre-activation below 0 for every input, and
-# a ReLU that is never positive gets no gradient again: it is dead for good.
+# A trained model, rebuilt from its train dir.
 
-HEAD_RELUS = (f"{HEAD_SCOPE}/my_conv_1", f"{HEAD_SCOPE}/my_conv_2")
-
-
-def head_activity(end_points):
-  """{relu scope: [D] float32, 1 where the unit was positive somewhere in the batch, else 0}."""
-  return {scope: tf.cast(tf.reduce_any(end_points[scope] > 0, axis=[0, 1, 2]), tf.float32)
-          for scope in HEAD_RELUS}  # [B, h, w, D] -> [D]
+def load_model_config(train_dir):
+  """The ModelConfig a run saved in <train_dir>/config.json (a train dir, or a best/ copy)."""
+  return config_files.load_config(os.path.join(train_dir, config_files.TRAIN_CONFIG_FILE),
+                              configs.ModelConfig)
 
 
-def count_dead_units(activities):
-  """Units never positive over a window of steps: [steps of {scope: [D]}] -> {scope: count}."""
-  return {scope: int(np.sum(np.max(np.stack([a[scope] for a in activities]), axis=0) <= 0))
-          for scope in HEAD_RELUS}
+def load_trained_model(checkpoint_path, use_ema=True):
+  """Rebuilds the model from a train dir's saved config and restores a checkpoint into it.
 
-
-# ---------------------------------------------------------------------------------------------
-# Loss.
-
-LOSSES = ("sigmoid", "focal", "asymmetric")  # per_example_loss's kinds
-UNKNOWN_LABEL_MODES = ("ignore", "negative")
-
-
-def per_example_loss(logits, labels, kind="sigmoid", focal_gamma=2.0, gamma_neg=4.0,
-                     gamma_pos=0.0, asl_clip=0.05, pos_weight=None, unknown_label="ignore"):
-  """Classification loss per image, averaged over labels: [B, L] logits and labels -> [B].
-
-  Labels are 0/1, or -1 for unknown (nobody annotated it), handled by unknown_label:
-    ignore: an unknown entry adds 0 (the mean still divides by L; total_loss rescales the batch
-      mean to the known entries);
-    negative: an unknown entry is read as 0, the common baseline.
-  kind:
-    sigmoid: sigmoid cross-entropy, the original's loss.
-    focal: (1 - p_t)^gamma * CE (Lin et al. 2017, "Focal Loss for Dense Object Detection").
-    asymmetric: ASL (Ridnik et al. 2021, "Asymmetric Loss For Multi-Label Classification"):
-      positives weighted by (1 - p)^gamma_pos, negatives use p_m = max(p - clip, 0) and are
-      weighted by p_m^gamma_neg.
-  pos_weight: None, or [L] weights of each label's positive term (-z log p becomes
-    -w z log p; tf.nn.weighted_cross_entropy_with_logits for the sigmoid and focal losses).
+  Returns (model, model_config, checkpoint prefix, global step).
   """
-  if unknown_label not in UNKNOWN_LABEL_MODES:
-    raise ValueError(f"unknown_label={unknown_label!r}: expected ignore or negative")
-  logits = tf.cast(logits, tf.float32)
-  labels = tf.cast(labels, tf.float32)
-  known = labels >= 0
-  labels = tf.maximum(labels, 0.0)  # -1 -> 0: a negative, or masked out below; 0/1 unchanged
-  if pos_weight is not None:
-    pos_weight = tf.convert_to_tensor(pos_weight, tf.float32)  # [L], broadcast over the batch
-  if kind in ("sigmoid", "focal"):
-    if pos_weight is None:
-      ce = tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
-    else:
-      ce = tf.nn.weighted_cross_entropy_with_logits(labels=labels, logits=logits,
-                                                    pos_weight=pos_weight)
-  if kind == "sigmoid":
-    loss = ce
-  elif kind == "focal":
-    p = tf.sigmoid(logits)
-    p_t = labels * p + (1 - labels) * (1 - p)
-    loss = tf.pow(1 - p_t, focal_gamma) * ce
-  elif kind == "asymmetric":
-    p = tf.sigmoid(logits)
-    p_neg = tf.maximum(p - asl_clip, 0.0) if asl_clip > 0 else p
-    eps = 1e-8
-    loss_pos = -tf.pow(1 - p, gamma_pos) * tf.math.log(tf.maximum(p, eps))
-    loss_neg = -tf.pow(p_neg, gamma_neg) * tf.math.log(tf.maximum(1 - p_neg, eps))
-    if pos_weight is not None:
-      loss_pos = pos_weight * loss_pos
-    loss = labels * loss_pos + (1 - labels) * loss_neg
-  else:
-    raise ValueError(f"loss={kind!r}: expected sigmoid, focal or asymmetric")
-  if unknown_label == "ignore":
-    loss = tf.where(known, loss, tf.zeros_like(loss))  # no loss, and no gradient, from -1
-  return tf.reduce_mean(loss, axis=-1)
+  prefix, train_dir = checkpoints.resolve_checkpoint(checkpoint_path)
+  model_config = load_model_config(train_dir)
+  model = MultiLabelClassificationModel(model_config)
+  step = checkpoints.restore_model(model, prefix, use_ema)
+  return model, model_config, prefix, step
 
 
-def count_known(labels):
-  """The number of entries of a [B, L] label batch that are not -1 (unknown), float32."""
-  return tf.reduce_sum(tf.cast(tf.cast(labels, tf.float32) >= 0, tf.float32))
+def restore_backbone(model, path):
+  """A first run's backbone weights from `path`; returns a line saying what was restored.
 
-
-def l2_loss(weights, weight_decay):
-  """weight_decay * sum(w^2) / 2 over the regularized weights (slim's l2_regularizer)."""
-  if not weights or weight_decay == 0:
-    return tf.constant(0.0)
-  return weight_decay * tf.add_n([tf.nn.l2_loss(w) for w in weights])
-
-
-def total_loss(model, logits, labels, global_batch_size=None, known_entries=None, **loss_options):
-  """(total, classification, regularization) for one (replica's) batch.
-
-  The classification term is the mean over batch x labels, the original's. With
-  unknown_label=ignore (the default) it is the mean over the known entries instead: the batch
-  mean times entries / known entries, a factor of exactly 1.0 when no label is -1, so 0/1 data
-  gives exactly the plain mean. Under tf.distribute it is averaged over the global batch
-  (compute_average_loss) and the regularization is split per replica, so that the gradients
-  summed over replicas equal one big batch's; then `known_entries` must be the known entries of
-  the global batch (train.py sums them over the replicas). Without it the known fraction of
-  `labels` itself is used, which is right for one replica.
+  `path` is a slim-format checkpoint (the official resnet_v2_50.ckpt, a prefix or its folder), or
+  a run of ours: a train dir (its latest checkpoint), an eval best/ dir, or a train.py checkpoint
+  prefix. From a run of ours only the backbone is taken, with the moving average of the weights
+  when that run kept one (what evaluate.py scored), whatever its label_count and head_depth: "my
+  12 tags from the backbone I trained on COCO". The head keeps its fresh initial weights.
   """
-  per_example = per_example_loss(logits, labels, **loss_options)
-  classification = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch_size)
-  if loss_options.get("unknown_label", "ignore") == "ignore":
-    batch, label_count = tf.shape(labels)[0], tf.shape(labels)[1]
-    if known_entries is None:
-      entries, known = batch * label_count, count_known(labels)
-    else:
-      entries, known = (global_batch_size or batch) * label_count, known_entries
-    # a batch with no known entry at all has nothing to learn from: loss 0, not 0/0
-    classification = classification * tf.math.divide_no_nan(tf.cast(entries, tf.float32), known)
-  regularization = tf.nn.scale_regularization_loss(
-      l2_loss(model.regularized_weights, model.config.weight_decay))
-  return classification + regularization, classification, regularization
+  prefix = tf.train.latest_checkpoint(path) if os.path.isdir(path) else path
+  if prefix is None or not checkpoints.is_training_checkpoint(prefix):
+    result = model.restore_backbone(path)
+    return (f"restored the backbone from {path}: {len(result.unused)} checkpoint tensors unused, "
+            f"{len(result.unrestored)} variables not in it")
+  source, source_config, prefix, step = load_trained_model(path)
+  if source_config.backbone != model.config.backbone:
+    raise errors.ConfigError(f"base_network_checkpoint={path!r} is a {source_config.backbone} "
+                             f"run; this model's backbone is {model.config.backbone} (set "
+                             "--backbone to match)")
+  by_name = {v.name: v for v in source.backbone.variables}
+  for v in model.backbone.variables:  # same builder, same scope: the same names and shapes
+    v.assign(by_name[v.name])
+  averaged = checkpoints.has_ema(prefix) and source_config.train_base_network  # else only its head was averaged
+  weights = "its moving-average weights" if averaged else "its weights"
+  return (f"restored the backbone ({len(by_name)} {source_config.backbone} variables, {weights}) "
+          f"from {prefix}, step {step} of a run with {source_config.label_count} labels; the "
+          f"head ({HEAD_SCOPE}, {model.config.label_count} labels) starts fresh")

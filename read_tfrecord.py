@@ -16,9 +16,8 @@ import numpy as np
 import tensorflow as tf
 
 import configs
-import errors
-import fileio
-import records
+from multilabel import arguments, errors, files, runtime, textfiles
+from multilabel.data import records
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 
@@ -76,15 +75,15 @@ def inspect_record(serialized, cfg, cross_check=False):
       parsed = records.parse_example(serialized, cfg.image_path_key, cfg.image_data_key,
                                      cfg.image_label_key)
     except tf.errors.InvalidArgumentError as e:
-      raise ValueError(f"{path}: records.parse_example fails: {records.tf_message(e)}") from None
+      raise ValueError(f"{path}: records.parse_example fails: {errors.tf_message(e)}") from None
     if (parsed[1].numpy() != data or not np.array_equal(parsed[2].numpy(), labels)):
       raise ValueError(f"{path}: records.parse_example reads different data or labels")
   try:
     image = tf.io.decode_image(data, channels=3, expand_animations=False).numpy()
   except tf.errors.InvalidArgumentError as e:
     raise ValueError(f"{path}: image does not decode ({len(data)} bytes): "
-                     f"{records.tf_message(e)}") from None
-  bad = [int(v) for v in labels if v not in records.LABEL_VALUES]
+                     f"{errors.tf_message(e)}") from None
+  bad = [int(v) for v in labels if v not in textfiles.LABEL_VALUES]
   if bad:
     raise ValueError(f"{path}: label value {bad[0]}; labels must be 0 or 1 (or -1, unknown)")
   return path, data, labels, image
@@ -96,7 +95,7 @@ def dump_sample(dump_dir, index, data, labels, image):
   name = f"{index:05d}_labels-{positives}.jpg"
   if not data.startswith(JPEG_MAGIC):  # e.g. PNG bytes from another tool: store a real JPEG
     data = tf.io.encode_jpeg(image, quality=95).numpy()
-  with fileio.atomic_write(os.path.join(dump_dir, name), "wb") as f:
+  with files.atomic_write(os.path.join(dump_dir, name), "wb") as f:
     f.write(data)
   return name
 
@@ -105,7 +104,7 @@ def write_samples_tsv(path, samples):
   """One row per dumped sample: its file name, record index, source file, image path, positive
   labels, the whole label row and the image's height and width.
   samples: (name, index, file, path, labels [L], image shape) tuples, in dump order."""
-  with fileio.atomic_write(path) as f:
+  with files.atomic_write(path) as f:
     f.write("file\trecord\tsource\timage_path\tpositive_labels\tlabel_row\theight\twidth\n")
     for name, index, file, image_path, labels, shape in samples:
       positives = " ".join(str(i) for i in np.flatnonzero(labels == 1))
@@ -119,7 +118,7 @@ def print_statistics(label_rows, heights, widths):
   records. The fraction is of all records; unknown (-1) entries are neither positive nor not."""
   labels = np.stack(label_rows)  # [N, L]
   n, label_count = labels.shape
-  unknowns = (labels == records.UNKNOWN).sum(axis=0)  # [L]
+  unknowns = (labels == textfiles.UNKNOWN).sum(axis=0)  # [L]
   print(f"labels: {label_count}")
   column = ""  # the unknown column only when there are unknowns: 0/1 records print as before
   if unknowns.any():
@@ -138,28 +137,21 @@ def print_statistics(label_rows, heights, widths):
     print(f"image {what}: min {np.min(sizes)}, median {np.median(sizes):g}, max {np.max(sizes)}")
 
 
-def check_config(cfg):
-  """ConfigError naming a missing or impossible setting, before any work."""
-  if not cfg.data_path:
-    raise errors.ConfigError("--data_path is required (a file, a comma list or a glob)")
-
-
 def main(argv):
   # Configuration: edit here, or override with --field=value.
   cfg = configs.ReadTFRecordConfig()
-  configs.parse_overrides(argv, cfg, usage=__doc__)
+  arguments.parse_overrides(argv, cfg, usage=__doc__)
   try:
     tf.config.set_visible_devices([], "GPU")  # decoding is CPU work; leave the GPUs to training
   except RuntimeError:
     pass  # TensorFlow was already initialized by the caller (e.g. tests calling main())
-  check_config(cfg)
   files = records.expand_file_spec(cfg.data_path)  # a MissingFileError names the spec
   print(f"{len(files)} file(s): {', '.join(files) if len(files) <= 5 else files[0] + ' ...'}")
 
   # 1. Parse and decode every record, collecting statistics, failures and samples as we go.
   total_bytes = sum(os.path.getsize(f) for f in files)
   label_rows, heights, widths, failures, samples = [], [], [], [], []
-  progress = fileio.Progress(0, "records")
+  progress = runtime.Progress(0, "records")
   read_bytes, count, damaged = 0, 0, []
   for file, index_in_file, serialized, error in records.read_serialized(files):
     where = f"record {count} ({file} #{index_in_file})"

@@ -23,7 +23,7 @@ import os
 
 import tensorflow as tf
 
-from conv_gradients import conv2d_stride1
+from multilabel.conv_gradients import conv2d_stride1
 
 
 @dataclasses.dataclass(frozen=True)

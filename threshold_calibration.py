@@ -30,9 +30,7 @@ import sys
 import numpy as np
 
 import configs
-import errors
-import metrics
-import score_files
+from multilabel import arguments, calibration, config_files, errors, metrics, textfiles
 
 UNREADABLE = -1  # the prediction row of an image inference.py could not read (a NaN score row)
 
@@ -43,35 +41,17 @@ def load_pair(label_file, score_file):
   Returns:
     labels: int64 [num_images, num_labels]; scores: float64 [num_images, num_labels].
   """
-  labels = score_files.load_labels(label_file)
-  scores = score_files.load_matrix(score_file)
+  labels = textfiles.load_labels(label_file)
+  scores = textfiles.load_matrix(score_file)
   if labels.shape != scores.shape:
     raise errors.DataError(f"label file {label_file} has shape {labels.shape} (images, labels) "
                            f"but score file {score_file} has shape {scores.shape}; they must match")
   return labels, scores
 
 
-def check_config(cfg):
-  """ConfigError for missing or contradictory fields (MissingFileError for a run_dir without a
-  saved config), before any work."""
-  if not cfg.label_file or not cfg.score_file:
-    raise errors.ConfigError("--label_file and --score_file are both required")
-  if cfg.method not in ("roc", "f1", "youden"):
-    raise errors.ConfigError(f"unknown --method={cfg.method!r}; expected roc, f1 or youden")
-  if cfg.apply_to and not (cfg.predictions_file or cfg.apply_labels):
-    raise errors.ConfigError(f"--apply_to={cfg.apply_to}: give --predictions_file and/or "
-                             "--apply_labels")
-  if (cfg.predictions_file or cfg.apply_labels) and not cfg.apply_to:
-    raise errors.ConfigError("--predictions_file and --apply_labels need --apply_to=SCORES")
-  if cfg.run_dir and configs.saved_label_names(cfg.run_dir)[1] is None:
-    raise errors.MissingFileError(f"--run_dir={cfg.run_dir!r}: no "
-                                  f"{' or '.join(configs.CONFIG_FILES)} in it (give a train dir or "
-                                  "an eval dir)")
-
-
 def comparison_table(labels, scores, thresholds, title, label_names=None):
   """Text: per-label F1 and threshold, then CP..OF1, at 0.5 against the calibrated thresholds."""
-  names = label_names or score_files.load_label_names("", labels.shape[1])
+  names = label_names or textfiles.load_label_names("", labels.shape[1])
   at_half = metrics.multilabel_prf(labels, metrics.threshold_predictions(scores, 0.5))
   calibrated = metrics.multilabel_prf(labels, metrics.threshold_predictions(scores, thresholds))
   width = max(10, *(len(name) + 1 for name in names))
@@ -94,7 +74,7 @@ def load_test_set(cfg, label_count):
   if cfg.apply_labels:
     test_labels, test_scores = load_pair(cfg.apply_labels, cfg.apply_to)
   else:
-    test_scores = score_files.load_matrix(cfg.apply_to)
+    test_scores = textfiles.load_matrix(cfg.apply_to)
   if test_scores.shape[1] != label_count:
     raise errors.DataError(f"score file {cfg.apply_to} has shape {test_scores.shape}, i.e. "
                            f"{test_scores.shape[1]} labels, but the calibration files have "
@@ -104,24 +84,28 @@ def load_test_set(cfg, label_count):
 
 def main(argv):
   cfg = configs.CalibrationConfig()
-  configs.parse_overrides(argv, cfg, usage=__doc__)
-  check_config(cfg)
+  arguments.parse_overrides(argv, cfg, usage=__doc__)
+  if cfg.run_dir and config_files.saved_label_names(cfg.run_dir)[1] is None:
+    raise errors.MissingFileError(
+        f"--run_dir={cfg.run_dir!r}: no {config_files.TRAIN_CONFIG_FILE} or "
+        f"{config_files.EVAL_CONFIG_FILE} or {config_files.INFERENCE_CONFIG_FILE} in it (give a train "
+        "dir or an eval dir)")
 
   # Read every input first: a bad file fails before anything is written.
   labels, scores = load_pair(cfg.label_file, cfg.score_file)
-  names = score_files.load_label_names(cfg.label_names_file, labels.shape[1], run_dir=cfg.run_dir)
+  names = textfiles.load_label_names(cfg.label_names_file, labels.shape[1], run_dir=cfg.run_dir)
   if cfg.apply_to:
     test_scores, test_labels = load_test_set(cfg, labels.shape[1])
 
   # Choose the thresholds on the calibration set.
-  thresholds, warnings = metrics.calibrate_thresholds(labels, scores, cfg.method, names)
+  thresholds, warnings = calibration.calibrate_thresholds(labels, scores, cfg.method, names)
   for warning in warnings:
     print(f"warning: {warning}", file=sys.stderr)
   print(f"thresholds (method={cfg.method}):")
   for name, threshold in zip(names, thresholds):
     print(f"  {name}: {threshold:.6f}")
   if cfg.output_file:
-    score_files.save_thresholds(cfg.output_file, thresholds, cfg.method)
+    textfiles.save_thresholds(cfg.output_file, thresholds, cfg.method)
     print(f"wrote {len(thresholds)} thresholds to {cfg.output_file}")
   print(comparison_table(labels, scores, thresholds, "calibration set", names))
   if not cfg.apply_to:
@@ -137,7 +121,7 @@ def main(argv):
           f"inference.py could not read): their predictions are {UNREADABLE} (unknown), and "
           "the test-set metrics leave them out")
   if cfg.predictions_file:
-    score_files.save_labels(cfg.predictions_file, predictions)
+    textfiles.save_labels(cfg.predictions_file, predictions)
     print(f"wrote {predictions.shape[0]} prediction rows to {cfg.predictions_file}")
   if cfg.apply_labels:
     readable = ~unreadable

@@ -11,8 +11,8 @@ On an empty train_dir the backbone starts from `base_network_checkpoint`; on a t
 checkpoints, training resumes from the latest (weights, optimiser state, global step). Ctrl-C or
 SIGTERM saves a checkpoint before exiting. A full disk stops it with one line (the space a
 checkpoint needs, and what is free), the last good checkpoint intact; at start-up it removes what
-a killed or failed save left in train_dir (checkpoints.py). With --data_service_address=grpc://host:port
-the decoding and augmentation run on tf.data service workers (data_service.py; input_service.py).
+a killed or failed save left in train_dir. With --data_service_address=grpc://host:port
+the decoding and augmentation run on tf.data service workers (data_service.py).
 """
 
 import dataclasses
@@ -27,55 +27,16 @@ import time
 os.environ.setdefault("TF_GPU_THREAD_MODE", "gpu_private")
 import tensorflow as tf  # noqa: E402
 
-import checkpoints
 import configs
-import errors
-import input_service
-import records
-import run_utils
-import score_files
-from multi_label_classification_model import (LOSSES, UNKNOWN_LABEL_MODES,
-                                              MultiLabelClassificationModel, head_depth)
-from pos_weight import resolve_pos_weight
-from preprocessing import AUGMENTATIONS, build_dataset
-from run_utils import log
-from train_step import DeadUnitWatch, make_train_step, summarize_images
-
-
-def check_config(model_config, train_config):
-  """ConfigError (exit status 2) naming the first missing, impossible or contradictory setting,
-  before any work. (The model, the optimiser and the strategy check their own choices as they
-  are built, still before anything is written.)"""
-  if model_config.label_count < 1:
-    raise errors.ConfigError(f"label_count={model_config.label_count}: set --label_count to the "
-                             "number of labels (the columns of image_label)")
-  if not model_config.input_tfrecord_file:
-    raise errors.ConfigError("set --input_tfrecord_file to the training TFRecords (a file, a "
-                             "comma-separated list or a glob)")
-  if train_config.loss not in LOSSES:
-    raise errors.ConfigError(f"loss={train_config.loss!r}: expected {', '.join(LOSSES)}")
-  if model_config.augmentation not in AUGMENTATIONS:
-    raise errors.ConfigError(f"--augmentation={model_config.augmentation!r}: expected one of "
-                             f"{', '.join(AUGMENTATIONS)}")
-  for side in ("height", "width"):
-    resize, target = (getattr(model_config, f"resize_{side}"),
-                      getattr(model_config, f"target_{side}"))
-    if resize < target and model_config.augmentation not in ("flip", "none"):  # these don't crop
-      raise errors.ConfigError(f"resize_{side}={resize} is smaller than target_{side}={target}: "
-                               "the random crop needs resize >= target")
-  if train_config.optimizer == "AdamW" and model_config.use_regularizer:
-    raise errors.ConfigError("--optimizer=AdamW decays the weights itself (by weight_decay, "
-                             "decoupled): set --use_regularizer=false, or L2 would decay them "
-                             "twice")
-  if train_config.unknown_label not in UNKNOWN_LABEL_MODES:
-    raise errors.ConfigError(f"--unknown_label={train_config.unknown_label!r}: expected one of "
-                             f"{', '.join(UNKNOWN_LABEL_MODES)}")
-  try:
-    run_utils.learning_rate_schedule(train_config)
-  except ValueError as e:
-    raise errors.ConfigError(str(e)) from None
-  if train_config.data_service_address:
-    input_service.parse_address(train_config.data_service_address)
+from multi_label_classification_model import (MultiLabelClassificationModel, head_depth,
+                                              restore_backbone)
+from multilabel import arguments, checkpoints, config_files, errors, runtime, summaries, textfiles
+from multilabel.data import input_service, records
+from multilabel.data.preprocessing import build_dataset
+from multilabel.runtime import log
+from multilabel.training import optimizers
+from multilabel.training.pos_weight import resolve_pos_weight
+from multilabel.training.train_step import DeadUnitWatch, make_train_step
 
 
 def restore_or_start(manager, model, model_config, latest=None):
@@ -93,14 +54,14 @@ def restore_or_start(manager, model, model_config, latest=None):
     return False
   if not (tf.io.gfile.exists(path) or tf.io.gfile.exists(path + ".index")):
     raise errors.MissingFileError(f"base_network_checkpoint={path!r} does not exist")
-  log(run_utils.restore_backbone(model, path))
+  log(restore_backbone(model, path))
   return False
 
 
 def train_dir_or_new_temp_dir(strategy, train_dir):
   """The chief writes train_dir; other workers write a temp dir (they must save too, since saving
   is collective) that is deleted afterwards, as TensorFlow's multi-worker guide prescribes."""
-  if run_utils.is_chief(strategy):
+  if runtime.is_chief(strategy):
     return train_dir
   return tempfile.mkdtemp(prefix="worker_ckpt_")
 
@@ -145,7 +106,7 @@ class WindowLog:
       self.write(step_no, scalars)
     if config.image_summary_steps > 0 and (step_no % config.image_summary_steps == 0 or first):
       with self.writer.as_default():
-        summarize_images(iterator, self.strategy, step_no, self.model_config)
+        summaries.summarize_images(iterator, self.strategy, step_no, self.model_config)
 
   def write(self, step_no, scalars):
     elapsed = time.time() - self.start
@@ -177,7 +138,7 @@ class CheckpointTrigger:
 
   def __init__(self, manager, strategy, train_config):
     self.manager, self.steps = manager, train_config.save_checkpoint_steps
-    self.secs = 0 if run_utils.is_multi_worker(strategy) else train_config.save_checkpoint_secs
+    self.secs = 0 if runtime.is_multi_worker(strategy) else train_config.save_checkpoint_secs
     if self.secs != train_config.save_checkpoint_secs:
       log("note: multi-worker training saves every save_checkpoint_steps only "
           "(save_checkpoint_secs is ignored)")
@@ -207,22 +168,23 @@ def train_loop(step, iterator, global_step, number_of_steps, window_log, save_if
 def main(argv):
   model_config = configs.ModelConfig()  # edit here, e.g. label_count=35, input_tfrecord_file=...
   train_config = configs.TrainConfig()  # e.g. train_dir="runs/coco", number_of_steps=20000
-  configs.parse_overrides(argv, model_config, train_config, usage=__doc__)
-  check_config(model_config, train_config)
+  arguments.parse_overrides(argv, model_config, train_config, usage=__doc__)
+  if train_config.data_service_address:
+    input_service.parse_address(train_config.data_service_address)
   records.expand_file_spec(model_config.input_tfrecord_file)  # missing records: an error now
   service = (input_service.connect(train_config.data_service_address,
                                    train_config.data_service_timeout_secs, log)
              if train_config.data_service_address else None)  # a dead dispatcher: an error now
   # Given once, here: stored in config.json, where evaluate, calibration, inference and the
   # SavedModel find them. A resumed run without the flag keeps the names stored before.
-  label_names = score_files.load_label_names(model_config.label_names_file,
+  label_names = textfiles.load_label_names(model_config.label_names_file,
                                              model_config.label_count,
                                              run_dir=train_config.train_dir)
   if train_config.seed >= 0:
     tf.random.set_seed(train_config.seed)
 
-  run_utils.select_devices(train_config.gpu_id)
-  strategy = run_utils.make_strategy(train_config.strategy)
+  runtime.select_devices(train_config.gpu_id)
+  strategy = runtime.make_strategy(train_config.strategy)
   # A record with another label count would stop training at its first batch: read the first
   # record of each file now (after the devices and the strategy, which must come before the
   # first TensorFlow op), before anything is built or written.
@@ -233,14 +195,14 @@ def main(argv):
   pos_weight = resolve_pos_weight(train_config, model_config)  # None = off
   with strategy.scope():
     model = MultiLabelClassificationModel(model_config)
-    optimizer = run_utils.make_optimizer(
+    optimizer = optimizers.make_optimizer(
         train_config, model.trainable_variables,
         loss_scale=model_config.precision == "mixed_float16",
         weight_decay=model_config.weight_decay, decayed=model.conv_weights)
-    ema = (run_utils.ExponentialMovingAverage(model.trainable_variables, train_config.ema_decay)
+    ema = (optimizers.ExponentialMovingAverage(model.trainable_variables, train_config.ema_decay)
            if train_config.ema_decay > 0 else None)
-  checkpoint = run_utils.make_checkpoint(model, optimizer, ema)
-  if run_utils.is_chief(strategy):  # what a killed or failed save left can keep a disk full
+  checkpoint = checkpoints.make_checkpoint(model, optimizer, ema)
+  if runtime.is_chief(strategy):  # what a killed or failed save left can keep a disk full
     for path in checkpoints.remove_leftovers(train_config.train_dir):
       log(f"removed {path}: left by a save that was killed or failed")
   save_dir = train_dir_or_new_temp_dir(strategy, train_config.train_dir)
@@ -253,11 +215,11 @@ def main(argv):
                              latest=tf.train.latest_checkpoint(train_config.train_dir))
   if ema is not None and not resumed:
     ema.reset()  # the shadows were copied before the backbone was restored
-  if run_utils.is_chief(strategy):
+  if runtime.is_chief(strategy):
     # config.json records the pos_weight values used, not the "auto" or file that gave them
     saved = dataclasses.replace(train_config, pos_weight=pos_weight) if pos_weight else train_config
-    configs.save_configs(os.path.join(train_config.train_dir, run_utils.CONFIG_FILE),
-                         model=model_config, train=saved, label_names=label_names)
+    config_files.save_configs(os.path.join(train_config.train_dir, config_files.TRAIN_CONFIG_FILE),
+                          model_config, saved, label_names=label_names)
 
   seed = train_config.seed if train_config.seed >= 0 else None
   # tf.distribute strategies copy batches to their devices; on one GPU the pipeline does it.
@@ -274,7 +236,7 @@ def main(argv):
   stop = StopFlag()
   try:
     window_log = WindowLog(writer, strategy, model_config, train_config,
-                           run_utils.learning_rate_schedule(train_config))
+                           optimizers.learning_rate_schedule(train_config))
     step_no = train_loop(step, iter(dataset), optimizer.iterations, train_config.number_of_steps,
                          window_log, CheckpointTrigger(manager, strategy, train_config), stop)
     if manager.latest_checkpoint != os.path.join(save_dir, f"ckpt-{step_no}"):

@@ -34,17 +34,17 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import numpy as np
+import tensorflow as tf
 
-import configs  # noqa: E402
-import metrics  # noqa: E402
-import run_utils  # noqa: E402
-from bench_data import make_demo_records, run_script  # noqa: E402
-from keras_peer import keras_model  # noqa: E402
-from preprocessing import build_dataset  # noqa: E402
+import configs
+import multi_label_classification_model as mlc
+from multilabel import metrics
+from multilabel.training import optimizers
+from multilabel.data.preprocessing import build_dataset
+from benchmarks.bench_data import make_demo_records, run_script
+from benchmarks.keras_peer import keras_model
 
 LABELS = 10  # make_demo_data.py's digits 0..9
 COMMON = [f"--label_count={LABELS}", "--train_base_network=true", "--batch_norm_decay=0.9",
@@ -128,7 +128,7 @@ def train_recipe(args, work, specs, recipe, seed):
   rates = [float(r) for r in re.findall(r"([0-9.]+) images/s", log)][1:]  # the first traces
   result = {}
   for step in args.eval_steps:
-    model = run_utils.load_trained_model(os.path.join(train_dir, f"ckpt-{step}"))[0]
+    model = mlc.load_trained_model(os.path.join(train_dir, f"ckpt-{step}"))[0]
     forward = tf.function(lambda images: model(images)[1]["predictions"])
     result[step] = mean_ap(forward, specs["eval"], args.image_size)
   rate = statistics.median(rates) if rates else float("nan")
@@ -155,7 +155,7 @@ def peer_schedule(args):
   """The `short` recipe's learning-rate schedule, built by the toolkit's own function."""
   train_config = configs.TrainConfig(lr_schedule="cosine", warmup_steps=args.steps // 20,
                                      number_of_steps=args.steps)
-  return run_utils.learning_rate_schedule(train_config)
+  return optimizers.learning_rate_schedule(train_config)
 
 
 def train_keras(args, specs, seed):

@@ -16,10 +16,9 @@ import tensorflow as tf
 from PIL import Image, ImageDraw, ImageFilter
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
-import records  # noqa: E402
-from preprocessing import preprocess_ten_crop, ten_crop_resize  # noqa: E402
+from multilabel.data import records
+from multilabel.data.preprocessing import preprocess_ten_crop, ten_crop_resize
 
 
 def run_script(command, log_path=None):

@@ -23,9 +23,8 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
-import errors  # noqa: E402
+from multilabel import errors
 
 
 def numbers(rng, count, scale=640.0):

@@ -35,14 +35,13 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 BENCHMARKS = os.path.dirname(os.path.abspath(__file__))
-sys.path[:0] = [BENCHMARKS, os.path.dirname(BENCHMARKS)]
 
-import tensorflow as tf  # noqa: E402
+import tensorflow as tf
 
-import fileio  # noqa: E402
-import toolkit_runners as runners  # noqa: E402
-from bench_data import make_records, ten_crop_batch  # noqa: E402
-from timing import machine, measure  # noqa: E402
+from multilabel import files
+from benchmarks import toolkit_runners as runners
+from benchmarks.bench_data import make_records, ten_crop_batch
+from benchmarks.timing import machine, measure
 
 FULL = dict(image_size=224, batches=(256, 128), photos=256, pipeline_batch=256, windows=3,
             steps=10, warmup=3, infer_images=8)
@@ -105,7 +104,7 @@ class Report:
 
   def write(self):
     self.out["elapsed_s"] = round(time.perf_counter() - self.start, 1)
-    with fileio.atomic_write(self.path) as f:
+    with files.atomic_write(self.path) as f:
       json.dump(self.out, f, indent=2, default=str)
 
 

@@ -21,7 +21,7 @@ else
 fi
 start=$(date +%s)
 status=0
-timeout --signal=TERM --kill-after=20 "$LIMIT_S" "$PY" benchmarks/gpu_check.py "$@" || status=$?
+timeout --signal=TERM --kill-after=20 "$LIMIT_S" "$PY" -m benchmarks.gpu_check "$@" || status=$?
 echo "gpu_check.sh: $(( $(date +%s) - start )) s, exit status $status" \
      "$([ "$status" = 124 ] && echo "(killed at LIMIT_S=$LIMIT_S s)")"
 exit "$status"

@@ -10,15 +10,13 @@ Used by throughput.py (speed: the runners below, timed by timing.py) and accurac
 
 import math
 import os
-import sys
 
 import tensorflow as tf
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import configs  # noqa: E402
-import run_utils  # noqa: E402
-from bench_data import memory_dataset  # noqa: E402
-from timing import KerasWindow  # noqa: E402
+import configs
+from multilabel.training import optimizers
+from benchmarks.bench_data import memory_dataset
+from benchmarks.timing import KerasWindow
 
 
 def keras_model(image_size, label_count, precision="float32", jit_compile=False,
@@ -40,7 +38,7 @@ def keras_model(image_size, label_count, precision="float32", jit_compile=False,
   out = keras.layers.Activation("sigmoid", dtype="float32")(x)
   model = keras.Model(base.input, out)
   defaults = configs.TrainConfig()
-  schedule = learning_rate or run_utils.learning_rate_schedule(defaults)  # 0.001, the decay
+  schedule = learning_rate or optimizers.learning_rate_schedule(defaults)  # 0.001, the decay
   # global_clipnorm: the toolkit clips by the global norm (clip_by_global_norm, 5.0).
   model.compile(optimizer=keras.optimizers.Adam(schedule,
                                                 global_clipnorm=defaults.clip_gradients),

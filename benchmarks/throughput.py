@@ -33,17 +33,16 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
-import tensorflow as tf  # noqa: E402
+import tensorflow as tf
 
-import configs  # noqa: E402
-from bench_data import make_records, ten_crop_batch  # noqa: E402
-from keras_peer import (keras_fit_runner, keras_forward_flops, keras_model,  # noqa: E402
+import configs
+from benchmarks.bench_data import make_records, ten_crop_batch
+from benchmarks.keras_peer import (keras_fit_runner, keras_forward_flops, keras_model,
                         keras_predict_runner)
-from multi_label_classification_model import compute_dtype  # noqa: E402
-from timing import loadavg, machine, measure  # noqa: E402
-from toolkit_runners import (build_toolkit, forward_flops, local_service,  # noqa: E402
+from multi_label_classification_model import compute_dtype
+from benchmarks.timing import loadavg, machine, measure
+from benchmarks.toolkit_runners import (build_toolkit, forward_flops, local_service,
                              memory_batches, peak_runners, pipeline_rate, scorer_runner,
                              train_runner)
 

@@ -15,17 +15,16 @@ import time
 import tensorflow as tf
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
-import configs  # noqa: E402
-import input_service  # noqa: E402
-import run_utils  # noqa: E402
-import scoring  # noqa: E402
-from bench_data import memory_dataset  # noqa: E402
-from multi_label_classification_model import MultiLabelClassificationModel  # noqa: E402
-from preprocessing import build_dataset  # noqa: E402
-from timing import measure, step_runner  # noqa: E402
-from train_step import make_train_step  # noqa: E402
+import configs
+from multilabel import runtime, serving
+from multilabel.data import input_service
+from multilabel.training import optimizers
+from multi_label_classification_model import MultiLabelClassificationModel
+from multilabel.data.preprocessing import build_dataset
+from multilabel.training.train_step import make_train_step
+from benchmarks.bench_data import memory_dataset
+from benchmarks.timing import measure, step_runner
 
 
 @dataclasses.dataclass
@@ -103,7 +102,7 @@ def build_toolkit(args, train_base_network, batch):
   model_config, train_config = model_configs(args, train_base_network, batch)
   tf.random.set_seed(0)
   model = MultiLabelClassificationModel(model_config)
-  optimizer = run_utils.make_optimizer(train_config, model.trainable_variables,
+  optimizer = optimizers.make_optimizer(train_config, model.trainable_variables,
                                        loss_scale=args.precision == "mixed_float16")
   return model, optimizer, model_config, train_config
 
@@ -113,7 +112,7 @@ def train_runner(toolkit, data, batch, steps_per_window, warmup, device=None):
   (memory_dataset's `device`)."""
   model, optimizer, model_config, train_config = toolkit
   model_config = dataclasses.replace(model_config, batch_size=batch)
-  strategy = run_utils.make_strategy("default")
+  strategy = runtime.make_strategy("default")
   step = make_train_step(model, optimizer, None, strategy, model_config, train_config)
   iterator = iter(memory_dataset(*data, batch, device))
   return step_runner(lambda: step(iterator), lambda out: float(out[0]["loss/classification"]),
@@ -121,9 +120,9 @@ def train_runner(toolkit, data, batch, steps_per_window, warmup, device=None):
 
 
 def scorer_runner(model, crops, warmup, xla):
-  """(d): scoring.make_scorer on a batch of [B, 10, s, s, 3] crops; xla as InferenceConfig.xla
+  """(d): serving.make_scorer on a batch of [B, 10, s, s, 3] crops; xla as InferenceConfig.xla
   ("auto" by default, as inference.py runs it: the warm-up step picks XLA or not)."""
-  score = scoring.make_scorer(model, "mean", xla)
+  score = serving.make_scorer(model, "mean", xla)
   return step_runner(lambda: score(crops), lambda out: out.numpy(), int(crops.shape[0]), 1,
                      warmup)
 

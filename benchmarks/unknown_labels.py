@@ -29,10 +29,8 @@ import time
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
-import errors  # noqa: E402
-import fileio  # noqa: E402
+from multilabel import errors, textfiles
 
 MODES = ("ignore", "negative")
 
@@ -55,7 +53,7 @@ def hide_labels(split_dir, out_dir, fraction, seed):
   """Writes out_dir/image_list and image_label with `fraction` of the entries set to -1.
   Returns (hidden entries, all entries)."""
   labels = np.loadtxt(os.path.join(split_dir, "image_label"), dtype=np.int64, ndmin=2)
-  names = fileio.image_names(os.path.join(split_dir, "image_list"))  # create_tfrecord's reader
+  names = textfiles.image_names(os.path.join(split_dir, "image_list"))  # create_tfrecord's reader
   hidden = labels.copy()
   count = round(fraction * labels.size)
   chosen = np.random.default_rng(seed).permutation(labels.size)[:count]

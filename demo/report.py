@@ -6,26 +6,28 @@ test images with their predicted and true labels.
 
 import json
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import configs  # noqa: E402
-import errors  # noqa: E402
-import fileio  # noqa: E402
-import metrics  # noqa: E402
-import score_files  # noqa: E402
+from dataclasses import dataclass
+
+from multilabel import arguments, errors, metrics, settings, textfiles
+
+
+@dataclass
+class ReportConfig(settings.Config, section="report"):
+  """demo/report.py: the demo's closing table."""
+  out: str = settings.setting("demo_out", "the demo's output folder (demo.sh's DEMO_OUT)")
 
 
 def main(argv):
-  config = configs.ReportConfig()
-  configs.parse_overrides(argv, config, usage=__doc__)
+  config = ReportConfig()
+  arguments.parse_overrides(argv, config, usage=__doc__)
   out = config.out
-  names = score_files.load_label_names(os.path.join(out, "data", "label_names.txt"), 10)
-  labels = score_files.load_labels(os.path.join(out, "data", "test", "image_label"))
-  scores = score_files.load_matrix(os.path.join(out, "inference", "scores.txt"))
-  thresholds = score_files.load_thresholds(os.path.join(out, "thresholds.txt"))
-  images = fileio.image_names(os.path.join(out, "data", "test", "image_list"))
+  names = textfiles.load_label_names(os.path.join(out, "data", "label_names.txt"), 10)
+  labels = textfiles.load_labels(os.path.join(out, "data", "test", "image_label"))
+  scores = textfiles.load_matrix(os.path.join(out, "inference", "scores.txt"))
+  thresholds = textfiles.load_thresholds(os.path.join(out, "thresholds.txt"))
+  images = textfiles.image_names(os.path.join(out, "data", "test", "image_list"))
 
   with open(os.path.join(out, "inference", "inference_config.json")) as f:
     run = json.load(f)["run"]  # what inference.py scored: 10 crops or the one view

@@ -23,7 +23,8 @@ import tensorflow as tf
 from PIL import Image
 
 import configs
-import run_utils
+from multilabel import checkpoints, config_files
+from multilabel.training import optimizers
 from multi_label_classification_model import MultiLabelClassificationModel
 
 LABELS = 3
@@ -75,18 +76,18 @@ def build(root):
   head_b[last.weights.name], head_b[last.biases.name] = -last.weights.numpy(), -last.biases.numpy()
 
   train_dir = os.path.join(root, "train")
-  optimizer = run_utils.make_optimizer(train_config, model.trainable_variables)
+  optimizer = optimizers.make_optimizer(train_config, model.trainable_variables)
   optimizer.iterations.assign(10)
-  tf.train.CheckpointManager(run_utils.make_checkpoint(model, optimizer), train_dir,
+  tf.train.CheckpointManager(checkpoints.make_checkpoint(model, optimizer), train_dir,
                              max_to_keep=5).save(checkpoint_number=10)
-  ema = run_utils.ExponentialMovingAverage(model.trainable_variables, train_config.ema_decay)
+  ema = optimizers.ExponentialMovingAverage(model.trainable_variables, train_config.ema_decay)
   for shadow, v in zip(ema.shadows, model.trainable_variables):
     shadow.assign(head_b[v.name])
   optimizer.iterations.assign(20)
-  tf.train.CheckpointManager(run_utils.make_checkpoint(model, optimizer, ema), train_dir,
+  tf.train.CheckpointManager(checkpoints.make_checkpoint(model, optimizer, ema), train_dir,
                              max_to_keep=5).save(checkpoint_number=20)
-  configs.save_configs(os.path.join(train_dir, run_utils.CONFIG_FILE),
-                       model=model_config, train=train_config)
+  config_files.save_configs(os.path.join(train_dir, config_files.TRAIN_CONFIG_FILE), model_config,
+                        train_config)
 
   # evaluate.py's best/: the checkpoint's files, config.json and a `checkpoint` state file; moved
   # away from the train dir, so that only its own config.json can be read.
@@ -94,7 +95,7 @@ def build(root):
   os.makedirs(best_dir)
   for path in tf.io.gfile.glob(os.path.join(train_dir, "ckpt-10.*")):
     shutil.copy2(path, best_dir)
-  shutil.copy2(os.path.join(train_dir, run_utils.CONFIG_FILE), best_dir)
+  shutil.copy2(os.path.join(train_dir, config_files.TRAIN_CONFIG_FILE), best_dir)
   with open(os.path.join(best_dir, "checkpoint"), "w") as f:
     f.write('model_checkpoint_path: "ckpt-10"\nall_model_checkpoint_paths: "ckpt-10"\n')
 

@@ -16,9 +16,8 @@ import tensorflow as tf
 from PIL import Image
 from tensorflow.core.util import event_pb2
 
-import errors
-import fileio
-import records
+from multilabel import errors, files
+from multilabel.data import records
 
 
 def write_records(path, labels, seed=0, side=40):
@@ -160,9 +159,9 @@ class FullDiskWriter:
 
 
 def fake_full_disk(monkeypatch):
-  """Every write of fileio and of tf.io.TFRecordWriter fails as on a full disk (for a test where
-  small_disk could not mount one)."""
-  monkeypatch.setattr(fileio, "open", lambda *a, **k: FullDiskFile(builtins.open(*a, **k)),
+  """Every write of multilabel/files.py and of tf.io.TFRecordWriter fails as on a full disk (for a
+  test where small_disk could not mount one)."""
+  monkeypatch.setattr(files, "open", lambda *a, **k: FullDiskFile(builtins.open(*a, **k)),
                       raising=False)
   monkeypatch.setattr(tf.io, "TFRecordWriter", FullDiskWriter)
 

@@ -1,4 +1,4 @@
-"""configs.parse_overrides: typed values, shared names, exit status 2 naming bad input, --help
+"""arguments.parse_overrides: typed values, shared names, exit status 2 naming bad input, --help
 from configs.py's field comments, and .json config files."""
 
 import dataclasses
@@ -13,7 +13,7 @@ import sys
 import pytest
 
 import configs
-import errors
+from multilabel import arguments, config_files, errors, settings
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -22,7 +22,7 @@ def parse(capsys, argv, *cfgs):
   """Runs parse_overrides as a script's main does, through errors.run; returns (exit status or
   None, stdout, stderr)."""
   try:
-    errors.run(lambda args: configs.parse_overrides(args, *cfgs) and None, argv)
+    errors.run(lambda args: arguments.parse_overrides(args, *cfgs) and None, argv)
   except SystemExit as e:
     code = e.code
   out, err = capsys.readouterr()
@@ -30,7 +30,8 @@ def parse(capsys, argv, *cfgs):
 
 
 def test_good_values_of_each_type(capsys):
-  model, create = configs.ModelConfig(), configs.CreateTFRecordConfig()
+  model = configs.ModelConfig(label_count=2, input_tfrecord_file="a")
+  create = configs.CreateTFRecordConfig(imglist_file="a", imglabel_file="b")
   code, out, _ = parse(capsys, ["--num_shards=4", "--weight_decay=3e-5", "--use_regularizer=false",
                                 "--output_file=out/a=b.rec", "--batch_size", "7"], model, create)
   assert code is None
@@ -41,20 +42,21 @@ def test_good_values_of_each_type(capsys):
   assert model.batch_size == 7  # the "--field value" form
   assert "CreateTFRecordConfig.num_shards = 4" in out and "ModelConfig.weight_decay = 3e-05" in out
   untouched = {"label_count", "target_height", "image_data_key"}
-  default = configs.ModelConfig()
+  default = configs.ModelConfig(label_count=2, input_tfrecord_file="a")
   assert all(getattr(model, f) == getattr(default, f) for f in untouched)
 
 
 @pytest.mark.parametrize("text, value", [("true", True), ("True", True), ("1", True),
                                          ("false", False), ("FALSE", False), ("0", False)])
 def test_booleans(capsys, text, value):
-  model = configs.ModelConfig(train_base_network=not value)
+  model = configs.ModelConfig(label_count=2, input_tfrecord_file="a", train_base_network=not value)
   assert parse(capsys, [f"--train_base_network={text}"], model)[0] is None
   assert model.train_base_network is value
 
 
 def test_a_shared_name_sets_every_config_that_has_it(capsys):
-  read, model = configs.ReadTFRecordConfig(), configs.ModelConfig()
+  read, model = configs.ReadTFRecordConfig(data_path="a"), configs.ModelConfig(
+      label_count=2, input_tfrecord_file="a")
   code, out, _ = parse(capsys, ["--image_label_key=y"], read, model)
   assert code is None and read.image_label_key == "y" and model.image_label_key == "y"
   assert "ReadTFRecordConfig.image_label_key" in out and "ModelConfig.image_label_key" in out
@@ -96,52 +98,19 @@ def test_real_process_exits_2_on_an_unknown_field(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # --help: the usage, then every field with its type, default and configs.py comment.
 
-def test_field_comments_parser_takes_the_comment_on_the_line_a_field_ends():
-  source = '''
-import dataclasses
-
-X = 1  # not in a class
-
-@dataclasses.dataclass
-class A:
-  """Doc."""
-  # a comment line of its own belongs to no field
-  plain: int = 3  # three, as in the original
-  hashed: str = "a#b"  # the '#' in the default is no comment
-  spread: str = (
-      "two lines")  # the comment where the assignment ends
-  bare: float = 0.5
-  def method(self):  # not a field
-    local: int = 1  # nor is this
-    return local
-
-class B:
-  flag: bool = True  #   padded  
-'''
-  assert configs.field_comments(source) == {
-      "A": {"plain": "three, as in the original", "hashed": "the '#' in the default is no comment",
-            "spread": "the comment where the assignment ends", "bare": ""},
-      "B": {"flag": "padded"}}
-
-
-def test_every_config_field_has_a_comment_in_configs_py():
-  with open(configs.__file__, encoding="utf-8") as f:
-    comments = configs.field_comments(f.read())
-  for cls in configs.SECTIONS.values():
-    names = [field.name for field in dataclasses.fields(cls)]
-    assert list(comments[cls.__name__]) == names, cls.__name__
-    missing = [name for name, text in comments[cls.__name__].items() if not text]
-    assert not missing, f"{cls.__name__} fields without a comment: {missing}"
+def test_every_config_field_declares_its_help_and_valid_values():
+  for cls in settings.sections().values():
+    for field in dataclasses.fields(cls):
+      meta = field.metadata
+      assert meta.get("help"), f"{cls.__name__}.{field.name} has no help"
+      assert "\n" not in meta["help"] and len(meta["help"]) < 120, field.name
+      if meta.get("choices"):
+        assert getattr(cls(), field.name) in meta["choices"] + ("",), field.name
 
 
 def load_script(name):
-  """A script as a module (demo/report.py and demo/derive_labels.py by their paths)."""
-  if name.startswith("demo/"):
-    spec = importlib.util.spec_from_file_location(name[5:], os.path.join(REPO, name + ".py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-  return importlib.import_module(name)
+  """A script as a module (demo/report.py and demo/derive_labels.py as demo.report, ...)."""
+  return importlib.import_module(name.replace("/", "."))
 
 
 SCRIPT_CONFIGS = {
@@ -155,15 +124,13 @@ SCRIPT_CONFIGS = {
     "inference": [configs.InferenceConfig],
     "export_saved_model": [configs.InferenceConfig],
     "data_service": [configs.DataServiceConfig],
-    "demo/report": [configs.ReportConfig],
-    "demo/derive_labels": [configs.DeriveLabelsConfig]}
+    "demo/report": ["ReportConfig"],
+    "demo/derive_labels": ["DeriveLabelsConfig"]}
 
 
 @pytest.mark.parametrize("script", sorted(SCRIPT_CONFIGS))
 def test_help_prints_usage_and_every_field_and_exits_0(capsys, script):
   module = load_script(script)
-  with open(configs.__file__, encoding="utf-8") as f:
-    comments = configs.field_comments(f.read())
   outputs = []
   for flag in ("--help", "-h"):
     with pytest.raises(SystemExit) as info:
@@ -176,13 +143,15 @@ def test_help_prints_usage_and_every_field_and_exits_0(capsys, script):
   assert out.startswith(module.__doc__.strip("\n") + "\n")
   lines = out.splitlines()
   for cls in SCRIPT_CONFIGS[script]:
+    cls = getattr(module, cls) if isinstance(cls, str) else cls
     assert f"{cls.__name__}: {cls.__doc__}" in lines
     for field in dataclasses.fields(cls):
       default = getattr(cls(), field.name)
       shown = (str(default).lower() if isinstance(default, bool)
                else '""' if default == "" else str(default))
-      pattern = (rf"  --{field.name}={re.escape(shown)} +{field.type.__name__} +"
-                 rf"{re.escape(comments[cls.__name__][field.name])}")
+      typ = getattr(field.type, "__name__", "str|list")
+      pattern = (rf"  --{field.name}={re.escape(shown)} +{re.escape(typ)} +"
+                 rf"{re.escape(field.metadata['help'])}( \(.*\))?")
       assert any(re.fullmatch(pattern, line) for line in lines), (field.name, pattern)
 
 
@@ -203,7 +172,7 @@ def test_a_saved_config_loads_and_the_flags_override_it(capsys, tmp_path):
   saved_model = configs.ModelConfig(label_count=7, target_height=64, use_regularizer=False,
                                     weight_decay=3.0, input_tfrecord_file="d/*.rec")
   saved_train = configs.TrainConfig(train_dir="runs/a", number_of_steps=20, optimizer="SGD")
-  configs.save_configs(path, model=saved_model, train=saved_train, label_names=list("abcdefg"))
+  config_files.save_configs(path, saved_model, saved_train, label_names=list("abcdefg"))
   model, train = configs.ModelConfig(), configs.TrainConfig()
   # The flag comes first on the command line, and still wins over the file.
   code, out, _ = parse(capsys, ["--number_of_steps=40000", path], model, train)
@@ -219,10 +188,10 @@ def test_a_hand_written_subset_sets_only_its_fields_and_skips_other_stages(capsy
   path.write_text(json.dumps({"eval": {"batch_size": 4, "run_once": True},
                               "model": {"label_count": 3}, "label_names": ["a", "b", "c"],
                               "run": {"global_step": 7}}))
-  cfg = configs.EvalConfig()
+  cfg = configs.EvalConfig(input_tfrecord_file="eval.rec")
   code, out, _ = parse(capsys, [str(path)], cfg)
   assert code is None
-  assert cfg == configs.EvalConfig(batch_size=4, run_once=True)
+  assert cfg == configs.EvalConfig(input_tfrecord_file="eval.rec", batch_size=4, run_once=True)
   assert f"loaded EvalConfig (2 fields) from {path}; skipped model (not this script's)" in out
   float_field = tmp_path / "float.json"  # a JSON integer is a float field's value too
   float_field.write_text('{"train": {"learning_rate": 1}}')
@@ -257,14 +226,15 @@ def test_a_bad_config_file_is_one_line_naming_the_file_and_field(capsys, tmp_pat
 def test_a_saved_pos_weight_list_reads_back_and_other_strings_still_refuse_lists(capsys,
                                                                                 tmp_path):
   """train.py saves TrainConfig.pos_weight as the weights it resolved ("auto" or a file -> a
-  list); a config file gives that list back as the setting (RESOLVED_LISTS), and only there."""
+  list); a config file gives that list back as the setting (its type, str | list[float]), and only
+  there."""
   path = tmp_path / "config.json"
   path.write_text(json.dumps({"train": {"pos_weight": [0.5, 2, 4.25],
                                         "unknown_label": "negative"}}))
   train = configs.TrainConfig()
   assert parse(capsys, [str(path)], train)[0] is None
   assert train.pos_weight == [0.5, 2.0, 4.25] and train.unknown_label == "negative"
-  assert configs.load_config(str(path), "train", configs.TrainConfig).pos_weight == [0.5, 2.0, 4.25]
+  assert config_files.load_config(str(path), configs.TrainConfig).pos_weight == [0.5, 2.0, 4.25]
   for content, named in (({"train": {"pos_weight": [1, "two"]}}, "train.pos_weight=[1, 'two']"),
                          ({"train": {"pos_weight": [True]}}, "train.pos_weight=[True]"),
                          ({"train": {"optimizer": [1.0]}}, "train.optimizer=[1.0]")):
@@ -277,8 +247,8 @@ def test_a_config_file_cut_off_inside_a_character_is_one_line_naming_its_line(ca
   """A config.json cut short (a full disk, a copy stopped) can end inside a UTF-8 character of
   a label name: one line with the file and the JSON line, not a UnicodeDecodeError."""
   path = tmp_path / "config.json"
-  configs.save_configs(str(path), model=configs.ModelConfig(label_count=2),
-                       label_names=["caf\u00e9 au lait", "th\u00e9"])
+  config_files.save_configs(str(path), configs.ModelConfig(label_count=2),
+                        label_names=["caf\u00e9 au lait", "th\u00e9"])
   text = path.read_text(encoding="utf-8").replace("\\u00e9", "\u00e9")  # as an editor saves it
   data = text.encode("utf-8")
   cut = data.index("th\u00e9".encode("utf-8")) + 3  # inside the two bytes of the last e-acute
@@ -309,7 +279,8 @@ def test_values_out_of_range_are_one_line_before_any_work(capsys, argv, message)
 
 
 def test_values_at_the_ends_of_their_ranges_are_taken(capsys):
-  model, train = configs.ModelConfig(), configs.TrainConfig()
+  model = configs.ModelConfig(label_count=2, input_tfrecord_file="train.rec")
+  train = configs.TrainConfig()
   code, _, err = parse(capsys, ["--ema_decay=0", "--batch_norm_decay=0", "--number_of_steps=0",
                                 "--num_parallel_calls=-1", "--seed=-1", "--momentum=0.999"],
                        model, train)
@@ -322,8 +293,8 @@ def test_values_at_the_ends_of_their_ranges_are_taken(capsys):
 
 
 def test_every_config_default_is_in_range():
-  for cls in configs.SECTIONS.values():
-    configs.check_values(cls())  # raises if a default breaks its own rule
+  for cls in settings.sections().values():
+    settings.check_values(cls())  # raises if a default breaks its own rule
 
 
 def test_a_config_file_value_out_of_range_is_refused_too(capsys, tmp_path):

@@ -21,8 +21,8 @@ import tensorflow as tf
 from PIL import Image
 
 import create_tfrecord
-import errors
-import records
+from multilabel import errors
+from multilabel.data import records
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 JPEG_MAGIC = b"\xff\xd8\xff"

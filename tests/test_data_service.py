@@ -21,12 +21,12 @@ import tensorflow as tf
 
 import configs
 import data_service
-import errors
+from multilabel import errors
+from multilabel.data import input_service
+from multilabel.data.preprocessing import build_dataset
 import evaluate
 import inference_fixture
-import input_service
 import train
-from preprocessing import build_dataset
 from run_helpers import run_script_main, train_until_sigterm
 from test_distribute import free_ports, write_records
 

@@ -8,7 +8,7 @@ from PIL import Image
 from sklearn.datasets import load_digits
 
 import create_tfrecord
-import errors
+from multilabel import errors
 import make_demo_data
 import read_tfrecord
 

@@ -22,11 +22,14 @@ from PIL import Image
 
 import configs
 import evaluate
-import records
+import multi_label_classification_model as mlc
+from multilabel import runtime
+from multilabel.data import records
+from multilabel.training import optimizers, train_step
+from multi_label_classification_model import MultiLabelClassificationModel
+from multilabel.data.preprocessing import build_dataset, input_files
 from run_helpers import read_scalars
-import run_utils
 import train
-from preprocessing import build_dataset, input_files
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROCESS_TIMEOUT = 240  # seconds for the train.py processes
@@ -68,12 +71,12 @@ def free_ports(count):
 # make_strategy, is_chief, is_multi_worker
 
 def test_make_strategy_names_and_errors(monkeypatch):
-  assert run_utils.make_strategy("default") is tf.distribute.get_strategy()
+  assert runtime.make_strategy("default") is tf.distribute.get_strategy()
   monkeypatch.delenv("TF_CONFIG", raising=False)
   with pytest.raises(ValueError, match="TF_CONFIG"):
-    run_utils.make_strategy("multi_worker")
+    runtime.make_strategy("multi_worker")
   with pytest.raises(ValueError, match="'horovod'"):
-    run_utils.make_strategy("horovod")
+    runtime.make_strategy("horovod")
 
 
 def _with_cluster(cluster, task_type, task_id):
@@ -84,15 +87,15 @@ def _with_cluster(cluster, task_type, task_id):
 
 def test_chief_is_worker_0_unless_the_cluster_has_a_chief():
   workers = {"worker": ["a:1", "b:1"]}
-  assert run_utils.is_chief(_with_cluster(workers, "worker", 0))
-  assert not run_utils.is_chief(_with_cluster(workers, "worker", 1))
+  assert runtime.is_chief(_with_cluster(workers, "worker", 0))
+  assert not runtime.is_chief(_with_cluster(workers, "worker", 1))
   with_chief = {"chief": ["c:1"], "worker": ["a:1"]}
-  assert run_utils.is_chief(_with_cluster(with_chief, "chief", 0))
-  assert not run_utils.is_chief(_with_cluster(with_chief, "worker", 0))
-  assert run_utils.is_chief(tf.distribute.get_strategy())
-  assert run_utils.is_multi_worker(_with_cluster(workers, "worker", 1))
-  assert not run_utils.is_multi_worker(_with_cluster({"worker": ["a:1"]}, "worker", 0))
-  assert not run_utils.is_multi_worker(tf.distribute.get_strategy())
+  assert runtime.is_chief(_with_cluster(with_chief, "chief", 0))
+  assert not runtime.is_chief(_with_cluster(with_chief, "worker", 0))
+  assert runtime.is_chief(tf.distribute.get_strategy())
+  assert runtime.is_multi_worker(_with_cluster(workers, "worker", 1))
+  assert not runtime.is_multi_worker(_with_cluster({"worker": ["a:1"]}, "worker", 0))
+  assert not runtime.is_multi_worker(tf.distribute.get_strategy())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -167,7 +170,7 @@ def test_mirrored_falls_back_to_one_cpu_replica_and_matches_default(tmp_path, ca
   assert len(set(losses["default"])) == 3  # it trained: the loss moved
   np.testing.assert_allclose(losses["mirrored"], losses["default"], rtol=1e-5)
 
-  strategy = run_utils.make_strategy("mirrored")
+  strategy = runtime.make_strategy("mirrored")
   assert isinstance(strategy, tf.distribute.MirroredStrategy)
   assert [d.split("/")[-1] for d in strategy.extended.worker_devices] == ["device:CPU:0"]
 
@@ -226,7 +229,7 @@ def _saved(log_path):
 
 def _head_weights(train_dir):
   """{variable name: value} of the head in train_dir's latest checkpoint, restored by train dir."""
-  model = run_utils.load_trained_model(str(train_dir))[0]
+  model = mlc.load_trained_model(str(train_dir))[0]
   return {v.name[:-2]: v.numpy().astype(np.float64) for layer in model.head
           for v in (layer.weights, layer.biases)}
 
@@ -350,8 +353,9 @@ import numpy as np
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-import configs, run_utils, train_step
+import configs
 from multi_label_classification_model import MultiLabelClassificationModel
+from multilabel.training import optimizers, train_step
 
 tf.random.set_seed(0)
 images = np.random.default_rng(0).uniform(-1, 1, (8, 64, 64, 3)).astype(np.float32)
@@ -366,7 +370,7 @@ for name, devices in (("one", None), ("two", ["/cpu:0", "/cpu:1"])):
                                      batch_size=8 // replicas)
   with strategy.scope():
     model = MultiLabelClassificationModel(model_config)
-    optimizer = run_utils.make_optimizer(train_config, model.trainable_variables)
+    optimizer = optimizers.make_optimizer(train_config, model.trainable_variables)
   if start is None:
     model.restore_backbone(backbone)
     start = [v.numpy() for v in model.variables]

@@ -17,7 +17,7 @@ import types
 import numpy as np
 import pytest
 
-import errors
+from multilabel import errors
 import evaluate
 import export_saved_model
 import inference

@@ -26,13 +26,13 @@ import tensorflow as tf
 from sklearn.metrics import average_precision_score, precision_score, recall_score
 
 import configs
-import eval_summaries
+import multi_label_classification_model as mlc
+from multilabel import arguments, checkpoints, config_files, errors, summaries
+from multi_label_classification_model import MultiLabelClassificationModel
+from multilabel.data.preprocessing import build_dataset
 import evaluate
 from run_helpers import run_captured, write_records
-import run_utils
 import threshold_calibration
-from multi_label_classification_model import MultiLabelClassificationModel
-from preprocessing import build_dataset
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 LABELS = 4
@@ -176,7 +176,7 @@ def test_best_holds_a_restorable_checkpoint_config_and_metrics(run):
   # The weights evaluate.py scored (issue 16: written from its memory, no longer a copy of
   # train.py's files): train.py's checkpoint with its moving average applied, variable by variable.
   assert_same_weights(best_dir, os.path.join(run["train_dir"], name))
-  model, model_config, prefix, step = run_utils.load_trained_model(best_dir)
+  model, model_config, prefix, step = mlc.load_trained_model(best_dir)
   assert prefix == os.path.join(best_dir, name) and step == best["global_step"]
   assert (model_config.label_count, model_config.target_height) == (LABELS, 32)
   assert not glob.glob(best_dir + ".*")  # no staging left behind
@@ -214,13 +214,13 @@ def test_run_once_checkpoint_path_score_files_and_ema_weights(run, tmp_path):
   # The scores are the EMA weights' (ckpt-10 holds 'ema'), not the raw weights'.
   assert any(k.startswith("ema/") for k in tf.train.load_checkpoint(prefix)
              .get_variable_to_shape_map())
-  model, model_config, _, step = run_utils.load_trained_model(prefix)  # use_ema=True
+  model, model_config, _, step = mlc.load_trained_model(prefix)  # use_ema=True
   assert step == 10
   written = np.loadtxt(scores_file)
   # %.6f rounds by up to 5e-7, and batches of another size sum in another order (~1e-6).
   np.testing.assert_allclose(model_scores(model, model_config, run["eval_data"]), written,
                              atol=1e-5)
-  run_utils.restore_model(model, prefix, use_ema=False)
+  checkpoints.restore_model(model, prefix, use_ema=False)
   raw = model_scores(model, model_config, run["eval_data"])
   assert np.abs(raw - written).max() > 1e-3
 
@@ -232,13 +232,13 @@ def test_deleted_checkpoints_under_the_evaluator_are_skipped(run, tmp_path, monk
   weights come from the evaluator's memory). The last one evaluates normally."""
   ckpt_dir = tmp_path / "train"
   ckpt_dir.mkdir()
-  shutil.copy(os.path.join(run["train_dir"], run_utils.CONFIG_FILE), ckpt_dir)
+  shutil.copy(os.path.join(run["train_dir"], config_files.TRAIN_CONFIG_FILE), ckpt_dir)
   for path in glob.glob(os.path.join(run["train_dir"], "ckpt-*")):
     shutil.copy(path, ckpt_dir)
   remove = lambda name, pattern=".*": [os.remove(p) for p in glob.glob(str(ckpt_dir / name)
                                                                        + pattern)]
 
-  def checkpoints(eval_config):
+  def listed(eval_config):
     remove("ckpt-10")
     yield str(ckpt_dir / "ckpt-10")
     remove("ckpt-20", ".data-*")  # its .index is still there
@@ -255,7 +255,7 @@ def test_deleted_checkpoints_under_the_evaluator_are_skipped(run, tmp_path, monk
       remove("ckpt-30")
     return score_dataset(predict, dataset)
 
-  monkeypatch.setattr(evaluate, "checkpoints_to_evaluate", checkpoints)
+  monkeypatch.setattr(evaluate, "checkpoints_to_evaluate", listed)
   monkeypatch.setattr(evaluate, "score_dataset", score_and_delete)
   eval_dir = tmp_path / "eval"
   status, log = run_evaluate([f"--checkpoint_dir={ckpt_dir}", "--min_global_step=0",
@@ -270,7 +270,7 @@ def test_deleted_checkpoints_under_the_evaluator_are_skipped(run, tmp_path, monk
   best = max(results, key=lambda r: r["mAP"])["checkpoint"]  # the first of equals stays
   with open(eval_dir / evaluate.BEST_DIR / "metrics.json") as f:
     assert json.load(f)["checkpoint"] == best
-  assert run_utils.resolve_checkpoint(str(eval_dir / evaluate.BEST_DIR))[0] == str(
+  assert checkpoints.resolve_checkpoint(str(eval_dir / evaluate.BEST_DIR))[0] == str(
       eval_dir / evaluate.BEST_DIR / best)
   assert_same_weights(str(eval_dir / evaluate.BEST_DIR), os.path.join(run["train_dir"], best))
   assert not glob.glob(str(eval_dir / evaluate.BEST_DIR) + ".*")
@@ -278,16 +278,16 @@ def test_deleted_checkpoints_under_the_evaluator_are_skipped(run, tmp_path, monk
 
 def assert_same_weights(best_dir, prefix):
   """best/'s model holds the weights evaluate.py scores for `prefix`: its moving average where
-  the run kept one (restored by run_utils, as inference.py restores them), and its step."""
-  got, _, _, step = run_utils.load_trained_model(best_dir)
-  want, _, _, want_step = run_utils.load_trained_model(prefix)
+  the run kept one (restored by checkpoints.restore_model, as inference.py restores them), and its step."""
+  got, _, _, step = mlc.load_trained_model(best_dir)
+  want, _, _, want_step = mlc.load_trained_model(prefix)
   assert step == want_step
   assert len(got.variables) == len(want.variables) > 270
   for a, b in zip(got.variables, want.variables):
     assert a.name == b.name
     np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.name)
-  raw = MultiLabelClassificationModel(run_utils.load_model_config(best_dir))
-  run_utils.restore_model(raw, prefix, use_ema=False)
+  raw = MultiLabelClassificationModel(mlc.load_model_config(best_dir))
+  checkpoints.restore_model(raw, prefix, use_ema=False)
   assert any(np.abs(a.numpy() - r.numpy()).max() > 0 for a, r in zip(got.variables,
                                                                       raw.variables))
 
@@ -295,7 +295,7 @@ def assert_same_weights(best_dir, prefix):
 def copy_run(run, folder, names):
   """A train dir holding config.json and the run's checkpoints `names`, listed in its state."""
   folder.mkdir()
-  shutil.copy(os.path.join(run["train_dir"], run_utils.CONFIG_FILE), folder)
+  shutil.copy(os.path.join(run["train_dir"], config_files.TRAIN_CONFIG_FILE), folder)
   for name in names:
     for path in glob.glob(os.path.join(run["train_dir"], name + ".*")):
       shutil.copy(path, folder)
@@ -311,7 +311,7 @@ def test_every_listed_checkpoint_is_evaluated_and_the_best_survives_its_deletion
   in order, and best/ holds the best of them, from the evaluator's memory."""
   names = ["ckpt-10", "ckpt-20", "ckpt-30", "ckpt-40"]
   ckpt_dir = copy_run(run, tmp_path / "train", names)
-  restore_model = run_utils.restore_model
+  restore_model = checkpoints.restore_model
 
   def restore_then_delete(model, prefix, use_ema):
     step = restore_model(model, prefix, use_ema)
@@ -319,7 +319,7 @@ def test_every_listed_checkpoint_is_evaluated_and_the_best_survives_its_deletion
       os.remove(path)
     return step
 
-  monkeypatch.setattr(run_utils, "restore_model", restore_then_delete)
+  monkeypatch.setattr(checkpoints, "restore_model", restore_then_delete)
   eval_dir = tmp_path / "eval"
   status, log = run_evaluate([f"--checkpoint_dir={ckpt_dir}", "--min_global_step=0",
                               f"--input_tfrecord_file={run['eval_data']}", "--batch_size=6",
@@ -351,7 +351,8 @@ def test_a_kill_during_the_best_write_then_a_restart_leaves_the_best_in_best(run
           "--eval_interval_secs=1", "--timeout_secs=3"]
   kill_at_best = (  # kill -9 as the first best/ is renamed into place
       "import os, signal, sys\n"
-      "import errors, evaluate\n"
+      "import evaluate\n"
+      "from multilabel import errors\n"
       "rename = os.replace\n"
       "def replace(src, dst):\n"
       "  if str(dst).endswith(os.sep + evaluate.BEST_DIR):\n"
@@ -471,9 +472,9 @@ def test_names_from_config_json_reach_the_eval_config_tensorboard_and_calibratio
   train_dir.mkdir()
   for path in glob.glob(os.path.join(run["train_dir"], "ckpt-40.*")):
     os.link(path, train_dir / os.path.basename(path))
-  with open(os.path.join(run["train_dir"], run_utils.CONFIG_FILE)) as f:
+  with open(os.path.join(run["train_dir"], config_files.TRAIN_CONFIG_FILE)) as f:
     saved = json.load(f)
-  (train_dir / run_utils.CONFIG_FILE).write_text(json.dumps({**saved, "label_names": names}))
+  (train_dir / config_files.TRAIN_CONFIG_FILE).write_text(json.dumps({**saved, "label_names": names}))
   eval_dir, scores, labels = tmp_path / "eval", tmp_path / "scores.txt", tmp_path / "labels.txt"
   argv = [f"--checkpoint_dir={train_dir}", f"--checkpoint_path={train_dir / 'ckpt-40'}",
           "--run_once=true", f"--input_tfrecord_file={run['eval_data']}", f"--eval_dir={eval_dir}",
@@ -482,13 +483,13 @@ def test_names_from_config_json_reach_the_eval_config_tensorboard_and_calibratio
   assert status == 0
   assert re.search(r"^y +\d\.\d{4}$", log, re.M) and "excluded, no positives: none" in log
 
-  config_path = eval_dir / evaluate.EVAL_CONFIG_FILE
+  config_path = eval_dir / config_files.EVAL_CONFIG_FILE
   expected = configs.EvalConfig()
-  configs.parse_overrides(argv, expected)
-  assert configs.load_config(config_path, "eval", configs.EvalConfig) == expected
-  model_config = run_utils.load_model_config(str(train_dir))
-  model_config.batch_size = 6  # the eval batch it ran with
-  assert configs.load_config(config_path, "model", configs.ModelConfig) == model_config
+  arguments.parse_overrides(argv, expected)
+  assert config_files.load_config(config_path, configs.EvalConfig) == expected
+  model_config = mlc.load_model_config(str(train_dir))  # as trained: the eval batch is eval's
+  assert config_files.load_config(config_path, configs.ModelConfig) == model_config
+  assert config_files.load_config(config_path, configs.EvalConfig).batch_size == 6
   with open(config_path) as f:
     assert json.load(f)["label_names"] == names
 
@@ -519,9 +520,9 @@ def eval_events(eval_dir):
 def chart_geometry_matches(image, per_label_ap, mean_ap):
   """Checks the chart against its documented layout: each bar's height from its AP (sorted), and
   the red mAP row in the gap after the first bar."""
-  bar, plot, margin = (eval_summaries.CHART_BAR, eval_summaries.CHART_PLOT,
-                       eval_summaries.CHART_MARGIN)
-  colours = eval_summaries.CHART_COLOURS
+  bar, plot, margin = (summaries.CHART_BAR, summaries.CHART_PLOT,
+                       summaries.CHART_MARGIN)
+  colours = summaries.CHART_COLOURS
   aps = sorted((ap for ap in per_label_ap if ap is not None), reverse=True)
   assert image.shape == (plot + 2 * margin, 2 * margin + len(aps) * (bar + 1) - 1, 3)
   bottom = margin + plot
@@ -536,7 +537,7 @@ def chart_geometry_matches(image, per_label_ap, mean_ap):
 
 def test_ap_chart_layout_on_hand_values():
   per_label_ap = [0.5, None, 1.0, 0.25, 0.0]
-  image = eval_summaries.ap_bar_chart(per_label_ap, 0.4375)
+  image = summaries.ap_bar_chart(per_label_ap, 0.4375)
   chart_geometry_matches(image, per_label_ap, 0.4375)
   assert image.dtype == np.uint8 and (image[0] == 255).all()  # the margin stays white
 

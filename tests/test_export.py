@@ -22,8 +22,8 @@ import configs
 import export_saved_model
 import inference
 import inference_fixture as fx
-import preprocessing as prep
-import scoring
+from multilabel import serving
+from multilabel.data import preprocessing
 
 NAMES = ["cat", "dog", "bird"]
 THRESHOLDS = [0.3, 0.45, 0.6]
@@ -162,7 +162,7 @@ def test_script_main_exports_the_checkpoint_with_inference_py_settings(trained, 
   """export_saved_model.main: the same model, sizes, aggregation and thresholds as inference.py
   would use (the SavedModel writing itself is tested above)."""
   calls = []
-  monkeypatch.setattr(scoring, "export", lambda *args: calls.append(args))
+  monkeypatch.setattr(serving, "export", lambda *args: calls.append(args))
   thresholds_file = tmp_path / "thresholds.txt"
   thresholds_file.write_text("# method: roc\n0.25\n0.5\n0.75\n")
   out = io.StringIO()
@@ -172,7 +172,10 @@ def test_script_main_exports_the_checkpoint_with_inference_py_settings(trained, 
         "--resize_width=120", "--aggregation=max", f"--thresholds_file={thresholds_file}",
         f"--export_saved_model={tmp_path / 'model'}"]) == 0
   assert f"restored {trained.prefix_a} (step 10)" in out.getvalue()
-  [(model, export_dir, resize, target, aggregation, thresholds, label_names, views)] = calls
+  [(model, export_dir, scoring)] = calls
+  resize, target, aggregation, thresholds, label_names, views = (
+      scoring.resize, scoring.target, scoring.aggregation, scoring.thresholds,
+      scoring.label_names, scoring.views)
   assert views == "ten"  # the fixture's model trained with the original's random crops
   assert export_dir == str(tmp_path / "model")
   assert label_names == ["label_0", "label_1", "label_2"]  # the fixture's config.json has none
@@ -199,7 +202,7 @@ def test_a_failed_export_leaves_the_previous_one_and_no_temporaries(trained, tmp
 
   monkeypatch.setattr(tf.saved_model, "save", crash)
   with pytest.raises(OSError, match="disk full"):
-    scoring.export(trained.model, str(export_dir), fx.RESIZE, fx.TARGET, "mean")
+    serving.export(trained.model, str(export_dir), spec())
   assert os.listdir(tmp_path) == ["model"]
   assert (export_dir / "saved_model.pb").read_text() == "previous export\n"
 
@@ -207,17 +210,24 @@ def test_a_failed_export_leaves_the_previous_one_and_no_temporaries(trained, tmp
 def test_refuses_to_replace_a_folder_that_is_not_a_saved_model(trained, tmp_path):
   (tmp_path / "notes.txt").write_text("keep me\n")
   with pytest.raises(FileExistsError, match=f"{tmp_path}.*holds no SavedModel"):
-    scoring.export(trained.model, str(tmp_path), fx.RESIZE, fx.TARGET, "mean")
+    serving.export(trained.model, str(tmp_path), spec())
   assert (tmp_path / "notes.txt").read_text() == "keep me\n"
+
+
+def spec(**changes):
+  """The TestTimeScoring of the fixture's 10 crops, mean, without thresholds or names."""
+  return serving.TestTimeScoring(**{
+      "target": fx.TARGET, "resize": fx.RESIZE, "views": "ten", "aggregation": "mean",
+      "thresholds": None, "label_names": None, **changes})
 
 
 def test_bad_arguments_are_clear_errors(trained):
   with pytest.raises(ValueError, match="--export_saved_model"):
     quiet(export_saved_model.main, [f"--checkpoint_path={trained.train_dir}"])
   with pytest.raises(ValueError, match="aggregation='median'"):
-    scoring.serving_module(trained.model, fx.RESIZE, fx.TARGET, "median")
+    serving.serving_module(trained.model, spec(aggregation="median"))
   with pytest.raises(ValueError, match=f"2 thresholds for {fx.LABELS} labels"):
-    scoring.serving_module(trained.model, fx.RESIZE, fx.TARGET, "mean", [0.5, 0.5])
+    serving.serving_module(trained.model, spec(thresholds=[0.5, 0.5]))
 
 
 def test_one_view_serving_scores_the_plain_resize(trained):
@@ -226,7 +236,7 @@ def test_one_view_serving_scores_the_plain_resize(trained):
   import configs
   for v in trained.model.trainable_variables:
     v.assign(trained.heads["A"][v.name])
-  module = scoring.serving_module(trained.model, (0, 0), fx.TARGET, "mean", views="one")
+  module = serving.serving_module(trained.model, spec(resize=(0, 0), views="one"))
   data = []
   for name in GOOD:
     with open(os.path.join(trained.image_dir, name), "rb") as f:
@@ -234,5 +244,5 @@ def test_one_view_serving_scores_the_plain_resize(trained):
   scores = module.serve(tf.constant(data))["scores"].numpy()
   config = configs.ModelConfig(label_count=fx.LABELS, target_height=fx.TARGET[0],
                                target_width=fx.TARGET[1])
-  plain = tf.stack([prep.preprocess_eval(d, config) for d in data])
+  plain = tf.stack([preprocessing.preprocess_eval(d, config) for d in data])
   np.testing.assert_allclose(scores, trained.model(plain)[1]["predictions"].numpy(), atol=ATOL)

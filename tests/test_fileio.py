@@ -1,4 +1,4 @@
-"""fileio.py: the one atomic write (a complete file or the old one, never a temp file left), the
+"""files.py: the one atomic write (a complete file or the old one, never a temp file left), the
 usual file mode, a full disk in one line, and the temp files a killed run left.
 
 The full disk is a real one where this machine lets us mount a small tmpfs (root can), else a
@@ -14,10 +14,8 @@ import pytest
 
 import coco_to_image_list
 import configs
-import errors
-import fileio
-import records
-import score_files
+from multilabel import config_files, errors, files, textfiles
+from multilabel.data import records
 from run_helpers import fake_full_disk, fill_disk, small_disk
 
 
@@ -26,11 +24,11 @@ def _leftovers(folder):
 
 
 def test_atomic_write_text_and_binary(tmp_path):
-  with fileio.atomic_write(str(tmp_path / "sub" / "a.txt")) as f:
+  with files.atomic_write(str(tmp_path / "sub" / "a.txt")) as f:
     f.write("hello\n")
     assert not (tmp_path / "sub" / "a.txt").exists()  # not visible until the block completes
     assert glob.glob(str(tmp_path / "sub" / "*")) == []  # the temp name is hidden from globs
-  with fileio.atomic_write(str(tmp_path / "b.bin"), "wb") as f:
+  with files.atomic_write(str(tmp_path / "b.bin"), "wb") as f:
     f.write(b"\x00\x01")
   assert (tmp_path / "sub" / "a.txt").read_text() == "hello\n"
   assert (tmp_path / "b.bin").read_bytes() == b"\x00\x01"
@@ -42,7 +40,7 @@ def test_atomic_write_failure_keeps_the_old_file_and_leaves_no_temp(tmp_path, er
   target = tmp_path / "a.txt"
   target.write_text("old")
   with pytest.raises(error):
-    with fileio.atomic_write(str(target)) as f:
+    with files.atomic_write(str(target)) as f:
       f.write("half of the new")
       raise error()
   assert target.read_text() == "old"
@@ -51,7 +49,7 @@ def test_atomic_write_failure_keeps_the_old_file_and_leaves_no_temp(tmp_path, er
 
 def test_atomic_write_rejects_read_mode(tmp_path):
   with pytest.raises(ValueError, match="'r'"):
-    with fileio.atomic_write(str(tmp_path / "x"), "r"):
+    with files.atomic_write(str(tmp_path / "x"), "r"):
       pass
 
 
@@ -59,23 +57,23 @@ def test_atomic_write_rejects_read_mode(tmp_path):
 # Every writer of the toolkit: the usual mode, and a full disk.
 
 def _write_config(path):
-  configs.save_configs(path, eval=configs.EvalConfig())
+  config_files.save_configs(path, configs.EvalConfig())
 
 
 def _write_scores(path):
-  score_files.save_scores(path, np.full((500, 8), 0.5))
+  textfiles.save_scores(path, np.full((500, 8), 0.5))
 
 
 def _write_labels(path):
-  score_files.save_labels(path, np.ones((500, 8), int))
+  textfiles.save_labels(path, np.ones((500, 8), int))
 
 
 def _write_thresholds(path):
-  score_files.save_thresholds(path, np.full(500, 0.25), "roc")
+  textfiles.save_thresholds(path, np.full(500, 0.25), "roc")
 
 
 def _write_csv(path):  # inference.py's predictions.csv, read_tfrecord.py's samples.tsv
-  with fileio.atomic_write(path, newline="") as f:
+  with files.atomic_write(path, newline="") as f:
     f.writelines(f"image_{i}.jpg,ok,0.5\n" for i in range(2000))
 
 
@@ -131,7 +129,7 @@ def test_a_full_disk_is_one_line_and_leaves_the_old_file_and_no_temp(tmp_path, m
     assert "\n" not in message and info.value.status == 1
     if name in ("config.json", "scores.txt"):  # text in memory: its size is known
       assert f"{name} needs " in message
-    assert fileio.stale_temp_files(str(folder)) == []
+    assert files.stale_temp_files(str(folder)) == []
     assert sorted(set(os.listdir(folder)) - {"filler"}) == sorted(old)
     for n, data in old.items():
       assert (folder / n).read_bytes() == data, n
@@ -144,19 +142,19 @@ def test_stale_temp_files_are_ours_only(tmp_path):
   for name in ours + others:
     (tmp_path / name).write_text("x")
   (tmp_path / ".dir.1-0a1b2c3d.tmp").mkdir()  # not a file
-  assert fileio.stale_temp_files(str(tmp_path)) == sorted(str(tmp_path / n) for n in ours)
-  assert fileio.stale_temp_files(str(tmp_path), names={"train.tfrecord-00001-of-00004"}) == [
+  assert files.stale_temp_files(str(tmp_path)) == sorted(str(tmp_path / n) for n in ours)
+  assert files.stale_temp_files(str(tmp_path), names={"train.tfrecord-00001-of-00004"}) == [
       str(tmp_path / ours[1])]
-  assert fileio.stale_temp_files(str(tmp_path / "none")) == []
-  assert fileio.temp_path(str(tmp_path / "config.json")) not in fileio.stale_temp_files(
+  assert files.stale_temp_files(str(tmp_path / "none")) == []
+  assert files.temp_path(str(tmp_path / "config.json")) not in files.stale_temp_files(
       str(tmp_path))  # a name, nothing written
-  assert [os.path.basename(p) for p in fileio.stale_temp_files(str(tmp_path), {"config.json"})] \
+  assert [os.path.basename(p) for p in files.stale_temp_files(str(tmp_path), {"config.json"})] \
       == [ours[0]]
-  tmp = fileio.temp_path(str(tmp_path / "scores.txt"))
+  tmp = files.temp_path(str(tmp_path / "scores.txt"))
   open(tmp, "w").close()
-  assert tmp in fileio.stale_temp_files(str(tmp_path), {"scores.txt"})
+  assert tmp in files.stale_temp_files(str(tmp_path), {"scores.txt"})
 
 
 def test_size_text():
-  assert [fileio.size_text(n) for n in (0, 1023, 1536, 94411802, 3 << 40)] == [
+  assert [files.size_text(n) for n in (0, 1023, 1536, 94411802, 3 << 40)] == [
       "0 B", "1023 B", "1.5 KiB", "90.0 MiB", "3.0 TiB"]

@@ -17,11 +17,10 @@ import pytest
 
 import configs
 import create_tfrecord
-import errors
+from multilabel import config_files, errors, serving
+from multilabel.data import preprocessing
 import inference
 import inference_fixture as fx
-import preprocessing as prep
-import scoring
 from run_helpers import run_script_main
 
 NAMES = ["cat", "dog", "bird"]
@@ -81,7 +80,7 @@ def latest_run(trained, hand):
   return dict(log=log, paths=[os.path.join(trained.image_dir, n) for n in names],
               thresholds=np.loadtxt(thresholds_file), scores=os.path.join(output_dir, "scores.txt"),
               csv=os.path.join(output_dir, "predictions.csv"), thresholds_file=thresholds_file,
-              config=os.path.join(output_dir, inference.INFERENCE_CONFIG_FILE), list=list_file)
+              config=os.path.join(output_dir, config_files.INFERENCE_CONFIG_FILE), list=list_file)
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +111,7 @@ def test_auto_xla_times_both_scorers_once_and_logs_its_choice(latest_run):
 
 def test_make_scorer_rejects_an_unknown_xla_value():
   with pytest.raises(ValueError, match="xla='yes'"):
-    scoring.make_scorer(None, "mean", "yes")
+    serving.make_scorer(None, "mean", "yes")
 
 def test_mean_equals_the_mean_over_hand_made_crops(latest_run, hand):
   scores = np.loadtxt(latest_run["scores"])
@@ -202,21 +201,21 @@ DEFAULT_RESIZE = (83, 124)  # round(64 * 290 / 224), round(96 * 290 / 224)
 
 
 def test_the_resize_rule():
-  assert prep.ten_crop_resize((0, 0), (224, 224)) == (290, 290)  # the original's 290 at 224
-  assert prep.ten_crop_resize((0, 0), (64, 64)) == (83, 83)
-  assert prep.ten_crop_resize((0, 0), fx.TARGET) == DEFAULT_RESIZE
-  assert prep.ten_crop_resize((300, 0), fx.TARGET) == (300, 124)  # a given side wins
-  assert prep.ten_crop_resize(fx.TARGET, fx.TARGET) == fx.TARGET  # crops of the whole image
+  assert preprocessing.ten_crop_resize((0, 0), (224, 224)) == (290, 290)  # the original's 290 at 224
+  assert preprocessing.ten_crop_resize((0, 0), (64, 64)) == (83, 83)
+  assert preprocessing.ten_crop_resize((0, 0), fx.TARGET) == DEFAULT_RESIZE
+  assert preprocessing.ten_crop_resize((300, 0), fx.TARGET) == (300, 124)  # a given side wins
+  assert preprocessing.ten_crop_resize(fx.TARGET, fx.TARGET) == fx.TARGET  # crops of the whole image
   with pytest.raises(errors.ConfigError, match=r"\(0, 90\) give a resize \(83, 90\) smaller "
                                                r"than the model's \(64, 96\) crops"):
-    prep.ten_crop_resize((0, 90), fx.TARGET)
+    preprocessing.ten_crop_resize((0, 90), fx.TARGET)
 
 
 def test_default_crops_are_of_the_followed_resize(trained):
   """preprocess_ten_crop at the default resize equals numpy's crops of an 83 x 124 resize."""
   path = os.path.join(trained.image_dir, "d.png")
   with open(path, "rb") as f:
-    crops = prep.preprocess_ten_crop(f.read(), prep.ten_crop_resize((0, 0), fx.TARGET), fx.TARGET)
+    crops = preprocessing.preprocess_ten_crop(f.read(), preprocessing.ten_crop_resize((0, 0), fx.TARGET), fx.TARGET)
   np.testing.assert_allclose(crops.numpy(), fx.hand_ten_crops(path, DEFAULT_RESIZE), atol=1e-5)
 
 
@@ -254,10 +253,10 @@ def test_inference_config_ties_the_scores_to_what_produced_them(latest_run, trai
       "thresholds": np.loadtxt(latest_run["thresholds_file"]).tolist(),  # the values it used
       "images": 6, "unreadable": 1}
   assert saved["label_names"] == NAMES
-  config = configs.load_config(latest_run["config"], "inference", configs.InferenceConfig)
+  config = config_files.load_config(latest_run["config"], configs.InferenceConfig)
   assert (config.image_list_file, config.batch_size, config.resize_height) == (
       latest_run["list"], 2, fx.RESIZE[0])
-  model_config = configs.load_config(latest_run["config"], "model", configs.ModelConfig)
+  model_config = config_files.load_config(latest_run["config"], configs.ModelConfig)
   assert (model_config.label_count, model_config.target_height, model_config.target_width) == (
       fx.LABELS, *fx.TARGET)
 
@@ -284,7 +283,7 @@ def test_label_names_come_from_the_train_dir_config(trained, tmp_path):
             f"--inference_dir={tmp_path / 'out'}", "--xla=false"])
   assert read_csv(tmp_path / "out" / "predictions.csv")[0] == (
       ["image_path", "status"] + NAMES + ["predicted_labels"])
-  with open(tmp_path / "out" / inference.INFERENCE_CONFIG_FILE) as f:
+  with open(tmp_path / "out" / config_files.INFERENCE_CONFIG_FILE) as f:
     assert json.load(f)["label_names"] == NAMES
 
 
@@ -295,14 +294,14 @@ def test_label_names_come_from_the_train_dir_config(trained, tmp_path):
     ("seed", "ten"), ("crop_flip", "ten"), ("randaugment", "ten"), ("none", "one"),
     ("flip", "one")])
 def test_auto_views_follow_the_training_augmentation(augmentation, views):
-  assert prep.test_views("auto", augmentation) == views
-  assert prep.test_views("ten", augmentation) == "ten"
-  assert prep.test_views("one", augmentation) == "one"
+  assert preprocessing.test_views("auto", augmentation) == views
+  assert preprocessing.test_views("ten", augmentation) == "ten"
+  assert preprocessing.test_views("one", augmentation) == "one"
 
 
 def test_unknown_views_is_an_error_naming_it():
   with pytest.raises(errors.ConfigError, match="views='five'"):
-    prep.test_views("five", "seed")
+    preprocessing.test_views("five", "seed")
 
 
 def test_one_view_is_eval_preprocessing_exactly(trained):
@@ -311,9 +310,9 @@ def test_one_view_is_eval_preprocessing_exactly(trained):
   for name in fx.IMAGES:
     with open(os.path.join(trained.image_dir, name), "rb") as f:
       data = f.read()
-    one = prep.preprocess_views(data, "one", (0, 0), fx.TARGET).numpy()
+    one = preprocessing.preprocess_views(data, "one", (0, 0), fx.TARGET).numpy()
     assert one.shape == (1, *fx.TARGET, 3)
-    np.testing.assert_array_equal(one[0], prep.preprocess_eval(data, config).numpy())
+    np.testing.assert_array_equal(one[0], preprocessing.preprocess_eval(data, config).numpy())
 
 
 def test_a_model_trained_without_crops_is_scored_on_its_one_view(trained, tmp_path):
@@ -336,7 +335,7 @@ def test_a_model_trained_without_crops_is_scored_on_its_one_view(trained, tmp_pa
   scores = dict(zip((row[0] for row in rows), np.loadtxt(tmp_path / "out" / "scores.txt")))
   for path, expected in zip(paths, want):
     np.testing.assert_allclose(scores[path], expected, atol=ATOL, err_msg=path)
-  with open(tmp_path / "out" / inference.INFERENCE_CONFIG_FILE) as f:
+  with open(tmp_path / "out" / config_files.INFERENCE_CONFIG_FILE) as f:
     run = json.load(f)["run"]
   assert (run["views"], run["crops_per_image"]) == ("one", 1)
 

@@ -20,14 +20,16 @@ from PIL import Image
 import configs
 import evaluate
 import inference
-import records
+import multi_label_classification_model as mlc
+from multilabel import checkpoints, config_files
+from multilabel.data import records
+from multilabel.training import optimizers, train_step
+from multilabel.training.losses import total_loss
+from multi_label_classification_model import MultiLabelClassificationModel
+from multilabel.data.preprocessing import build_dataset
 from run_helpers import read_scalars
 import resnet_utils
-import run_utils
 import train
-import train_step
-from multi_label_classification_model import MultiLabelClassificationModel, total_loss
-from preprocessing import build_dataset
 
 L = 3
 HALF = {"mixed_bfloat16": tf.bfloat16, "mixed_float16": tf.float16}
@@ -105,12 +107,12 @@ def test_slim_checkpoint_restores_into_float32_variables(tmp_path, precision):
   tf.random.set_seed(1)
   source = MultiLabelClassificationModel(model_config())  # float32, its own random weights
   prefix = tmp_path / "resnet_v2_50.ckpt"
-  save_name_based(prefix, source.backbone_variables)
+  save_name_based(prefix, source.backbone.variables)
   tf.random.set_seed(2)
   model = MultiLabelClassificationModel(model_config(precision=precision))
   result = model.restore_backbone(str(prefix))
   assert result.unrestored == [] and result.unused == []
-  for got, want in zip(model.backbone_variables, source.backbone_variables):
+  for got, want in zip(model.backbone.variables, source.backbone.variables):
     assert got.name == want.name and got.dtype == tf.float32
     np.testing.assert_array_equal(got.numpy(), want.numpy(), err_msg=got.name)
   # ... and the half-precision backbone computes what the float32 one does, to half precision.
@@ -156,7 +158,7 @@ def test_mixed_float16_clips_the_true_gradient_and_skips_overflow_steps():
   clip, lr = 0.5 * norm, 0.1
 
   train_config = configs.TrainConfig(optimizer="SGD", learning_rate=lr, clip_gradients=clip)
-  optimizer = run_utils.make_optimizer(train_config, model.trainable_variables, loss_scale=True)
+  optimizer = optimizers.make_optimizer(train_config, model.trainable_variables, loss_scale=True)
   assert isinstance(optimizer, tf.keras.optimizers.LossScaleOptimizer)
   assert float(optimizer.dynamic_scale.numpy()) == 2.0 ** 15
   step = train_step.make_train_step(model, optimizer, None, tf.distribute.get_strategy(), cfg16,
@@ -237,7 +239,7 @@ def test_mixed_bfloat16_trains_without_nan_and_evaluates_and_infers(data, tmp_pa
     if key.startswith("model/"):
       assert dtype == tf.float32, key
       assert np.isfinite(reader.get_tensor(key)).all(), key
-  with open(os.path.join(train_dir, run_utils.CONFIG_FILE)) as f:
+  with open(os.path.join(train_dir, config_files.TRAIN_CONFIG_FILE)) as f:
     assert json.load(f)["model"]["precision"] == "mixed_bfloat16"
 
   # evaluate.py: its scores are the bfloat16 model's, not a float32 rebuild's.
@@ -248,7 +250,10 @@ def test_mixed_bfloat16_trains_without_nan_and_evaluates_and_infers(data, tmp_pa
   assert scores.shape == (16, L) and np.isfinite(scores).all()
   by_precision = {}
   for precision in ("mixed_bfloat16", "float32"):
-    model, model_config, _, step = run_utils.load_trained_model(train_dir, precision=precision)
+    model_config = mlc.load_model_config(train_dir)
+    model_config.precision = precision
+    model = MultiLabelClassificationModel(model_config)
+    step = checkpoints.restore_model(model, tf.train.latest_checkpoint(train_dir), use_ema=True)
     assert step == 3 and model.dtype == HALF.get(precision, tf.float32)
     model_config.batch_size = 8
     # In a tf.function, as evaluate.py runs it: graph rewrites (oneDNN's fusions, on CPUs that

@@ -12,8 +12,8 @@ import tensorflow as tf
 
 import configs
 import multi_label_classification_model as mlc
-import preprocessing as prep
-import records
+from multilabel.data import preprocessing, records
+from multilabel.training import losses, train_step
 
 L = 5  # labels
 HEAD = "my_sub_network"
@@ -87,7 +87,7 @@ def test_config_errors_name_the_bad_value():
 
 def test_variables_are_slims_backbone_plus_the_head(frozen, backbone_ref):
   assert len(backbone_ref) == 270
-  assert names_and_shapes(frozen.backbone_variables) == backbone_ref
+  assert names_and_shapes(frozen.backbone.variables) == backbone_ref
   head = names_and_shapes(v for v in frozen.variables if v.name.startswith(HEAD + "/"))
   assert head == head_names_and_shapes(L, (2, 2))  # my_conv_3: 64 / 32 = 2
   assert len(frozen.variables) == 270 + 6
@@ -139,14 +139,14 @@ def test_dead_head_units_equal_a_numpy_count():
   batches[1][0, 1, 0, 4] = 0.3  # unit 4 fires once, in the second batch
   two = [np.zeros((4, 2, 2, 3)), np.zeros((4, 2, 2, 3))]
   two[0][2, 0, 1, 2] = 1.0  # only unit 2 of the second layer fires, once
-  activities = [mlc.head_activity({mlc.HEAD_RELUS[0]: tf.constant(a, tf.float32),
+  activities = [mlc.MultiLabelClassificationModel.head_activity({mlc.HEAD_RELUS[0]: tf.constant(a, tf.float32),
                                    mlc.HEAD_RELUS[1]: tf.constant(b, tf.float32)})
                 for a, b in zip(batches, two + [np.zeros((4, 2, 2, 3))])]
   for layer, arrays in zip(mlc.HEAD_RELUS, (batches, two)):
     want = int(np.sum(~np.any(np.stack(arrays) > 0, axis=(0, 1, 2, 3))))
-    assert mlc.count_dead_units(activities)[layer] == want
-  assert mlc.count_dead_units(activities) == {mlc.HEAD_RELUS[0]: 1, mlc.HEAD_RELUS[1]: 2}
-  assert mlc.count_dead_units(activities[:1])[mlc.HEAD_RELUS[0]] == 2
+    assert train_step.count_dead_units(activities)[layer] == want
+  assert train_step.count_dead_units(activities) == {mlc.HEAD_RELUS[0]: 1, mlc.HEAD_RELUS[1]: 2}
+  assert train_step.count_dead_units(activities[:1])[mlc.HEAD_RELUS[0]] == 2
 
 
 def test_head_output_at_64_equals_numpy_head(frozen, images):
@@ -191,11 +191,11 @@ def test_head_output_at_224():
 # Frozen backbone and fine-tuning.
 
 def test_frozen_backbone_gets_no_gradients_and_keeps_moving_statistics(frozen, images):
-  assert not any(v.trainable for v in frozen.backbone_variables)
+  assert not any(v.trainable for v in frozen.backbone.variables)
   head_names = set(head_names_and_shapes(L, (2, 2)))
   assert {v.name[:-2] for v in frozen.trainable_variables} == head_names
   before = snapshot(frozen.variables)
-  backbone = [v for v in frozen.backbone_variables if "moving_" not in v.name]
+  backbone = [v for v in frozen.backbone.variables if "moving_" not in v.name]
   with tf.GradientTape() as tape:
     tape.watch(backbone)  # even watched by hand, nothing flows into the backbone
     logits, _ = frozen(images, training=True)
@@ -250,7 +250,7 @@ def test_no_regularizer():
       model_config(train_base_network=True, use_regularizer=False))
   assert list(model.regularized_weights) == []
   logits = tf.constant([[1.0, -2.0, 0.5, 3.0, -1.0]])
-  total, classification, regularization = mlc.total_loss(model, logits, tf.ones([1, L]))
+  total, classification, regularization = losses.total_loss(model, logits, tf.ones([1, L]))
   assert float(regularization) == 0.0 and float(total) == float(classification)
 
 
@@ -272,7 +272,7 @@ def numpy_sigmoid_ce(x, z):
 @pytest.mark.parametrize("model_name, n_weights", [("frozen", 3), ("tuned", 56)])
 def test_total_loss_equals_numpy(model_name, n_weights, request):
   model = request.getfixturevalue(model_name)
-  total, classification, regularization = mlc.total_loss(model, LOGITS, LABELS)
+  total, classification, regularization = losses.total_loss(model, LOGITS, LABELS)
   want_ce = numpy_sigmoid_ce(LOGITS, LABELS).mean()  # over batch x labels
   weights = [v.numpy().astype(np.float64) for v in model.regularized_weights]
   assert len(weights) == n_weights
@@ -282,7 +282,7 @@ def test_total_loss_equals_numpy(model_name, n_weights, request):
   np.testing.assert_allclose(regularization, want_reg, rtol=1e-5)
   np.testing.assert_allclose(total, want_ce + want_reg, rtol=1e-6)
   # under tf.distribute: the classification term is the per-example sum over the global batch
-  _, classification, _ = mlc.total_loss(model, LOGITS, LABELS, global_batch_size=12)
+  _, classification, _ = losses.total_loss(model, LOGITS, LABELS, global_batch_size=12)
   np.testing.assert_allclose(classification, numpy_sigmoid_ce(LOGITS, LABELS).mean(1).sum() / 12,
                              rtol=1e-6)
 
@@ -292,7 +292,7 @@ def test_focal_loss_equals_numpy(gamma):
   p = sigmoid(LOGITS.astype(np.float64))
   p_t = np.where(LABELS == 1, p, 1 - p)  # the probability given to the true value
   want = ((1 - p_t) ** gamma * -np.log(p_t)).mean(1)  # Lin et al. 2017, eq. 4, per label
-  got = mlc.per_example_loss(LOGITS, LABELS, kind="focal", focal_gamma=gamma)
+  got = losses.per_example_loss(LOGITS, LABELS, kind="focal", focal_gamma=gamma)
   assert got.shape == [3]
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
 
@@ -306,16 +306,16 @@ def test_asymmetric_loss_equals_numpy(gamma_neg, gamma_pos, clip):
   loss_pos = (1 - p) ** gamma_pos * np.log(p)
   loss_neg = p_m ** gamma_neg * np.log(1 - p_m)
   want = -(LABELS * loss_pos + (1 - LABELS) * loss_neg).mean(1)
-  got = mlc.per_example_loss(logits, LABELS, kind="asymmetric", gamma_neg=gamma_neg,
+  got = losses.per_example_loss(logits, LABELS, kind="asymmetric", gamma_neg=gamma_neg,
                              gamma_pos=gamma_pos, asl_clip=clip)
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
 
 
 def test_sigmoid_per_example_and_unknown_kind():
-  got = mlc.per_example_loss(LOGITS, LABELS)
+  got = losses.per_example_loss(LOGITS, LABELS)
   np.testing.assert_allclose(got, numpy_sigmoid_ce(LOGITS, LABELS).mean(1), rtol=1e-6)
   with pytest.raises(ValueError, match="'softmax'"):
-    mlc.per_example_loss(LOGITS, LABELS, kind="softmax")
+    losses.per_example_loss(LOGITS, LABELS, kind="softmax")
 
 
 # Unknown (-1) labels: masked out, and the mean taken over the known entries.
@@ -342,18 +342,18 @@ def test_masked_loss_is_the_numpy_mean_over_the_known_entries(frozen, kind):
   known = HIDDEN >= 0
   entries = numpy_entry_losses(kind, logits, np.maximum(HIDDEN, 0))
   options = dict(kind=kind, focal_gamma=2.0, gamma_neg=4.0, gamma_pos=0.0, asl_clip=0.05)
-  per_example = mlc.per_example_loss(logits, HIDDEN, **options)
+  per_example = losses.per_example_loss(logits, HIDDEN, **options)
   np.testing.assert_allclose(per_example, np.where(known, entries, 0).sum(1) / L, rtol=1e-5)
-  _, classification, _ = mlc.total_loss(frozen, logits, HIDDEN, **options)
+  _, classification, _ = losses.total_loss(frozen, logits, HIDDEN, **options)
   np.testing.assert_allclose(classification, entries[known].mean(), rtol=1e-5)
   assert known.sum() == 7 and abs(entries[known].mean() - entries.mean()) > 0.05  # it matters
   # unknown_label=negative: -1 is a 0, and the mean is over every entry
-  _, negative, _ = mlc.total_loss(frozen, logits, HIDDEN, unknown_label="negative", **options)
+  _, negative, _ = losses.total_loss(frozen, logits, HIDDEN, unknown_label="negative", **options)
   np.testing.assert_allclose(negative, entries.mean(), rtol=1e-5)
   # no gradient reaches an unknown entry's logit
   logits_var = tf.Variable(logits)
   with tf.GradientTape() as tape:
-    loss = mlc.total_loss(frozen, logits_var, HIDDEN, **options)[1]
+    loss = losses.total_loss(frozen, logits_var, HIDDEN, **options)[1]
   grad = tape.gradient(loss, logits_var).numpy()
   assert np.all(grad[~known] == 0) and np.all(grad[known] != 0)
 
@@ -362,12 +362,12 @@ def test_known_mean_of_the_global_batch_equals_one_big_batch(frozen):
   """Two replicas' halves, each given the global batch's known count, sum to the loss of the
   whole batch; with a per-replica count they would not (the halves' known fractions differ)."""
   logits, labels = np.clip(LOGITS, -8, 8), HIDDEN
-  whole = mlc.total_loss(frozen, logits, labels)[1]
-  known = mlc.count_known(labels)
-  halves = [mlc.total_loss(frozen, logits[rows], labels[rows], global_batch_size=4,
+  whole = losses.total_loss(frozen, logits, labels)[1]
+  known = losses.count_known(labels)
+  halves = [losses.total_loss(frozen, logits[rows], labels[rows], global_batch_size=4,
                            known_entries=known)[1] for rows in ([0, 1], [2])]
   np.testing.assert_allclose(float(halves[0]) + float(halves[1]), whole, rtol=1e-6)
-  per_replica = [mlc.total_loss(frozen, logits[rows], labels[rows], global_batch_size=4)[1]
+  per_replica = [losses.total_loss(frozen, logits[rows], labels[rows], global_batch_size=4)[1]
                  for rows in ([0, 1], [2])]
   assert abs(float(per_replica[0]) + float(per_replica[1]) - float(whole)) > 0.01
 
@@ -375,7 +375,7 @@ def test_known_mean_of_the_global_batch_equals_one_big_batch(frozen):
 def test_a_batch_of_only_unknowns_has_zero_loss_and_zero_gradient(frozen):
   logits = tf.Variable(LOGITS)
   with tf.GradientTape() as tape:
-    loss = mlc.total_loss(frozen, logits, -np.ones_like(LABELS))[1]
+    loss = losses.total_loss(frozen, logits, -np.ones_like(LABELS))[1]
   assert float(loss) == 0.0 and np.all(tape.gradient(loss, logits).numpy() == 0)
 
 
@@ -391,7 +391,7 @@ def test_0_1_labels_give_exactly_todays_loss_and_gradients(frozen, kind):
     return float(loss), tape.gradient(loss, logits).numpy()
 
   def mode(unknown_label, **kw):
-    return lambda: mlc.total_loss(frozen, logits, LABELS, kind=kind, unknown_label=unknown_label,
+    return lambda: losses.total_loss(frozen, logits, LABELS, kind=kind, unknown_label=unknown_label,
                                   **kw)[1]
 
   for kw in ({}, {"global_batch_size": 12}, {"global_batch_size": 12, "known_entries": 60.0}):
@@ -422,16 +422,16 @@ def test_pos_weight_scales_the_positive_term_as_numpy(frozen, kind):
     assert np.allclose(plain, np.where(z == 1, positives, negatives))
     want = np.where(z == 1, w * positives, negatives)
     known = labels >= 0
-    got = mlc.total_loss(frozen, logits, labels, pos_weight=POS_WEIGHT, **options)[1]
+    got = losses.total_loss(frozen, logits, labels, pos_weight=POS_WEIGHT, **options)[1]
     np.testing.assert_allclose(got, want[known].mean(), rtol=1e-5)
   if kind == "sigmoid":  # it is TensorFlow's weighted cross-entropy, and weight 1 is no weight
     np.testing.assert_allclose(
-        mlc.per_example_loss(logits, LABELS, pos_weight=POS_WEIGHT),
+        losses.per_example_loss(logits, LABELS, pos_weight=POS_WEIGHT),
         tf.reduce_mean(tf.nn.weighted_cross_entropy_with_logits(
             LABELS, logits, np.float32(POS_WEIGHT)), -1),
         rtol=1e-6)
-  np.testing.assert_allclose(mlc.per_example_loss(logits, LABELS, pos_weight=[1.0] * L, **options),
-                             mlc.per_example_loss(logits, LABELS, **options), rtol=1e-6)
+  np.testing.assert_allclose(losses.per_example_loss(logits, LABELS, pos_weight=[1.0] * L, **options),
+                             losses.per_example_loss(logits, LABELS, **options), rtol=1e-6)
 
 
 def test_0_1_labels_give_todays_compiled_gradients_with_the_frozen_backbone(frozen, images):
@@ -454,12 +454,12 @@ def test_0_1_labels_give_todays_compiled_gradients_with_the_frozen_backbone(froz
     per_example = tf.reduce_mean(
         tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits), axis=-1)
     return tf.nn.compute_average_loss(per_example, global_batch_size=2) + \
-        tf.nn.scale_regularization_loss(mlc.l2_loss(frozen.regularized_weights,
+        tf.nn.scale_regularization_loss(losses.l2_loss(frozen.regularized_weights,
                                                     frozen.config.weight_decay))
 
   want_loss, want = gradients(todays)
   for mode in ("ignore", "negative"):
-    got_loss, got = gradients(lambda logits, labels: mlc.total_loss(
+    got_loss, got = gradients(lambda logits, labels: losses.total_loss(
         frozen, logits, labels, global_batch_size=2, known_entries=tf.constant(2.0 * L),
         unknown_label=mode)[0])
     assert float(got_loss) == float(want_loss)
@@ -469,7 +469,7 @@ def test_0_1_labels_give_todays_compiled_gradients_with_the_frozen_backbone(froz
 
 def test_unknown_label_mode_is_checked():
   with pytest.raises(ValueError, match="'skip'"):
-    mlc.per_example_loss(LOGITS, LABELS, unknown_label="skip")
+    losses.per_example_loss(LOGITS, LABELS, unknown_label="skip")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -507,7 +507,7 @@ def test_ten_crops_equal_numpy_slicing(resize, target):
   corners = [(0, 0), (0, w - tw), (h - th, 0), (h - th, w - tw), ((h - th) // 2, (w - tw) // 2)]
   crops = [image[y:y + th, x:x + tw] for y, x in corners]  # TL, TR, BL, BR, centre
   want = np.stack(crops + [c[:, ::-1] for c in crops]) * 2 - 1  # then their mirrors
-  got = prep.preprocess_ten_crop(data, resize, target)
+  got = preprocessing.preprocess_ten_crop(data, resize, target)
   assert got.shape == [10, th, tw, 3] and got.dtype == tf.float32
   np.testing.assert_allclose(got, want, atol=1e-5)
 
@@ -515,12 +515,12 @@ def test_ten_crops_equal_numpy_slicing(resize, target):
 def test_eval_preprocessing_is_a_plain_resize():
   config = model_config()
   data = jpeg(smooth_image(50, 70))
-  got = prep.preprocess_eval(data, config)
+  got = preprocessing.preprocess_eval(data, config)
   want = resized(decoded(data), (64, 64)) * 2 - 1
   assert got.shape == [64, 64, 3] and got.dtype == tf.float32
   np.testing.assert_allclose(got, want, atol=1e-5)
   gray = tf.io.encode_jpeg(smooth_image(40, 30)[..., :1])  # 1 channel -> 3 equal channels
-  got = prep.preprocess_eval(gray, config).numpy()
+  got = preprocessing.preprocess_eval(gray, config).numpy()
   assert got.shape == (64, 64, 3) and (got[..., 0] == got[..., 2]).all()
 
 
@@ -531,7 +531,7 @@ def fixed_uniform(monkeypatch, values):
 
 
 def window(source_hw, resize_hw, target_hw):
-  return prep.train_crop_window(source_hw, resize_hw, target_hw).numpy().tolist()
+  return preprocessing.train_crop_window(source_hw, resize_hw, target_hw).numpy().tolist()
 
 
 def test_train_crop_window_by_hand(monkeypatch):
@@ -573,10 +573,10 @@ def test_train_preprocessing_crops_a_window_of_the_resized_image(monkeypatch):
   """Colour jitter set aside, a train image is the original's crop of the resized image."""
   config = model_config()  # resize 72, target 64
   data = jpeg(smooth_image(144, 144))  # twice the resize: windows fall on whole pixels
-  monkeypatch.setattr(prep, "color_augment", lambda image: image)
+  monkeypatch.setattr(preprocessing, "color_augment", lambda image: image)
   monkeypatch.setattr(tf.image, "random_flip_left_right", lambda image: image[:, ::-1])
   fixed_uniform(monkeypatch, [0.5, 0.95])  # offsets floor(4.5) = 4, floor(8.55) = 8
-  got = prep.preprocess_train(data, config).numpy()
+  got = preprocessing.preprocess_train(data, config).numpy()
   original = resized(decoded(data), (72, 72))[4:68, 8:72][:, ::-1]  # crop, then mirror
   np.testing.assert_allclose(got, original * 2 - 1, atol=1e-5)
 
@@ -584,10 +584,10 @@ def test_train_preprocessing_crops_a_window_of_the_resized_image(monkeypatch):
 def test_train_preprocessing_window_on_an_odd_source(monkeypatch):
   config = model_config()
   data = jpeg(smooth_image(37, 91))
-  monkeypatch.setattr(prep, "color_augment", lambda image: image)
+  monkeypatch.setattr(preprocessing, "color_augment", lambda image: image)
   monkeypatch.setattr(tf.image, "random_flip_left_right", lambda image: image)
   fixed_uniform(monkeypatch, [0.999999, 0.999999])  # window [4, 10, 33, 81], by hand above
-  got = prep.preprocess_train(data, config).numpy()
+  got = preprocessing.preprocess_train(data, config).numpy()
   want = resized(decoded(data)[4:4 + 33, 10:10 + 81], (64, 64)) * 2 - 1
   np.testing.assert_allclose(got, want, atol=1e-5)
 
@@ -595,7 +595,7 @@ def test_train_preprocessing_window_on_an_odd_source(monkeypatch):
 def test_train_preprocessing_shape_and_range():
   config = model_config()
   data = jpeg(smooth_image(37, 91))
-  outs = np.stack([prep.preprocess_train(data, config).numpy() for _ in range(8)])
+  outs = np.stack([preprocessing.preprocess_train(data, config).numpy() for _ in range(8)])
   assert outs.shape == (8, 64, 64, 3) and outs.dtype == np.float32
   assert outs.min() >= -1 and outs.max() <= 1
   assert np.abs(outs - outs[0]).max() > 0.05  # random: crops, flips and colours differ
@@ -604,7 +604,7 @@ def test_train_preprocessing_shape_and_range():
 def test_color_augment_clips_to_unit_range():
   image = tf.constant(np.random.RandomState(0).uniform(0, 1, [16, 16, 3]), tf.float32)
   for _ in range(5):
-    out = prep.color_augment(image).numpy()
+    out = preprocessing.color_augment(image).numpy()
     assert out.shape == (16, 16, 3) and out.min() >= 0 and out.max() <= 1
 
 
@@ -613,9 +613,9 @@ def test_color_augment_clips_to_unit_range():
 def test_augmentation_none_is_eval_preprocessing_exactly():
   data = jpeg(smooth_image(50, 70))
   config = model_config(augmentation="none")
-  want = prep.preprocess_eval(data, config).numpy()
+  want = preprocessing.preprocess_eval(data, config).numpy()
   for _ in range(3):
-    np.testing.assert_array_equal(prep.preprocess_train(data, config).numpy(), want)
+    np.testing.assert_array_equal(preprocessing.preprocess_train(data, config).numpy(), want)
 
 
 def test_augmentation_flip_is_the_eval_image_or_its_mirror():
@@ -624,7 +624,7 @@ def test_augmentation_flip_is_the_eval_image_or_its_mirror():
   plain = resized(decoded(data), (64, 64)) * 2 - 1  # eval's resize, by the test's own ops
   seen = set()
   for _ in range(12):
-    got = prep.preprocess_train(data, config).numpy()
+    got = preprocessing.preprocess_train(data, config).numpy()
     mirrored = np.abs(got - plain[:, ::-1]).max() < 1e-5
     assert mirrored or np.abs(got - plain).max() < 1e-5
     seen.add(mirrored)
@@ -637,7 +637,7 @@ def test_augmentation_crop_flip_is_the_originals_crop_without_colour(monkeypatch
   data = jpeg(smooth_image(144, 144))
   monkeypatch.setattr(tf.image, "random_flip_left_right", lambda image: image[:, ::-1])
   fixed_uniform(monkeypatch, [0.5, 0.95])  # offsets 4 and 8, as in the seed test
-  got = prep.preprocess_train(data, model_config(augmentation="crop_flip")).numpy()
+  got = preprocessing.preprocess_train(data, model_config(augmentation="crop_flip")).numpy()
   original = resized(decoded(data), (72, 72))[4:68, 8:72][:, ::-1]
   np.testing.assert_allclose(got, original * 2 - 1, atol=1e-5)
 
@@ -647,12 +647,12 @@ def test_augmentation_randaugment_changes_images_keeps_shape_and_range(monkeypat
   monkeypatch.setattr(tf.image, "random_flip_left_right", lambda image: image)
   fixed_uniform(monkeypatch, [0.5, 0.5])
   config = model_config(augmentation="randaugment")
-  layers = prep.randaugment_layers(seed=3)
+  layers = preprocessing.randaugment_layers(seed=3)
   changed = []
   for seed in range(8):
     data = jpeg(smooth_image(80, 80, seed=seed))
-    crop_flip = prep.preprocess_train(data, model_config(augmentation="crop_flip")).numpy()
-    got = prep.preprocess_train(data, config, layers).numpy()
+    crop_flip = preprocessing.preprocess_train(data, model_config(augmentation="crop_flip")).numpy()
+    got = preprocessing.preprocess_train(data, config, layers).numpy()
     assert got.shape == (64, 64, 3) and got.dtype == np.float32
     assert got.min() >= -1 and got.max() <= 1
     changed.append(np.abs(got - crop_flip).mean())
@@ -666,7 +666,7 @@ def test_randaugment_is_deterministic_under_a_seed():
                        tf.float32)
 
   def augmented(seed):
-    layers = prep.randaugment_layers(seed)
+    layers = preprocessing.randaugment_layers(seed)
     ds = tf.data.Dataset.from_tensor_slices(images).map(layers)
     return np.stack(list(ds.as_numpy_iterator()))
 
@@ -678,7 +678,7 @@ def test_randaugment_is_deterministic_under_a_seed():
 
 def test_unknown_augmentation_is_an_error_naming_it():
   with pytest.raises(ValueError, match="augmentation='mixup'"):
-    prep.preprocess_train(jpeg(smooth_image(40, 40)), model_config(augmentation="mixup"))
+    preprocessing.preprocess_train(jpeg(smooth_image(40, 40)), model_config(augmentation="mixup"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -715,7 +715,7 @@ def pipeline_config(path, **overrides):
 def test_eval_pipeline_one_pass_in_file_order(record_file):
   path, written = record_file
   config = pipeline_config(path)
-  batches = list(prep.build_dataset(config, "eval").as_numpy_iterator())
+  batches = list(preprocessing.build_dataset(config, "eval").as_numpy_iterator())
   assert [len(b[0]) for b in batches] == [3, 3, 1]  # the final partial batch is there
   images = np.concatenate([b[0] for b in batches])
   labels = np.concatenate([b[1] for b in batches])
@@ -731,7 +731,7 @@ def test_eval_pipeline_one_pass_in_file_order(record_file):
 def test_train_pipeline_whole_batches_repeated(record_file):
   path, _ = record_file
   config = pipeline_config(path)
-  ds = prep.build_dataset(config, "train", seed=1)
+  ds = preprocessing.build_dataset(config, "train", seed=1)
   images_spec, labels_spec = ds.element_spec
   assert images_spec.shape == [3, 32, 32, 3] and labels_spec.shape == [3, 4]
   batches = list(ds.take(5).as_numpy_iterator())  # 15 images: more than the 7 records
@@ -749,7 +749,7 @@ def test_pipeline_file_list(tmp_path, record_file):
   path, written = record_file
   second = write_records(tmp_path / "b.tfrecord", [[1, 1, 0, 0], [0, 0, 0, 0]])
   config = pipeline_config(path)
-  batches = list(prep.build_dataset(config, "eval", file_spec=f"{path},{tmp_path}/b.tfrecord")
+  batches = list(preprocessing.build_dataset(config, "eval", file_spec=f"{path},{tmp_path}/b.tfrecord")
                  .as_numpy_iterator())
   paths = sorted(p.decode() for b in batches for p in b[2])
   assert len(paths) == 9 and sorted(p for p, _, _ in written + second) == paths
@@ -759,7 +759,7 @@ def test_wrong_label_count_is_a_clear_error(tmp_path):
   path = tmp_path / "bad.tfrecord"
   write_records(path, [[1, 0, 1, 0], [1, 0, 1]], sizes=[(40, 40), (40, 40)])
   for mode in ["eval", "train"]:
-    ds = prep.build_dataset(pipeline_config(path, batch_size=1), mode)
+    ds = preprocessing.build_dataset(pipeline_config(path, batch_size=1), mode)
     with pytest.raises(tf.errors.InvalidArgumentError,
                        match=r"(?s)label_count=4.*images/1\.jpg.*3"):
       list(ds.take(4).as_numpy_iterator())
@@ -773,7 +773,7 @@ def test_first_run_restore(wide, tmp_path):
   # A name-based checkpoint as slim's Saver wrote resnet_v2_50.ckpt: tensor name = variable name,
   # plus the ImageNet logits (excluded) and global_step (no variable takes it).
   tensors = {v.name[:-2]: rng.uniform(-1, 1, v.shape).astype(np.float32)
-             for v in wide.backbone_variables}
+             for v in wide.backbone.variables}
   tensors["resnet_v2_50/logits/weights"] = rng.randn(1, 1, 2048, 3).astype(np.float32)
   tensors["global_step"] = np.array(1234, np.int64)
   prefix = str(tmp_path / "resnet_v2_50.ckpt")
@@ -782,7 +782,7 @@ def test_first_run_restore(wide, tmp_path):
   head_before = snapshot(wide.head[0].variables + wide.head[1].variables + wide.head[2].variables)
   result = wide.restore_backbone(prefix)
   assert result.unrestored == [] and result.unused == ["global_step", "resnet_v2_50/logits/weights"]
-  for v in wide.backbone_variables:
+  for v in wide.backbone.variables:
     np.testing.assert_array_equal(v.numpy(), tensors[v.name[:-2]], err_msg=v.name)
   assert len(head_before) == 6
   for v in wide.variables:

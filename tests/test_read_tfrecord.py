@@ -10,9 +10,9 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-import errors
+from multilabel import errors
+from multilabel.data import records
 import read_tfrecord
-import records
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -16,11 +16,11 @@ import pytest
 import tensorflow as tf
 
 import configs
-import errors
 import multi_label_classification_model as mlc
-import run_utils
+from multilabel import config_files, errors
+from multilabel.training import optimizers, train_step
+import multi_label_classification_model as mlc
 import train
-import train_step
 from run_helpers import read_scalars, write_records
 from test_train import RestoreSpy, run_main, snapshot, train_args
 
@@ -52,12 +52,12 @@ def test_train_step_reports_the_head_units_a_numpy_count_finds_dead():
   assert want[mlc.HEAD_RELUS[0]] >= 3
 
   train_config = configs.TrainConfig(learning_rate=1e-9)
-  optimizer = run_utils.make_optimizer(train_config, model.trainable_variables)
+  optimizer = optimizers.make_optimizer(train_config, model.trainable_variables)
   step = train_step.make_train_step(model, optimizer, None, tf.distribute.get_strategy(), config,
                                train_config)
   _, activity = step(iter(tf.data.Dataset.from_tensors((images, labels)).repeat()))
   assert activity[mlc.HEAD_RELUS[0]].shape == (8,)
-  assert mlc.count_dead_units([activity]) == want
+  assert train_step.count_dead_units([activity]) == want
   watch = train_step.DeadUnitWatch(8)
   watch.add(activity)
   assert watch.read() == {"head/dead_units_1": want[mlc.HEAD_RELUS[0]],
@@ -110,7 +110,7 @@ def test_cosine_schedule_with_warmup_equals_the_formula(warmup):
   """lr(t) = lr * t / W during the warmup, then lr * (1 + cos(pi * (t - W) / (N - W))) / 2."""
   config = configs.TrainConfig(learning_rate=0.02, lr_schedule="cosine", warmup_steps=warmup,
                                number_of_steps=25)
-  schedule = run_utils.learning_rate_schedule(config)
+  schedule = optimizers.learning_rate_schedule(config)
   for t in range(0, 26):
     if t < warmup:
       want = 0.02 * t / warmup
@@ -122,11 +122,11 @@ def test_cosine_schedule_with_warmup_equals_the_formula(warmup):
 
 def test_schedule_errors_name_the_value():
   with pytest.raises(ValueError, match="warmup_steps=3: warmup comes with lr_schedule=cosine"):
-    run_utils.learning_rate_schedule(configs.TrainConfig(warmup_steps=3))
+    optimizers.learning_rate_schedule(configs.TrainConfig(warmup_steps=3))
   with pytest.raises(ValueError, match="lr_schedule='linear'"):
-    run_utils.learning_rate_schedule(configs.TrainConfig(lr_schedule="linear"))
+    optimizers.learning_rate_schedule(configs.TrainConfig(lr_schedule="linear"))
   with pytest.raises(ValueError, match=r"warmup_steps=10: must be in \[0, number_of_steps=10\)"):
-    run_utils.learning_rate_schedule(configs.TrainConfig(lr_schedule="cosine", warmup_steps=10,
+    optimizers.learning_rate_schedule(configs.TrainConfig(lr_schedule="cosine", warmup_steps=10,
                                                          number_of_steps=10))
 
 
@@ -137,7 +137,7 @@ def test_adamw_decays_the_conv_weights_by_the_configs_factor_and_nothing_else():
   biases = tf.Variable(np.full([2], 3.0, np.float32))
   gamma = tf.Variable(np.full([3], 1.5, np.float32))
   config = configs.TrainConfig(optimizer="AdamW", learning_rate=0.1)
-  optimizer = run_utils.make_optimizer(config, [weights, biases, gamma], weight_decay=0.25,
+  optimizer = optimizers.make_optimizer(config, [weights, biases, gamma], weight_decay=0.25,
                                        decayed=[weights])
   optimizer.apply_gradients([(tf.zeros_like(v), v) for v in (weights, biases, gamma)])
   np.testing.assert_allclose(weights.numpy(), 2.0 * (1 - 0.1 * 0.25), rtol=1e-6)
@@ -152,7 +152,7 @@ def test_train_py_decays_only_the_models_conv_weights_with_adamw():
   model = mlc.MultiLabelClassificationModel(configs.ModelConfig(
       label_count=LABELS, target_height=32, target_width=32, train_base_network=True))
   variables = model.trainable_variables
-  optimizer = run_utils.make_optimizer(configs.TrainConfig(optimizer="AdamW", learning_rate=0.1),
+  optimizer = optimizers.make_optimizer(configs.TrainConfig(optimizer="AdamW", learning_rate=0.1),
                                        variables, weight_decay=0.5, decayed=model.conv_weights)
   before = snapshot(variables)
   optimizer.apply_gradients([(tf.zeros_like(v), v) for v in variables])
@@ -184,7 +184,7 @@ def test_deeper_backbones_have_slims_variables(reference_dir, depth):
       label_count=3, target_height=64, target_width=64, backbone=name))
   want = {n: s for n, s in slim if not n.startswith(f"{name}/logits/")}
   assert len(want) == len(slim) - 2
-  assert {v.name[:-2]: v.shape.as_list() for v in model.backbone_variables} == want
+  assert {v.name[:-2]: v.shape.as_list() for v in model.backbone.variables} == want
   assert len(head_variables(model)) == 6
   logits, end_points = model(tf.zeros([1, 64, 64, 3]))
   assert logits.shape == (1, 3) and f"{name}/block4" in end_points
@@ -200,10 +200,10 @@ def test_a_saved_backbone_choice_rebuilds_in_evaluate_and_inference(tmp_path):
   config = configs.ModelConfig(label_count=3, target_height=32, target_width=32,
                                backbone="resnet_v2_101")
   model = mlc.MultiLabelClassificationModel(config)
-  configs.save_configs(str(tmp_path / run_utils.CONFIG_FILE), model=config,
-                       train=configs.TrainConfig())
+  config_files.save_configs(str(tmp_path / config_files.TRAIN_CONFIG_FILE), config,
+                        configs.TrainConfig())
   tf.train.Checkpoint(model=model).write(str(tmp_path / "ckpt-1"))
-  rebuilt, rebuilt_config = run_utils.load_trained_model(str(tmp_path / "ckpt-1"))[:2]
+  rebuilt, rebuilt_config = mlc.load_trained_model(str(tmp_path / "ckpt-1"))[:2]
   assert rebuilt_config.backbone == "resnet_v2_101"
   assert [v.name for v in rebuilt.variables] == [v.name for v in model.variables]
   for a, b in zip(rebuilt.variables, model.variables):
@@ -228,7 +228,7 @@ def source_run(data, tmp_path_factory):
   # What the backbone must receive: the moving average of each trained variable, and the
   # moving batch-norm statistics as they are (they are not averaged).
   averaged = {v.name: s.numpy() for v, s in zip(ckpt.ema._variables, ckpt.ema.shadows)}
-  want = {v.name: averaged.get(v.name, v.numpy()) for v in model.backbone_variables}
+  want = {v.name: averaged.get(v.name, v.numpy()) for v in model.backbone.variables}
   return dict(train_dir=str(train_dir), want=want)
 
 
@@ -252,7 +252,7 @@ def test_transfer_trains_a_new_head_on_a_frozen_backbone_from_our_run(source_run
   assert "step 3 of a run with 4 labels" in log
   model = spy.checkpoint.model
   after_restore = dict(zip((v.name for v in model.variables), spy.model_after_restore))
-  for v in model.backbone_variables:
+  for v in model.backbone.variables:
     np.testing.assert_array_equal(after_restore[v.name], source_run["want"][v.name], v.name)
     np.testing.assert_array_equal(v.numpy(), source_run["want"][v.name], v.name)
   losses = [float(x) for x in re.findall(r"classification ([0-9.]+)", log)]
@@ -270,9 +270,9 @@ def test_transfer_takes_a_prefix_or_a_best_dir(source_run, tmp_path, form):
   model = mlc.MultiLabelClassificationModel(configs.ModelConfig(
       label_count=2, target_height=32, target_width=32, head_depth=5))
   head_before = snapshot(head_variables(model))
-  message = run_utils.restore_backbone(model, path)
+  message = mlc.restore_backbone(model, path)
   assert "restored the backbone (270 resnet_v2_50 variables" in message
-  for v in model.backbone_variables:
+  for v in model.backbone.variables:
     np.testing.assert_array_equal(v.numpy(), source_run["want"][v.name], v.name)
   for before, v in zip(head_before, head_variables(model)):
     np.testing.assert_array_equal(v.numpy(), before, v.name)
@@ -283,4 +283,4 @@ def test_transfer_across_backbones_is_an_error_naming_both(source_run):
       label_count=2, target_height=32, target_width=32, backbone="resnet_v2_101"))
   with pytest.raises(ValueError, match="is a resnet_v2_50 run; this model's backbone is "
                                        "resnet_v2_101"):
-    run_utils.restore_backbone(model, source_run["train_dir"])
+    mlc.restore_backbone(model, source_run["train_dir"])

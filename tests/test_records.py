@@ -8,8 +8,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-import errors
-import records
+from multilabel import errors
+from multilabel.data import records
 
 
 def _jpeg(seed, size=(6, 5)):

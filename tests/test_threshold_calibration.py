@@ -11,8 +11,7 @@ from sklearn import metrics as skm
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-import metrics  # noqa: E402
-import score_files  # noqa: E402
+from multilabel import calibration, metrics, textfiles
 
 
 def run_cli(*args):
@@ -21,7 +20,7 @@ def run_cli(*args):
 
 
 def clamp(scores_col):
-  """What an +inf ROC threshold becomes (metrics._finite_threshold's documented rule)."""
+  """What an +inf ROC threshold becomes (calibration._finite_threshold's documented rule)."""
   return max(1.0, np.nextafter(np.max(scores_col), np.inf))
 
 
@@ -56,24 +55,24 @@ SCORES_C = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2]
     (LABELS_C, SCORES_C, 0.6, 0.9, 0.6),
 ])
 def test_hand_computed_thresholds(labels, scores, roc, f1, youden):
-  assert metrics.roc_threshold(labels, scores) == roc
-  assert metrics.f1_threshold(labels, scores) == f1
-  assert metrics.youden_threshold(labels, scores) == youden
+  assert calibration.roc_threshold(labels, scores) == roc
+  assert calibration.f1_threshold(labels, scores) == f1
+  assert calibration.youden_threshold(labels, scores) == youden
 
 
 def test_infinite_roc_threshold_is_clamped_above_every_score():
   # Scores anti-correlated with the labels: (0, 0) at t=+inf is as near to (0, 1) as any point,
   # and first, so the original picks +inf ("predict nothing"); so does Youden (J = 0 there).
   labels = [0, 0, 1, 1]
-  assert metrics.roc_threshold(labels, [0.9, 0.8, 0.2, 0.1]) == 1.0
-  assert metrics.youden_threshold(labels, [0.9, 0.8, 0.2, 0.1]) == 1.0
+  assert calibration.roc_threshold(labels, [0.9, 0.8, 0.2, 0.1]) == 1.0
+  assert calibration.youden_threshold(labels, [0.9, 0.8, 0.2, 0.1]) == 1.0
   logits = np.array([3.0, 2.0, -1.0, -2.0])  # not probabilities: just above the highest score
-  threshold = metrics.roc_threshold(labels, logits)
+  threshold = calibration.roc_threshold(labels, logits)
   assert threshold == np.nextafter(3.0, np.inf)
   assert not np.any(logits >= threshold)
   # All scores equal: the only finite candidate is that score for F1.
-  assert metrics.roc_threshold([1, 0, 1], [0.3, 0.3, 0.3]) == 1.0
-  assert metrics.f1_threshold([1, 0, 1], [0.3, 0.3, 0.3]) == 0.3
+  assert calibration.roc_threshold([1, 0, 1], [0.3, 0.3, 0.3]) == 1.0
+  assert calibration.f1_threshold([1, 0, 1], [0.3, 0.3, 0.3]) == 0.3
 
 
 # ---------------------------------------------------------------------------------------------
@@ -111,7 +110,7 @@ def test_thresholds_equal_sklearn_reference(seed, method, reference):
     scores = np.round(scores, 1)  # ties
   if seed == 5:
     scores[:, 0] = 1 - scores[:, 0]  # a label whose scores mislead
-  thresholds, warns = metrics.calibrate_thresholds(labels, scores, method)
+  thresholds, warns = calibration.calibrate_thresholds(labels, scores, method)
   assert warns == []
   expected = [reference(labels[:, j], scores[:, j]) for j in range(labels.shape[1])]
   np.testing.assert_array_equal(thresholds, expected)
@@ -128,13 +127,13 @@ def test_each_label_is_calibrated_on_its_known_entries_only(method, reference):
   hidden[2:][rng.random((58, 4)) < 0.3] = -1
   hidden[2:, 3] = -1  # label 3: known only in rows 0 and 1
   scores[hidden == -1] = 0.99  # if an unknown entry were used, it would move the threshold
-  thresholds, warns = metrics.calibrate_thresholds(hidden, scores, method)
+  thresholds, warns = calibration.calibrate_thresholds(hidden, scores, method)
   assert warns == []
   expected = [reference(hidden[hidden[:, j] >= 0, j], scores[hidden[:, j] >= 0, j])
               for j in range(4)]
   np.testing.assert_array_equal(thresholds, expected)
   hidden[:, 3] = np.r_[0, [-1] * 59]  # one known entry, a negative: 0.5 and a warning
-  _, warns = metrics.calibrate_thresholds(hidden, scores, method)
+  _, warns = calibration.calibrate_thresholds(hidden, scores, method)
   assert len(warns) == 1 and "label 3 has no positives" in warns[0]
   assert "60 images, 1 of them with this label known" in warns[0]
 
@@ -143,7 +142,7 @@ def test_degenerate_labels_get_half_and_a_warning():
   labels = np.array([[0, 1, 1], [0, 1, 0], [0, 1, 1]])
   scores = np.array([[0.2, 0.9, 0.8], [0.1, 0.7, 0.3], [0.3, 0.6, 0.7]])
   for method in ("roc", "f1", "youden"):
-    thresholds, warns = metrics.calibrate_thresholds(labels, scores, method,
+    thresholds, warns = calibration.calibrate_thresholds(labels, scores, method,
                                                      label_names=["cat", "dog", "bird"])
     assert thresholds[0] == 0.5 and thresholds[1] == 0.5 and thresholds[2] != 0.5
     assert len(warns) == 2
@@ -153,7 +152,7 @@ def test_degenerate_labels_get_half_and_a_warning():
 
 def test_unknown_method_is_an_error():
   with pytest.raises(ValueError, match="'median'"):
-    metrics.calibrate_thresholds(np.array([[0], [1]]), np.array([[0.1], [0.9]]), "median")
+    calibration.calibrate_thresholds(np.array([[0], [1]]), np.array([[0.1], [0.9]]), "median")
 
 
 def test_applying_thresholds_gives_the_right_rows():
@@ -169,8 +168,8 @@ def test_applying_thresholds_gives_the_right_rows():
 # The script.
 
 def test_shape_mismatch_is_an_error(tmp_path):
-  score_files.save_labels(tmp_path / "labels.txt", np.ones((4, 3), int))
-  score_files.save_scores(tmp_path / "scores.txt", np.full((5, 3), 0.5))
+  textfiles.save_labels(tmp_path / "labels.txt", np.ones((4, 3), int))
+  textfiles.save_scores(tmp_path / "scores.txt", np.full((5, 3), 0.5))
   result = run_cli(f"--label_file={tmp_path / 'labels.txt'}",
                    f"--score_file={tmp_path / 'scores.txt'}")
   assert result.returncode != 0
@@ -189,10 +188,10 @@ def test_cli_end_to_end(tmp_path):
   test_scores = np.round(rng.random((9, 4)), 6)
   files = {name: str(tmp_path / f"{name}.txt") for name in
            ("labels", "scores", "test_labels", "test_scores", "thresholds", "predictions")}
-  score_files.save_labels(files["labels"], labels)
-  score_files.save_scores(files["scores"], scores)
-  score_files.save_labels(files["test_labels"], test_labels)
-  score_files.save_scores(files["test_scores"], test_scores)
+  textfiles.save_labels(files["labels"], labels)
+  textfiles.save_scores(files["scores"], scores)
+  textfiles.save_labels(files["test_labels"], test_labels)
+  textfiles.save_scores(files["test_scores"], test_scores)
 
   # The original's spelling (--flag value) for the first two.
   result = run_cli("--label_file", files["labels"], "--score_file", files["scores"], "--method=f1",
@@ -203,10 +202,10 @@ def test_cli_end_to_end(tmp_path):
   assert "label 3" in result.stderr and "no positives" in result.stderr
   assert "calibration set" in result.stdout and "test set" in result.stdout
 
-  expected, _ = metrics.calibrate_thresholds(labels, scores, "f1")
+  expected, _ = calibration.calibrate_thresholds(labels, scores, "f1")
   with open(files["thresholds"]) as f:
     assert f.readline().strip() == "# method=f1"
-  np.testing.assert_array_equal(score_files.load_thresholds(files["thresholds"]), expected)
+  np.testing.assert_array_equal(textfiles.load_thresholds(files["thresholds"]), expected)
   assert expected[3] == 0.5
 
   with open(files["predictions"]) as f:
@@ -235,15 +234,15 @@ def test_cli_reads_unknown_labels_and_calibrates_on_the_known_entries(tmp_path):
   labels[0], labels[1] = 0, 1
   labels[2:][rng.random((28, 3)) < 0.3] = -1
   scores = np.round(rng.random((30, 3)), 6)
-  score_files.save_labels(tmp_path / "labels.txt", labels)
-  score_files.save_scores(tmp_path / "scores.txt", scores)
+  textfiles.save_labels(tmp_path / "labels.txt", labels)
+  textfiles.save_scores(tmp_path / "scores.txt", scores)
   result = run_cli(f"--label_file={tmp_path / 'labels.txt'}",
                    f"--score_file={tmp_path / 'scores.txt'}",
                    f"--output_file={tmp_path / 'thresholds.txt'}")
   assert result.returncode == 0, result.stderr
   expected = [reference_roc(labels[labels[:, j] >= 0, j], scores[labels[:, j] >= 0, j])
               for j in range(3)]
-  np.testing.assert_array_equal(score_files.load_thresholds(tmp_path / "thresholds.txt"), expected)
+  np.testing.assert_array_equal(textfiles.load_thresholds(tmp_path / "thresholds.txt"), expected)
   rows = [line.split() for line in result.stdout.splitlines() if line.startswith("label_")]
   assert [int(row[1]) for row in rows] == (labels == 1).sum(axis=0).tolist()  # the 1s only
 
@@ -261,7 +260,7 @@ def calibration_files(tmp_path, test_rows=9):
             "test_scores": test_scores}
   files = {name: str(tmp_path / f"{name}.txt") for name in [*arrays, "thresholds", "predictions"]}
   for name, array in arrays.items():
-    save = score_files.save_labels if name.endswith("labels") else score_files.save_scores
+    save = textfiles.save_labels if name.endswith("labels") else textfiles.save_scores
     save(files[name], array)
   return files, labels, scores, test_labels, test_scores
 
@@ -272,7 +271,7 @@ def test_nan_rows_of_apply_to_are_marked_unreadable_counted_and_left_out(tmp_pat
   those of the readable rows (metrics.py on them, computed here)."""
   files, labels, scores, test_labels, test_scores = calibration_files(tmp_path)
   test_scores[[3, 6]] = np.nan
-  score_files.save_scores(files["test_scores"], test_scores)
+  textfiles.save_scores(files["test_scores"], test_scores)
   assert open(files["test_scores"]).read().splitlines()[3] == "nan nan nan nan"
   result = run_cli(f"--label_file={files['labels']}", f"--score_file={files['scores']}",
                    f"--apply_to={files['test_scores']}",
@@ -281,7 +280,7 @@ def test_nan_rows_of_apply_to_are_marked_unreadable_counted_and_left_out(tmp_pat
   assert result.returncode == 0, result.stderr
   assert (f"2 of 9 rows of {files['test_scores']} are NaN (images inference.py could not "
           "read): their predictions are -1 (unknown)") in result.stdout
-  thresholds, _ = metrics.calibrate_thresholds(labels, scores, "roc")
+  thresholds, _ = calibration.calibrate_thresholds(labels, scores, "roc")
   rows = open(files["predictions"]).read().splitlines()
   for i, row in enumerate(rows):
     want = ([-1] * 4 if i in (3, 6) else
@@ -300,7 +299,7 @@ def test_apply_labels_errors_are_found_before_anything_is_written(tmp_path, bad)
   if bad == "missing":
     os.remove(files["test_labels"])
   else:
-    score_files.save_labels(files["test_labels"], np.zeros((5, 4), int))  # 5 rows, 9 scores
+    textfiles.save_labels(files["test_labels"], np.zeros((5, 4), int))  # 5 rows, 9 scores
   result = run_cli(f"--label_file={files['labels']}", f"--score_file={files['scores']}",
                    f"--output_file={files['thresholds']}", f"--apply_to={files['test_scores']}",
                    f"--predictions_file={files['predictions']}",

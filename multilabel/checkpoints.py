@@ -1,5 +1,5 @@
-"""train.py's checkpoints on disk: saves that a full disk cannot wedge, the clean-up of what a
-killed or failed save left behind, and the evaluator's watch for new checkpoints.
+"""Checkpoints, all of them: building, saving (so that a full disk cannot wedge it), cleaning up
+what a killed or failed save left, the evaluator's watch for new ones, finding and restoring.
 
 TensorFlow writes checkpoint <prefix> in three steps: the tensors into <prefix>_temp/ (as
 part-...tempstate<n>, renamed when complete), merged into <prefix>.index and
@@ -18,7 +18,8 @@ import time
 
 import tensorflow as tf
 
-import fileio
+from multilabel import errors, files
+from multilabel.training.optimizers import ExponentialMovingAverage
 
 _STATE_TEMP = re.compile(r"^checkpoint\.tmp[0-9a-f]{32}$")  # file_io.atomic_write_string_to_file
 
@@ -26,13 +27,13 @@ _STATE_TEMP = re.compile(r"^checkpoint\.tmp[0-9a-f]{32}$")  # file_io.atomic_wri
 def leftovers(train_dir):
   """What killed or failed saves left in `train_dir`, sorted: TensorFlow's <prefix>_temp/
   folders and checkpoint.tmp<hex> files, and the temp files of our own writes
-  (fileio.stale_temp_files, e.g. config.json's)."""
+  (files.stale_temp_files, e.g. config.json's)."""
   if not os.path.isdir(train_dir):
     return []
   found = [p for p in glob.glob(os.path.join(glob.escape(train_dir), "*_temp"))
            if os.path.isdir(p)]
   found += [os.path.join(train_dir, n) for n in os.listdir(train_dir) if _STATE_TEMP.match(n)]
-  return sorted(found + fileio.stale_temp_files(train_dir))
+  return sorted(found + files.stale_temp_files(train_dir))
 
 
 def remove_leftovers(train_dir):
@@ -43,7 +44,7 @@ def remove_leftovers(train_dir):
     if os.path.isdir(path):
       shutil.rmtree(path)
     else:
-      fileio.discard(path)
+      files.discard(path)
   return removed
 
 
@@ -67,19 +68,19 @@ def save(manager, number):
   try:
     return manager.save(checkpoint_number=number)
   except (tf.errors.OpError, OSError) as e:
-    if not fileio.is_no_space(e):
+    if not files.is_no_space(e):
       raise
   directory = manager.directory
   prefix = os.path.join(directory, f"ckpt-{number}")  # CheckpointManager's default name
   latest = tf.train.latest_checkpoint(directory)
   if latest != prefix:  # never recorded as complete: its pieces are no checkpoint
     for path in glob.glob(glob.escape(prefix) + ".*"):
-      fileio.discard(path)
+      files.discard(path)
   remove_leftovers(directory)
   then = (f"; the last good checkpoint, {os.path.basename(latest)}, is intact: free some space "
           "and rerun to resume from it" if latest else
           "; there is no checkpoint yet: free some space and rerun")
-  raise fileio.no_space_error(directory, size(manager.checkpoint), "a checkpoint", then)
+  raise files.no_space_error(directory, size(manager.checkpoint), "a checkpoint", then)
 
 
 def number(prefix):
@@ -111,3 +112,58 @@ def new_checkpoints(directory, interval_secs, timeout_secs=0):
     if timeout_secs and time.time() - last_new >= timeout_secs:
       return
     time.sleep(interval_secs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Building, finding and restoring them.
+
+def make_checkpoint(model, optimizer=None, ema=None):
+  """The tf.train.Checkpoint train.py saves: model, optimiser, global step and EMA."""
+  objects = {"model": model}
+  if optimizer is not None:
+    objects["optimizer"] = optimizer
+    objects["global_step"] = optimizer.iterations  # a stable key for evaluate.py to read
+  if ema is not None:
+    objects["ema"] = ema
+  return tf.train.Checkpoint(**objects)
+
+
+def resolve_checkpoint(path):
+  """A train dir (its latest), an eval best/ dir, or a checkpoint prefix -> (prefix, train dir).
+
+  The train dir is where config.json lives: the directory itself, or the best/ copy (which holds
+  its own config.json), or the prefix's directory.
+  """
+  if os.path.isdir(path):
+    prefix = tf.train.latest_checkpoint(path)
+    if prefix is None:
+      raise errors.MissingFileError(f"{path}: no checkpoint in this directory")
+    return prefix, path
+  if tf.io.gfile.exists(path + ".index"):
+    return path, os.path.dirname(path)
+  raise errors.MissingFileError(f"{path}: neither a checkpoint directory nor a checkpoint prefix")
+
+
+def restore_model(model, prefix, use_ema):
+  """Restores the model's weights from a train.py checkpoint; the EMA weights if there are any
+  and `use_ema`. Returns the checkpoint's global step (or -1 if it has none)."""
+  reader = tf.train.load_checkpoint(prefix)
+  ema = (ExponentialMovingAverage(model.trainable_variables, 0.0)
+         if use_ema and has_ema(prefix) else None)
+  make_checkpoint(model, ema=ema).restore(prefix).expect_partial()
+  if ema is not None:
+    ema.copy_to_model()
+  key = "global_step/.ATTRIBUTES/VARIABLE_VALUE"
+  return int(reader.get_tensor(key)) if reader.has_tensor(key) else -1
+
+
+def has_ema(prefix):
+  """True if the checkpoint holds a moving average of the weights (TrainConfig.ema_decay)."""
+  return any(k.startswith("ema/") for k in
+             tf.train.load_checkpoint(prefix).get_variable_to_shape_map())
+
+
+def is_training_checkpoint(prefix):
+  """True for a train.py (object-graph) checkpoint, False for a name-based (slim / TF1) one."""
+  reader = tf.train.load_checkpoint(prefix)
+  return reader.has_tensor("_CHECKPOINTABLE_OBJECT_GRAPH")

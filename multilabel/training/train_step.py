@@ -1,5 +1,5 @@
 """The distributed train step, and what the loop reads from it: losses, the gradient norm, the
-head's ReLU activity (dead units) and the augmented inputs.
+head's ReLU activity and the dead-unit watch over it.
 
     step(iterator) -> ({"loss/classification", "loss/regularization", "gradient_norm"}: scalars,
                        {head ReLU scope: [D] > 0 where a unit was positive}: activity)
@@ -7,11 +7,11 @@ head's ReLU activity (dead units) and the augmented inputs.
 train.py runs it; benchmarks/throughput.py and benchmarks/gpu_check.py time it as it is.
 """
 
+import numpy as np
 import tensorflow as tf
 
-from multi_label_classification_model import (count_dead_units, count_known, head_activity,
-                                              total_loss)
-from run_utils import log
+from multilabel.runtime import log
+from multilabel.training.losses import count_known, total_loss
 
 
 def make_train_step(model, optimizer, ema, strategy, model_config, train_config,
@@ -37,7 +37,7 @@ def make_train_step(model, optimizer, ema, strategy, model_config, train_config,
           **loss_options)
       scaled = optimizer.scale_loss(loss) if loss_scale else loss
     grads = tape.gradient(scaled, variables)
-    return grads, classification, regularization, head_activity(end_points)
+    return grads, classification, regularization, model.head_activity(end_points)
 
   def replica_step(images, labels):
     known = count_known(labels)
@@ -83,15 +83,6 @@ def make_train_step(model, optimizer, ema, strategy, model_config, train_config,
   return step
 
 
-def summarize_images(iterator, strategy, step_no, model_config, count=3):
-  """A few augmented training inputs, as the network sees them (mapped back to [0, 1])."""
-  images, _ = next(iterator)
-  images = strategy.experimental_local_results(images)[0][:count]
-  tf.summary.image("augmented_inputs", (images + 1.0) / 2.0, step=step_no, max_outputs=count,
-                   description=f"the inputs as the network sees them: augmentation="
-                               f"{model_config.augmentation}")
-
-
 class DeadUnitWatch:
   """Counts the head's dead ReLUs over each logging window (units never positive on any of its
   batches), and warns once when more than half of a layer's units are dead."""
@@ -119,3 +110,9 @@ class DeadUnitWatch:
       log(f"warning: {dead[worst]} of {self.depth} units of {worst} were never positive over "
           f"the last steps: dead ReLUs, which get no gradient and never recover. {advice}")
     return counts
+
+
+def count_dead_units(activities):
+  """Units never positive over a window of steps: [steps of {scope: [D]}] -> {scope: count}."""
+  return {scope: int(np.sum(np.max(np.stack([a[scope] for a in activities]), axis=0) <= 0))
+          for scope in activities[0]}

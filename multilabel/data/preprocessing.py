@@ -9,8 +9,8 @@ create_tfrecord.py records for train.py and evaluate.py; inference.py and the Sa
 
 import tensorflow as tf
 
-import errors
-import records
+from multilabel import errors
+from multilabel.data import records
 
 AUGMENTATIONS = ("seed", "crop_flip", "flip", "none", "randaugment")
 
@@ -192,7 +192,7 @@ def input_files(file_spec, input_context=None):
 
 
 def build_dataset(config, mode, file_spec=None, input_context=None, seed=None, device=None,
-                  service=None):
+                  service=None, batch_size=None):
   """A tf.data pipeline over SequenceExample TFRecords.
 
   Args:
@@ -204,6 +204,7 @@ def build_dataset(config, mode, file_spec=None, input_context=None, seed=None, d
       there are at least as many files as pipelines, else its own records.
     seed: shuffle seed (None = nondeterministic).
     device: e.g. '/gpu:0': copy batches to that device ahead of the step, as the last stage.
+    batch_size: images per batch; default config.batch_size (evaluate.py passes its own).
     service: an input_service.Service: everything up to the batch (the files, shuffles, reads
       and the per-element map: parse, decode, augment) runs on its tf.data service workers, and
       the batch and the prefetch here. The service divides the records among the workers and
@@ -255,7 +256,7 @@ def build_dataset(config, mode, file_spec=None, input_context=None, seed=None, d
   if service:
     what = f"augmentation={config.augmentation}" if training else "the eval pipeline"
     ds = service.distribute(ds, what)
-  ds = ds.batch(config.batch_size, drop_remainder=training)
+  ds = ds.batch(batch_size or config.batch_size, drop_remainder=training)
   if device:
     return ds.apply(tf.data.experimental.prefetch_to_device(device))
   return ds.prefetch(tf.data.AUTOTUNE)

@@ -34,7 +34,7 @@ from typing import NamedTuple
 import grpc
 import tensorflow as tf
 
-import errors
+from multilabel import errors
 
 PROCESSING_MODE = "distributed_epoch"  # why: the module docstring
 # The dispatcher's RPCs (tensorflow/core/data/service/dispatcher.proto): both take an empty

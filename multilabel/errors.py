@@ -15,6 +15,7 @@ a traceback. Standard library only, so that every module can raise these.
 
 import errno
 import os
+import re
 import sys
 
 
@@ -58,7 +59,7 @@ def run(main, argv=None):
   A UserError prints its details, then `error: <message>`, to stderr, and exits with its status
   (no traceback); a closed stdout (`| head`) exits 1 quietly, as Python's documentation advises;
   anything else propagates. `argv` defaults to sys.argv[1:]. A full disk that no write caught
-  (fileio's writes name the folder and the space themselves) is still one line, exit status 1.
+  (files.py's writes name the folder and the space themselves) is still one line, exit status 1.
   """
   try:
     status = main(sys.argv[1:] if argv is None else list(argv))
@@ -81,3 +82,12 @@ def run(main, argv=None):
           file=sys.stderr)
     sys.exit(1)
   sys.exit(status)
+
+
+def tf_message(error):
+  """A TensorFlow error's own words (its first line), without its function, op and node tags:
+  what a message about an unreadable image or record quotes."""
+  tags = r"\{\{function_node [^}]*\}\}|\[\[\{\{node [^}]*\}\}\]\]|\[Op:[^\]]*\]( name: ?\S*)?"
+  text = re.sub(tags, "", str(getattr(error, "message", error)))
+  lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+  return lines[0] if lines else type(error).__name__

@@ -1,12 +1,15 @@
-"""Scoring the test-time views: the combination over views, the scorer inference.py runs, and
-the SavedModel that export_saved_model.py (and inference.py's --export_saved_model) writes.
+"""Scoring at test time: how a model is scored (TestTimeScoring, worked out once), the
+combination over views, the scorer inference.py runs, and the serving SavedModel that
+export_saved_model.py (and inference.py's --export_saved_model) writes.
 
+    TestTimeScoring  target, resize, views, aggregation, thresholds and label names of a run
     score_ten_crops  [B, V, h, w, 3] views -> [B, L] scores, mean or max over the V views
     make_scorer      score_ten_crops as a tf.function, compiled by XLA or not ("auto": timed)
     serving_module   encoded images [N] -> scores [N, L] (and labels [N, L]), for serving
     export           serving_module saved to a folder, atomically
 """
 
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -15,12 +18,50 @@ import time
 import numpy as np
 import tensorflow as tf
 
-import errors
-from preprocessing import VIEWS, preprocess_views
-from run_utils import log
+from multilabel import errors, textfiles
+from multilabel.data.preprocessing import VIEWS, preprocess_views, ten_crop_resize, test_views
+from multilabel.runtime import log
 
 SIGNATURE = "serving_default"
 NAMES_SIGNATURE = "label_names"
+
+
+@dataclasses.dataclass(frozen=True)
+class TestTimeScoring:
+  """How a trained model scores an image at test time, worked out once from the InferenceConfig
+  and the run's ModelConfig, for inference.py, export_saved_model.py and serving_module."""
+
+  target: tuple  # (height, width) the network takes
+  resize: tuple  # (height, width) the image is resized to before the 10 crops
+  views: str  # "ten" (the 10 crops) or "one" (the image resized to target)
+  aggregation: str  # "mean" or "max" over the views
+  thresholds: object  # one threshold (float), or [L] float64, one per label
+  label_names: list
+
+  @classmethod
+  def for_run(cls, config, model_config, run_dir):
+    """From an InferenceConfig, the run's ModelConfig and the folder of its config.json (whose
+    label names are used unless config.label_names_file names others). A bad thresholds or
+    names file fails here, before any image is scored."""
+    target = (model_config.target_height, model_config.target_width)
+    return cls(target=target,
+               resize=ten_crop_resize((config.resize_height, config.resize_width), target),
+               views=test_views(config.views, model_config.augmentation),
+               aggregation=config.aggregation,
+               thresholds=textfiles.prediction_thresholds(
+                   config.thresholds_file, config.threshold, model_config.label_count),
+               label_names=textfiles.load_label_names(
+                   config.label_names_file, model_config.label_count, run_dir=run_dir))
+
+  @property
+  def crops(self):
+    """Images the network sees per image: 10 or 1."""
+    return VIEWS[self.views]
+
+  def describe(self):
+    if self.views == "ten":
+      return f"{self.aggregation} of 10 crops of {self.target} after resize {self.resize}"
+    return f"one view: the image resized to {self.target}"
 
 
 def score_ten_crops(model, crops, aggregation):
@@ -80,21 +121,19 @@ def make_scorer(model, aggregation, xla="false"):
   return score
 
 
-def serving_module(model, resize, target, aggregation, thresholds=None, label_names=None,
-                   views="ten"):
+def serving_module(model, scoring):
   """A tf.Module holding `model` whose `serve(images)` is the serving signature (see above), and
-  with label_names, `label_names()` returning them (the label_names signature).
+  with label names, `label_names()` returning them (the label_names signature).
 
   Args:
     model: a MultiLabelClassificationModel with its trained weights.
-    resize, target: (height, width) of the resize and of the 10 crops (ten_crop_resize).
-    aggregation: 'mean' or 'max' over the views.
-    thresholds: None (no `labels` output), one threshold, or one per label.
-    label_names: None, or one name per label, kept in the graph as a constant.
-    views: "ten" (the 10 crops) or "one" (the plain resize to target), as
-      preprocessing.test_views resolves InferenceConfig.views.
+    scoring: a TestTimeScoring; thresholds None means no `labels` output, label_names None no
+      label_names signature.
   """
-  labels, (th, tw), crops = model.config.label_count, target, VIEWS[views]
+  labels, (th, tw), crops = model.config.label_count, scoring.target, scoring.crops
+  resize, target, aggregation, views = (scoring.resize, scoring.target, scoring.aggregation,
+                                        scoring.views)
+  thresholds, label_names = scoring.thresholds, scoring.label_names
   if label_names is not None and len(label_names) != labels:
     raise ValueError(f"got {len(label_names)} label names for {labels} labels")
   if thresholds is not None:
@@ -146,8 +185,7 @@ def check_export_dir(export_dir):
     raise ExportDirError(f"export_saved_model={export_dir!r} is a file, not a folder")
 
 
-def export(model, export_dir, resize, target, aggregation, thresholds=None, label_names=None,
-           views="ten"):
+def export(model, export_dir, scoring):
   """Writes the serving SavedModel to `export_dir`, atomically; returns export_dir.
 
   The SavedModel is written to a temporary folder beside export_dir and renamed into place, so a
@@ -156,9 +194,9 @@ def export(model, export_dir, resize, target, aggregation, thresholds=None, labe
   """
   check_export_dir(export_dir)
   export_dir = os.path.abspath(export_dir)
-  module = serving_module(model, resize, target, aggregation, thresholds, label_names, views)
+  module = serving_module(model, scoring)
   signatures = {SIGNATURE: module.serve}
-  if label_names is not None:
+  if scoring.label_names is not None:
     signatures[NAMES_SIGNATURE] = module.label_names
   parent, name = os.path.split(export_dir)
   os.makedirs(parent, exist_ok=True)

@@ -9,10 +9,9 @@ import time
 
 import numpy as np
 
-import errors
-import records
-import score_files
-from run_utils import log
+from multilabel import errors, textfiles
+from multilabel.data import records
+from multilabel.runtime import log
 
 
 def resolve_pos_weight(train_config, model_config):
@@ -62,13 +61,4 @@ def _read_pos_weight_file(path):
   is a setting, so its mistakes are ConfigErrors naming the file (and line)."""
   if not os.path.isfile(path):
     raise errors.ConfigError(f"--pos_weight={path!r}: neither '', 'auto' nor an existing file")
-  weights = []
-  for number, line in enumerate(score_files.read_lines(path), 1):
-    text = line.strip()
-    if text and not text.startswith("#"):
-      try:
-        weights.append(float(text))
-      except ValueError:
-        raise errors.ConfigError(f"{path}:{number}: expected one pos_weight per line, got "
-                                 f"{text!r}") from None
-  return weights
+  return list(textfiles.load_floats(path, "pos_weight", errors.ConfigError))

@@ -1,5 +1,5 @@
-"""evaluate.py's TensorBoard summaries of one evaluation: the scalars (eval/*, per-label AP),
-each label's precision-recall curve, and the per-label AP bar chart.
+"""TensorBoard summaries: evaluate.py's of one evaluation (the scalars eval/*, per-label AP, each
+label's precision-recall curve and the per-label AP bar chart), and train.py's augmented inputs.
 """
 
 import numpy as np
@@ -67,3 +67,12 @@ def write_summaries(writer, result, label_names, labels, scores):
     tf.summary.image("per_label_ap_chart", chart[None], description="Per-label AP, highest "
                      "first: " + ", ".join(f"{name} {ap:.3f}" for ap, name in ranked) + mean_ap)
   writer.flush()
+
+
+def summarize_images(iterator, strategy, step_no, model_config, count=3):
+  """A few augmented training inputs, as the network sees them (mapped back to [0, 1])."""
+  images, _ = next(iterator)
+  images = strategy.experimental_local_results(images)[0][:count]
+  tf.summary.image("augmented_inputs", (images + 1.0) / 2.0, step=step_no, max_outputs=count,
+                   description=f"the inputs as the network sees them: augmentation="
+                               f"{model_config.augmentation}")

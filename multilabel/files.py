@@ -1,11 +1,11 @@
-"""Output files that are never seen half-written, the image_list reader, and the progress line.
+"""Output files that are never seen half-written, and the one line of a full disk.
 
 Standard library only, so that every module can use it (configs.py and metrics.py load no
 TensorFlow). The one atomic write of the toolkit:
 
-    with fileio.atomic_write("scores.txt") as f:  # a temp file beside it, renamed when complete
+    with files.atomic_write("scores.txt") as f:  # a temp file beside it, renamed when complete
       f.write(...)
-    fileio.write_text("config.json", text)  # the same, for text already in memory
+    files.write_text("config.json", text)  # the same, for text already in memory
 
 A write that fails (an exception, Ctrl-C, a full disk) removes its temp file and leaves the file
 it replaces as it was. A full disk (ENOSPC, or a full quota) becomes one DataError naming the
@@ -15,9 +15,6 @@ user's evaluator on shared storage can read them.
 
 Temp names are hidden, .<name>.<pid>-<8 hex>.tmp, so that globs like `out-*` skip them;
 stale_temp_files finds those that a killed run (kill -9, a power cut) left behind.
-
-The original's image_list ("<name> <count>" per line) is read by one parser, text_lines and
-list_entry, wherever it is read: create_tfrecord.py, inference.py (image_names) and the demo.
 """
 
 import contextlib
@@ -29,7 +26,7 @@ import sys
 import time
 import uuid
 
-import errors
+from multilabel import errors
 
 NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 NO_SPACE_MESSAGES = ("No space left on device", "Disk quota exceeded")  # TensorFlow's wording
@@ -133,101 +130,3 @@ def stale_temp_files(folder, names=None):
     if names is None or (names(name) if callable(names) else name in names):
       found.append(path)
   return found
-
-
-# ---------------------------------------------------------------------------------------------
-# The original's image_list, read alike by create_tfrecord.py and inference.py.
-
-_COUNT = re.compile(r"[0-9]+")
-
-
-def text_lines(path, what):
-  """[(line number, text)] of the non-blank lines of a UTF-8 text file, each stripped.
-
-  CRLF line ends and a UTF-8 BOM (as Windows editors save) are tolerated; blank lines are skipped
-  but keep the numbering. A missing file is a MissingFileError, one that cannot be read or is not
-  UTF-8 a DataError naming it (and the line); `what` names the setting, e.g. imglist_file.
-  """
-  try:
-    with open(path, "rb") as f:
-      raw_lines = f.read().split(b"\n")
-  except FileNotFoundError:
-    raise errors.MissingFileError(f"{path}: no such file (--{what})") from None
-  except OSError as e:  # a directory, no permission
-    raise errors.DataError(f"{path}: cannot be read (--{what}: {e.strerror})") from None
-  lines = []
-  for number, raw in enumerate(raw_lines, start=1):
-    try:
-      text = raw.decode("utf-8-sig" if number == 1 else "utf-8").strip()
-    except UnicodeDecodeError as e:
-      raise errors.DataError(f"{path}:{number}: not UTF-8 text ({e.reason} at byte "
-                             f"{e.start})") from None
-    if text:
-      lines.append((number, text))
-  return lines
-
-
-def list_entry(text):
-  """An image_list line "<name> <count>" -> (name, count): the name may hold spaces, the count
-  is the last field. None if there is no count after a name."""
-  fields = text.rsplit(maxsplit=1)
-  if len(fields) != 2 or not _COUNT.fullmatch(fields[1]):
-    return None
-  return fields[0], int(fields[1])
-
-
-def image_names(path, what="image_list_file"):
-  """The image names of a list file, in order: an original-format image_list ("<name> <count>"
-  on every line) gives its names, spaces kept; any other file is a plain list of paths, one
-  whole line each (spaces kept too). So a plain list in which every name ends in " <digits>"
-  would be read as an image_list. Lines as text_lines reads them."""
-  lines = [text for _, text in text_lines(path, what)]
-  entries = [list_entry(text) for text in lines]
-  if lines and all(entries):
-    return [name for name, _ in entries]
-  return lines
-
-
-class Progress:
-  """Prints "what: done/total, rate/s, ETA" to stderr at most once per `every` seconds.
-
-  On a terminal it rewrites one line; otherwise (logs, CI) it prints every 10 s.
-  """
-
-  def __init__(self, total, what="images", every=1.0):
-    self.total, self.what, self.start = total, what, time.time()
-    self.tty = sys.stderr.isatty()
-    self.every = every if self.tty else max(every, 10.0)
-    self.last, self.printed = self.start, False  # the first line comes after `every` seconds
-
-  def update(self, done, force=False, fraction=None):
-    """`fraction` (0..1) overrides done/total for the ETA, e.g. bytes read / file size."""
-    now = time.time()
-    if not force and now - self.last < self.every:
-      return
-    self.last, self.printed = now, True
-    elapsed = max(now - self.start, 1e-9)
-    rate = done / elapsed
-    if fraction is None and self.total:
-      fraction = done / self.total
-    eta = f", ETA {_clock(elapsed * (1 - fraction) / fraction)}" if fraction else ""
-    of_total = f"/{self.total}" if self.total else ""
-    line = f"{self.what}: {done}{of_total}, {rate:.1f}/s{eta}, elapsed {_clock(elapsed)}"
-    sys.stderr.write(f"\r{line}\033[K" if self.tty else line + "\n")
-    sys.stderr.flush()
-
-  def clear(self):
-    """Erases the rewritten progress line, so the next message starts on a clean line."""
-    if self.tty and self.printed:
-      sys.stderr.write("\r\033[K")
-      sys.stderr.flush()
-
-  def finish(self, done):
-    self.update(done, force=True)
-    if self.tty:
-      sys.stderr.write("\n")
-
-
-def _clock(seconds):
-  seconds = int(seconds)
-  return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"

@@ -32,14 +32,12 @@ import re
 import numpy as np
 import tensorflow as tf
 
-import errors
-import fileio
+from multilabel import errors, files, runtime
+from multilabel.textfiles import LABEL_VALUES, UNKNOWN
 
 IMAGE_PATH_KEY = "image_path"
 IMAGE_DATA_KEY = "image_data"
 IMAGE_LABEL_KEY = "image_label"
-UNKNOWN = -1  # the label value of an entry nobody annotated
-LABEL_VALUES = (0, 1, UNKNOWN)
 
 
 def expand_file_spec(spec):
@@ -136,20 +134,12 @@ def read_serialized(files, batch_size=256):
         yield path, index, None, e
 
 
-def tf_message(error):
-  """A TensorFlow error's own words, without its function, op and node tags."""
-  tags = r"\{\{function_node [^}]*\}\}|\[\[\{\{node [^}]*\}\}\]\]|\[Op:[^\]]*\]( name: ?\S*)?"
-  text = re.sub(tags, "", str(getattr(error, "message", error)))
-  lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-  return lines[0] if lines else type(error).__name__
-
-
 def damage_text(error):
   """What a DataLossError says of a record: "cut off at byte 17776" or "corrupt at byte 14213
   (its checksum does not match)"; else TensorFlow's own words."""
   match = _DAMAGE.search(str(getattr(error, "message", error)))
   if not match:
-    return f"unreadable ({tf_message(error)})"
+    return f"unreadable ({errors.tf_message(error)})"
   what = "cut off" if match[1] == "truncated" else "corrupt"
   return f"{what} at byte {match[2]}" + (" (its checksum does not match)" if what == "corrupt"
                                          else "")
@@ -171,8 +161,12 @@ def damage_error(files, error, then=""):
   return errors.DataError(f"reading {', '.join(files)}: {damage_text(error)}; {REWRITE}{then}")
 
 
+SHARD_GLOB = "-" + "[0-9]" * 5 + "-of-" + "[0-9]" * 5  # what shard_paths appends, as a glob
+
+
 def shard_paths(output_file, num_shards):
-  """Output names: the file itself for one shard, else <output_file>-00000-of-0000N etc."""
+  """Output names: the file itself for one shard, else <output_file>-00000-of-0000N etc. (the
+  suffix SHARD_GLOB matches)."""
   if num_shards < 1:
     raise ValueError(f"num_shards must be >= 1, got {num_shards}")
   if num_shards == 1:
@@ -251,7 +245,7 @@ def count_labels(files, label_count, image_label_key=IMAGE_LABEL_KEY, batch_size
   """
   counts = np.zeros((3, label_count), np.int64)  # rows: 1s, 0s, -1s
   sequence_features = {image_label_key: tf.io.FixedLenSequenceFeature([1], tf.int64)}
-  progress, total = fileio.Progress(0, "records (labels only)"), 0
+  progress, total = runtime.Progress(0, "records (labels only)"), 0
   for path in files:
     seen = 0
     try:
@@ -279,29 +273,29 @@ def count_labels(files, label_count, image_label_key=IMAGE_LABEL_KEY, batch_size
 
 @contextlib.contextmanager
 def atomic_tfrecord_writer(path, options=None):
-  """tf.io.TFRecordWriter to a temporary file (fileio.temp_path), renamed to `path` when the block
-  completes; on failure the temp file is removed, and a full disk is fileio.no_space_error's line.
+  """tf.io.TFRecordWriter to a temporary file (files.temp_path), renamed to `path` when the block
+  completes; on failure the temp file is removed, and a full disk is files.no_space_error's line.
 
       with records.atomic_tfrecord_writer("train.tfrecord") as writer:
         writer.write(example.SerializeToString())
   """
   folder = os.path.dirname(os.path.abspath(path))
   os.makedirs(folder, exist_ok=True)
-  tmp = fileio.temp_path(path)
+  tmp = files.temp_path(path)
   writer = tf.io.TFRecordWriter(tmp, options)
   try:
     yield writer
     writer.close()
     os.replace(tmp, path)
   except (OSError, tf.errors.OpError) as e:
-    if not fileio.is_no_space(e):
+    if not files.is_no_space(e):
       raise
     with contextlib.suppress(OSError, tf.errors.OpError):
       writer.close()  # its buffer cannot be written either
-    fileio.discard(tmp)
-    raise fileio.no_space_error(folder, None, os.path.basename(path),
+    files.discard(tmp)
+    raise files.no_space_error(folder, None, os.path.basename(path),
                                f"; {path} was not written") from None
   finally:
     with contextlib.suppress(OSError, tf.errors.OpError):
       writer.close()  # a second close is a no-op
-    fileio.discard(tmp)
+    files.discard(tmp)

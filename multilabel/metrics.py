@@ -29,7 +29,7 @@ average over all labels, like sklearn's average='macro'. Note CF1 is not the mac
 
 The toolkit's text files of scores, labels, label names and thresholds are score_files.py's;
 this file is numbers only. It stays one file (~380 lines) because its three parts, ranking,
-counting and the per-label thresholds, share the ranked counts (_ranked_counts) and the one
+counting and the per-label thresholds, share the ranked counts (ranked_counts) and the one
 check of a labels/scores pair, and each part's definitions are what its tests hold it to.
 """
 
@@ -37,16 +37,16 @@ import math
 
 import numpy as np
 
-import errors
+from multilabel import errors
+from multilabel.textfiles import LABEL_VALUES
 
-LABEL_VALUES = (0.0, 1.0, -1.0)  # -1 = unknown (records.UNKNOWN; this module needs no TensorFlow)
 PRF_NAMES = ("CP", "CR", "CF1", "OP", "OR", "OF1")  # the counting metrics, in table order
 
 
 # ---------------------------------------------------------------------------------------------
 # Ranking: average precision and the ROC curve.
 
-def _ranked_counts(labels_col, scores_col):
+def ranked_counts(labels_col, scores_col):
   """Cumulative counts at each distinct score, highest score first.
 
   Args:
@@ -83,7 +83,7 @@ def average_precision(labels_col, scores_col):
   interpolation), over the known (not -1) entries. A label without (known) positives has no
   defined AP; this returns NaN (sklearn warns and returns 0), so callers can exclude it.
   """
-  tps, fps, _ = _ranked_counts(labels_col, scores_col)
+  tps, fps, _ = ranked_counts(labels_col, scores_col)
   num_positives = tps[-1] if tps.size else 0.0
   if num_positives == 0:
     return float("nan")
@@ -103,7 +103,7 @@ def mean_average_precision(labels, scores):
     per_label_ap: [num_labels] float64, NaN for labels without positives (or no known entry).
     excluded: list of the label indices without positives.
   """
-  labels, scores = _check_pair(labels, scores)
+  labels, scores = check_pair(labels, scores)
   per_label_ap = np.array([average_precision(labels[:, j], scores[:, j])
                            for j in range(labels.shape[1])])
   excluded = [int(j) for j in np.nonzero(np.isnan(per_label_ap))[0]]
@@ -123,7 +123,7 @@ def roc_curve(labels_col, scores_col):
       label has no negatives (fpr) or no positives (tpr), where sklearn also warns.
     thresholds: [num_points] descending; thresholds[0] = +inf (the point (0, 0)), as sklearn >= 1.3.
   """
-  tps, fps, thresholds = _ranked_counts(labels_col, scores_col)
+  tps, fps, thresholds = ranked_counts(labels_col, scores_col)
   if fps.size > 2:
     # Keep the ends and every corner: a point whose second difference is 0 in both fps and tps
     # lies on the segment between its neighbours and is dropped.
@@ -162,7 +162,7 @@ def multilabel_prf(labels, predictions):
     per_label_precision, per_label_recall, per_label_f1 (F1 = 2 TP / (2 TP + FP + FN), 0 when
     the label is neither present nor predicted).
   """
-  labels, predictions = _check_pair(labels, predictions, second_name="predictions")
+  labels, predictions = check_pair(labels, predictions, second_name="predictions")
   pred = predictions > 0
   truth = labels > 0
   negative = labels == 0  # not ~truth: a predicted unknown (-1) entry is no false positive
@@ -226,7 +226,7 @@ def evaluate_scores(labels, scores, threshold=0.5, top_k=3):
      entries are then not counted)}, and "unknown_entries" when some labels are -1 (absent
      otherwise, so a 0/1 result is exactly what it was before -1 existed).
   """
-  labels, scores = _check_pair(labels, scores)
+  labels, scores = check_pair(labels, scores)
   mean_ap, per_label_ap, excluded = mean_average_precision(labels, scores)
   result = {"num_images": int(labels.shape[0]),
             "mAP": None if math.isnan(mean_ap) else mean_ap,
@@ -275,95 +275,7 @@ def format_metrics_table(metrics, label_names=None):
   return "\n".join(lines)
 
 
-# ---------------------------------------------------------------------------------------------
-# Per-label thresholds (threshold_calibration.py). Every method predicts score >= threshold.
-
-def _finite_threshold(threshold, scores_col):
-  """Replaces roc_curve's +inf threshold ("predict nothing") by a finite one that keeps meaning
-  "predict nothing" on the calibration set: max(1.0, the next float above the highest score).
-
-  1.0 keeps sigmoid scores below it on new data too; going above the highest score covers scores
-  of exactly 1.0 (from '%.6f' rounding) and scores that are not probabilities.
-  """
-  if np.isfinite(threshold):
-    return float(threshold)
-  return float(max(1.0, np.nextafter(np.max(scores_col), np.inf)))
-
-
-def roc_threshold(labels_col, scores_col):
-  """The original's method: the ROC point nearest to (0, 1).
-
-  Exactly what the TF1 script computed with sklearn: fpr, tpr, thr = roc_curve(y, s);
-  thr[argmin(sqrt(fpr**2 + (1 - tpr)**2))] (first index on ties; the sqrt is kept because it can
-  merge distances that differ only before rounding). An +inf result is made finite
-  (_finite_threshold). Needs positives and negatives.
-  """
-  fpr, tpr, thresholds = roc_curve(labels_col, scores_col)
-  index = np.argmin(np.sqrt(fpr ** 2 + (1 - tpr) ** 2))
-  return _finite_threshold(thresholds[index], scores_col)
-
-
-def youden_threshold(labels_col, scores_col):
-  """Youden's J: the ROC threshold maximising TPR - FPR (first index on ties, i.e. the highest
-  threshold; +inf made finite). Needs positives and negatives."""
-  fpr, tpr, thresholds = roc_curve(labels_col, scores_col)
-  index = np.argmax(tpr - fpr)
-  return _finite_threshold(thresholds[index], scores_col)
-
-
-def f1_threshold(labels_col, scores_col):
-  """The distinct score t maximising the label's F1 when predicting score >= t.
-
-  F1(t) = 2 TP / (TP + FP + num_positives); ties go to the highest such t. Needs positives.
-  """
-  tps, fps, thresholds = _ranked_counts(labels_col, scores_col)
-  f1 = 2.0 * tps / (tps + fps + tps[-1])
-  return float(thresholds[np.argmax(f1)])
-
-
-def calibrate_thresholds(labels, scores, method, label_names=None):
-  """One threshold per label chosen on a calibration set.
-
-  Args:
-    labels: [num_images, num_labels] 0/1; each label is calibrated on its known (not -1)
-      entries only.
-    scores: [num_images, num_labels].
-    method: "roc" (nearest (0, 1), the original) | "f1" | "youden".
-    label_names: optional names used in the warnings.
-  Returns:
-    thresholds: [num_labels] float64. A label with no (known) positives or negatives gets 0.5.
-    warnings: list of strings, one per such label, naming it.
-  """
-  if method == "roc":
-    choose = roc_threshold
-  elif method == "f1":
-    choose = f1_threshold
-  elif method == "youden":
-    choose = youden_threshold
-  else:
-    raise ValueError(f"unknown calibration method {method!r}; expected roc, f1 or youden")
-  labels, scores = _check_pair(labels, scores)
-  thresholds = np.full(labels.shape[1], 0.5)
-  warnings = []
-  for j in range(labels.shape[1]):
-    known = labels[:, j] >= 0
-    positives, count = int(labels[known, j].sum()), int(known.sum())
-    if positives == 0 or positives == count:
-      name = f" ({label_names[j]})" if label_names is not None else ""
-      kind = "no positives" if positives == 0 else "no negatives"
-      images = f"{labels.shape[0]} images" + (
-          f", {count} of them with this label known" if count < labels.shape[0] else "")
-      warnings.append(f"label {j}{name} has {kind} in the calibration set "
-                      f"({images}); using threshold 0.5")
-      continue
-    thresholds[j] = choose(labels[known, j], scores[known, j])
-  return thresholds, warnings
-
-
-# ---------------------------------------------------------------------------------------------
-# The one check of a (labels, scores) pair.
-
-def _check_pair(labels, second, second_name="scores"):
+def check_pair(labels, second, second_name="scores"):
   """Both as float64 [num_images, num_labels] of one shape; labels 0/1 or -1, no NaN/inf."""
   labels = np.asarray(labels, dtype=np.float64)
   second = np.asarray(second, dtype=np.float64)
