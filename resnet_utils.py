@@ -33,7 +33,6 @@ class LayerDefaults:
   batch_norm_epsilon: float = 1e-5  # added to the variance before the rsqrt
   batch_norm_scale: bool = True  # learn gamma (slim: scale=True)
   init_factor: float = 2.0  # He init: variance_scaling_initializer(2.0, "FAN_IN", uniform=False)
-  weight_decay: float = 1e-4  # L2 on conv weights; the loss applies it to `regularized_weights`
   pool_size: int = 3  # root max pool: 3x3 ...
   pool_stride: int = 2  # ... stride 2, SAME padding
 

@@ -38,7 +38,7 @@ import math
 import numpy as np
 
 from multilabel import errors
-from multilabel.textfiles import LABEL_VALUES
+from multilabel.textfiles import first_bad_label
 
 PRF_NAMES = ("CP", "CR", "CF1", "OP", "OR", "OF1")  # the counting metrics, in table order
 
@@ -282,9 +282,8 @@ def check_pair(labels, second, second_name="scores"):
   if labels.ndim != 2 or labels.shape != second.shape:
     raise errors.DataError(f"labels shape {labels.shape} and {second_name} shape {second.shape} "
                            f"must be equal and [num_images, num_labels]")
-  bad = ~np.isin(labels, LABEL_VALUES)
-  if bad.any():
-    i, j = np.argwhere(bad)[0]
+  if (bad := first_bad_label(labels)) is not None:
+    i, j = bad
     raise errors.DataError(f"labels must be 0/1 (or -1, unknown); found {labels[i, j]!r} at image "
                            f"{i}, label {j}")
   if not np.all(np.isfinite(second)):

@@ -142,13 +142,18 @@ def _is_float(text):
     return False
 
 
+def first_bad_label(labels):
+  """(row, column) of the first entry of a [N, L] array that is not 0, 1 or -1; None if none."""
+  bad = np.argwhere(~np.isin(labels, LABEL_VALUES))
+  return tuple(bad[0]) if len(bad) else None
+
+
 def load_labels(path):
   """An image_label file as int64 [num_images, num_labels]; a value other than 0/1/-1 (-1 =
   unknown) is an error."""
   matrix = load_matrix(path)
-  bad = ~np.isin(matrix, LABEL_VALUES)
-  if bad.any():
-    i, j = np.argwhere(bad)[0]
+  if (bad := first_bad_label(matrix)) is not None:
+    i, j = bad
     raise errors.DataError(f"{path}: labels must be 0 or 1; found {matrix[i, j]:g} in data row "
                            f"{i + 1}, column {j + 1} (-1, an unknown label, is allowed too)")
   return matrix.astype(np.int64)
