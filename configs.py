@@ -237,7 +237,15 @@ class InferenceConfig(Config, section="inference"):
   threshold: float = setting(0.5, "the threshold without a thresholds_file", between(0, 1))
   label_names_file: str = setting("", 'one name per line; "" = the train dir\'s config.json names')
   export_saved_model: str = setting("", "if set, also write a serving SavedModel to this folder")
+  format: str = setting("saved_model", "what the export writes (onnx, tflite: the forward pass on "
+                        "the views)", choices=("saved_model", "onnx", "tflite"))
+  quantize: str = setting("none", "tflite: dynamic = int8 weights", choices=("none", "dynamic"))
   strict: bool = setting(False, "true: exit 1 if any image is unreadable (after the outputs)")
+
+
+  def check(self, *others):
+    if self.quantize != "none" and self.format != "tflite":
+      raise ConfigError(f"--quantize={self.quantize} is for --format=tflite")
 
 
 @dataclass

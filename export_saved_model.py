@@ -17,13 +17,22 @@ columns (the train dir's, as inference.py uses them, unless --label_names_file n
     python export_saved_model.py --checkpoint_path=runs/coco --thresholds_file=thresholds.txt \\
         --export_saved_model=export/coco
     saved_model_cli show --dir export/coco --signature_def serving_default
+
+--format=onnx or --format=tflite (with --quantize=dynamic for int8 weights) writes instead the
+network's forward pass on the views: float32 [N, H, W, 3] in [-1, 1] in, sigmoid scores [N, L]
+out, with the label names, thresholds and how to make the views in the file's metadata
+(multilabel/exports.py); --export_saved_model names the file, or a folder for model.onnx or
+model.tflite. These need requirements-export.txt.
+
+    python export_saved_model.py --checkpoint_path=runs/coco/eval/best --format=onnx \
+        --export_saved_model=export/coco.onnx
 """
 
 import os
 
 import configs
 from multi_label_classification_model import load_trained_model
-from multilabel import arguments, errors, serving
+from multilabel import arguments, errors, exports, serving
 from multilabel.runtime import log, select_devices
 
 
@@ -32,16 +41,22 @@ def main(argv):
   arguments.parse_overrides(argv, config, usage=__doc__)
   if not config.export_saved_model:
     raise errors.ConfigError("set --export_saved_model to the folder the SavedModel goes to")
-  serving.check_export_dir(config.export_saved_model)
+  exports.check_target(config.export_saved_model, config.format)
   select_devices(config.gpu_id)
 
   model, model_config, prefix, step = load_trained_model(config.checkpoint_path)
   log(f"restored {prefix} (step {step})")
   scoring = serving.TestTimeScoring.for_run(config, model_config, os.path.dirname(prefix))
-  serving.export(model, config.export_saved_model, scoring)
-  log(f"wrote a SavedModel to {config.export_saved_model}: {serving.SIGNATURE}(images: "
-      f"tf.string [N]) -> scores [N, {model_config.label_count}] ({scoring.describe()}), "
-      f"labels [N, {model_config.label_count}]")
+  written = exports.export(model, config.export_saved_model, scoring, config.format,
+                           config.quantize)
+  labels = model_config.label_count
+  if config.format == "saved_model":
+    log(f"wrote a SavedModel to {written}: {serving.SIGNATURE}(images: tf.string [N]) -> "
+        f"scores [N, {labels}] ({scoring.describe()}), labels [N, {labels}]")
+  else:
+    log(f"wrote {written}: images float32 [N, {scoring.target[0]}, {scoring.target[1]}, 3] -> "
+        f"scores [N, {labels}], per view ({scoring.describe()}); names, thresholds and views "
+        f"in its '{exports.INFO_KEY}' metadata")
   return 0
 
 

@@ -28,7 +28,8 @@ import tensorflow as tf
 
 import configs
 from multi_label_classification_model import load_trained_model
-from multilabel import arguments, config_files, errors, files, metrics, serving, textfiles
+from multilabel import (arguments, config_files, errors, exports, files, metrics, serving,
+                        textfiles)
 from multilabel.data.preprocessing import preprocess_views
 from multilabel.runtime import Progress, log, select_devices
 
@@ -113,7 +114,7 @@ def main(argv):
   arguments.parse_overrides(argv, config, usage=__doc__)
   paths = get_test_image_list(config)
   if config.export_saved_model:
-    serving.check_export_dir(config.export_saved_model)
+    exports.check_target(config.export_saved_model, config.format)
   select_devices(config.gpu_id)
 
   model, model_config, prefix, step = load_trained_model(config.checkpoint_path)
@@ -142,8 +143,9 @@ def main(argv):
   write_predictions_csv(csv_path, paths, scores, set(failed.tolist()), scoring.thresholds,
                         scoring.label_names)
   if config.export_saved_model:
-    serving.export(model, config.export_saved_model, scoring)
-    log(f"wrote a SavedModel to {config.export_saved_model}")
+    written = exports.export(model, config.export_saved_model, scoring, config.format,
+                             config.quantize)
+    log(f"wrote {config.format} {written}")
   # Last, so that it describes outputs that are all there.
   config_path = os.path.join(config.inference_dir, config_files.INFERENCE_CONFIG_FILE)
   config_files.save_configs(config_path, config, model_config, label_names=scoring.label_names,
