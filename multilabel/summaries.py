@@ -1,9 +1,11 @@
 """TensorBoard summaries: evaluate.py's of one evaluation (the scalars eval/*, per-label AP, each
-label's precision-recall curve and the per-label AP bar chart), and train.py's augmented inputs.
+label's precision-recall curve, the per-label AP bar chart and its mistakes as pictures),
+train.py's augmented inputs, and the run's settings for the HParams dashboard.
 """
 
 import numpy as np
 import tensorflow as tf
+from tensorboard.plugins.hparams import api as hparams_api
 from tensorboard.plugins.pr_curve import summary as pr_curve_summary
 
 # The per-label AP chart: bars of CHART_BAR px (1 px gaps) on a white ground, CHART_PLOT px tall
@@ -76,3 +78,66 @@ def summarize_images(iterator, strategy, step_no, model_config, count=3):
   tf.summary.image("augmented_inputs", (images + 1.0) / 2.0, step=step_no, max_outputs=count,
                    description=f"the inputs as the network sees them: augmentation="
                                f"{model_config.augmentation}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The evaluator's mistakes: per label, the highest-scored negatives and lowest-scored positives.
+
+MISTAKE_SIDE = 128  # px: every mistake image is shown resized (and padded) into this square
+
+
+def mistake_indices(scores, labels, k):
+  """{label j: (false positives, false negatives)}: the indices of the k negatives with the
+  highest scores of label j, highest first, and of the k positives with the lowest, lowest
+  first (ties: the lower index first). Unknown (-1) entries are neither. [N, L] -> k-lists."""
+  found = {}
+  for j in range(labels.shape[1]):
+    negatives, positives = np.flatnonzero(labels[:, j] == 0), np.flatnonzero(labels[:, j] == 1)
+    found[j] = (negatives[np.argsort(-scores[negatives, j], kind="stable")[:k]],
+                positives[np.argsort(scores[positives, j], kind="stable")[:k]])
+  return found
+
+
+def write_mistakes(writer, step, label_names, found, scores, paths, images):
+  """Per label, mistakes/<name>/false_positives and .../false_negatives: the images of
+  mistake_indices' `found`, each with its path and score in the description. images: {index:
+  encoded image bytes} of those indices; paths: [N] the eval images' paths."""
+  with writer.as_default(step=step):
+    for j, name in enumerate(label_names):
+      for kind, indices in zip(("false_positives", "false_negatives"), found[j]):
+        if not len(indices):
+          continue
+        pictures = [tf.image.resize_with_pad(
+            tf.image.convert_image_dtype(tf.io.decode_image(images[i], channels=3,
+                                                            expand_animations=False),
+                                         tf.float32), MISTAKE_SIDE, MISTAKE_SIDE)
+                    for i in indices]
+        text = "; ".join(f"{paths[i]} {scores[i, j]:.4f}" for i in indices)
+        what = ("negatives with the highest scores" if kind == "false_positives"
+                else "positives with the lowest scores")
+        tf.summary.image(f"mistakes/{name}/{kind}", tf.stack(pictures), max_outputs=len(pictures),
+                         description=f"{name}: the {what}, in order: {text}")
+  writer.flush()
+
+
+# ---------------------------------------------------------------------------------------------
+# The run's settings, for TensorBoard's HParams dashboard: one row per train dir.
+
+HPARAMS = {"model": ("backbone", "augmentation", "head_depth", "batch_size", "target_height",
+                     "train_base_network", "precision"),
+           "train": ("loss", "optimizer", "lr_schedule", "learning_rate", "warmup_steps",
+                     "ema_decay", "unknown_label", "seed")}
+EVAL_METRICS = ("eval/mAP", "eval/CF1", "eval/OF1", "eval/loss")  # write_summaries' scalars
+
+
+def write_hparams(writer, run_name, model_config, train_config, eval_group="eval"):
+  """The recipe fields that matter, as an HParams session named `run_name`; its metrics are
+  evaluate.py's scalars in the `eval_group` folder below the train dir (its default eval_dir)."""
+  values = {name: getattr(model_config, name) for name in HPARAMS["model"]}
+  values.update({name: getattr(train_config, name) for name in HPARAMS["train"]})
+  with writer.as_default():
+    hparams_api.hparams_config(hparams=[hparams_api.HParam(name) for name in values],
+                               metrics=[hparams_api.Metric(tag, group=eval_group)
+                                        for tag in EVAL_METRICS])
+    hparams_api.hparams(values, trial_id=run_name)
+  writer.flush()
