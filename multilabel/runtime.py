@@ -28,7 +28,7 @@ def select_devices(gpu_id):
     raise errors.ConfigError(f"gpu_id={gpu_id!r}: expected GPU numbers such as 0 or 0,1; "
                              '"" = all, -1 = CPU only') from None
   missing = [i for i in wanted if i >= len(gpus)]
-  if missing:
+  if missing and gpus:  # no GPU at all is a CPU machine, not a mistake: the defaults say 0
     log(f"note: gpu_id={gpu_id!r} but only {len(gpus)} GPU(s) are visible; using what exists")
   chosen = [gpus[i] for i in wanted if i < len(gpus)]
   tf.config.set_visible_devices(chosen, "GPU")
