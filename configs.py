@@ -102,8 +102,8 @@ class ModelConfig(Config, section="model"):
   input_tfrecord_file: str = setting("", "TFRecords: a file, a comma list or a glob", required=True)
   target_height: int = setting(224, "network input height (pixels); a multiple of 32")
   target_width: int = setting(224, "network input width (pixels); a multiple of 32")
-  resize_height: int = setting(255, "train: resize before the random crop to target", at_least(1))
-  resize_width: int = setting(255, "train: resize before the random crop to target", at_least(1))
+  resize_height: int = setting(0, "train: resize before the crop; 0 = target * 255/224", at_least(0))
+  resize_width: int = setting(0, "train: resize before the crop; 0 = target * 255/224", at_least(0))
   use_regularizer: bool = setting(True, "L2 weight decay on the head (and a fine-tuned backbone)")
   weight_decay: float = setting(1e-4, "L2: loss += weight_decay * sum(w**2) / 2", at_least(0))
   batch_size: int = setting(32, "images per batch (per replica under tf.distribute)", at_least(1))
@@ -179,7 +179,7 @@ class TrainConfig(Config, section="train"):
     if model is not None:
       for side in ("height", "width"):  # flip and none don't crop
         resize, target = getattr(model, f"resize_{side}"), getattr(model, f"target_{side}")
-        if resize < target and model.augmentation not in ("flip", "none"):
+        if 0 < resize < target and model.augmentation not in ("flip", "none"):
           raise ConfigError(f"resize_{side}={resize} is smaller than target_{side}={target}: "
                             "the random crop needs resize >= target")
       if self.optimizer == "AdamW" and model.use_regularizer:

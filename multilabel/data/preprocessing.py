@@ -88,8 +88,8 @@ def preprocess_train(image_data, config, randaugment=None):
     image = tf.io.decode_image(image_data, channels=3, expand_animations=False)
     image = tf.image.resize(_to_unit_range(image), target)
   elif kind in ("seed", "crop_flip", "randaugment"):
-    window = train_crop_window(tf.io.extract_jpeg_shape(image_data),
-                               (config.resize_height, config.resize_width), target)
+    window = train_crop_window(tf.io.extract_jpeg_shape(image_data), train_resize(config),
+                               target)
     image = tf.io.decode_and_crop_jpeg(image_data, window, channels=3)
     image = tf.image.resize(_to_unit_range(image), target)
   else:
@@ -124,7 +124,21 @@ def ten_crops(image, target_hw):
 
 
 
-TEN_CROP_RESIZE_RATIO = 290 / 224  # the original resized to 290 before cutting 224 crops
+TRAIN_RESIZE_RATIO = 255 / 224  # the original resized to 255 before its random 224 crop
+TEN_CROP_RESIZE_RATIO = 290 / 224  # ... and to 290 before cutting its 10 test crops of 224
+
+
+def followed_resize(resize_hw, target_hw, ratio):
+  """(height, width): a side given as 0 follows the target by the original's `ratio`; a side
+  given explicitly wins."""
+  return tuple(side or round(target * ratio) for side, target in zip(resize_hw, target_hw))
+
+
+def train_resize(config):
+  """The resize before a training crop: ModelConfig.resize_height/width, 0 = 255/224 of the
+  target (255 at 224, the original's; 73 at 64, so that a crop is most of the image)."""
+  return followed_resize((config.resize_height, config.resize_width),
+                         (config.target_height, config.target_width), TRAIN_RESIZE_RATIO)
 
 
 def ten_crop_resize(resize_hw, target_hw):
@@ -134,8 +148,7 @@ def ten_crop_resize(resize_hw, target_hw):
   target side, so 290 for a 224 model and 83 for a 64 one. A side given explicitly wins, but
   one smaller than the target's is a ConfigError: the crops would not fit.
   """
-  resize = tuple(side or round(target * TEN_CROP_RESIZE_RATIO)
-                 for side, target in zip(resize_hw, target_hw))
+  resize = followed_resize(resize_hw, target_hw, TEN_CROP_RESIZE_RATIO)
   if resize[0] < target_hw[0] or resize[1] < target_hw[1]:
     raise errors.ConfigError(
         f"resize_height/resize_width {tuple(resize_hw)} give a resize {resize} smaller than the "
