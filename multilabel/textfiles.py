@@ -49,18 +49,24 @@ def text_lines(path, what="", keep_blank=False):
   return lines
 
 
-def load_floats(path, what, error=errors.DataError):
-  """A file of one number per line ('#' comment and blank lines skipped) as float64 [n]: the
-  thresholds, pos_weight. A line that is not a number raises `error` naming the file and line."""
+def numbered_floats(path, what, error=errors.DataError):
+  """[(line number, value)] of a file of one number per line ('#' comment and blank lines
+  skipped): so that a check of the values can name the line. A line that is not a number raises
+  `error` naming the file and line."""
   values = []
   for number, text in text_lines(path):
     if text.startswith("#"):
       continue
     try:
-      values.append(float(text))
+      values.append((number, float(text)))
     except ValueError:
       raise error(f"{path}:{number}: expected one {what} per line, got {text!r}") from None
-  return np.array(values, dtype=np.float64)
+  return values
+
+
+def load_floats(path, what, error=errors.DataError):
+  """A file of one number per line (numbered_floats) as float64 [n]: the thresholds, pos_weight."""
+  return np.array([value for _, value in numbered_floats(path, what, error)], dtype=np.float64)
 
 
 _COUNT = re.compile(r"[0-9]+")
@@ -202,8 +208,17 @@ def prediction_thresholds(thresholds_file, threshold, label_count):
 
 
 def load_thresholds(path):
-  """A thresholds file (one per line, '#' comment lines skipped) as float64 [num_labels]."""
-  thresholds = load_floats(path, "threshold")
-  if not thresholds.size:
+  """A thresholds file (one per line, '#' comment lines skipped) as float64 [num_labels].
+
+  Each must be finite and in [0, 1], the range of the sigmoid scores it is compared with: nan,
+  inf or 1.5 would predict nothing, and -0.5 every label, without a word. Else a DataError naming
+  the file and line.
+  """
+  numbered = numbered_floats(path, "threshold")
+  if not numbered:
     raise errors.DataError(f"{path}: no thresholds")
-  return thresholds
+  for number, value in numbered:
+    if not 0.0 <= value <= 1.0:  # False for nan too
+      raise errors.DataError(f"{path}:{number}: threshold {value!r} is not a number in [0, 1] "
+                             "(a label is predicted when its score >= its threshold)")
+  return np.array([value for _, value in numbered], dtype=np.float64)
