@@ -2,12 +2,28 @@
 out of [0, 1], strict JSON, label names a CSV list or TensorBoard cannot carry, and score files
 that must give back exactly the metrics evaluate.py reported."""
 
+import json
+
 import numpy as np
 import pytest
+import tensorflow as tf
 
-from multilabel import calibration, errors, textfiles
+import configs
+import evaluate
+import inference_fixture as fx
+from multi_label_classification_model import MultiLabelClassificationModel
+from multilabel import calibration, checkpoints, config_files, errors, textfiles
+from multilabel.data.preprocessing import build_dataset
+from multilabel.training import optimizers
 import threshold_calibration
-from run_helpers import run_script_main
+from run_helpers import run_captured, run_script_main, write_records
+
+
+def strict_json_loads(text):
+  """json.loads that refuses NaN and Infinity, as strict JSON readers (jq, JavaScript) do."""
+  def refuse(constant):
+    raise ValueError(f"not strict JSON: {constant}")
+  return json.loads(text, parse_constant=refuse)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -70,3 +86,56 @@ def test_calibration_scores_outside_0_1_are_refused_in_one_line(tmp_path, capsys
                  "thresholds are for sigmoid scores, as evaluate.py writes them\n")
   assert not (tmp_path / "thresholds.txt").exists()
 
+
+# ---------------------------------------------------------------------------------------------
+# What evaluate.py writes: strict JSON, and score files that give back its metrics exactly.
+
+@pytest.fixture(scope="module")
+def saturated_run(tmp_path_factory):
+  """A train dir whose model is sure of itself (no training): ResNet-50 at 64x96 with 3 labels,
+  its head's last convolution set so that the logits are ~N(0, 30^2) on the 40 eval images: many
+  scores below 1e-6 (which '%.6f' wrote as 0.000000, ties) and many of exactly 1.0. Every label
+  has positives and negatives."""
+  root = tmp_path_factory.mktemp("saturated")
+  model_config = configs.ModelConfig(label_count=fx.LABELS, target_height=fx.TARGET[0],
+                                     target_width=fx.TARGET[1])
+  labels = np.random.default_rng(3).integers(0, 2, (40, fx.LABELS))
+  labels[0], labels[1] = 0, 1
+  eval_data = write_records(root / "eval.tfrecord", labels, seed=4)
+  tf.random.set_seed(0)
+  model = MultiLabelClassificationModel(model_config)
+  images = np.concatenate([batch for batch, _, _ in
+                           build_dataset(model_config, "eval", file_spec=eval_data)])
+  logits = model(images)[0].numpy()
+  mean, std = logits.mean(axis=0), logits.std(axis=0)
+  last = model.head[-1]  # logits = features * w + b, per output channel: 30 (logits - mean) / std
+  last.weights.assign(last.weights * (30.0 / std))
+  last.biases.assign((last.biases - mean) * (30.0 / std))
+  train_config = configs.TrainConfig()
+  train_dir = root / "train"
+  optimizer = optimizers.make_optimizer(train_config, model.trainable_variables)
+  optimizer.iterations.assign(10)
+  tf.train.CheckpointManager(checkpoints.make_checkpoint(model, optimizer), str(train_dir),
+                             max_to_keep=1).save(checkpoint_number=10)
+  config_files.save_configs(str(train_dir / config_files.TRAIN_CONFIG_FILE), model_config,
+                            train_config)
+  return dict(root=root, train_dir=str(train_dir), eval_data=eval_data, labels=labels)
+
+
+def run_evaluate(run, eval_dir, *flags):
+  """evaluate.py --run_once on the run's checkpoint: its metrics.jsonl record (read strictly)."""
+  status, log = run_captured(evaluate.main, [
+      f"--checkpoint_dir={run['train_dir']}", "--run_once=true", f"--eval_dir={eval_dir}",
+      "--batch_size=8", *flags])
+  assert status == 0, log
+  (line,) = (eval_dir / evaluate.METRICS_FILE).read_text().splitlines()
+  return strict_json_loads(line)
+
+
+@pytest.mark.slow
+def test_metrics_files_are_strict_json_when_nothing_is_known(saturated_run, tmp_path):
+  """Every label of every eval image unknown (-1): no loss can be computed. metrics.jsonl said
+  "loss": NaN, which strict JSON readers reject; it says null, and the log says n/a."""
+  unknown = write_records(tmp_path / "unknown.tfrecord", -np.ones((4, fx.LABELS), int), seed=5)
+  result = run_evaluate(saturated_run, tmp_path / "eval", f"--input_tfrecord_file={unknown}")
+  assert result["loss"] is None and result["mAP"] is None
