@@ -6,8 +6,10 @@ network trained on, the image resized to the target, exactly as evaluate.py scor
 
 Rebuilds the model from the checkpoint's saved config (and uses the EMA weights if training kept
 them), decodes images in parallel in tf.data, and writes:
-  <inference_dir>/<inference_file_name>  the original's score file: %.6f, a row per image
-  <inference_dir>/predictions.csv        path, status, every score, the predicted label names
+  <inference_dir>/<inference_file_name>  the original's score file, a row per image, each
+                                         score exact (textfiles.score_text)
+  <inference_dir>/predictions.csv        path, status, every score (exact too), the predicted
+                                         label names
   <inference_dir>/inference_config.json  this config, the model's, the label names, and what the
                                          run used: checkpoint and step, resize and crops,
                                          aggregation, thresholds (file and values)
@@ -105,7 +107,8 @@ def write_predictions_csv(path, paths, scores, failed, thresholds, label_names):
         writer.writerow([image, "unreadable"] + [""] * len(label_names) + [""])
         continue
       names = [n for n, p in zip(label_names, predictions[i]) if p]
-      writer.writerow([image, "ok"] + [f"{s:.6f}" for s in scores[i]] + [";".join(names)])
+      writer.writerow([image, "ok"] + [textfiles.score_text(s) for s in scores[i]]
+                      + [";".join(names)])
 
 
 def main(argv):

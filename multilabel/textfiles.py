@@ -1,8 +1,8 @@
 """The toolkit's text files: the one line reader, image_list files ("<name> <count>"), score
-files (np.savetxt '%.6f', one row per image), image_label files ("1 0 1 ..."; -1 = unknown),
-label names (one per line), and files of one number per line (thresholds, pos_weight). Every
-reader names the file, and the line where it can, in its error. Numpy only: metrics.py, which
-computes the numbers these files hold, loads no TensorFlow either.
+files (one row per image, each score exact: score_text), image_label files ("1 0 1 ..."; -1 =
+unknown), label names (one per line), and files of one number per line (thresholds,
+pos_weight). Every reader names the file, and the line where it can, in its error. Numpy only:
+metrics.py, which computes the numbers these files hold, loads no TensorFlow either.
 """
 
 import re
@@ -96,12 +96,25 @@ def image_names(path, what="image_list_file"):
 # ---------------------------------------------------------------------------------------------
 # Scores, labels, label names and thresholds.
 
+def score_text(value):
+  """A score as the shortest text that reads back as exactly the same float64 (Python's repr):
+  '0.25', '1.0000000116860974e-07', '1.0', 'nan'.
+
+  Exact, so that the metrics recomputed from a score file are the ones its writer reported: the
+  original's '%.6f' made every score within 5e-7 of 0 or 1 a tie (confident models have many),
+  and AP, the ROC thresholds and the calibration then differed from the evaluator's. A float32
+  score is written as its float64 value; any reader of '%.6f' files (np.loadtxt, float()) reads it.
+  """
+  return repr(float(value))
+
+
 def save_scores(path, scores):
-  """The original's score file: np.savetxt '%.6f', one row per image, space-separated."""
+  """The original's score file, each score exact (score_text): one row per image,
+  space-separated; an image that could not be read is a row of nan."""
   scores = np.asarray(scores, dtype=np.float64)
   if scores.ndim != 2:
     raise ValueError(f"{path}: scores must be [num_images, num_labels], got shape {scores.shape}")
-  files.write_text(path, "".join(" ".join(f"{v:.6f}" for v in row) + "\n" for row in scores))
+  files.write_text(path, "".join(" ".join(map(score_text, row)) + "\n" for row in scores))
 
 
 def save_labels(path, labels):

@@ -259,8 +259,8 @@ def test_score_file_round_trip(tmp_path):
   scores = np.random.default_rng(0).random((5, 3))
   path = tmp_path / "scores.txt"
   textfiles.save_scores(path, scores)
-  np.testing.assert_allclose(textfiles.load_matrix(path), scores, atol=5e-7)
-  assert path.read_text().splitlines()[0] == " ".join(f"{v:.6f}" for v in scores[0])
+  np.testing.assert_array_equal(textfiles.load_matrix(path), scores)  # exact, not to 5e-7
+  assert path.read_text().splitlines()[0] == " ".join(repr(float(v)) for v in scores[0])
   assert np.loadtxt(path).shape == (5, 3)  # the original's reader agrees
   assert os.listdir(tmp_path) == ["scores.txt"]  # no temp file left behind
 

@@ -7,12 +7,13 @@ import json
 import numpy as np
 import pytest
 import tensorflow as tf
+from sklearn.metrics import average_precision_score, roc_curve
 
 import configs
 import evaluate
 import inference_fixture as fx
 from multi_label_classification_model import MultiLabelClassificationModel
-from multilabel import calibration, checkpoints, config_files, errors, textfiles
+from multilabel import calibration, checkpoints, config_files, errors, metrics, textfiles
 from multilabel.data.preprocessing import build_dataset
 from multilabel.training import optimizers
 import threshold_calibration
@@ -130,6 +131,37 @@ def run_evaluate(run, eval_dir, *flags):
   assert status == 0, log
   (line,) = (eval_dir / evaluate.METRICS_FILE).read_text().splitlines()
   return strict_json_loads(line)
+
+
+@pytest.mark.slow
+def test_the_score_file_gives_back_the_reported_metrics_exactly(saturated_run, tmp_path,
+                                                               monkeypatch):
+  """sklearn on evaluate.py's own score and label files: the mAP, each label's AP and the ROC
+  curves' thresholds it reported, exactly (not approximately: '%.6f' made the scores below 5e-7
+  ties, and the AP moved). The oracle for the ROC thresholds is the very scores evaluate.py
+  ranked, taken on their way into metrics.evaluate_scores."""
+  ranked = []
+  evaluate_scores = metrics.evaluate_scores
+  def spy(labels, scores, **kwargs):
+    ranked.append(np.array(scores))
+    return evaluate_scores(labels, scores, **kwargs)
+  monkeypatch.setattr(metrics, "evaluate_scores", spy)
+  score_file, label_file = tmp_path / "scores.txt", tmp_path / "labels.txt"
+  reported = run_evaluate(saturated_run, tmp_path / "eval",
+                          f"--input_tfrecord_file={saturated_run['eval_data']}",
+                          f"--score_file={score_file}", f"--label_file={label_file}")
+  scores, labels = np.loadtxt(score_file), np.loadtxt(label_file, dtype=int)
+  np.testing.assert_array_equal(labels, saturated_run["labels"])
+  tiny = (scores > 0) & (scores < 1e-6)
+  assert len(np.unique(scores[tiny])) > 10 and (scores == 1.0).any()  # the case at issue
+  per_label_ap = [average_precision_score(labels[:, j], scores[:, j]) for j in range(fx.LABELS)]
+  assert reported["per_label_ap"] == per_label_ap
+  assert reported["mAP"] == np.mean(per_label_ap)
+  (in_memory,) = ranked
+  np.testing.assert_array_equal(scores, in_memory.astype(np.float64))
+  for j in range(fx.LABELS):
+    np.testing.assert_array_equal(roc_curve(labels[:, j], scores[:, j])[2],
+                                  roc_curve(labels[:, j], in_memory[:, j])[2])
 
 
 @pytest.mark.slow
