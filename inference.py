@@ -108,7 +108,7 @@ def write_predictions_csv(path, paths, scores, failed, thresholds, label_names):
         continue
       names = [n for n, p in zip(label_names, predictions[i]) if p]
       writer.writerow([image, "ok"] + [textfiles.score_text(s) for s in scores[i]]
-                      + [";".join(names)])
+                      + [textfiles.LABEL_SEPARATOR.join(names)])
 
 
 def main(argv):

@@ -17,14 +17,15 @@ UNKNOWN = -1
 LABEL_VALUES = (0, 1, UNKNOWN)
 
 
-def text_lines(path, what="", keep_blank=False):
+def text_lines(path, what="", keep_blank=False, strip=True):
   """[(line number, text)] of the lines of a UTF-8 text file, each stripped: the one reader of
   the toolkit's text inputs.
 
   CRLF line ends and a UTF-8 BOM (as Windows editors save) are tolerated; blank lines are skipped
-  (unless keep_blank) but keep the numbering. A missing file is a MissingFileError, one that
-  cannot be read or is not UTF-8 a DataError naming it (and the line); `what` names the setting,
-  e.g. imglist_file.
+  (unless keep_blank) but keep the numbering. strip=False keeps the spaces around the text (only
+  the CR of a CRLF goes), for a caller that must not change its input silently (label names).
+  A missing file is a MissingFileError, one that cannot be read or is not UTF-8 a DataError
+  naming it (and the line); `what` names the setting, e.g. imglist_file.
   """
   flag = f" (--{what})" if what else ""
   try:
@@ -38,11 +39,12 @@ def text_lines(path, what="", keep_blank=False):
   lines = []
   for number, raw in enumerate(raw_lines, start=1):
     try:
-      text = raw.decode("utf-8-sig" if number == 1 else "utf-8").strip()
+      text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
     except UnicodeDecodeError as e:
       raise errors.DataError(f"{path}:{number}: not UTF-8 text ({e.reason} at byte "
                              f"{e.start})") from None
-    if text or keep_blank:
+    text = text.strip() if strip else text.removesuffix("\r")
+    if text.strip() or keep_blank:
       lines.append((number, text))
   if keep_blank and lines and raw_lines[-1] == b"":  # the file's last newline ends no line
     lines.pop()
@@ -173,12 +175,18 @@ def load_labels(path):
   return matrix.astype(np.int64)
 
 
+# predictions.csv's predicted_labels column joins the names with this; a name holding it is
+# refused (check_label_names), so that the column splits back into exactly the names.
+LABEL_SEPARATOR = ";"
+
+
 def load_label_names(path, label_count, run_dir=""):
-  """Label names: one per line of `path` (surrounding spaces stripped); without a path, those a
-  run stored in `run_dir`'s config.json, eval_config.json or inference_config.json
+  """Label names: one per line of `path`, exactly as written; without a path, those a run stored
+  in `run_dir`'s config.json, eval_config.json or inference_config.json
   (config_files.saved_label_names); else label_0, label_1, ...
 
-  A blank name or a count other than `label_count` is a DataError naming the file.
+  A count other than `label_count`, or a name check_label_names refuses, is a DataError naming
+  the file (and the line).
   """
   if not path and run_dir:
     names, source = config_files.saved_label_names(run_dir)
@@ -186,18 +194,42 @@ def load_label_names(path, label_count, run_dir=""):
       if len(names) != label_count:
         raise errors.DataError(f"{source}: {len(names)} label names, but the model has "
                                f"{label_count} labels")
+      check_label_names(names, [f"{source}: label_names[{j}]" for j in range(len(names))])
       return list(names)
   if not path:
     return [f"label_{j}" for j in range(label_count)]
-  names = [text for _, text in text_lines(path, keep_blank=True)]
-  while names and not names[-1]:  # trailing newlines
-    names.pop()
-  if "" in names:
-    raise errors.DataError(f"{path}:{names.index('') + 1}: blank label name")
-  if len(names) != label_count:
-    raise errors.DataError(f"{path}: {len(names)} label names, but the model has {label_count} "
+  lines = text_lines(path, keep_blank=True, strip=False)
+  while lines and not lines[-1][1].strip():  # trailing newlines
+    lines.pop()
+  check_label_names([text for _, text in lines], [f"{path}:{number}" for number, _ in lines])
+  if len(lines) != label_count:
+    raise errors.DataError(f"{path}: {len(lines)} label names, but the model has {label_count} "
                            "labels")
-  return names
+  return [text for _, text in lines]
+
+
+def check_label_names(names, places):
+  """A DataError, naming its place (e.g. 'names.txt:3'), for the first name that cannot be used
+  as it is: a blank one; one with spaces around it (kept or stripped, either would surprise
+  someone: refused); one holding LABEL_SEPARATOR; one that repeats an earlier name (both places
+  named), whose TensorBoard tags and predictions.csv columns would be indistinguishable."""
+  first = {}
+  for name, place in zip(names, places):
+    if not isinstance(name, str):  # a hand-edited config.json
+      raise errors.DataError(f"{place}: label name {name!r} is not a string")
+    if not name.strip():
+      raise errors.DataError(f"{place}: blank label name")
+    if name != name.strip():
+      raise errors.DataError(f"{place}: label name {name!r} has spaces around it; remove them "
+                             "(names are used exactly as written)")
+    if LABEL_SEPARATOR in name:
+      raise errors.DataError(f"{place}: label name {name!r} holds {LABEL_SEPARATOR!r}, which "
+                             "separates the names in predictions.csv's predicted_labels")
+    if name in first:
+      raise errors.DataError(f"{place}: label name {name!r} repeats {first[name]}; each label "
+                             "needs its own name (its TensorBoard tags and predictions.csv "
+                             "column go by it)")
+    first[name] = place
 
 
 def save_thresholds(path, thresholds, method):

@@ -323,7 +323,7 @@ def test_thresholds_file_round_trip(tmp_path):
 def test_label_names(tmp_path):
   assert textfiles.load_label_names("", 3) == ["label_0", "label_1", "label_2"]
   path = tmp_path / "names.txt"
-  path.write_text("cat\n dog \n\n")
+  path.write_text("cat\ndog\n\n")  # spaces around a name are refused now: test_textfiles_inputs
   assert textfiles.load_label_names(path, 2) == ["cat", "dog"]
   with pytest.raises(ValueError, match="names.txt: 2 label names, but the model has 3"):
     textfiles.load_label_names(path, 3)

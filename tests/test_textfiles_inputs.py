@@ -171,3 +171,68 @@ def test_metrics_files_are_strict_json_when_nothing_is_known(saturated_run, tmp_
   unknown = write_records(tmp_path / "unknown.tfrecord", -np.ones((4, fx.LABELS), int), seed=5)
   result = run_evaluate(saturated_run, tmp_path / "eval", f"--input_tfrecord_file={unknown}")
   assert result["loss"] is None and result["mAP"] is None
+
+
+# ---------------------------------------------------------------------------------------------
+# Label names: used exactly as written, each its own, and none holding predictions.csv's ';'.
+
+def names_file(tmp_path, text):
+  path = tmp_path / "names.txt"
+  path.write_bytes(text.encode("utf-8"))
+  return str(path)
+
+
+def test_a_repeated_label_name_is_refused_naming_both_lines(tmp_path):
+  path = names_file(tmp_path, "cat\ndog\nbird\ndog\n")
+  with pytest.raises(errors.DataError) as caught:
+    textfiles.load_label_names(path, 4)
+  assert str(caught.value) == (f"{path}:4: label name 'dog' repeats {path}:2; each label needs "
+                               "its own name (its TensorBoard tags and predictions.csv column go "
+                               "by it)")
+
+
+def test_a_label_name_holding_the_list_separator_is_refused(tmp_path):
+  path = names_file(tmp_path, "cat\ncat;dog\n")
+  with pytest.raises(errors.DataError) as caught:
+    textfiles.load_label_names(path, 2)
+  assert str(caught.value) == (f"{path}:2: label name 'cat;dog' holds ';', which separates the "
+                               "names in predictions.csv's predicted_labels")
+
+
+@pytest.mark.parametrize("name", [" dog", "dog ", "\tdog", "dog\u00a0"])
+def test_spaces_around_a_label_name_are_refused_not_stripped(tmp_path, name):
+  path = names_file(tmp_path, f"cat\n{name}\n")
+  with pytest.raises(errors.DataError) as caught:
+    textfiles.load_label_names(path, 2)
+  assert str(caught.value) == (f"{path}:2: label name {name!r} has spaces around it; remove "
+                               "them (names are used exactly as written)")
+
+
+def test_label_names_are_kept_exactly_crlf_bom_and_inner_spaces_included(tmp_path):
+  path = names_file(tmp_path, "\ufefftraffic light\r\nhot dog, with mustard\r\n\"quoted\"\r\n\r\n")
+  assert textfiles.load_label_names(path, 3) == [
+      "traffic light", "hot dog, with mustard", '"quoted"']
+
+
+def test_repeated_names_saved_in_a_run_are_refused_too(tmp_path):
+  """A config.json written before names were checked (or by hand): the same rule, naming it."""
+  config = tmp_path / config_files.TRAIN_CONFIG_FILE
+  config.write_text(json.dumps({"label_names": ["cat", "dog", "cat"]}))
+  with pytest.raises(errors.DataError) as caught:
+    textfiles.load_label_names("", 3, run_dir=str(tmp_path))
+  assert str(caught.value) == (f"{config}: label_names[2]: label name 'cat' repeats {config}: "
+                               "label_names[0]; each label needs its own name (its TensorBoard "
+                               "tags and predictions.csv column go by it)")
+
+
+def test_evaluate_refuses_repeated_names_before_it_writes_anything(saturated_run, tmp_path,
+                                                                  capsys):
+  """Both columns would have shared the TensorBoard tags per_label_ap/dup and pr_curve/dup."""
+  path = names_file(tmp_path, "dup\nother\ndup\n")
+  status, _, err = run_script_main(capsys, evaluate.main, [
+      f"--checkpoint_dir={saturated_run['train_dir']}", "--run_once=true",
+      f"--eval_dir={tmp_path / 'eval'}", f"--input_tfrecord_file={saturated_run['eval_data']}",
+      f"--label_names_file={path}"])
+  assert status == 1 and err.count("\n") == 1
+  assert err.startswith(f"error: {path}:3: label name 'dup' repeats {path}:1;")
+  assert not (tmp_path / "eval").exists()

@@ -1,0 +1,68 @@
+"""inference.py on inputs at their edges (issue 20): bad thresholds, label names in
+predictions.csv. ResNet-50 v2 at 64x96 with random weights
+(inference_fixture.py); inference.main runs in-process, through errors.run as the script does."""
+
+import csv
+
+import numpy as np
+import pytest
+
+import inference
+import inference_fixture as fx
+from run_helpers import run_script_main
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  return fx.build(str(tmp_path_factory.mktemp("inference_inputs")))
+
+
+def run_inference(capsys, trained, *flags):
+  """inference.py on the fixture's ckpt-10 (one view, no XLA: the cheapest scoring):
+  (exit status, stdout, stderr)."""
+  return run_script_main(capsys, inference.main, [
+      "--gpu_id=-1", f"--checkpoint_path={trained.prefix_a}", "--views=one", "--xla=false",
+      *flags])
+
+
+def read_csv(path):
+  with open(path, newline="", encoding="utf-8") as f:
+    return list(csv.reader(f))
+
+
+# ---------------------------------------------------------------------------------------------
+# Thresholds: finite and in [0, 1], or one line naming the file:line, before any image is scored.
+
+@pytest.mark.parametrize("bad", ["nan", "-0.5"])
+def test_a_bad_threshold_is_one_line_naming_the_file_and_line(trained, tmp_path, capsys, bad):
+  thresholds = tmp_path / "thresholds.txt"
+  thresholds.write_text(f"# method=roc\n0.5\n{bad}\n0.5\n")
+  out_dir = tmp_path / "out"
+  status, _, err = run_inference(capsys, trained, f"--image_dir={trained.image_dir}",
+                                 f"--thresholds_file={thresholds}", f"--inference_dir={out_dir}")
+  assert status == 1
+  assert err == (f"error: {thresholds}:3: threshold {float(bad)!r} is not a number in [0, 1] "
+                 "(a label is predicted when its score >= its threshold)\n")
+  assert not out_dir.exists()  # nothing scored, nothing written
+
+
+# ---------------------------------------------------------------------------------------------
+# Label names: predicted_labels splits back into exactly the names.
+
+def test_predicted_labels_split_back_into_exactly_the_names(trained, tmp_path, capsys):
+  """Names with spaces, a comma and quotes: the CSV quotes the field, ';' joins the names (a
+  name holding ';' is refused: test_textfiles_inputs), so split(';') gives them back."""
+  names = ["traffic light", "hot dog, with mustard", 'say "cheese"']
+  names_file = tmp_path / "names.txt"
+  names_file.write_text("\n".join(names) + "\n")
+  out_dir = tmp_path / "out"
+  status, _, err = run_inference(capsys, trained, f"--image_dir={trained.image_dir}",
+                                 f"--label_names_file={names_file}", "--threshold=0",
+                                 f"--inference_dir={out_dir}")
+  assert status == 0, err
+  header, *rows = read_csv(out_dir / "predictions.csv")
+  assert header == ["image_path", "status"] + names + ["predicted_labels"]
+  ok = [row for row in rows if row[1] == "ok"]
+  assert len(ok) == len(fx.IMAGES)
+  for row in ok:  # threshold 0: every label is predicted
+    assert row[-1].split(";") == names
