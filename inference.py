@@ -70,7 +70,10 @@ def crops_dataset(paths, scoring, batch_size):
   def load(index, path):
     return index, preprocess_views(tf.io.read_file(path), scoring.views, scoring.resize,
                                    scoring.target)
-  ds = tf.data.Dataset.from_tensor_slices((tf.range(len(paths)), tf.constant(paths, tf.string)))
+  # The paths as the file system's bytes: a name that is not UTF-8 (os.listdir keeps its bytes
+  # as surrogate escapes) cannot become a tf.string from a str.
+  names = tf.constant([os.fsencode(path) for path in paths], tf.string)
+  ds = tf.data.Dataset.from_tensor_slices((tf.range(len(paths)), names))
   ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
   return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
@@ -90,19 +93,20 @@ def score_images(score, paths, scoring, batch_size):
 
 def failure_reason(path):
   try:
-    tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    tf.io.decode_image(tf.io.read_file(os.fsencode(path)), channels=3, expand_animations=False)
   except (tf.errors.OpError, ValueError) as e:
     return errors.tf_message(e)[:200]
   return "failed during cropping"
 
 
 def write_predictions_csv(path, paths, scores, failed, thresholds, label_names):
-  """One row per image: path, status, every score, the names of the labels above threshold."""
+  """One row per image: path (files.printable_name), status, every score, the names of the
+  labels above threshold."""
   predictions = metrics.threshold_predictions(np.nan_to_num(scores, nan=-1.0), thresholds)
   with files.atomic_write(path, newline="") as f:
     writer = csv.writer(f)
     writer.writerow(["image_path", "status"] + label_names + ["predicted_labels"])
-    for i, image in enumerate(paths):
+    for i, image in enumerate(map(files.printable_name, paths)):
       if i in failed:
         writer.writerow([image, "unreadable"] + [""] * len(label_names) + [""])
         continue
@@ -134,7 +138,7 @@ def main(argv):
   score = serving.make_scorer(model, config.aggregation, config.xla)
   scores, failed = score_images(score, paths, scoring, config.batch_size)
   for i in failed:
-    log(f"unreadable image {paths[i]}: {failure_reason(paths[i])}")
+    log(f"unreadable image {files.printable_name(paths[i])}: {failure_reason(paths[i])}")
   log(f"scored {len(paths) - len(failed)} images in {time.time() - start:.1f} s; "
       f"{len(failed)} unreadable" + (" (a NaN row each in the score file, status 'unreadable' "
                                      "in predictions.csv)" if len(failed) else ""))

@@ -1,8 +1,10 @@
-"""inference.py on inputs at their edges (issue 20): bad thresholds, label names in
-predictions.csv. ResNet-50 v2 at 64x96 with random weights
+"""inference.py on inputs at their edges (issue 20): bad thresholds, file names that are not
+UTF-8, label names in predictions.csv. ResNet-50 v2 at 64x96 with random weights
 (inference_fixture.py); inference.main runs in-process, through errors.run as the script does."""
 
 import csv
+import os
+import shutil
 
 import numpy as np
 import pytest
@@ -30,6 +32,13 @@ def read_csv(path):
     return list(csv.reader(f))
 
 
+def one_image_dir(trained, folder):
+  """A folder holding one readable image of the fixture, a.png."""
+  os.makedirs(folder)
+  shutil.copy(os.path.join(trained.image_dir, "a.png"), os.path.join(folder, "a.png"))
+  return folder
+
+
 # ---------------------------------------------------------------------------------------------
 # Thresholds: finite and in [0, 1], or one line naming the file:line, before any image is scored.
 
@@ -44,6 +53,47 @@ def test_a_bad_threshold_is_one_line_naming_the_file_and_line(trained, tmp_path,
   assert err == (f"error: {thresholds}:3: threshold {float(bad)!r} is not a number in [0, 1] "
                  "(a label is predicted when its score >= its threshold)\n")
   assert not out_dir.exists()  # nothing scored, nothing written
+
+
+# ---------------------------------------------------------------------------------------------
+# File names: any name the file system allows is scored, and shown printably.
+
+def test_a_file_name_that_is_not_utf8_is_scored_and_shown_with_escapes(trained, tmp_path,
+                                                                       capsys):
+  """b'\\xff.png' in --image_dir crashed inference.py (ValueError: Error converting unicode
+  string), with no outputs. It is scored like any image; the log and predictions.csv show its
+  name with \\xff escapes (print() and UTF-8 files refuse the raw byte)."""
+  image_dir = one_image_dir(trained, str(tmp_path / "images"))
+  with open(os.path.join(os.fsencode(image_dir), b"\xff\xfe photo.png"), "wb") as f:
+    with open(os.path.join(trained.image_dir, "a.png"), "rb") as source:
+      f.write(source.read())
+  out_dir = tmp_path / "out"
+  status, out, err = run_inference(capsys, trained, f"--image_dir={image_dir}",
+                                   f"--inference_dir={out_dir}")
+  assert status == 0, err
+  assert "scored 2 images" in out and "0 unreadable" in out
+  rows = read_csv(out_dir / "predictions.csv")[1:]
+  assert [(row[0], row[1]) for row in rows] == [
+      (os.path.join(image_dir, "a.png"), "ok"),
+      (os.path.join(image_dir, "\\xff\\xfe photo.png"), "ok")]
+  scores = np.loadtxt(out_dir / "scores.txt")
+  np.testing.assert_array_equal(scores[0], scores[1])  # the same image under both names
+
+
+def test_an_unreadable_file_whose_name_is_not_utf8_is_one_printable_line(trained, tmp_path,
+                                                                         capsys):
+  image_dir = one_image_dir(trained, str(tmp_path / "images"))
+  with open(os.path.join(os.fsencode(image_dir), b"cut\xe9.jpg"), "wb") as f:
+    f.write(b"\xff\xd8\xff\xe0 not the rest of a JPEG")
+  out_dir = tmp_path / "out"
+  status, out, err = run_inference(capsys, trained, f"--image_dir={image_dir}",
+                                   f"--inference_dir={out_dir}")
+  assert status == 0, err
+  bad = os.path.join(image_dir, "cut\\xe9.jpg")
+  assert f"unreadable image {bad}: " in out and "1 unreadable" in out
+  rows = read_csv(out_dir / "predictions.csv")[1:]
+  assert [(row[0], row[1]) for row in rows] == [(os.path.join(image_dir, "a.png"), "ok"),
+                                                (bad, "unreadable")]
 
 
 # ---------------------------------------------------------------------------------------------
