@@ -31,6 +31,7 @@ import tensorflow as tf
 import configs
 from multi_label_classification_model import load_trained_model
 from multilabel import arguments, config_files, errors, files, metrics, serving, textfiles
+from multilabel.data import image_decoding
 from multilabel.data.preprocessing import preprocess_views
 from multilabel.runtime import Progress, log, select_devices
 
@@ -64,28 +65,37 @@ def get_test_image_list(config):
   raise errors.ConfigError("set --image_list_file or --image_dir to the images to score")
 
 
-def crops_dataset(paths, scoring, batch_size):
-  """(index, [V, h, w, 3]) batches of each image's views (preprocess_views); images that fail
-  to decode are dropped (found by index)."""
+def too_large_images(paths):
+  """{index: why} of the images over create_tfrecord.py's pixel limit (image_decoding.too_large,
+  from each image's header: nothing is decoded). Found before TensorFlow sees them, since its
+  decoder takes any size: a 20000 x 20000 image cost 13 GB at its peak."""
+  return {i: why for i, path in enumerate(paths) if (why := image_decoding.too_large(path))}
+
+
+def crops_dataset(paths, indices, scoring, batch_size):
+  """(index, [V, h, w, 3]) batches of the views (preprocess_views) of the images `indices` of
+  `paths`; images that fail to decode are dropped (found by index)."""
   def load(index, path):
     return index, preprocess_views(tf.io.read_file(path), scoring.views, scoring.resize,
                                    scoring.target)
   # The paths as the file system's bytes: a name that is not UTF-8 (os.listdir keeps its bytes
   # as surrogate escapes) cannot become a tf.string from a str.
-  names = tf.constant([os.fsencode(path) for path in paths], tf.string)
-  ds = tf.data.Dataset.from_tensor_slices((tf.range(len(paths)), names))
+  names = tf.constant([os.fsencode(paths[i]) for i in indices], tf.string)
+  ds = tf.data.Dataset.from_tensor_slices((tf.constant(indices, tf.int32), names))
   ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
   return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def score_images(score, paths, scoring, batch_size):
-  """Scores every path; unreadable images get a row of NaN. Returns (scores [N, L], failed)."""
+def score_images(score, paths, scoring, batch_size, skip=()):
+  """Scores every path but those of the indices `skip` (not decoded at all); those and the
+  images that fail to decode get a row of NaN. Returns (scores [N, L], failed indices)."""
   scores = np.full((len(paths), len(scoring.label_names)), np.nan, np.float32)
   seen = np.zeros(len(paths), bool)
-  progress = Progress(len(paths), "images")
-  for indices, crops in crops_dataset(paths, scoring, batch_size):
-    scores[indices.numpy()] = score(crops).numpy()
-    seen[indices.numpy()] = True
+  indices = [i for i in range(len(paths)) if i not in skip]
+  progress = Progress(len(indices), "images")
+  for batch, crops in crops_dataset(paths, indices, scoring, batch_size):
+    scores[batch.numpy()] = score(crops).numpy()
+    seen[batch.numpy()] = True
     progress.update(int(seen.sum()))
   progress.finish(int(seen.sum()))
   return scores, np.flatnonzero(~seen)
@@ -136,12 +146,15 @@ def main(argv):
 
   start = time.time()
   score = serving.make_scorer(model, config.aggregation, config.xla)
-  scores, failed = score_images(score, paths, scoring, config.batch_size)
+  too_large = too_large_images(paths)
+  scores, failed = score_images(score, paths, scoring, config.batch_size, skip=too_large)
   for i in failed:
-    log(f"unreadable image {files.printable_name(paths[i])}: {failure_reason(paths[i])}")
+    why = f"too large ({too_large[i]})" if i in too_large else failure_reason(paths[i])
+    log(f"unreadable image {files.printable_name(paths[i])}: {why}")
   log(f"scored {len(paths) - len(failed)} images in {time.time() - start:.1f} s; "
-      f"{len(failed)} unreadable" + (" (a NaN row each in the score file, status 'unreadable' "
-                                     "in predictions.csv)" if len(failed) else ""))
+      f"{len(failed)} unreadable" + (f", {len(too_large)} of them too large" if too_large else "")
+      + (" (a NaN row each in the score file, status 'unreadable' in predictions.csv)"
+         if len(failed) else ""))
 
   score_path = os.path.join(config.inference_dir, config.inference_file_name)
   textfiles.save_scores(score_path, scores)

@@ -1,17 +1,25 @@
 """inference.py on inputs at their edges (issue 20): bad thresholds, file names that are not
-UTF-8, label names in predictions.csv. ResNet-50 v2 at 64x96 with random weights
-(inference_fixture.py); inference.main runs in-process, through errors.run as the script does."""
+UTF-8, label names in predictions.csv, decompression bombs. ResNet-50 v2 at 64x96 with random
+weights (inference_fixture.py); inference.main runs in-process, through errors.run as the script
+does, but for the bombs: a process of its own, whose memory is watched."""
 
 import csv
 import os
 import shutil
+import subprocess
+import sys
+import threading
+import time
 
 import numpy as np
 import pytest
 
+from image_bombs import BOMB_SIDE, jpeg_bomb, png_bomb
 import inference
 import inference_fixture as fx
 from run_helpers import run_script_main
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
@@ -116,3 +124,77 @@ def test_predicted_labels_split_back_into_exactly_the_names(trained, tmp_path, c
   assert len(ok) == len(fx.IMAGES)
   for row in ok:  # threshold 0: every label is predicted
     assert row[-1].split(";") == names
+
+
+# ---------------------------------------------------------------------------------------------
+# Decompression bombs: create_tfrecord.py's pixel limit, checked before TensorFlow decodes.
+
+MEMORY_LIMIT_GB = 3  # the bombs alone need more; the model and TensorFlow ~1 GB
+
+
+# Runs a script as __main__ and prints its peak resident memory (KB on Linux) as it ends.
+PEAK_MEMORY = """
+import resource, runpy, sys
+sys.argv = sys.argv[1:]
+try:
+  runpy.run_path(sys.argv[0], run_name="__main__")
+finally:
+  print(f"peak_rss_kb {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}", file=sys.stderr)
+"""
+
+
+def run_watching_memory(argv, limit_gb, timeout=300):
+  """`python *argv` in the repo, killed if its resident memory passes limit_gb (polled in /proc,
+  where there is one): so that the old behaviour fails this test without taking the machine's
+  memory. Returns (exit status, output, peak KB as the process saw it, killed)."""
+  proc = subprocess.Popen([sys.executable, "-c", PEAK_MEMORY, *argv], cwd=REPO, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+  killed = []
+
+  def watch():
+    status = f"/proc/{proc.pid}/status"
+    while proc.poll() is None and os.path.exists(status):
+      try:
+        with open(status) as f:
+          rss_kb = next((int(line.split()[1]) for line in f if line.startswith("VmRSS")), 0)
+      except OSError:  # it has just ended
+        return
+      if rss_kb > limit_gb * 2 ** 20:
+        killed.append(rss_kb)
+        proc.kill()
+      time.sleep(0.05)
+  watcher = threading.Thread(target=watch, daemon=True)
+  watcher.start()
+  try:
+    out, _ = proc.communicate(timeout=timeout)
+  finally:
+    proc.kill()
+    watcher.join()
+  peaks = [int(line.split()[1]) for line in out.splitlines() if line.startswith("peak_rss_kb ")]
+  return proc.returncode, out, peaks[-1] if peaks else None, bool(killed)
+
+
+@pytest.mark.slow
+def test_decompression_bombs_are_unreadable_rows_with_bounded_memory(trained, tmp_path):
+  """A 20000 x 20000 PNG (388 KB) and JPEG: create_tfrecord.py skips them as "too large";
+  inference.py decoded both, at 13.4 GB, and exited 0. Each is now an unreadable row, its log
+  line says too large, the summary counts it, and memory stays that of the model."""
+  image_dir = one_image_dir(trained, str(tmp_path / "images"))
+  png_bomb(os.path.join(image_dir, "bomb.png"))
+  jpeg_bomb(os.path.join(image_dir, "bomb.jpg"))
+  out_dir = tmp_path / "out"
+  status, out, peak_kb, killed = run_watching_memory(
+      ["inference.py", "--gpu_id=-1", f"--checkpoint_path={trained.prefix_a}", "--xla=false",
+       f"--image_dir={image_dir}", f"--inference_dir={out_dir}"], MEMORY_LIMIT_GB)
+  assert not killed, f"past {MEMORY_LIMIT_GB} GB of memory: the bombs were decoded\n{out}"
+  assert status == 0, out
+  for name in ("bomb.jpg", "bomb.png"):
+    assert (f"unreadable image {os.path.join(image_dir, name)}: too large (Image size "
+            f"({BOMB_SIDE ** 2} pixels) exceeds limit of ") in out
+  assert "scored 1 images" in out and "2 unreadable, 2 of them too large" in out
+  rows = read_csv(out_dir / "predictions.csv")[1:]
+  assert [(os.path.basename(row[0]), row[1]) for row in rows] == [
+      ("a.png", "ok"), ("bomb.jpg", "unreadable"), ("bomb.png", "unreadable")]
+  assert np.isnan(np.loadtxt(out_dir / "scores.txt")[1:]).all()
+  assert peak_kb is not None and peak_kb < MEMORY_LIMIT_GB * 2 ** 20, out
