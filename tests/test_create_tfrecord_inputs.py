@@ -1,6 +1,6 @@
-"""create_tfrecord.py on inputs at their edges (issue 20): decompression bombs, the one pixel
-limit it shares with inference.py. main() runs in this process, through errors.run as the
-script does."""
+"""create_tfrecord.py on inputs at their edges (issue 20): decompression bombs (the one pixel
+limit it shares with inference.py), and list entries outside image_dir. main() runs in this
+process, through errors.run as the script does."""
 
 import io
 import os
@@ -70,3 +70,38 @@ def test_create_tfrecord_skips_bombs_as_too_large(tmp_path, capsys):
   for name in ("bomb.png", "bomb.jpg"):
     assert f"skip {os.path.join(str(image_dir), name)}: too large (Image size (" in out
   assert "wrote 1 records" in out and "skipped: 2 (too large: 2)" in out
+
+
+# ---------------------------------------------------------------------------------------------
+# Entries outside image_dir: stored as listed, and counted in the summary.
+
+def test_entries_outside_image_dir_are_stored_and_counted(tmp_path, capsys):
+  """An absolute name, a ../ name, a symlink out of image_dir and a symlinked folder out of
+  it: each is stored (as the original did), and one summary line counts the four. A symlink
+  that stays inside image_dir and a name with .. that stays inside are not counted."""
+  image_dir, elsewhere = tmp_path / "images", tmp_path / "elsewhere"
+  (image_dir / "sub").mkdir(parents=True)
+  elsewhere.mkdir()
+  for path in (image_dir / "in.jpg", image_dir / "sub" / "deep.jpg", elsewhere / "out.jpg"):
+    jpeg(path)
+  (image_dir / "link_out.jpg").symlink_to(elsewhere / "out.jpg")
+  (image_dir / "folder_out").symlink_to(elsewhere)
+  (image_dir / "link_in.jpg").symlink_to(image_dir / "in.jpg")
+  names = ["in.jpg", str(elsewhere / "out.jpg"), "../elsewhere/out.jpg", "link_out.jpg",
+           "folder_out/out.jpg", "link_in.jpg", "sub/../sub/deep.jpg"]
+  list_file, label_file = write_list(tmp_path, names)
+  code, out, err = run(capsys, image_dir, list_file, label_file, tmp_path / "out.rec")
+  assert code == 0, err
+  assert "wrote 7 records" in out
+  assert (f"  outside image_dir: 4 entries (absolute, ../ or a symlink out of it; stored as "
+          f"listed, e.g. {elsewhere / 'out.jpg'})\n") in out
+
+
+def test_no_entry_outside_image_dir_is_said_too(tmp_path, capsys):
+  image_dir = tmp_path / "images"
+  image_dir.mkdir()
+  jpeg(image_dir / "a.jpg")
+  list_file, label_file = write_list(tmp_path, ["a.jpg"])
+  code, out, err = run(capsys, image_dir, list_file, label_file, tmp_path / "out.rec")
+  assert code == 0, err
+  assert "  outside image_dir: 0 entries\n" in out
