@@ -208,7 +208,7 @@ class EvalConfig(Config, section="eval"):
   max_evaluations: int = setting(0, "exit after this many evaluations; 0 = no limit", at_least(0))
   timeout_secs: int = setting(
       0, "exit after this long without a checkpoint (s); 0 = never", at_least(0))
-  score_file: str = setting("", "if set, write the eval scores here (%.6f, one row per image)")
+  score_file: str = setting("", "if set, write the eval scores here (exact, one row per image)")
   label_file: str = setting("", "if set, write the eval labels here (image_label format)")
   top_k: int = setting(3, "k of the top-k metrics (CP/CR/CF1/OP/OR/OF1 at top-k)", at_least(1))
   label_names_file: str = setting("", 'one name per line; "" = the train dir\'s config.json names')
@@ -221,7 +221,7 @@ class InferenceConfig(Config, section="inference"):
   """inference.py: 10-crop scoring of test images."""
   checkpoint_path: str = setting("train_dir", "a train dir (latest), an eval best/ dir or a prefix")
   inference_dir: str = setting("inference", "outputs go here")
-  inference_file_name: str = setting("scores.txt", "the score file (%.6f, one row per image)")
+  inference_file_name: str = setting("scores.txt", "the score file (exact, one row per image)")
   gpu_id: str = setting("0", 'CUDA_VISIBLE_DEVICES; "-1" = CPU')
   image_list_file: str = setting("", "plain list of paths, or an original-format image_list")
   image_dir: str = setting("", "image_list names are relative to this; alone: every image in it")

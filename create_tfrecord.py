@@ -7,7 +7,9 @@ Input, as in the original toolkit (CRLF line endings and blank lines are fine):
                label nobody checked (unknown): stored as is, skipped by the loss and the metrics
 
 Both files are checked completely before anything is written; every error names the file and line
-(exit status 1). Every image is then decoded (Pillow, one process per core): RGB JPEGs are
+(exit status 1). Names that lead out of image_dir (absolute, ../, or a symlink out of it) are
+stored as listed, and the summary counts them. Every image is then decoded (Pillow, one process
+per core; one over the pixel limit, image_decoding.too_large, is skipped undecoded): RGB JPEGs are
 stored byte for byte; PNG, GIF, BMP, WebP, grayscale, RGBA (composited on white), palette and CMYK
 images are converted to RGB and re-encoded as JPEG, whatever their extension; unreadable images are
 skipped with one line each. Records are tf.train.SequenceExample in the original layout (see
@@ -150,8 +152,20 @@ def write_records(outputs, entries, paths, num_workers, max_side, jpeg_quality):
   return counts, skipped
 
 
-def print_summary(output_file, outputs, counts, skipped, label_count):
-  """What was written and skipped, and a warning for shards of an earlier run beside them."""
+def outside_image_dir(image_dir, names):
+  """The list's paths that are not inside image_dir once resolved: absolute names, ../ names
+  and symlinks that lead out of it (os.path.realpath follows them). They are stored all the
+  same, as the original did; the summary counts them, since a list that reaches out of its
+  folder is often a mistake. realpath costs a few stats per entry, nothing beside the decode."""
+  root = os.path.realpath(image_dir)
+  paths = [os.path.join(image_dir, name) for name in names]
+  return [path for path in paths
+          if os.path.commonpath([root, os.path.realpath(path)]) != root]
+
+
+def print_summary(output_file, outputs, counts, skipped, label_count, outside=None):
+  """What was written and skipped, the entries outside image_dir (a list of them; None without
+  an image_dir), and a warning for shards of an earlier run beside them."""
   where = (outputs[0] if len(outputs) == 1
            else f"{len(outputs)} shards {outputs[0]} .. {outputs[-1]}")
   print(f"wrote {counts['written']} records to {where}")
@@ -161,6 +175,10 @@ def print_summary(output_file, outputs, counts, skipped, label_count):
   print(f"  skipped: {sum(skipped.values())}" + (f" ({reasons})" if reasons else ""))
   print(f"  unknown labels (-1): {counts['unknown']} of {counts['written'] * label_count} "
         f"entries")
+  if outside is not None:
+    print(f"  outside image_dir: {len(outside)} entries" + (
+        f" (absolute, ../ or a symlink out of it; stored as listed, e.g. {outside[0]})"
+        if outside else ""))
   stale = sorted(set(glob.glob(glob.escape(output_file) + records.SHARD_GLOB)) - set(outputs))
   if stale:  # e.g. 4 shards from an earlier run, 2 now: a glob over both would read old records
     print(f"warning: {len(stale)} shard(s) of an earlier run are still there, e.g. {stale[0]}; "
@@ -186,6 +204,8 @@ def main(argv):
   except errors.DataError as e:  # InputError, or a list file missing or not UTF-8
     raise type(e)(f"{e}; nothing was written", e.details) from None
   print(f"{len(entries)} images, {len(entries[0][1])} labels in {cfg.imglist_file}")
+  outside = (outside_image_dir(cfg.image_dir, [name for name, _ in entries])
+             if cfg.image_dir else None)  # in list order, before the shuffle
 
   # 2. Shuffle the record order (the original shuffled too); seed -1 keeps the list order.
   if cfg.seed >= 0:
@@ -201,7 +221,7 @@ def main(argv):
                                   cfg.jpeg_quality)
 
   # 4. Summary.
-  print_summary(cfg.output_file, outputs, counts, skipped, len(entries[0][1]))
+  print_summary(cfg.output_file, outputs, counts, skipped, len(entries[0][1]), outside)
 
 
 if __name__ == "__main__":

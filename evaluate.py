@@ -43,7 +43,7 @@ def predict_fn(model):
 
 def score_dataset(predict, dataset):
   """One pass: (scores [N, L], labels [N, L], mean classification loss over the known entries;
-  with no -1 label that is the plain mean)."""
+  with no -1 label that is the plain mean; None when no entry is known)."""
   scores, labels, losses = [], [], []
   progress = runtime.Progress(0, "eval images")
   for images, batch_labels, _ in dataset:
@@ -59,7 +59,8 @@ def score_dataset(predict, dataset):
   known = np.count_nonzero(labels >= 0)
   # per-image losses are means over L with unknown entries adding 0: rescale to the known ones
   # (a factor of exactly 1.0 when every label is known)
-  loss = np.concatenate(losses).mean() * (labels.size / known) if known else float("nan")
+  # (None, not NaN, when nothing is known: metrics.jsonl is strict JSON)
+  loss = float(np.concatenate(losses).mean() * (labels.size / known)) if known else None
   return np.concatenate(scores), labels, loss
 
 
@@ -119,7 +120,8 @@ def keep_if_best(result, model, prefix, eval_dir, train_dir):
     shutil.copy2(os.path.join(train_dir, config_files.TRAIN_CONFIG_FILE), staging)
     files.write_text(os.path.join(staging, "checkpoint"), f'model_checkpoint_path: "{name}"\n'
                       f'all_model_checkpoint_paths: "{name}"\n')
-    files.write_text(os.path.join(staging, "metrics.json"), json.dumps(result, indent=1))
+    files.write_text(os.path.join(staging, "metrics.json"),
+                     config_files.strict_json(result, indent=1))
   except BaseException as e:  # Ctrl-C too: no half-built best.tmp/ stays
     shutil.rmtree(staging, ignore_errors=True)
     if isinstance(e, (tf.errors.OpError, OSError)) and files.is_no_space(e):
@@ -146,7 +148,7 @@ def evaluate_checkpoint(evaluator, prefix, step, eval_config, service=None):
   except tf.errors.DataLossError as e:  # a cut-off or corrupt record: which, and what to do
     raise records.damage_error(records.expand_file_spec(eval_config.input_tfrecord_file), e,
                                f"; {os.path.basename(prefix)} was not evaluated") from None
-  result = {"global_step": step, "checkpoint": os.path.basename(prefix), "loss": float(loss)}
+  result = {"global_step": step, "checkpoint": os.path.basename(prefix), "loss": loss}
   result.update(metrics.evaluate_scores(labels, scores, threshold=0.5, top_k=eval_config.top_k))
   result["seconds"] = round(time.time() - start, 2)
   return result, scores, labels
@@ -170,7 +172,8 @@ def report(result, scores, labels, prefix, evaluator, eval_config):
   last metrics.jsonl."""
   name, eval_dir, label_names = os.path.basename(prefix), evaluator.eval_dir, evaluator.label_names
   mean_ap = "n/a" if result["mAP"] is None else f"{result['mAP']:.4f}"  # None: no positives
-  log(f"{name} (step {result['global_step']}): loss {result['loss']:.4f} "
+  loss = "n/a" if result["loss"] is None else f"{result['loss']:.4f}"  # None: nothing known
+  log(f"{name} (step {result['global_step']}): loss {loss} "
       f"mAP {mean_ap} CF1 {result['CF1']:.4f} OF1 {result['OF1']:.4f} "
       f"[{result['num_images']} images, {result['seconds']:.1f} s]")
   log(metrics.format_metrics_table(result, label_names))
@@ -187,7 +190,7 @@ def report(result, scores, labels, prefix, evaluator, eval_config):
   # Last: a checkpoint is recorded only when all of the above is done, so that an evaluator
   # stopped before (best/ half-written) evaluates it again when restarted.
   with open(os.path.join(eval_dir, METRICS_FILE), "a") as f:
-    f.write(json.dumps(result) + "\n")
+    f.write(config_files.strict_json(result) + "\n")
 
 
 def checkpoints_to_evaluate(eval_config):

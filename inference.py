@@ -6,8 +6,10 @@ network trained on, the image resized to the target, exactly as evaluate.py scor
 
 Rebuilds the model from the checkpoint's saved config (and uses the EMA weights if training kept
 them), decodes images in parallel in tf.data, and writes:
-  <inference_dir>/<inference_file_name>  the original's score file: %.6f, a row per image
-  <inference_dir>/predictions.csv        path, status, every score, the predicted label names
+  <inference_dir>/<inference_file_name>  the original's score file, a row per image, each
+                                         score exact (textfiles.score_text)
+  <inference_dir>/predictions.csv        path, status, every score (exact too), the predicted
+                                         label names
   <inference_dir>/inference_config.json  this config, the model's, the label names, and what the
                                          run used: checkpoint and step, resize and crops,
                                          aggregation, thresholds (file and values)
@@ -30,6 +32,7 @@ import configs
 from multi_label_classification_model import load_trained_model
 from multilabel import (arguments, config_files, errors, exports, files, metrics, serving,
                         textfiles)
+from multilabel.data import image_decoding
 from multilabel.data.preprocessing import preprocess_views
 from multilabel.runtime import Progress, log, select_devices
 
@@ -63,25 +66,37 @@ def get_test_image_list(config):
   raise errors.ConfigError("set --image_list_file or --image_dir to the images to score")
 
 
-def crops_dataset(paths, scoring, batch_size):
-  """(index, [V, h, w, 3]) batches of each image's views (preprocess_views); images that fail
-  to decode are dropped (found by index)."""
+def too_large_images(paths):
+  """{index: why} of the images over create_tfrecord.py's pixel limit (image_decoding.too_large,
+  from each image's header: nothing is decoded). Found before TensorFlow sees them, since its
+  decoder takes any size: a 20000 x 20000 image cost 13 GB at its peak."""
+  return {i: why for i, path in enumerate(paths) if (why := image_decoding.too_large(path))}
+
+
+def crops_dataset(paths, indices, scoring, batch_size):
+  """(index, [V, h, w, 3]) batches of the views (preprocess_views) of the images `indices` of
+  `paths`; images that fail to decode are dropped (found by index)."""
   def load(index, path):
     return index, preprocess_views(tf.io.read_file(path), scoring.views, scoring.resize,
                                    scoring.target)
-  ds = tf.data.Dataset.from_tensor_slices((tf.range(len(paths)), tf.constant(paths, tf.string)))
+  # The paths as the file system's bytes: a name that is not UTF-8 (os.listdir keeps its bytes
+  # as surrogate escapes) cannot become a tf.string from a str.
+  names = tf.constant([os.fsencode(paths[i]) for i in indices], tf.string)
+  ds = tf.data.Dataset.from_tensor_slices((tf.constant(indices, tf.int32), names))
   ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
   return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def score_images(score, paths, scoring, batch_size):
-  """Scores every path; unreadable images get a row of NaN. Returns (scores [N, L], failed)."""
+def score_images(score, paths, scoring, batch_size, skip=()):
+  """Scores every path but those of the indices `skip` (not decoded at all); those and the
+  images that fail to decode get a row of NaN. Returns (scores [N, L], failed indices)."""
   scores = np.full((len(paths), len(scoring.label_names)), np.nan, np.float32)
   seen = np.zeros(len(paths), bool)
-  progress = Progress(len(paths), "images")
-  for indices, crops in crops_dataset(paths, scoring, batch_size):
-    scores[indices.numpy()] = score(crops).numpy()
-    seen[indices.numpy()] = True
+  indices = [i for i in range(len(paths)) if i not in skip]
+  progress = Progress(len(indices), "images")
+  for batch, crops in crops_dataset(paths, indices, scoring, batch_size):
+    scores[batch.numpy()] = score(crops).numpy()
+    seen[batch.numpy()] = True
     progress.update(int(seen.sum()))
   progress.finish(int(seen.sum()))
   return scores, np.flatnonzero(~seen)
@@ -89,24 +104,26 @@ def score_images(score, paths, scoring, batch_size):
 
 def failure_reason(path):
   try:
-    tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    tf.io.decode_image(tf.io.read_file(os.fsencode(path)), channels=3, expand_animations=False)
   except (tf.errors.OpError, ValueError) as e:
     return errors.tf_message(e)[:200]
   return "failed during cropping"
 
 
 def write_predictions_csv(path, paths, scores, failed, thresholds, label_names):
-  """One row per image: path, status, every score, the names of the labels above threshold."""
+  """One row per image: path (files.printable_name), status, every score, the names of the
+  labels above threshold."""
   predictions = metrics.threshold_predictions(np.nan_to_num(scores, nan=-1.0), thresholds)
   with files.atomic_write(path, newline="") as f:
     writer = csv.writer(f)
     writer.writerow(["image_path", "status"] + label_names + ["predicted_labels"])
-    for i, image in enumerate(paths):
+    for i, image in enumerate(map(files.printable_name, paths)):
       if i in failed:
         writer.writerow([image, "unreadable"] + [""] * len(label_names) + [""])
         continue
       names = [n for n, p in zip(label_names, predictions[i]) if p]
-      writer.writerow([image, "ok"] + [f"{s:.6f}" for s in scores[i]] + [";".join(names)])
+      writer.writerow([image, "ok"] + [textfiles.score_text(s) for s in scores[i]]
+                      + [textfiles.LABEL_SEPARATOR.join(names)])
 
 
 def main(argv):
@@ -130,12 +147,15 @@ def main(argv):
 
   start = time.time()
   score = serving.make_scorer(model, config.aggregation, config.xla)
-  scores, failed = score_images(score, paths, scoring, config.batch_size)
+  too_large = too_large_images(paths)
+  scores, failed = score_images(score, paths, scoring, config.batch_size, skip=too_large)
   for i in failed:
-    log(f"unreadable image {paths[i]}: {failure_reason(paths[i])}")
+    why = f"too large ({too_large[i]})" if i in too_large else failure_reason(paths[i])
+    log(f"unreadable image {files.printable_name(paths[i])}: {why}")
   log(f"scored {len(paths) - len(failed)} images in {time.time() - start:.1f} s; "
-      f"{len(failed)} unreadable" + (" (a NaN row each in the score file, status 'unreadable' "
-                                     "in predictions.csv)" if len(failed) else ""))
+      f"{len(failed)} unreadable" + (f", {len(too_large)} of them too large" if too_large else "")
+      + (" (a NaN row each in the score file, status 'unreadable' in predictions.csv)"
+         if len(failed) else ""))
 
   score_path = os.path.join(config.inference_dir, config.inference_file_name)
   textfiles.save_scores(score_path, scores)

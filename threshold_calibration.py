@@ -12,7 +12,9 @@ Methods (metrics.py), all predicting score >= threshold:
   roc     the original's: the ROC point nearest to (0, 1), as sklearn.metrics.roc_curve gave it
   f1      the score maximising the label's F1
   youden  the ROC point maximising TPR - FPR
-A label with no positives or no negatives in the calibration set keeps 0.5, with a warning.
+A label with no positives or no negatives in the calibration set keeps 0.5, with a warning. The
+calibration scores must be in [0, 1] (sigmoid scores), so that every threshold written is too, as
+inference.py requires; "predict nothing" (an +inf ROC threshold) is written as 1.0.
 Labels of -1 (unknown) are skipped: each label is calibrated, and scored, on its known entries.
 The tables name the labels by --label_names_file, else by the names train.py kept in --run_dir (a
 train dir's config.json or an eval dir's eval_config.json), else label_<i>.
@@ -47,6 +49,19 @@ def load_pair(label_file, score_file):
     raise errors.DataError(f"label file {label_file} has shape {labels.shape} (images, labels) "
                            f"but score file {score_file} has shape {scores.shape}; they must match")
   return labels, scores
+
+
+def check_probabilities(score_file, scores):
+  """The calibration scores must be probabilities in [0, 1], as evaluate.py writes them: the
+  thresholds chosen among them go to inference.py, which takes thresholds in [0, 1] only (a
+  threshold chosen among logits would be refused there, or mean nothing). Else a DataError
+  naming the file, the data row and the column."""
+  bad = ~((scores >= 0.0) & (scores <= 1.0))  # NaN is bad too
+  if bad.any():
+    i, j = np.argwhere(bad)[0]
+    raise errors.DataError(f"{score_file}: score {float(scores[i, j])!r} in data row {i + 1}, "
+                           f"column {j + 1} is not in [0, 1]; the thresholds are for sigmoid "
+                           "scores, as evaluate.py writes them")
 
 
 def comparison_table(labels, scores, thresholds, title, label_names=None):
@@ -93,6 +108,7 @@ def main(argv):
 
   # Read every input first: a bad file fails before anything is written.
   labels, scores = load_pair(cfg.label_file, cfg.score_file)
+  check_probabilities(cfg.score_file, scores)
   names = textfiles.load_label_names(cfg.label_names_file, labels.shape[1], run_dir=cfg.run_dir)
   if cfg.apply_to:
     test_scores, test_labels = load_test_set(cfg, labels.shape[1])

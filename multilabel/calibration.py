@@ -8,15 +8,17 @@ from multilabel.metrics import check_pair, ranked_counts, roc_curve
 
 
 def _finite_threshold(threshold, scores_col):
-  """Replaces roc_curve's +inf threshold ("predict nothing") by a finite one that keeps meaning
-  "predict nothing" on the calibration set: max(1.0, the next float above the highest score).
+  """Replaces roc_curve's +inf threshold ("predict nothing") by a finite one: 1.0 for scores in
+  [0, 1], else the next float above the highest score (scores that are not probabilities).
 
-  1.0 keeps sigmoid scores below it on new data too; going above the highest score covers scores
-  of exactly 1.0 (from '%.6f' rounding) and scores that are not probabilities.
+  1.0, not a float above it: inference.py takes thresholds in [0, 1] only, the range of the
+  sigmoid scores it compares them with. 1.0 predicts nothing but a score of exactly 1.0, which a
+  float32 sigmoid gives only for a logit above ~17: the most confident the model can be.
   """
   if np.isfinite(threshold):
     return float(threshold)
-  return float(max(1.0, np.nextafter(np.max(scores_col), np.inf)))
+  highest = float(np.max(scores_col))
+  return 1.0 if highest <= 1.0 else float(np.nextafter(highest, np.inf))
 
 
 def roc_threshold(labels_col, scores_col):

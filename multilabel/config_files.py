@@ -101,6 +101,14 @@ def apply_config_file(path, *configs):
         + (f"; skipped {', '.join(skipped)} (not this script's)" if skipped else ""))
 
 
+def strict_json(data, **kwargs):
+  """`data` as strict JSON text (json.dumps with allow_nan=False): every JSON file the toolkit
+  writes goes through here, because a bare NaN or Infinity is not JSON and strict readers (jq,
+  JavaScript, Go) reject the whole file. A non-finite float is a ValueError here, a bug: the
+  writers put None (null) where a value is undefined."""
+  return json.dumps(data, allow_nan=False, **kwargs)
+
+
 def save_configs(path, *configs, **records):
   """Writes {"model": {...}, "train": {...}, "label_names": [...], ...} as strict JSON,
   atomically (files.write_text): each config under its section, and `records` (RECORD_SECTIONS:
@@ -109,7 +117,7 @@ def save_configs(path, *configs, **records):
   for key, value in records.items():
     assert key in RECORD_SECTIONS, f"unknown section {key!r}"
     data[key] = value
-  files.write_text(path, json.dumps(data, indent=2, sort_keys=True, allow_nan=False))
+  files.write_text(path, strict_json(data, indent=2, sort_keys=True))
 
 
 def load_config(path, cls):

@@ -36,6 +36,14 @@ _TEMP_NAMES = (re.compile(r"^\.(?P<name>.+)\.\d+-[0-9a-f]{8}\.tmp$"),
                re.compile(r"^\.(?P<name>.+)-[a-z0-9_]{8}\.tmp$"))
 
 
+def printable_name(path):
+  """`path` as text that print() and a UTF-8 file take: itself, unless its name holds bytes that
+  are not UTF-8 (any byte but / and NUL is allowed in a Linux file name). Python keeps such bytes
+  as surrogate escapes, which print() and UTF-8 files refuse; they are shown as \\xff escapes,
+  as repr shows bytes."""
+  return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def temp_path(path):
   """A hidden temp name beside `path` (same folder, so that the rename is atomic)."""
   folder, base = os.path.split(os.path.abspath(path))

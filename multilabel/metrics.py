@@ -87,9 +87,11 @@ def average_precision(labels_col, scores_col):
   num_positives = tps[-1] if tps.size else 0.0
   if num_positives == 0:
     return float("nan")
-  precision = tps / (tps + fps)
-  recall_steps = np.diff(np.r_[0.0, tps]) / num_positives
-  return float(max(0.0, np.sum(recall_steps * precision)))
+  # sklearn's own arithmetic, in its order (recall decreasing), so that an AP recomputed with
+  # sklearn from a score file equals the reported one to the last bit, not only to ~1e-16
+  precision = (tps / (tps + fps))[::-1]
+  recall = np.r_[(tps / num_positives)[::-1], 0.0]
+  return float(max(0.0, -np.sum(np.diff(recall) * precision)))
 
 
 def mean_average_precision(labels, scores):

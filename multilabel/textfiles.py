@@ -1,8 +1,8 @@
 """The toolkit's text files: the one line reader, image_list files ("<name> <count>"), score
-files (np.savetxt '%.6f', one row per image), image_label files ("1 0 1 ..."; -1 = unknown),
-label names (one per line), and files of one number per line (thresholds, pos_weight). Every
-reader names the file, and the line where it can, in its error. Numpy only: metrics.py, which
-computes the numbers these files hold, loads no TensorFlow either.
+files (one row per image, each score exact: score_text), image_label files ("1 0 1 ..."; -1 =
+unknown), label names (one per line), and files of one number per line (thresholds,
+pos_weight). Every reader names the file, and the line where it can, in its error. Numpy only:
+metrics.py, which computes the numbers these files hold, loads no TensorFlow either.
 """
 
 import re
@@ -17,14 +17,15 @@ UNKNOWN = -1
 LABEL_VALUES = (0, 1, UNKNOWN)
 
 
-def text_lines(path, what="", keep_blank=False):
+def text_lines(path, what="", keep_blank=False, strip=True):
   """[(line number, text)] of the lines of a UTF-8 text file, each stripped: the one reader of
   the toolkit's text inputs.
 
   CRLF line ends and a UTF-8 BOM (as Windows editors save) are tolerated; blank lines are skipped
-  (unless keep_blank) but keep the numbering. A missing file is a MissingFileError, one that
-  cannot be read or is not UTF-8 a DataError naming it (and the line); `what` names the setting,
-  e.g. imglist_file.
+  (unless keep_blank) but keep the numbering. strip=False keeps the spaces around the text (only
+  the CR of a CRLF goes), for a caller that must not change its input silently (label names).
+  A missing file is a MissingFileError, one that cannot be read or is not UTF-8 a DataError
+  naming it (and the line); `what` names the setting, e.g. imglist_file.
   """
   flag = f" (--{what})" if what else ""
   try:
@@ -38,29 +39,36 @@ def text_lines(path, what="", keep_blank=False):
   lines = []
   for number, raw in enumerate(raw_lines, start=1):
     try:
-      text = raw.decode("utf-8-sig" if number == 1 else "utf-8").strip()
+      text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
     except UnicodeDecodeError as e:
       raise errors.DataError(f"{path}:{number}: not UTF-8 text ({e.reason} at byte "
                              f"{e.start})") from None
-    if text or keep_blank:
+    text = text.strip() if strip else text.removesuffix("\r")
+    if text.strip() or keep_blank:
       lines.append((number, text))
   if keep_blank and lines and raw_lines[-1] == b"":  # the file's last newline ends no line
     lines.pop()
   return lines
 
 
-def load_floats(path, what, error=errors.DataError):
-  """A file of one number per line ('#' comment and blank lines skipped) as float64 [n]: the
-  thresholds, pos_weight. A line that is not a number raises `error` naming the file and line."""
+def numbered_floats(path, what, error=errors.DataError):
+  """[(line number, value)] of a file of one number per line ('#' comment and blank lines
+  skipped): so that a check of the values can name the line. A line that is not a number raises
+  `error` naming the file and line."""
   values = []
   for number, text in text_lines(path):
     if text.startswith("#"):
       continue
     try:
-      values.append(float(text))
+      values.append((number, float(text)))
     except ValueError:
       raise error(f"{path}:{number}: expected one {what} per line, got {text!r}") from None
-  return np.array(values, dtype=np.float64)
+  return values
+
+
+def load_floats(path, what, error=errors.DataError):
+  """A file of one number per line (numbered_floats) as float64 [n]: the thresholds, pos_weight."""
+  return np.array([value for _, value in numbered_floats(path, what, error)], dtype=np.float64)
 
 
 _COUNT = re.compile(r"[0-9]+")
@@ -90,12 +98,25 @@ def image_names(path, what="image_list_file"):
 # ---------------------------------------------------------------------------------------------
 # Scores, labels, label names and thresholds.
 
+def score_text(value):
+  """A score as the shortest text that reads back as exactly the same float64 (Python's repr):
+  '0.25', '1.0000000116860974e-07', '1.0', 'nan'.
+
+  Exact, so that the metrics recomputed from a score file are the ones its writer reported: the
+  original's '%.6f' made every score within 5e-7 of 0 or 1 a tie (confident models have many),
+  and AP, the ROC thresholds and the calibration then differed from the evaluator's. A float32
+  score is written as its float64 value; any reader of '%.6f' files (np.loadtxt, float()) reads it.
+  """
+  return repr(float(value))
+
+
 def save_scores(path, scores):
-  """The original's score file: np.savetxt '%.6f', one row per image, space-separated."""
+  """The original's score file, each score exact (score_text): one row per image,
+  space-separated; an image that could not be read is a row of nan."""
   scores = np.asarray(scores, dtype=np.float64)
   if scores.ndim != 2:
     raise ValueError(f"{path}: scores must be [num_images, num_labels], got shape {scores.shape}")
-  files.write_text(path, "".join(" ".join(f"{v:.6f}" for v in row) + "\n" for row in scores))
+  files.write_text(path, "".join(" ".join(map(score_text, row)) + "\n" for row in scores))
 
 
 def save_labels(path, labels):
@@ -159,12 +180,18 @@ def load_labels(path):
   return matrix.astype(np.int64)
 
 
+# predictions.csv's predicted_labels column joins the names with this; a name holding it is
+# refused (check_label_names), so that the column splits back into exactly the names.
+LABEL_SEPARATOR = ";"
+
+
 def load_label_names(path, label_count, run_dir=""):
-  """Label names: one per line of `path` (surrounding spaces stripped); without a path, those a
-  run stored in `run_dir`'s config.json, eval_config.json or inference_config.json
+  """Label names: one per line of `path`, exactly as written; without a path, those a run stored
+  in `run_dir`'s config.json, eval_config.json or inference_config.json
   (config_files.saved_label_names); else label_0, label_1, ...
 
-  A blank name or a count other than `label_count` is a DataError naming the file.
+  A count other than `label_count`, or a name check_label_names refuses, is a DataError naming
+  the file (and the line).
   """
   if not path and run_dir:
     names, source = config_files.saved_label_names(run_dir)
@@ -172,18 +199,42 @@ def load_label_names(path, label_count, run_dir=""):
       if len(names) != label_count:
         raise errors.DataError(f"{source}: {len(names)} label names, but the model has "
                                f"{label_count} labels")
+      check_label_names(names, [f"{source}: label_names[{j}]" for j in range(len(names))])
       return list(names)
   if not path:
     return [f"label_{j}" for j in range(label_count)]
-  names = [text for _, text in text_lines(path, keep_blank=True)]
-  while names and not names[-1]:  # trailing newlines
-    names.pop()
-  if "" in names:
-    raise errors.DataError(f"{path}:{names.index('') + 1}: blank label name")
-  if len(names) != label_count:
-    raise errors.DataError(f"{path}: {len(names)} label names, but the model has {label_count} "
+  lines = text_lines(path, keep_blank=True, strip=False)
+  while lines and not lines[-1][1].strip():  # trailing newlines
+    lines.pop()
+  check_label_names([text for _, text in lines], [f"{path}:{number}" for number, _ in lines])
+  if len(lines) != label_count:
+    raise errors.DataError(f"{path}: {len(lines)} label names, but the model has {label_count} "
                            "labels")
-  return names
+  return [text for _, text in lines]
+
+
+def check_label_names(names, places):
+  """A DataError, naming its place (e.g. 'names.txt:3'), for the first name that cannot be used
+  as it is: a blank one; one with spaces around it (kept or stripped, either would surprise
+  someone: refused); one holding LABEL_SEPARATOR; one that repeats an earlier name (both places
+  named), whose TensorBoard tags and predictions.csv columns would be indistinguishable."""
+  first = {}
+  for name, place in zip(names, places):
+    if not isinstance(name, str):  # a hand-edited config.json
+      raise errors.DataError(f"{place}: label name {name!r} is not a string")
+    if not name.strip():
+      raise errors.DataError(f"{place}: blank label name")
+    if name != name.strip():
+      raise errors.DataError(f"{place}: label name {name!r} has spaces around it; remove them "
+                             "(names are used exactly as written)")
+    if LABEL_SEPARATOR in name:
+      raise errors.DataError(f"{place}: label name {name!r} holds {LABEL_SEPARATOR!r}, which "
+                             "separates the names in predictions.csv's predicted_labels")
+    if name in first:
+      raise errors.DataError(f"{place}: label name {name!r} repeats {first[name]}; each label "
+                             "needs its own name (its TensorBoard tags and predictions.csv "
+                             "column go by it)")
+    first[name] = place
 
 
 def save_thresholds(path, thresholds, method):
@@ -207,8 +258,17 @@ def prediction_thresholds(thresholds_file, threshold, label_count):
 
 
 def load_thresholds(path):
-  """A thresholds file (one per line, '#' comment lines skipped) as float64 [num_labels]."""
-  thresholds = load_floats(path, "threshold")
-  if not thresholds.size:
+  """A thresholds file (one per line, '#' comment lines skipped) as float64 [num_labels].
+
+  Each must be finite and in [0, 1], the range of the sigmoid scores it is compared with: nan,
+  inf or 1.5 would predict nothing, and -0.5 every label, without a word. Else a DataError naming
+  the file and line.
+  """
+  numbered = numbered_floats(path, "threshold")
+  if not numbered:
     raise errors.DataError(f"{path}: no thresholds")
-  return thresholds
+  for number, value in numbered:
+    if not 0.0 <= value <= 1.0:  # False for nan too
+      raise errors.DataError(f"{path}:{number}: threshold {value!r} is not a number in [0, 1] "
+                             "(a label is predicted when its score >= its threshold)")
+  return np.array([value for _, value in numbered], dtype=np.float64)

@@ -208,7 +208,8 @@ def test_run_once_checkpoint_path_score_files_and_ema_weights(run, tmp_path):
   assert (result["checkpoint"], result["global_step"]) == ("ckpt-10", 10)
   lines = open(scores_file).read().splitlines()
   assert len(lines) == 12
-  assert all(re.fullmatch(r"\d\.\d{6}( \d\.\d{6}){3}", line) for line in lines), lines[0]
+  number = r"\d(\.\d+)?(e-\d+)?"  # exact (Python's float repr), no longer %.6f
+  assert all(re.fullmatch(rf"{number}( {number}){{3}}", line) for line in lines), lines[0]
   np.testing.assert_array_equal(np.loadtxt(labels_file, dtype=int), run["labels"])
   assert open(labels_file).read().splitlines()[0] == " ".join(map(str, run["labels"][0]))
   # The scores are the EMA weights' (ckpt-10 holds 'ema'), not the raw weights'.

@@ -144,7 +144,7 @@ def test_score_file_format_round_trips(latest_run, hand):
   with open(latest_run["scores"]) as f:
     lines = f.read().splitlines()
   assert len(lines) == len(latest_run["paths"])  # a row per image of the list, the corrupt too
-  number = r"-?\d+\.\d{6}"
+  number = r"-?\d+(\.\d+)?(e-\d+)?"  # exact (Python's float repr), no longer %.6f
   for path, line in zip(latest_run["paths"], lines):
     if path.endswith(fx.CORRUPT):
       assert line == "nan nan nan"

@@ -20,8 +20,10 @@ def run_cli(*args):
 
 
 def clamp(scores_col):
-  """What an +inf ROC threshold becomes (calibration._finite_threshold's documented rule)."""
-  return max(1.0, np.nextafter(np.max(scores_col), np.inf))
+  """What an +inf ROC threshold becomes (calibration._finite_threshold's documented rule): 1.0
+  for probabilities, the float above the highest score for scores above 1."""
+  highest = np.max(scores_col)
+  return 1.0 if highest <= 1.0 else np.nextafter(highest, np.inf)
 
 
 # ---------------------------------------------------------------------------------------------

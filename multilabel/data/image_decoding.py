@@ -1,9 +1,11 @@
-"""Decoding images for create_tfrecord.py, in worker processes (Pillow, one per core).
+"""Decoding images for create_tfrecord.py, in worker processes (Pillow, one per core), and the
+toolkit's one pixel limit.
 
 prepare_image decodes one image fully and says what to store: an RGB JPEG's bytes unchanged, or
 any other image converted to RGB and re-encoded as JPEG (resized to max_side if larger), or why
 it is skipped. image_results runs it over all the images in order, in a pool of forked workers
-that leave Ctrl-C and a scheduler's group signal to the parent and die with it.
+that leave Ctrl-C and a scheduler's group signal to the parent and die with it. too_large is
+the pixel limit, which create_tfrecord.py and inference.py both apply before decoding.
 """
 
 import contextlib
@@ -35,6 +37,24 @@ def _to_rgb(image):
   return image.convert("RGB")
 
 
+def too_large(source):
+  """Why the image at `source` (a path or a binary file) is over the pixel limit, or None.
+
+  The limit is Pillow's decompression-bomb check, more than 2 * Image.MAX_IMAGE_PIXELS pixels
+  (179 M by default, e.g. 13,400 x 13,400), on the size in the image's header: nothing is
+  decoded, so a 20000 x 20000 PNG of 388 KB is judged from its first bytes, not from the 1.2 GB
+  its pixels take (13 GB at TensorFlow's peak). An image Pillow cannot open is not judged here
+  (None): whatever decodes it next says what is wrong with it.
+  """
+  try:
+    with Image.open(source):
+      return None
+  except Image.DecompressionBombError as e:
+    return str(e)
+  except (OSError, SyntaxError, ValueError, EOFError):  # UnidentifiedImageError is an OSError
+    return None
+
+
 def prepare_image(task):
   """Decodes one image fully and returns what to store; runs in the worker processes.
 
@@ -54,6 +74,9 @@ def prepare_image(task):
     return ("skip", "unreadable", f"{type(e).__name__}: {e.strerror or e}")
   if not data:
     return ("skip", "empty", "0 bytes")
+  reason = too_large(io.BytesIO(data))
+  if reason:
+    return ("skip", "too large", reason)
   try:
     with Image.open(io.BytesIO(data)) as image:
       image.load()  # the full decode: truncated or corrupt data fails here
@@ -66,8 +89,6 @@ def prepare_image(task):
     if kind:  # the signature says image, the rest is damaged
       return ("skip", "corrupt", f"starts like a {kind} but Pillow cannot read it")
     return ("skip", "not an image", f"{len(data)} bytes Pillow cannot identify")
-  except Image.DecompressionBombError as e:
-    return ("skip", "too large", str(e))
   except (OSError, SyntaxError, ValueError, EOFError) as e:  # Pillow's decoder errors
     category = "truncated" if "truncated" in str(e).lower() else "corrupt"
     return ("skip", category, f"{type(e).__name__}: {e}")
