@@ -225,17 +225,44 @@ def open_eval_dir(evaluator, eval_config):
 def restore(model, prefix, run_once):
   """Restores `prefix` into `model` (its moving average, if any): its global step, or None if
   train.py's max_to_keep deleted it first (said in one line; an error for run_once, which has
-  nothing else to evaluate)."""
+  nothing else to evaluate). A checkpoint whose files are all there but unreadable is a
+  BadCheckpoint."""
   try:
     return checkpoints.restore_model(model, prefix, use_ema=True)
-  except (tf.errors.OpError, FileNotFoundError, ValueError) as e:
+  except (*checkpoints.DAMAGE_ERRORS, FileNotFoundError, ValueError) as e:
     if tf.io.gfile.exists(prefix + ".index") and tf.io.gfile.glob(prefix + ".data-*"):
-      raise  # the checkpoint is all there: a real error
+      if isinstance(e, checkpoints.DAMAGE_ERRORS):  # cut off or corrupt
+        raise checkpoints.checkpoint_damage(prefix, e, next_step(prefix, run_once)) from None
+      raise  # the checkpoint is all there and reads: a real error
     if run_once:
       raise errors.MissingFileError(f"{prefix}: deleted (or never complete) before it could be "
                                     f"read ({type(e).__name__}); nothing was evaluated") from None
     log(f"skipping {os.path.basename(prefix)}: it was deleted before it could be read "
         f"(train.py's max_to_keep?): {type(e).__name__}")
+    return None
+
+
+def next_step(prefix, run_once):
+  """How a BadCheckpoint's line ends: what to evaluate instead (run_once), or that the watch goes
+  on."""
+  return checkpoints.use_earlier(prefix) if run_once else "; going on to the next one"
+
+
+def evaluate_or_skip(evaluator, prefix, eval_config, service):
+  """Restores and evaluates `prefix`: (result, scores, labels), or None if it is skipped: deleted
+  before it could be read, or a BadCheckpoint (damaged), which a watching
+  evaluator names in one line and passes over (not recorded: a restart tries it again)."""
+  try:
+    step = restore(evaluator.model, prefix, eval_config.run_once)
+    if step is None:
+      return None
+    if evaluator.writer is None:
+      open_eval_dir(evaluator, eval_config)
+    return evaluate_checkpoint(evaluator, prefix, step, eval_config, service)
+  except checkpoints.BadCheckpoint as e:
+    if eval_config.run_once:
+      raise
+    log(f"skipping {os.path.basename(prefix)}: {e}")
     return None
 
 
@@ -262,13 +289,10 @@ def main(argv):
       continue
     if evaluator is None:
       evaluator = build_evaluator(prefix, eval_config, eval_dir)
-    step = restore(evaluator.model, prefix, eval_config.run_once)
-    if step is None:
+    evaluated = evaluate_or_skip(evaluator, prefix, eval_config, service)
+    if evaluated is None:
       continue
-    if evaluator.writer is None:
-      open_eval_dir(evaluator, eval_config)
-    result, scores, labels = evaluate_checkpoint(evaluator, prefix, step, eval_config, service)
-    report(result, scores, labels, prefix, evaluator, eval_config)
+    report(*evaluated, prefix, evaluator, eval_config)
     done.add(name)
     evaluations += 1
     if eval_config.max_evaluations and evaluations >= eval_config.max_evaluations:

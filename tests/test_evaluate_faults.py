@@ -1,0 +1,111 @@
+"""evaluate.py on faults (issue 20): damaged checkpoints, NaN weights, read-only output folders,
+a metrics.jsonl line cut short, Ctrl-C and SIGTERM. Each ends in one line, or the evaluator goes
+on, and leaves no half-written output.
+
+The run: ResNet-50 v2 at 32x32, 4 labels, checkpoints saved as train.py saves them (no training
+needed): ckpt-2, 4 and 6 with random weights, ckpt-8 with NaN in the head, as a run that diverged
+saves them. evaluate.main runs in-process through errors.run; the signals go to real processes.
+
+  .venv/bin/python -m pytest tests/test_evaluate_faults.py
+"""
+
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import configs
+import evaluate
+from fault_helpers import DAMAGES, copy_checkpoints
+from multi_label_classification_model import MultiLabelClassificationModel
+from multilabel import checkpoints, config_files
+from multilabel.training import optimizers
+from run_helpers import run_script_main, write_records
+
+LABELS = 4
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+  root = tmp_path_factory.mktemp("eval_faults")
+  model_config = configs.ModelConfig(label_count=LABELS, target_height=32, target_width=32)
+  train_config = configs.TrainConfig()
+  tf.random.set_seed(0)
+  model = MultiLabelClassificationModel(model_config)
+  optimizer = optimizers.make_optimizer(train_config, model.trainable_variables)
+  train_dir = str(root / "train")
+  manager = tf.train.CheckpointManager(checkpoints.make_checkpoint(model, optimizer), train_dir,
+                                       max_to_keep=None)
+  for step in (2, 4, 6):
+    optimizer.iterations.assign(step)
+    manager.save(checkpoint_number=step)
+  last = model.head[-1]
+  last.weights.assign(tf.fill(last.weights.shape, float("nan")))  # a diverged run's head
+  optimizer.iterations.assign(8)
+  manager.save(checkpoint_number=8)
+  config_files.save_configs(os.path.join(train_dir, config_files.TRAIN_CONFIG_FILE),
+                            model_config, train_config)
+  labels = np.random.default_rng(5).integers(0, 2, (12, LABELS))
+  labels[0], labels[1] = 1, 0  # every label has both classes
+  eval_data = write_records(root / "eval.tfrecord", labels, seed=2)
+  return dict(root=root, train_dir=train_dir, eval_data=eval_data)
+
+
+def evaluate_args(run, checkpoint_dir, eval_dir, *more):
+  return [f"--checkpoint_dir={checkpoint_dir}", f"--input_tfrecord_file={run['eval_data']}",
+          f"--eval_dir={eval_dir}", "--batch_size=6", "--min_global_step=0", *more]
+
+
+def watch_args(run, checkpoint_dir, eval_dir):
+  """A watching evaluator that stops 1 s after the last checkpoint listed."""
+  return evaluate_args(run, checkpoint_dir, eval_dir, "--eval_interval_secs=1",
+                       "--timeout_secs=1")
+
+
+def recorded(eval_dir):
+  with open(os.path.join(eval_dir, evaluate.METRICS_FILE)) as f:
+    return [json.loads(line)["checkpoint"] for line in f]
+
+
+def assert_one_line(err, says):
+  lines = err.rstrip("\n").splitlines()
+  assert "Traceback" not in err and lines and lines[-1].startswith("error: "), err
+  assert says in lines[-1], lines[-1]
+  return lines[-1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Damaged checkpoints.
+
+@pytest.mark.parametrize("part, how", DAMAGES)
+def test_run_once_on_a_damaged_checkpoint_is_one_line_naming_it(run, tmp_path, capsys, part,
+                                                                how):
+  """Before: IndexError "Read less bytes than requested", DataLossError "Checksum does not
+  match", "not an sstable (bad magic number)": a traceback each."""
+  train_dir = copy_checkpoints(run["train_dir"], tmp_path / "train", ["ckpt-2", "ckpt-4"],
+                               damaged=("ckpt-4", part, how))
+  status, out, err = run_script_main(capsys, evaluate.main, evaluate_args(
+      run, train_dir, tmp_path / "eval", "--run_once=true"))
+  assert status == 1, err
+  line = assert_one_line(err, f"{train_dir}/ckpt-4: this checkpoint cannot be restored, its "
+                              "files are damaged or incomplete (")
+  assert line.endswith(f"; use {train_dir}/ckpt-2 instead")
+  assert not os.path.exists(tmp_path / "eval" / evaluate.METRICS_FILE)
+
+
+def test_a_watching_evaluator_names_a_damaged_checkpoint_and_goes_on(run, tmp_path, capsys):
+  """ckpt-4's data file has 64 bytes flipped. Before: the watch died on it in a traceback, and
+  never evaluated ckpt-6."""
+  train_dir = copy_checkpoints(run["train_dir"], tmp_path / "train", ["ckpt-2", "ckpt-4", "ckpt-6"],
+                               damaged=("ckpt-4", "data-00000-of-00001", "flip"))
+  eval_dir = tmp_path / "eval"
+  status, out, err = run_script_main(capsys, evaluate.main, watch_args(run, train_dir, eval_dir))
+  assert status == 0 and "Traceback" not in err, err
+  assert re.search(r"^skipping ckpt-4: \S+/ckpt-4: this checkpoint cannot be restored, its files "
+                   r"are damaged or incomplete \(.*Checksum does not match.*\); going on to the "
+                   r"next one$", out, re.M), out
+  assert "evaluated 2 checkpoint(s)" in out
+  assert recorded(eval_dir) == ["ckpt-2", "ckpt-6"]  # the skipped one is tried again at a restart
