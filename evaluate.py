@@ -4,7 +4,9 @@ Runs beside train.py (on the CPU by default, so it doesn't take the GPU from tra
 the model from the train dir's config.json, evaluates every checkpoint train.py lists (oldest
 first), and keeps the best by mAP in <eval_dir>/best/, written from the weights it evaluated (so
 train.py's max_to_keep cannot take it away). metrics.jsonl records a checkpoint last, once its
-best/ is written: a restarted evaluator evaluates again what it had not finished.
+best/ is written: a restarted evaluator evaluates again what it had not finished. A damaged
+checkpoint, or one whose weights give NaN scores, is named in one line and skipped (with
+--run_once, the error).
 
     python evaluate.py --checkpoint_dir=runs/coco --input_tfrecord_file='data/eval-*'
     python evaluate.py --checkpoint_dir=runs/coco --input_tfrecord_file=data/eval.tfrecord \\
@@ -136,7 +138,8 @@ def keep_if_best(result, model, prefix, eval_dir, train_dir):
 
 def evaluate_checkpoint(evaluator, prefix, step, eval_config, service=None):
   """Scores the eval set with the weights restored from `prefix` (at global step `step`);
-  returns (result dict, scores, labels).
+  returns (result dict, scores, labels). Weights that give a NaN or inf score are a
+  BadCheckpoint.
   service: an input_service.Service to decode on (each pass a job of its own), or None."""
   dataset = build_dataset(evaluator.model_config, "eval", file_spec=eval_config.input_tfrecord_file,
                           batch_size=eval_config.batch_size, service=service)
@@ -146,6 +149,10 @@ def evaluate_checkpoint(evaluator, prefix, step, eval_config, service=None):
   except tf.errors.DataLossError as e:  # a cut-off or corrupt record: which, and what to do
     raise records.damage_error(records.expand_file_spec(eval_config.input_tfrecord_file), e,
                                f"; {os.path.basename(prefix)} was not evaluated") from None
+  non_finite = np.count_nonzero(~np.isfinite(scores).all(axis=1))
+  if non_finite:  # before the metrics, which would name no checkpoint
+    raise checkpoints.non_finite_scores(prefix, non_finite, len(scores),
+                                        next_step(prefix, eval_config.run_once))
   result = {"global_step": step, "checkpoint": os.path.basename(prefix), "loss": float(loss)}
   result.update(metrics.evaluate_scores(labels, scores, threshold=0.5, top_k=eval_config.top_k))
   result["seconds"] = round(time.time() - start, 2)
@@ -250,7 +257,7 @@ def next_step(prefix, run_once):
 
 def evaluate_or_skip(evaluator, prefix, eval_config, service):
   """Restores and evaluates `prefix`: (result, scores, labels), or None if it is skipped: deleted
-  before it could be read, or a BadCheckpoint (damaged), which a watching
+  before it could be read, or a BadCheckpoint (damaged, or non-finite scores), which a watching
   evaluator names in one line and passes over (not recorded: a restart tries it again)."""
   try:
     step = restore(evaluator.model, prefix, eval_config.run_once)

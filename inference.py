@@ -12,7 +12,9 @@ them), decodes images in parallel in tf.data, and writes:
                                          run used: checkpoint and step, resize and crops,
                                          aggregation, thresholds (file and values)
 The label names are the train dir's (train.py keeps them in config.json) unless
---label_names_file names others.
+--label_names_file names others. A row's status is 'ok', 'unreadable' (a NaN row; --strict=true
+exits 1) or 'non-finite': the checkpoint's weights gave a NaN or inf score (a run that diverged),
+and the run exits 1 after writing the outputs, in one line naming the checkpoint.
 
     python inference.py --checkpoint_path=runs/coco/eval/best --image_dir=test_images
     python inference.py --checkpoint_path=runs/coco --image_list_file=test/image_list \\
@@ -28,11 +30,13 @@ import tensorflow as tf
 
 import configs
 from multi_label_classification_model import load_trained_model
-from multilabel import arguments, config_files, errors, files, metrics, serving, textfiles
+from multilabel import (arguments, checkpoints, config_files, errors, files, metrics, serving,
+                        textfiles)
 from multilabel.data.preprocessing import preprocess_views
 from multilabel.runtime import Progress, log, select_devices
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+OK, UNREADABLE, NON_FINITE = "ok", "unreadable", "non-finite"  # predictions.csv's statuses
 
 
 def get_test_image_list(config):
@@ -94,18 +98,44 @@ def failure_reason(path):
   return "failed during cropping"
 
 
-def write_predictions_csv(path, paths, scores, failed, thresholds, label_names):
-  """One row per image: path, status, every score, the names of the labels above threshold."""
+def image_statuses(scores, failed):
+  """Each image's status in predictions.csv: 'unreadable' (not scored), 'non-finite' (a score is
+  NaN or inf: the checkpoint's weights are), else 'ok'."""
+  statuses = [OK if finite else NON_FINITE for finite in np.isfinite(scores).all(axis=1)]
+  for i in failed:
+    statuses[i] = UNREADABLE
+  return statuses
+
+
+def write_predictions_csv(path, paths, scores, statuses, thresholds, label_names):
+  """One row per image: path, status, every score, the names of the labels above threshold (none
+  unless the status is 'ok')."""
   predictions = metrics.threshold_predictions(np.nan_to_num(scores, nan=-1.0), thresholds)
   with files.atomic_write(path, newline="") as f:
     writer = csv.writer(f)
     writer.writerow(["image_path", "status"] + label_names + ["predicted_labels"])
-    for i, image in enumerate(paths):
-      if i in failed:
-        writer.writerow([image, "unreadable"] + [""] * len(label_names) + [""])
+    for i, (image, status) in enumerate(zip(paths, statuses)):
+      if status == UNREADABLE:
+        writer.writerow([image, status] + [""] * len(label_names) + [""])
         continue
-      names = [n for n, p in zip(label_names, predictions[i]) if p]
-      writer.writerow([image, "ok"] + [f"{s:.6f}" for s in scores[i]] + [";".join(names)])
+      names = [n for n, p in zip(label_names, predictions[i]) if p and status == OK]
+      writer.writerow([image, status] + [f"{s:.6f}" for s in scores[i]] + [";".join(names)])
+
+
+def score_all(model, paths, scoring, config):
+  """Scores every image and logs what could not be: (scores [N, L], statuses)."""
+  start = time.time()
+  score = serving.make_scorer(model, config.aggregation, config.xla)
+  scores, failed = score_images(score, paths, scoring, config.batch_size)
+  for i in failed:
+    log(f"unreadable image {paths[i]}: {failure_reason(paths[i])}")
+  statuses = image_statuses(scores, failed)
+  non_finite = statuses.count(NON_FINITE)
+  log(f"scored {len(paths) - len(failed)} images in {time.time() - start:.1f} s; "
+      f"{len(failed)} unreadable" + (" (a NaN row each in the score file, status 'unreadable' "
+                                     "in predictions.csv)" if len(failed) else "")
+      + (f"; {non_finite} with NaN or inf scores (status '{NON_FINITE}')" if non_finite else ""))
+  return scores, statuses
 
 
 def main(argv):
@@ -127,21 +157,15 @@ def main(argv):
     log(f"scoring {len(paths)} images: one view, resized to {scoring.target} as evaluate.py does "
         f"(trained with augmentation={model_config.augmentation}; --views=ten for 10 crops)")
 
-  start = time.time()
-  score = serving.make_scorer(model, config.aggregation, config.xla)
-  scores, failed = score_images(score, paths, scoring, config.batch_size)
-  for i in failed:
-    log(f"unreadable image {paths[i]}: {failure_reason(paths[i])}")
-  log(f"scored {len(paths) - len(failed)} images in {time.time() - start:.1f} s; "
-      f"{len(failed)} unreadable" + (" (a NaN row each in the score file, status 'unreadable' "
-                                     "in predictions.csv)" if len(failed) else ""))
+  scores, statuses = score_all(model, paths, scoring, config)
+  non_finite, unreadable = statuses.count(NON_FINITE), statuses.count(UNREADABLE)
 
   score_path = os.path.join(config.inference_dir, config.inference_file_name)
   textfiles.save_scores(score_path, scores)
   csv_path = os.path.join(config.inference_dir, "predictions.csv")
-  write_predictions_csv(csv_path, paths, scores, set(failed.tolist()), scoring.thresholds,
+  write_predictions_csv(csv_path, paths, scores, statuses, scoring.thresholds,
                         scoring.label_names)
-  if config.export_saved_model:
+  if config.export_saved_model and not non_finite:  # NaN weights would replace a good export
     serving.export(model, config.export_saved_model, scoring)
     log(f"wrote a SavedModel to {config.export_saved_model}")
   # Last, so that it describes outputs that are all there.
@@ -152,10 +176,16 @@ def main(argv):
                              "target": list(scoring.target), "aggregation": config.aggregation,
                              "thresholds_file": config.thresholds_file,
                              "thresholds": np.asarray(scoring.thresholds, np.float64).tolist(),
-                             "images": len(paths), "unreadable": len(failed)})
+                             "images": len(paths), "unreadable": unreadable})
   log(f"wrote {score_path}, {csv_path} and {config_path}")
-  if config.strict and len(failed):
-    raise errors.DataError(f"{len(failed)} of {len(paths)} images were unreadable (listed above; "
+  if non_finite:
+    raise checkpoints.non_finite_scores(
+        prefix, non_finite, len(paths) - unreadable,
+        f"; their rows are marked '{NON_FINITE}' in predictions.csv"
+        + ("; the SavedModel was not written" if config.export_saved_model else "")
+        + checkpoints.use_earlier(prefix))
+  if config.strict and unreadable:
+    raise errors.DataError(f"{unreadable} of {len(paths)} images were unreadable (listed above; "
                            "their rows are marked in the outputs) and --strict=true")
   return 0
 

@@ -145,8 +145,8 @@ def resolve_checkpoint(path):
 
 
 class BadCheckpoint(errors.DataError):
-  """A checkpoint that cannot be used: damaged (checkpoint_damage). A watching evaluator names it
-  and goes on to the next."""
+  """A checkpoint that cannot be used: damaged (checkpoint_damage), or whose weights give NaN or
+  inf scores (non_finite_scores). A watching evaluator names it and goes on to the next."""
 
 
 # What reading a damaged checkpoint raises: TensorFlow's errors ("not an sstable (bad magic
@@ -160,6 +160,14 @@ def checkpoint_damage(prefix, error, then=""):
   naming the checkpoint, with TensorFlow's own words. `then` ends the line (what to do)."""
   return BadCheckpoint(f"{prefix}: this checkpoint cannot be restored, its files are damaged or "
                        f"incomplete ({errors.tf_message(error)}){then}")
+
+
+def non_finite_scores(prefix, bad_images, total, then=""):
+  """The one line for a checkpoint whose weights give NaN or inf scores to `bad_images` of
+  `total` images: a BadCheckpoint naming it (train.py saved the weights of a diverged run)."""
+  return BadCheckpoint(f"{prefix}: its scores are not finite (NaN or inf) for {bad_images} of "
+                       f"{total} images: the checkpoint holds the NaN or inf weights of a run "
+                       f"that diverged{then}")
 
 
 def use_earlier(prefix):

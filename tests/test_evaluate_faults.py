@@ -78,7 +78,7 @@ def assert_one_line(err, says):
 
 
 # ---------------------------------------------------------------------------------------------
-# Damaged checkpoints.
+# Damaged checkpoints, and NaN weights.
 
 @pytest.mark.parametrize("part, how", DAMAGES)
 def test_run_once_on_a_damaged_checkpoint_is_one_line_naming_it(run, tmp_path, capsys, part,
@@ -96,10 +96,12 @@ def test_run_once_on_a_damaged_checkpoint_is_one_line_naming_it(run, tmp_path, c
   assert not os.path.exists(tmp_path / "eval" / evaluate.METRICS_FILE)
 
 
-def test_a_watching_evaluator_names_a_damaged_checkpoint_and_goes_on(run, tmp_path, capsys):
-  """ckpt-4's data file has 64 bytes flipped. Before: the watch died on it in a traceback, and
-  never evaluated ckpt-6."""
-  train_dir = copy_checkpoints(run["train_dir"], tmp_path / "train", ["ckpt-2", "ckpt-4", "ckpt-6"],
+def test_a_watching_evaluator_names_a_damaged_and_a_nan_checkpoint_and_goes_on(run, tmp_path,
+                                                                              capsys):
+  """ckpt-4's data file has 64 bytes flipped, ckpt-8 holds NaN weights. Before: the watch died
+  on ckpt-4 in a traceback, and never evaluated ckpt-6."""
+  train_dir = copy_checkpoints(run["train_dir"], tmp_path / "train",
+                               ["ckpt-2", "ckpt-4", "ckpt-6", "ckpt-8"],
                                damaged=("ckpt-4", "data-00000-of-00001", "flip"))
   eval_dir = tmp_path / "eval"
   status, out, err = run_script_main(capsys, evaluate.main, watch_args(run, train_dir, eval_dir))
@@ -107,5 +109,25 @@ def test_a_watching_evaluator_names_a_damaged_checkpoint_and_goes_on(run, tmp_pa
   assert re.search(r"^skipping ckpt-4: \S+/ckpt-4: this checkpoint cannot be restored, its files "
                    r"are damaged or incomplete \(.*Checksum does not match.*\); going on to the "
                    r"next one$", out, re.M), out
+  assert re.search(r"^skipping ckpt-8: \S+/ckpt-8: its scores are not finite \(NaN or inf\) for "
+                   r"12 of 12 images: .*; going on to the next one$", out, re.M), out
   assert "evaluated 2 checkpoint(s)" in out
-  assert recorded(eval_dir) == ["ckpt-2", "ckpt-6"]  # the skipped one is tried again at a restart
+  assert recorded(eval_dir) == ["ckpt-2", "ckpt-6"]  # the skipped ones are tried again at a restart
+  with open(eval_dir / evaluate.BEST_DIR / "metrics.json") as f:
+    assert json.load(f)["checkpoint"] in ("ckpt-2", "ckpt-6")
+
+
+def test_run_once_on_nan_weights_names_the_checkpoint(run, tmp_path, capsys):
+  """Before: `error: scores contain np.float64(nan) at image 0, label 0`, naming no checkpoint."""
+  eval_dir = tmp_path / "eval"
+  prefix = os.path.join(run["train_dir"], "ckpt-8")
+  status, out, err = run_script_main(capsys, evaluate.main, evaluate_args(
+      run, run["train_dir"], eval_dir, "--run_once=true", f"--checkpoint_path={prefix}",
+      f"--score_file={tmp_path / 'scores.txt'}"))
+  assert status == 1
+  assert_one_line(err, f"error: {prefix}: its scores are not finite (NaN or inf) for 12 of 12 "
+                       "images: the checkpoint holds the NaN or inf weights of a run that "
+                       f"diverged; use {run['train_dir']}/ckpt-6 instead")
+  assert not os.path.exists(eval_dir / evaluate.METRICS_FILE)
+  assert not os.path.exists(eval_dir / evaluate.BEST_DIR)
+  assert not os.path.exists(tmp_path / "scores.txt")

@@ -9,20 +9,36 @@ in-process through errors.run; the signals go to real processes.
   .venv/bin/python -m pytest tests/test_inference_faults.py
 """
 
+import csv
+import json
 import os
 
+import numpy as np
 import pytest
+import tensorflow as tf
 
+import configs
 import export_saved_model
 import inference
 import inference_fixture as fx
 from fault_helpers import DAMAGES, copy_checkpoints, output_files
+from multilabel import checkpoints, config_files
+from multilabel.training import optimizers
 from run_helpers import run_script_main
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-  return fx.build(str(tmp_path_factory.mktemp("inference_faults")))
+  """inference_fixture's train dir, and ckpt-30 in it: NaN in the head's last convolution."""
+  fixture = fx.build(str(tmp_path_factory.mktemp("inference_faults")))
+  last = fixture.model.head[-1]
+  last.weights.assign(tf.fill(last.weights.shape, float("nan")))
+  optimizer = optimizers.make_optimizer(configs.TrainConfig(),
+                                        fixture.model.trainable_variables)
+  optimizer.iterations.assign(30)
+  tf.train.CheckpointManager(checkpoints.make_checkpoint(fixture.model, optimizer),
+                             fixture.train_dir, max_to_keep=5).save(checkpoint_number=30)
+  return fixture
 
 
 def infer_args(trained, out_dir, *more):
@@ -35,6 +51,11 @@ def assert_one_line(err, says):
   assert "Traceback" not in err and lines and lines[-1].startswith("error: "), err
   assert says in lines[-1], lines[-1]
   return lines[-1]
+
+
+def read_rows(path):
+  with open(path, newline="") as f:
+    return list(csv.reader(f))[1:]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -57,3 +78,38 @@ def test_a_damaged_checkpoint_is_one_line_naming_it(trained, tmp_path, capsys, m
                               "its files are damaged or incomplete (")
   assert line.endswith(f"; use {train_dir}/ckpt-10 instead")
   assert output_files(tmp_path / "out") == output_files(tmp_path / "export") == []
+
+
+# ---------------------------------------------------------------------------------------------
+# NaN weights.
+
+def test_nan_scores_are_never_ok_and_exit_1_naming_the_checkpoint(trained, tmp_path, capsys):
+  """Before: exit 0, and every row `nan` with status 'ok'. Now the outputs are written, the rows
+  marked 'non-finite' (the corrupt image stays 'unreadable'), no SavedModel of the NaN weights
+  replaces a good one, and one line names the checkpoint."""
+  prefix = os.path.join(trained.train_dir, "ckpt-30")
+  out_dir, export_dir = tmp_path / "out", tmp_path / "export"
+  status, out, err = run_script_main(capsys, inference.main, infer_args(
+      trained, out_dir, f"--checkpoint_path={prefix}", f"--export_saved_model={export_dir}"))
+  assert status == 1
+  images = len(fx.IMAGES)
+  assert_one_line(err, f"error: {prefix}: its scores are not finite (NaN or inf) for {images} "
+                       f"of {images} images: the checkpoint holds the NaN or inf weights of a "
+                       "run that diverged; their rows are marked 'non-finite' in "
+                       "predictions.csv; the SavedModel was not written; use "
+                       f"{trained.train_dir}/ckpt-20 instead")
+  assert f"; {images} with NaN or inf scores (status 'non-finite')" in out
+  rows = read_rows(out_dir / "predictions.csv")
+  statuses = {os.path.basename(row[0]): row[1] for row in rows}
+  assert statuses == {**{name: "non-finite" for name in fx.IMAGES}, fx.CORRUPT: "unreadable"}
+  assert all(row[-1] == "" for row in rows)  # no label predicted from a NaN
+  assert np.isnan(np.loadtxt(out_dir / "scores.txt")).all()
+  with open(out_dir / config_files.INFERENCE_CONFIG_FILE) as f:
+    assert json.load(f)["run"]["checkpoint"] == prefix
+  assert not export_dir.exists()
+
+
+def test_image_statuses():
+  scores = np.array([[0.5, 0.1], [np.nan, 0.2], [np.nan, np.nan], [np.inf, 0.0]])
+  assert inference.image_statuses(scores, [2]) == ["ok", "non-finite", "unreadable",
+                                                   "non-finite"]
