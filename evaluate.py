@@ -273,14 +273,23 @@ def evaluate_or_skip(evaluator, prefix, eval_config, service):
     return None
 
 
+def check_output_folders(eval_config, eval_dir):
+  """A read-only eval_dir, or score or label file folder, is one line now, before any work."""
+  files.check_writable(eval_dir, "eval_dir")
+  for flag in ("score_file", "label_file"):
+    if getattr(eval_config, flag):
+      files.check_writable(os.path.dirname(os.path.abspath(getattr(eval_config, flag))), flag)
+
+
 def main(argv):
   eval_config = configs.EvalConfig()  # edit here, e.g. checkpoint_dir="runs/coco"
   arguments.parse_overrides(argv, eval_config, usage=__doc__)
+  eval_dir = eval_config.eval_dir or os.path.join(eval_config.checkpoint_dir, "eval")
+  check_output_folders(eval_config, eval_dir)
   records.expand_file_spec(eval_config.input_tfrecord_file)  # missing records: an error now
   service = (input_service.connect(eval_config.data_service_address,
                                    eval_config.data_service_timeout_secs, log)
              if eval_config.data_service_address else None)  # a dead dispatcher: an error now
-  eval_dir = eval_config.eval_dir or os.path.join(eval_config.checkpoint_dir, "eval")
   runtime.select_devices(eval_config.gpu_id)
 
   evaluator = None

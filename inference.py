@@ -138,12 +138,19 @@ def score_all(model, paths, scoring, config):
   return scores, statuses
 
 
+def check_output_folders(config):
+  """A read-only inference_dir, or export folder's parent, is one line now, before any image is
+  scored."""
+  files.check_writable(config.inference_dir, "inference_dir")
+  if config.export_saved_model:
+    serving.check_export_dir(config.export_saved_model)
+
+
 def main(argv):
   config = configs.InferenceConfig()  # edit here, e.g. checkpoint_path="runs/coco/eval/best"
   arguments.parse_overrides(argv, config, usage=__doc__)
+  check_output_folders(config)
   paths = get_test_image_list(config)
-  if config.export_saved_model:
-    serving.check_export_dir(config.export_saved_model)
   select_devices(config.gpu_id)
 
   model, model_config, prefix, step = load_trained_model(config.checkpoint_path)

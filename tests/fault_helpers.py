@@ -1,8 +1,14 @@
 """Helpers of test_evaluate_faults.py and test_inference_faults.py (not collected): damaged
-checkpoints."""
+checkpoints, read-only folders."""
 
+import builtins
+import contextlib
+import errno
 import os
 import shutil
+import subprocess
+
+from multilabel import files
 
 DAMAGES = [(part, how) for part in ("data-00000-of-00001", "index")
            for how in ("truncate", "flip")]
@@ -37,6 +43,34 @@ def copy_checkpoints(source, folder, names, damaged=None):
     f.write(f'model_checkpoint_path: "{names[-1]}"\n'
             + "".join(f'all_model_checkpoint_paths: "{n}"\n' for n in names))
   return str(folder)
+
+
+@contextlib.contextmanager
+def read_only_folder(folder, monkeypatch):
+  """`folder`, read-only for real where this machine lets us: chmod 0555 for a user; for root,
+  whom permissions do not stop, a read-only tmpfs mounted on it. Where root cannot mount, faked:
+  files.py's opens under it fail with EROFS (in this process only). Yields True if it is real."""
+  os.makedirs(folder, exist_ok=True)
+  if os.geteuid() != 0:
+    os.chmod(folder, 0o555)
+    try:
+      yield True
+    finally:
+      os.chmod(folder, 0o755)
+    return
+  mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)],
+                           capture_output=True).returncode == 0
+  if not mounted:
+    def open_read_only(path, *args, **kwargs):
+      if os.path.abspath(path).startswith(os.path.abspath(folder) + os.sep):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), path)
+      return builtins.open(path, *args, **kwargs)
+    monkeypatch.setattr(files, "open", open_read_only, raising=False)
+  try:
+    yield mounted
+  finally:
+    if mounted:
+      subprocess.run(["umount", "-l", str(folder)], check=True)
 
 
 def output_files(folder):

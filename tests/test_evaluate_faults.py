@@ -19,9 +19,9 @@ import tensorflow as tf
 
 import configs
 import evaluate
-from fault_helpers import DAMAGES, copy_checkpoints
+from fault_helpers import DAMAGES, copy_checkpoints, read_only_folder
 from multi_label_classification_model import MultiLabelClassificationModel
-from multilabel import checkpoints, config_files
+from multilabel import checkpoints, config_files, errors, files
 from multilabel.training import optimizers
 from run_helpers import run_script_main, write_records
 
@@ -131,3 +131,33 @@ def test_run_once_on_nan_weights_names_the_checkpoint(run, tmp_path, capsys):
   assert not os.path.exists(eval_dir / evaluate.METRICS_FILE)
   assert not os.path.exists(eval_dir / evaluate.BEST_DIR)
   assert not os.path.exists(tmp_path / "scores.txt")
+
+
+# ---------------------------------------------------------------------------------------------
+# Read-only output folders.
+
+@pytest.mark.parametrize("flag", ["eval_dir", "score_file"])
+def test_a_read_only_output_folder_is_one_line_before_any_work(run, tmp_path, capsys,
+                                                               monkeypatch, flag):
+  """Before: the checkpoint was restored, then `PermissionError: ... .eval_config.json...tmp` (or
+  the score file's, after the evaluation) in a traceback."""
+  read_only = tmp_path / "read_only"
+  eval_dir = read_only / "eval" if flag == "eval_dir" else tmp_path / "eval"
+  more = [f"--score_file={read_only / 'scores.txt'}"] if flag == "score_file" else []
+  with read_only_folder(read_only, monkeypatch):
+    status, out, err = run_script_main(capsys, evaluate.main, evaluate_args(
+        run, run["train_dir"], eval_dir, "--run_once=true", *more))
+  assert status == 2, err
+  assert_one_line(err, f"error: {flag}: cannot write in {read_only}")
+  assert all(line.startswith("override ") for line in out.splitlines()), out  # no evaluation
+  assert not os.path.exists(tmp_path / "eval")
+
+
+def test_check_writable_names_a_file_in_the_way(tmp_path):
+  (tmp_path / "file").write_text("")
+  with pytest.raises(errors.ConfigError,
+                     match=f"eval_dir: cannot write in {tmp_path}/file/eval: {tmp_path}/file is "
+                           "a file"):
+    files.check_writable(str(tmp_path / "file" / "eval"), "eval_dir")
+  files.check_writable(str(tmp_path / "new" / "eval"), "eval_dir")
+  assert sorted(os.listdir(tmp_path)) == ["file"]  # no folder made, no probe left

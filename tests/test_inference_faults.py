@@ -21,7 +21,7 @@ import configs
 import export_saved_model
 import inference
 import inference_fixture as fx
-from fault_helpers import DAMAGES, copy_checkpoints, output_files
+from fault_helpers import DAMAGES, copy_checkpoints, output_files, read_only_folder
 from multilabel import checkpoints, config_files
 from multilabel.training import optimizers
 from run_helpers import run_script_main
@@ -113,3 +113,23 @@ def test_image_statuses():
   scores = np.array([[0.5, 0.1], [np.nan, 0.2], [np.nan, np.nan], [np.inf, 0.0]])
   assert inference.image_statuses(scores, [2]) == ["ok", "non-finite", "unreadable",
                                                    "non-finite"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Read-only output folders.
+
+@pytest.mark.parametrize("flag", ["inference_dir", "export_saved_model"])
+def test_a_read_only_output_folder_is_one_line_before_any_image_is_scored(
+    trained, tmp_path, capsys, monkeypatch, flag):
+  """Before: every image was scored, then `PermissionError: ... .scores.txt...tmp` (or the
+  export's) in a traceback."""
+  read_only = tmp_path / "read_only"
+  out_dir = read_only / "out" if flag == "inference_dir" else tmp_path / "out"
+  more = [f"--export_saved_model={read_only / 'export'}"] if flag == "export_saved_model" else []
+  with read_only_folder(read_only, monkeypatch):
+    status, out, err = run_script_main(capsys, inference.main, infer_args(
+        trained, out_dir, f"--checkpoint_path={trained.prefix_a}", *more))
+  assert status == 2, err
+  assert_one_line(err, f"error: {flag}: cannot write in {read_only}")
+  assert "restored" not in out and "scored" not in out, out
+  assert not os.path.exists(tmp_path / "out")
