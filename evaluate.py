@@ -66,17 +66,24 @@ def score_dataset(predict, dataset):
 
 
 def already_evaluated(eval_dir):
+  """The checkpoints metrics.jsonl records. A line that is no record (one cut short when the
+  evaluator was killed mid-append) is ignored: with a note while it is the last line, the start
+  after the kill, which evaluates its checkpoint again (append_record puts that record on a line
+  of its own); silently once records follow it."""
   path = os.path.join(eval_dir, METRICS_FILE)
   if not os.path.exists(path):
     return set()
-  done = set()
+  done, bad = set(), None
   with open(path) as f:
     for line_number, line in enumerate(f, 1):
       try:
         done.add(json.loads(line)["checkpoint"])
-      except (ValueError, KeyError):  # e.g. a line cut short when the evaluator was killed
-        if line.strip():
-          log(f"note: {path}:{line_number}: not a metrics record; ignored")
+        bad = None
+      except (ValueError, KeyError):
+        bad = line_number if line.strip() else bad
+  if bad:
+    log(f"note: {path}:{bad}: not a metrics record; ignored (cut short when the evaluator was "
+        "stopped?); its checkpoint is evaluated again")
   return done
 
 
@@ -193,8 +200,22 @@ def report(result, scores, labels, prefix, evaluator, eval_config):
     textfiles.save_labels(eval_config.label_file, labels)
   # Last: a checkpoint is recorded only when all of the above is done, so that an evaluator
   # stopped before (best/ half-written) evaluates it again when restarted.
-  with open(os.path.join(eval_dir, METRICS_FILE), "a") as f:
-    f.write(json.dumps(result) + "\n")
+  append_record(os.path.join(eval_dir, METRICS_FILE), result)
+
+
+def append_record(path, result):
+  """Appends `result` to metrics.jsonl as one line, in one write. The line starts on a fresh
+  line: after a line cut short (an evaluator killed mid-append), which already_evaluated ignores,
+  a newline comes first, or this record would be glued to it and unreadable too, and its
+  checkpoint evaluated again at every restart."""
+  line = json.dumps(result) + "\n"
+  if os.path.exists(path) and os.path.getsize(path):
+    with open(path, "rb") as f:
+      f.seek(-1, os.SEEK_END)
+      if f.read(1) != b"\n":
+        line = "\n" + line
+  with open(path, "a") as f:
+    f.write(line)
 
 
 def checkpoints_to_evaluate(eval_config):

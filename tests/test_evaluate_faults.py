@@ -161,3 +161,47 @@ def test_check_writable_names_a_file_in_the_way(tmp_path):
     files.check_writable(str(tmp_path / "file" / "eval"), "eval_dir")
   files.check_writable(str(tmp_path / "new" / "eval"), "eval_dir")
   assert sorted(os.listdir(tmp_path)) == ["file"]  # no folder made, no probe left
+
+
+# ---------------------------------------------------------------------------------------------
+# metrics.jsonl: a line cut short by a kill mid-append.
+
+@pytest.mark.slow
+def test_a_cut_last_line_is_ignored_once_and_the_next_record_starts_on_a_fresh_line(
+    run, tmp_path, capsys):
+  """The file state an evaluator killed while appending ckpt-2's record leaves: the restart
+  notes the cut line and evaluates ckpt-2 again, on a line of its own; a third start has nothing
+  to evaluate. Before: the new record was glued to the cut line, and every start evaluated
+  ckpt-2 again."""
+  train_dir = copy_checkpoints(run["train_dir"], tmp_path / "train", ["ckpt-2"])
+  eval_dir = tmp_path / "eval"
+  argv = watch_args(run, train_dir, eval_dir)
+  status, out, _ = run_script_main(capsys, evaluate.main, argv)
+  assert status == 0 and recorded(eval_dir) == ["ckpt-2"]
+  metrics = eval_dir / evaluate.METRICS_FILE
+  cut = metrics.read_text()[:40]  # killed halfway through its write
+  metrics.write_text(cut)
+
+  status, out, _ = run_script_main(capsys, evaluate.main, argv)
+  assert status == 0 and "evaluated 1 checkpoint(s)" in out, out
+  assert f"{evaluate.METRICS_FILE}:1: not a metrics record; ignored" in out
+  assert re.search(r"^ckpt-2 \(step 2\): loss ", out, re.M)
+  first, second = metrics.read_text().splitlines()
+  assert first == cut and json.loads(second)["checkpoint"] == "ckpt-2"
+
+  status, out, _ = run_script_main(capsys, evaluate.main, argv)
+  assert status == 0 and "evaluated 0 checkpoint(s)" in out, out
+  assert "not a metrics record" not in out  # noted once, the start after the kill
+
+
+def test_an_append_after_a_file_without_a_final_newline_starts_a_line(tmp_path, capsys):
+  path = tmp_path / evaluate.METRICS_FILE
+  evaluate.append_record(str(path), {"checkpoint": "ckpt-1"})  # a new file
+  path.write_text(path.read_text() + '{"checkpoint": "ckp')
+  evaluate.append_record(str(path), {"checkpoint": "ckpt-2"})
+  evaluate.append_record(str(path), {"checkpoint": "ckpt-3"})
+  assert path.read_text().splitlines() == [
+      '{"checkpoint": "ckpt-1"}', '{"checkpoint": "ckp', '{"checkpoint": "ckpt-2"}',
+      '{"checkpoint": "ckpt-3"}']
+  assert evaluate.already_evaluated(str(tmp_path)) == {"ckpt-1", "ckpt-2", "ckpt-3"}
+  assert "not a metrics record" not in capsys.readouterr().out  # records follow the cut line
