@@ -6,7 +6,7 @@ first), and keeps the best by mAP in <eval_dir>/best/, written from the weights 
 train.py's max_to_keep cannot take it away). metrics.jsonl records a checkpoint last, once its
 best/ is written: a restarted evaluator evaluates again what it had not finished. A damaged
 checkpoint, or one whose weights give NaN scores, is named in one line and skipped (with
---run_once, the error).
+--run_once, the error). Ctrl-C or SIGTERM: exit status 130 or 143, nothing half-written.
 
     python evaluate.py --checkpoint_dir=runs/coco --input_tfrecord_file='data/eval-*'
     python evaluate.py --checkpoint_dir=runs/coco --input_tfrecord_file=data/eval.tfrecord \\
@@ -198,6 +198,7 @@ def report(result, scores, labels, prefix, evaluator, eval_config):
     textfiles.save_scores(eval_config.score_file, scores)
   if eval_config.label_file:
     textfiles.save_labels(eval_config.label_file, labels)
+  evaluator.writer.flush()  # so that a stop right after loses none of it
   # Last: a checkpoint is recorded only when all of the above is done, so that an evaluator
   # stopped before (best/ half-written) evaluates it again when restarted.
   append_record(os.path.join(eval_dir, METRICS_FILE), result)
@@ -302,21 +303,14 @@ def check_output_folders(eval_config, eval_dir):
       files.check_writable(os.path.dirname(os.path.abspath(getattr(eval_config, flag))), flag)
 
 
-def main(argv):
-  eval_config = configs.EvalConfig()  # edit here, e.g. checkpoint_dir="runs/coco"
-  arguments.parse_overrides(argv, eval_config, usage=__doc__)
-  eval_dir = eval_config.eval_dir or os.path.join(eval_config.checkpoint_dir, "eval")
-  check_output_folders(eval_config, eval_dir)
-  records.expand_file_spec(eval_config.input_tfrecord_file)  # missing records: an error now
-  service = (input_service.connect(eval_config.data_service_address,
-                                   eval_config.data_service_timeout_secs, log)
-             if eval_config.data_service_address else None)  # a dead dispatcher: an error now
-  runtime.select_devices(eval_config.gpu_id)
-
+def watch(eval_config, eval_dir, service, stop, recorded):
+  """Evaluates each checkpoint to evaluate (checkpoints_to_evaluate) that metrics.jsonl does not
+  record yet, appending its name to `recorded` once reported. A stop signal ends the run at once
+  (no half-written output: the writes are atomic), except during report(), which it lets end, so
+  that a checkpoint's outputs are all written, or, not recorded, written again at a restart."""
   evaluator = None
   recover_best(eval_dir)
   done = already_evaluated(eval_dir)
-  evaluations = 0
   for prefix in checkpoints_to_evaluate(eval_config):
     name = os.path.basename(prefix)
     if name in done and not eval_config.run_once:
@@ -329,12 +323,31 @@ def main(argv):
     evaluated = evaluate_or_skip(evaluator, prefix, eval_config, service)
     if evaluated is None:
       continue
-    report(*evaluated, prefix, evaluator, eval_config)
+    with stop.deferred():
+      report(*evaluated, prefix, evaluator, eval_config)
     done.add(name)
-    evaluations += 1
-    if eval_config.max_evaluations and evaluations >= eval_config.max_evaluations:
-      break
-  log(f"evaluated {evaluations} checkpoint(s); metrics in {eval_dir}/{METRICS_FILE}")
+    recorded.append(name)
+    if eval_config.max_evaluations and len(recorded) >= eval_config.max_evaluations:
+      return
+
+
+def main(argv):
+  eval_config = configs.EvalConfig()  # edit here, e.g. checkpoint_dir="runs/coco"
+  arguments.parse_overrides(argv, eval_config, usage=__doc__)
+  eval_dir = eval_config.eval_dir or os.path.join(eval_config.checkpoint_dir, "eval")
+  check_output_folders(eval_config, eval_dir)
+  records.expand_file_spec(eval_config.input_tfrecord_file)  # missing records: an error now
+  recorded = []  # the checkpoints this run evaluated and recorded
+  metrics_path = os.path.join(eval_dir, METRICS_FILE)
+  with runtime.StopSignals(lambda: f"{len(recorded)} checkpoint(s) evaluated and recorded in "
+                           f"{metrics_path} with all their outputs; nothing is half-written"
+                           ) as stop:
+    service = (input_service.connect(eval_config.data_service_address,
+                                     eval_config.data_service_timeout_secs, log)
+               if eval_config.data_service_address else None)  # a dead dispatcher: an error now
+    runtime.select_devices(eval_config.gpu_id)
+    watch(eval_config, eval_dir, service, stop, recorded)
+  log(f"evaluated {len(recorded)} checkpoint(s); metrics in {metrics_path}")
   return 0
 
 

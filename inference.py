@@ -14,7 +14,8 @@ them), decodes images in parallel in tf.data, and writes:
 The label names are the train dir's (train.py keeps them in config.json) unless
 --label_names_file names others. A row's status is 'ok', 'unreadable' (a NaN row; --strict=true
 exits 1) or 'non-finite': the checkpoint's weights gave a NaN or inf score (a run that diverged),
-and the run exits 1 after writing the outputs, in one line naming the checkpoint.
+and the run exits 1 after writing the outputs, in one line naming the checkpoint. Ctrl-C or
+SIGTERM stops it with exit status 130 or 143, and all of the outputs or none of them written.
 
     python inference.py --checkpoint_path=runs/coco/eval/best --image_dir=test_images
     python inference.py --checkpoint_path=runs/coco --image_list_file=test/image_list \\
@@ -33,7 +34,7 @@ from multi_label_classification_model import load_trained_model
 from multilabel import (arguments, checkpoints, config_files, errors, files, metrics, serving,
                         textfiles)
 from multilabel.data.preprocessing import preprocess_views
-from multilabel.runtime import Progress, log, select_devices
+from multilabel.runtime import Progress, StopSignals, log, select_devices
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 OK, UNREADABLE, NON_FINITE = "ok", "unreadable", "non-finite"  # predictions.csv's statuses
@@ -146,36 +147,13 @@ def check_output_folders(config):
     serving.check_export_dir(config.export_saved_model)
 
 
-def main(argv):
-  config = configs.InferenceConfig()  # edit here, e.g. checkpoint_path="runs/coco/eval/best"
-  arguments.parse_overrides(argv, config, usage=__doc__)
-  check_output_folders(config)
-  paths = get_test_image_list(config)
-  select_devices(config.gpu_id)
-
-  model, model_config, prefix, step = load_trained_model(config.checkpoint_path)
-  log(f"restored {prefix} (step {step})")
-  # The names and thresholds are read here, so that a bad file fails before the images are scored.
-  scoring = serving.TestTimeScoring.for_run(config, model_config, os.path.dirname(prefix))
-  if scoring.views == "ten":
-    log(f"scoring {len(paths)} images: resize {scoring.resize}, 10 crops of {scoring.target}, "
-        f"{config.aggregation}")
-  else:  # the whole image, as the network saw it in training (augmentation=...)
-    log(f"scoring {len(paths)} images: one view, resized to {scoring.target} as evaluate.py does "
-        f"(trained with augmentation={model_config.augmentation}; --views=ten for 10 crops)")
-
-  scores, statuses = score_all(model, paths, scoring, config)
-  non_finite, unreadable = statuses.count(NON_FINITE), statuses.count(UNREADABLE)
-
+def write_outputs(config, paths, scores, statuses, scoring, model_config, prefix, step):
+  """The score file, predictions.csv, and last inference_config.json, which describes them."""
   score_path = os.path.join(config.inference_dir, config.inference_file_name)
   textfiles.save_scores(score_path, scores)
   csv_path = os.path.join(config.inference_dir, "predictions.csv")
   write_predictions_csv(csv_path, paths, scores, statuses, scoring.thresholds,
                         scoring.label_names)
-  if config.export_saved_model and not non_finite:  # NaN weights would replace a good export
-    serving.export(model, config.export_saved_model, scoring)
-    log(f"wrote a SavedModel to {config.export_saved_model}")
-  # Last, so that it describes outputs that are all there.
   config_path = os.path.join(config.inference_dir, config_files.INFERENCE_CONFIG_FILE)
   config_files.save_configs(config_path, config, model_config, label_names=scoring.label_names,
                         run={"checkpoint": prefix, "global_step": step, "views": scoring.views,
@@ -183,8 +161,40 @@ def main(argv):
                              "target": list(scoring.target), "aggregation": config.aggregation,
                              "thresholds_file": config.thresholds_file,
                              "thresholds": np.asarray(scoring.thresholds, np.float64).tolist(),
-                             "images": len(paths), "unreadable": unreadable})
+                             "images": len(paths), "unreadable": statuses.count(UNREADABLE)})
   log(f"wrote {score_path}, {csv_path} and {config_path}")
+
+
+def main(argv):
+  config = configs.InferenceConfig()  # edit here, e.g. checkpoint_path="runs/coco/eval/best"
+  arguments.parse_overrides(argv, config, usage=__doc__)
+  check_output_folders(config)
+  paths = get_test_image_list(config)
+  outcome = ["no output was written"]  # what a stop signal leaves, said in its line
+  with StopSignals(lambda: outcome[0]) as stop:
+    select_devices(config.gpu_id)
+    model, model_config, prefix, step = load_trained_model(config.checkpoint_path)
+    log(f"restored {prefix} (step {step})")
+    # The names and thresholds are read here, so that a bad file fails before the images are
+    # scored.
+    scoring = serving.TestTimeScoring.for_run(config, model_config, os.path.dirname(prefix))
+    if scoring.views == "ten":
+      log(f"scoring {len(paths)} images: resize {scoring.resize}, 10 crops of {scoring.target}, "
+          f"{config.aggregation}")
+    else:  # the whole image, as the network saw it in training (augmentation=...)
+      log(f"scoring {len(paths)} images: one view, resized to {scoring.target} as evaluate.py "
+          f"does (trained with augmentation={model_config.augmentation}; --views=ten for 10 "
+          "crops)")
+    scores, statuses = score_all(model, paths, scoring, config)
+    non_finite, unreadable = statuses.count(NON_FINITE), statuses.count(UNREADABLE)
+    # Before the other outputs, since it takes a while: a stop during it leaves none (it is
+    # atomic too). Not the NaN weights, which would replace a good export.
+    if config.export_saved_model and not non_finite:
+      serving.export(model, config.export_saved_model, scoring)
+      log(f"wrote a SavedModel to {config.export_saved_model}")
+    with stop.deferred():  # all of the outputs, or (stopped before) none
+      write_outputs(config, paths, scores, statuses, scoring, model_config, prefix, step)
+      outcome[0] = f"the outputs in {config.inference_dir} are all written"
   if non_finite:
     raise checkpoints.non_finite_scores(
         prefix, non_finite, len(paths) - unreadable,

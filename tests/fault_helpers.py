@@ -1,5 +1,5 @@
 """Helpers of test_evaluate_faults.py and test_inference_faults.py (not collected): damaged
-checkpoints, read-only folders."""
+checkpoints, read-only folders, and a script stopped by a signal while it works."""
 
 import builtins
 import contextlib
@@ -7,6 +7,8 @@ import errno
 import os
 import shutil
 import subprocess
+import sys
+import time
 
 from multilabel import files
 
@@ -71,6 +73,43 @@ def read_only_folder(folder, monkeypatch):
   finally:
     if mounted:
       subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+def stop_while_working(script, argv, started, signum, log_dir, settle=1.0, timeout=300):
+  """Runs `python <script> *argv` from the repository, waits until started() is true (polled;
+  e.g. an output of its work appeared), then `settle` seconds, and sends it `signum`. Returns
+  (exit status, stdout, stderr). Fails if the script ended before it was signalled: the test
+  then says nothing about stopping it."""
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out_path, err_path = os.path.join(log_dir, "stdout.log"), os.path.join(log_dir, "stderr.log")
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+  with open(out_path, "w") as out, open(err_path, "w") as err:
+    proc = subprocess.Popen([sys.executable, script, *argv], cwd=repo, env=env, stdout=out,
+                            stderr=err)
+  try:
+    deadline = time.time() + timeout
+    while not started() and proc.poll() is None and time.time() < deadline:
+      time.sleep(0.1)
+    time.sleep(settle)
+    running = proc.poll() is None
+    if running:
+      proc.send_signal(signum)
+    status = proc.wait(timeout=120)
+  finally:
+    proc.kill()
+  with open(out_path) as out, open(err_path) as err:
+    stdout, stderr = out.read(), err.read()
+  assert running, f"{script} ended before it was signalled:\n{stdout}\n{stderr}"
+  return status, stdout, stderr
+
+
+def assert_one_line(err, says):
+  """The script's stderr `err` ends in one `error: ...` line saying `says`, with no traceback;
+  returns that line."""
+  lines = err.rstrip("\n").splitlines()
+  assert "Traceback" not in err and lines and lines[-1].startswith("error: "), err
+  assert says in lines[-1], lines[-1]
+  return lines[-1]
 
 
 def output_files(folder):

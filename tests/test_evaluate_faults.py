@@ -12,6 +12,7 @@ saves them. evaluate.main runs in-process through errors.run; the signals go to 
 import json
 import os
 import re
+import signal
 
 import numpy as np
 import pytest
@@ -19,7 +20,8 @@ import tensorflow as tf
 
 import configs
 import evaluate
-from fault_helpers import DAMAGES, copy_checkpoints, read_only_folder
+from fault_helpers import (DAMAGES, assert_one_line, copy_checkpoints, output_files,
+                           read_only_folder, stop_while_working)
 from multi_label_classification_model import MultiLabelClassificationModel
 from multilabel import checkpoints, config_files, errors, files
 from multilabel.training import optimizers
@@ -68,13 +70,6 @@ def watch_args(run, checkpoint_dir, eval_dir):
 def recorded(eval_dir):
   with open(os.path.join(eval_dir, evaluate.METRICS_FILE)) as f:
     return [json.loads(line)["checkpoint"] for line in f]
-
-
-def assert_one_line(err, says):
-  lines = err.rstrip("\n").splitlines()
-  assert "Traceback" not in err and lines and lines[-1].startswith("error: "), err
-  assert says in lines[-1], lines[-1]
-  return lines[-1]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -205,3 +200,35 @@ def test_an_append_after_a_file_without_a_final_newline_starts_a_line(tmp_path, 
       '{"checkpoint": "ckpt-3"}']
   assert evaluate.already_evaluated(str(tmp_path)) == {"ckpt-1", "ckpt-2", "ckpt-3"}
   assert "not a metrics record" not in capsys.readouterr().out  # records follow the cut line
+
+
+# ---------------------------------------------------------------------------------------------
+# Ctrl-C and SIGTERM, to a real evaluate.py scoring a checkpoint.
+
+@pytest.fixture(scope="module")
+def many_images(run):
+  """4,000 eval records: a few seconds of scoring, to be stopped in."""
+  labels = np.random.default_rng(7).integers(0, 2, (4000, LABELS))
+  return write_records(run["root"] / "many.tfrecord", labels, seed=3, side=32)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_signal_while_scoring_is_one_line_its_status_and_no_output(run, many_images,
+                                                                           tmp_path, signum):
+  """Before: SIGINT gave `AssertionError: Concurrent access?` (a KeyboardInterrupt inside
+  TensorFlow) in a traceback, SIGTERM a silent death (status -15)."""
+  eval_dir = tmp_path / "eval"
+  argv = [f"--checkpoint_dir={run['train_dir']}", f"--input_tfrecord_file={many_images}",
+          f"--eval_dir={eval_dir}", "--batch_size=8", "--run_once=true",
+          f"--checkpoint_path={run['train_dir']}/ckpt-6", f"--score_file={eval_dir}/scores.txt",
+          f"--label_file={eval_dir}/labels.txt"]
+  started = lambda: os.path.exists(eval_dir / config_files.EVAL_CONFIG_FILE)  # scoring next
+  status, out, err = stop_while_working("evaluate.py", argv, started, signum, str(tmp_path))
+  assert status == 128 + signum, err
+  assert_one_line(err, f"error: stopped by {signum.name}; 0 checkpoint(s) evaluated and "
+                       f"recorded in {eval_dir}/{evaluate.METRICS_FILE}")
+  # Only what open_eval_dir wrote before the scoring: no metrics, best/, score file or temp file
+  written = output_files(eval_dir)
+  assert [f for f in written if not f.startswith("events.out.tfevents.")] == [
+      config_files.EVAL_CONFIG_FILE], written

@@ -12,6 +12,7 @@ in-process through errors.run; the signals go to real processes.
 import csv
 import json
 import os
+import signal
 
 import numpy as np
 import pytest
@@ -21,8 +22,9 @@ import configs
 import export_saved_model
 import inference
 import inference_fixture as fx
-from fault_helpers import DAMAGES, copy_checkpoints, output_files, read_only_folder
-from multilabel import checkpoints, config_files
+from fault_helpers import (DAMAGES, assert_one_line, copy_checkpoints, output_files,
+                           read_only_folder, stop_while_working)
+from multilabel import checkpoints, config_files, errors, runtime
 from multilabel.training import optimizers
 from run_helpers import run_script_main
 
@@ -44,13 +46,6 @@ def trained(tmp_path_factory):
 def infer_args(trained, out_dir, *more):
   return ["--gpu_id=-1", f"--image_dir={trained.image_dir}", f"--inference_dir={out_dir}",
           "--xla=false", *more]
-
-
-def assert_one_line(err, says):
-  lines = err.rstrip("\n").splitlines()
-  assert "Traceback" not in err and lines and lines[-1].startswith("error: "), err
-  assert says in lines[-1], lines[-1]
-  return lines[-1]
 
 
 def read_rows(path):
@@ -133,3 +128,42 @@ def test_a_read_only_output_folder_is_one_line_before_any_image_is_scored(
   assert_one_line(err, f"error: {flag}: cannot write in {read_only}")
   assert "restored" not in out and "scored" not in out, out
   assert not os.path.exists(tmp_path / "out")
+
+
+# ---------------------------------------------------------------------------------------------
+# Ctrl-C and SIGTERM.
+
+def test_a_signal_in_a_deferred_block_stops_the_run_after_it(capsys):
+  """What keeps inference.py's outputs whole: a signal while they are written stops the run once
+  they all are, with exit status 128 + the signal's number."""
+  steps = []
+  with pytest.raises(errors.Interrupted) as stopped:
+    with runtime.StopSignals(lambda: "the outputs are all written") as stop:
+      with stop.deferred():
+        os.kill(os.getpid(), signal.SIGTERM)
+        steps.append("written")
+      steps.append("after")
+  assert steps == ["written"] and stopped.value.status == 143
+  assert str(stopped.value) == "stopped by SIGTERM; the outputs are all written"
+  assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handlers are put back
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_signal_while_scoring_is_one_line_its_status_and_no_output(trained, tmp_path,
+                                                                           signum):
+  """400 images to score, stopped a second into the scoring. Before: a KeyboardInterrupt
+  traceback (SIGINT), a silent death with status -15 (SIGTERM)."""
+  image_list = tmp_path / "images.txt"
+  image_list.write_text("".join(f"{trained.image_dir}/d.png\n" for _ in range(400)))
+  out_dir = tmp_path / "out"
+  argv = ["--gpu_id=-1", f"--checkpoint_path={trained.prefix_a}",
+          f"--image_list_file={image_list}", f"--inference_dir={out_dir}", "--xla=false",
+          "--batch_size=2"]
+  log = tmp_path / "stdout.log"
+  started = lambda: "scoring 400 images" in log.read_text()
+  status, out, err = stop_while_working("inference.py", argv, started, signum, str(tmp_path))
+  assert status == 128 + signum, err
+  assert_one_line(err, f"error: stopped by {signum.name}; no output was written")
+  assert "wrote" not in out
+  assert output_files(out_dir) == []
