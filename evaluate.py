@@ -4,7 +4,9 @@ Runs beside train.py (on the CPU by default, so it doesn't take the GPU from tra
 the model from the train dir's config.json, evaluates every checkpoint train.py lists (oldest
 first), and keeps the best by mAP in <eval_dir>/best/, written from the weights it evaluated (so
 train.py's max_to_keep cannot take it away). metrics.jsonl records a checkpoint last, once its
-best/ is written: a restarted evaluator evaluates again what it had not finished.
+best/ is written: a restarted evaluator evaluates again what it had not finished. A damaged
+checkpoint, or one whose weights give NaN scores, is named in one line and skipped (with
+--run_once, the error). Ctrl-C or SIGTERM: exit status 130 or 143, nothing half-written.
 
     python evaluate.py --checkpoint_dir=runs/coco --input_tfrecord_file='data/eval-*'
     python evaluate.py --checkpoint_dir=runs/coco --input_tfrecord_file=data/eval.tfrecord \\
@@ -65,17 +67,24 @@ def score_dataset(predict, dataset):
 
 
 def already_evaluated(eval_dir):
+  """The checkpoints metrics.jsonl records. A line that is no record (one cut short when the
+  evaluator was killed mid-append) is ignored: with a note while it is the last line, the start
+  after the kill, which evaluates its checkpoint again (append_record puts that record on a line
+  of its own); silently once records follow it."""
   path = os.path.join(eval_dir, METRICS_FILE)
   if not os.path.exists(path):
     return set()
-  done = set()
+  done, bad = set(), None
   with open(path) as f:
     for line_number, line in enumerate(f, 1):
       try:
         done.add(json.loads(line)["checkpoint"])
-      except (ValueError, KeyError):  # e.g. a line cut short when the evaluator was killed
-        if line.strip():
-          log(f"note: {path}:{line_number}: not a metrics record; ignored")
+        bad = None
+      except (ValueError, KeyError):
+        bad = line_number if line.strip() else bad
+  if bad:
+    log(f"note: {path}:{bad}: not a metrics record; ignored (cut short when the evaluator was "
+        "stopped?); its checkpoint is evaluated again")
   return done
 
 
@@ -138,7 +147,8 @@ def keep_if_best(result, model, prefix, eval_dir, train_dir):
 
 def evaluate_checkpoint(evaluator, prefix, step, eval_config, service=None):
   """Scores the eval set with the weights restored from `prefix` (at global step `step`);
-  returns (result dict, scores, labels).
+  returns (result dict, scores, labels). Weights that give a NaN or inf score are a
+  BadCheckpoint.
   service: an input_service.Service to decode on (each pass a job of its own), or None."""
   dataset = build_dataset(evaluator.model_config, "eval", file_spec=eval_config.input_tfrecord_file,
                           batch_size=eval_config.batch_size, service=service)
@@ -148,6 +158,10 @@ def evaluate_checkpoint(evaluator, prefix, step, eval_config, service=None):
   except tf.errors.DataLossError as e:  # a cut-off or corrupt record: which, and what to do
     raise records.damage_error(records.expand_file_spec(eval_config.input_tfrecord_file), e,
                                f"; {os.path.basename(prefix)} was not evaluated") from None
+  non_finite = np.count_nonzero(~np.isfinite(scores).all(axis=1))
+  if non_finite:  # before the metrics, which would name no checkpoint
+    raise checkpoints.non_finite_scores(prefix, non_finite, len(scores),
+                                        next_step(prefix, eval_config.run_once))
   result = {"global_step": step, "checkpoint": os.path.basename(prefix), "loss": loss}
   result.update(metrics.evaluate_scores(labels, scores, threshold=0.5, top_k=eval_config.top_k))
   result["seconds"] = round(time.time() - start, 2)
@@ -187,10 +201,25 @@ def report(result, scores, labels, prefix, evaluator, eval_config):
     textfiles.save_scores(eval_config.score_file, scores)
   if eval_config.label_file:
     textfiles.save_labels(eval_config.label_file, labels)
+  evaluator.writer.flush()  # so that a stop right after loses none of it
   # Last: a checkpoint is recorded only when all of the above is done, so that an evaluator
   # stopped before (best/ half-written) evaluates it again when restarted.
-  with open(os.path.join(eval_dir, METRICS_FILE), "a") as f:
-    f.write(config_files.strict_json(result) + "\n")
+  append_record(os.path.join(eval_dir, METRICS_FILE), result)
+
+
+def append_record(path, result):
+  """Appends `result` to metrics.jsonl as one line, in one write. The line starts on a fresh
+  line: after a line cut short (an evaluator killed mid-append), which already_evaluated ignores,
+  a newline comes first, or this record would be glued to it and unreadable too, and its
+  checkpoint evaluated again at every restart."""
+  line = config_files.strict_json(result) + "\n"
+  if os.path.exists(path) and os.path.getsize(path):
+    with open(path, "rb") as f:
+      f.seek(-1, os.SEEK_END)
+      if f.read(1) != b"\n":
+        line = "\n" + line
+  with open(path, "a") as f:
+    f.write(line)
 
 
 def checkpoints_to_evaluate(eval_config):
@@ -228,12 +257,15 @@ def open_eval_dir(evaluator, eval_config):
 def restore(model, prefix, run_once):
   """Restores `prefix` into `model` (its moving average, if any): its global step, or None if
   train.py's max_to_keep deleted it first (said in one line; an error for run_once, which has
-  nothing else to evaluate)."""
+  nothing else to evaluate). A checkpoint whose files are all there but unreadable is a
+  BadCheckpoint."""
   try:
     return checkpoints.restore_model(model, prefix, use_ema=True)
-  except (tf.errors.OpError, FileNotFoundError, ValueError) as e:
+  except (*checkpoints.DAMAGE_ERRORS, FileNotFoundError, ValueError) as e:
     if tf.io.gfile.exists(prefix + ".index") and tf.io.gfile.glob(prefix + ".data-*"):
-      raise  # the checkpoint is all there: a real error
+      if isinstance(e, checkpoints.DAMAGE_ERRORS):  # cut off or corrupt
+        raise checkpoints.checkpoint_damage(prefix, e, next_step(prefix, run_once)) from None
+      raise  # the checkpoint is all there and reads: a real error
     if run_once:
       raise errors.MissingFileError(f"{prefix}: deleted (or never complete) before it could be "
                                     f"read ({type(e).__name__}); nothing was evaluated") from None
@@ -242,20 +274,46 @@ def restore(model, prefix, run_once):
     return None
 
 
-def main(argv):
-  eval_config = configs.EvalConfig()  # edit here, e.g. checkpoint_dir="runs/coco"
-  arguments.parse_overrides(argv, eval_config, usage=__doc__)
-  records.expand_file_spec(eval_config.input_tfrecord_file)  # missing records: an error now
-  service = (input_service.connect(eval_config.data_service_address,
-                                   eval_config.data_service_timeout_secs, log)
-             if eval_config.data_service_address else None)  # a dead dispatcher: an error now
-  eval_dir = eval_config.eval_dir or os.path.join(eval_config.checkpoint_dir, "eval")
-  runtime.select_devices(eval_config.gpu_id)
+def next_step(prefix, run_once):
+  """How a BadCheckpoint's line ends: what to evaluate instead (run_once), or that the watch goes
+  on."""
+  return checkpoints.use_earlier(prefix) if run_once else "; going on to the next one"
 
+
+def evaluate_or_skip(evaluator, prefix, eval_config, service):
+  """Restores and evaluates `prefix`: (result, scores, labels), or None if it is skipped: deleted
+  before it could be read, or a BadCheckpoint (damaged, or non-finite scores), which a watching
+  evaluator names in one line and passes over (not recorded: a restart tries it again)."""
+  try:
+    step = restore(evaluator.model, prefix, eval_config.run_once)
+    if step is None:
+      return None
+    if evaluator.writer is None:
+      open_eval_dir(evaluator, eval_config)
+    return evaluate_checkpoint(evaluator, prefix, step, eval_config, service)
+  except checkpoints.BadCheckpoint as e:
+    if eval_config.run_once:
+      raise
+    log(f"skipping {os.path.basename(prefix)}: {e}")
+    return None
+
+
+def check_output_folders(eval_config, eval_dir):
+  """A read-only eval_dir, or score or label file folder, is one line now, before any work."""
+  files.check_writable(eval_dir, "eval_dir")
+  for flag in ("score_file", "label_file"):
+    if getattr(eval_config, flag):
+      files.check_writable(os.path.dirname(os.path.abspath(getattr(eval_config, flag))), flag)
+
+
+def watch(eval_config, eval_dir, service, stop, recorded):
+  """Evaluates each checkpoint to evaluate (checkpoints_to_evaluate) that metrics.jsonl does not
+  record yet, appending its name to `recorded` once reported. A stop signal ends the run at once
+  (no half-written output: the writes are atomic), except during report(), which it lets end, so
+  that a checkpoint's outputs are all written, or, not recorded, written again at a restart."""
   evaluator = None
   recover_best(eval_dir)
   done = already_evaluated(eval_dir)
-  evaluations = 0
   for prefix in checkpoints_to_evaluate(eval_config):
     name = os.path.basename(prefix)
     if name in done and not eval_config.run_once:
@@ -265,18 +323,34 @@ def main(argv):
       continue
     if evaluator is None:
       evaluator = build_evaluator(prefix, eval_config, eval_dir)
-    step = restore(evaluator.model, prefix, eval_config.run_once)
-    if step is None:
+    evaluated = evaluate_or_skip(evaluator, prefix, eval_config, service)
+    if evaluated is None:
       continue
-    if evaluator.writer is None:
-      open_eval_dir(evaluator, eval_config)
-    result, scores, labels = evaluate_checkpoint(evaluator, prefix, step, eval_config, service)
-    report(result, scores, labels, prefix, evaluator, eval_config)
+    with stop.deferred():
+      report(*evaluated, prefix, evaluator, eval_config)
     done.add(name)
-    evaluations += 1
-    if eval_config.max_evaluations and evaluations >= eval_config.max_evaluations:
-      break
-  log(f"evaluated {evaluations} checkpoint(s); metrics in {eval_dir}/{METRICS_FILE}")
+    recorded.append(name)
+    if eval_config.max_evaluations and len(recorded) >= eval_config.max_evaluations:
+      return
+
+
+def main(argv):
+  eval_config = configs.EvalConfig()  # edit here, e.g. checkpoint_dir="runs/coco"
+  arguments.parse_overrides(argv, eval_config, usage=__doc__)
+  eval_dir = eval_config.eval_dir or os.path.join(eval_config.checkpoint_dir, "eval")
+  check_output_folders(eval_config, eval_dir)
+  records.expand_file_spec(eval_config.input_tfrecord_file)  # missing records: an error now
+  recorded = []  # the checkpoints this run evaluated and recorded
+  metrics_path = os.path.join(eval_dir, METRICS_FILE)
+  with runtime.StopSignals(lambda: f"{len(recorded)} checkpoint(s) evaluated and recorded in "
+                           f"{metrics_path} with all their outputs; nothing is half-written"
+                           ) as stop:
+    service = (input_service.connect(eval_config.data_service_address,
+                                     eval_config.data_service_timeout_secs, log)
+               if eval_config.data_service_address else None)  # a dead dispatcher: an error now
+    runtime.select_devices(eval_config.gpu_id)
+    watch(eval_config, eval_dir, service, stop, recorded)
+  log(f"evaluated {len(recorded)} checkpoint(s); metrics in {metrics_path}")
   return 0
 
 

@@ -14,7 +14,10 @@ them), decodes images in parallel in tf.data, and writes:
                                          run used: checkpoint and step, resize and crops,
                                          aggregation, thresholds (file and values)
 The label names are the train dir's (train.py keeps them in config.json) unless
---label_names_file names others.
+--label_names_file names others. A row's status is 'ok', 'unreadable' (a NaN row; --strict=true
+exits 1) or 'non-finite': the checkpoint's weights gave a NaN or inf score (a run that diverged),
+and the run exits 1 after writing the outputs, in one line naming the checkpoint. Ctrl-C or
+SIGTERM stops it with exit status 130 or 143, and all of the outputs or none of them written.
 
     python inference.py --checkpoint_path=runs/coco/eval/best --image_dir=test_images
     python inference.py --checkpoint_path=runs/coco --image_list_file=test/image_list \\
@@ -30,13 +33,14 @@ import tensorflow as tf
 
 import configs
 from multi_label_classification_model import load_trained_model
-from multilabel import (arguments, config_files, errors, exports, files, metrics, serving,
-                        textfiles)
+from multilabel import (arguments, checkpoints, config_files, errors, exports, files, metrics,
+                        serving, textfiles)
 from multilabel.data import image_decoding
 from multilabel.data.preprocessing import preprocess_views
-from multilabel.runtime import Progress, log, select_devices
+from multilabel.runtime import Progress, StopSignals, log, select_devices
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+OK, UNREADABLE, NON_FINITE = "ok", "unreadable", "non-finite"  # predictions.csv's statuses
 
 
 def get_test_image_list(config):
@@ -110,41 +114,33 @@ def failure_reason(path):
   return "failed during cropping"
 
 
-def write_predictions_csv(path, paths, scores, failed, thresholds, label_names):
+def image_statuses(scores, failed):
+  """Each image's status in predictions.csv: 'unreadable' (not scored), 'non-finite' (a score is
+  NaN or inf: the checkpoint's weights are), else 'ok'."""
+  statuses = [OK if finite else NON_FINITE for finite in np.isfinite(scores).all(axis=1)]
+  for i in failed:
+    statuses[i] = UNREADABLE
+  return statuses
+
+
+def write_predictions_csv(path, paths, scores, statuses, thresholds, label_names):
   """One row per image: path (files.printable_name), status, every score, the names of the
-  labels above threshold."""
+  labels above threshold (none unless the status is 'ok')."""
   predictions = metrics.threshold_predictions(np.nan_to_num(scores, nan=-1.0), thresholds)
   with files.atomic_write(path, newline="") as f:
     writer = csv.writer(f)
     writer.writerow(["image_path", "status"] + label_names + ["predicted_labels"])
-    for i, image in enumerate(map(files.printable_name, paths)):
-      if i in failed:
-        writer.writerow([image, "unreadable"] + [""] * len(label_names) + [""])
+    for i, (image, status) in enumerate(zip(map(files.printable_name, paths), statuses)):
+      if status == UNREADABLE:
+        writer.writerow([image, status] + [""] * len(label_names) + [""])
         continue
-      names = [n for n, p in zip(label_names, predictions[i]) if p]
-      writer.writerow([image, "ok"] + [textfiles.score_text(s) for s in scores[i]]
+      names = [n for n, p in zip(label_names, predictions[i]) if p and status == OK]
+      writer.writerow([image, status] + [textfiles.score_text(s) for s in scores[i]]
                       + [textfiles.LABEL_SEPARATOR.join(names)])
 
 
-def main(argv):
-  config = configs.InferenceConfig()  # edit here, e.g. checkpoint_path="runs/coco/eval/best"
-  arguments.parse_overrides(argv, config, usage=__doc__)
-  paths = get_test_image_list(config)
-  if config.export_saved_model:
-    exports.check_target(config.export_saved_model, config.format)
-  select_devices(config.gpu_id)
-
-  model, model_config, prefix, step = load_trained_model(config.checkpoint_path)
-  log(f"restored {prefix} (step {step})")
-  # The names and thresholds are read here, so that a bad file fails before the images are scored.
-  scoring = serving.TestTimeScoring.for_run(config, model_config, os.path.dirname(prefix))
-  if scoring.views == "ten":
-    log(f"scoring {len(paths)} images: resize {scoring.resize}, 10 crops of {scoring.target}, "
-        f"{config.aggregation}")
-  else:  # the whole image, as the network saw it in training (augmentation=...)
-    log(f"scoring {len(paths)} images: one view, resized to {scoring.target} as evaluate.py does "
-        f"(trained with augmentation={model_config.augmentation}; --views=ten for 10 crops)")
-
+def score_all(model, paths, scoring, config):
+  """Scores every image and logs what could not be: (scores [N, L], statuses)."""
   start = time.time()
   score = serving.make_scorer(model, config.aggregation, config.xla)
   too_large = too_large_images(paths)
@@ -152,20 +148,31 @@ def main(argv):
   for i in failed:
     why = f"too large ({too_large[i]})" if i in too_large else failure_reason(paths[i])
     log(f"unreadable image {files.printable_name(paths[i])}: {why}")
+  statuses = image_statuses(scores, failed)
+  non_finite = statuses.count(NON_FINITE)
   log(f"scored {len(paths) - len(failed)} images in {time.time() - start:.1f} s; "
       f"{len(failed)} unreadable" + (f", {len(too_large)} of them too large" if too_large else "")
       + (" (a NaN row each in the score file, status 'unreadable' in predictions.csv)"
-         if len(failed) else ""))
+         if len(failed) else "")
+      + (f"; {non_finite} with NaN or inf scores (status '{NON_FINITE}')" if non_finite else ""))
+  return scores, statuses
 
+
+def check_output_folders(config):
+  """A read-only inference_dir, or export folder's parent, is one line now, before any image is
+  scored."""
+  files.check_writable(config.inference_dir, "inference_dir")
+  if config.export_saved_model:
+    exports.check_target(config.export_saved_model, config.format)
+
+
+def write_outputs(config, paths, scores, statuses, scoring, model_config, prefix, step):
+  """The score file, predictions.csv, and last inference_config.json, which describes them."""
   score_path = os.path.join(config.inference_dir, config.inference_file_name)
   textfiles.save_scores(score_path, scores)
   csv_path = os.path.join(config.inference_dir, "predictions.csv")
-  write_predictions_csv(csv_path, paths, scores, set(failed.tolist()), scoring.thresholds,
+  write_predictions_csv(csv_path, paths, scores, statuses, scoring.thresholds,
                         scoring.label_names)
-  if config.export_saved_model:
-    written = exports.export(model, config.export_saved_model, scoring, config.format,
-                             config.quantize)
-    log(f"wrote {config.format} {written}")
   # Last, so that it describes outputs that are all there.
   config_path = os.path.join(config.inference_dir, config_files.INFERENCE_CONFIG_FILE)
   config_files.save_configs(config_path, config, model_config, label_names=scoring.label_names,
@@ -174,10 +181,49 @@ def main(argv):
                              "target": list(scoring.target), "aggregation": config.aggregation,
                              "thresholds_file": config.thresholds_file,
                              "thresholds": np.asarray(scoring.thresholds, np.float64).tolist(),
-                             "images": len(paths), "unreadable": len(failed)})
+                             "images": len(paths), "unreadable": statuses.count(UNREADABLE)})
   log(f"wrote {score_path}, {csv_path} and {config_path}")
-  if config.strict and len(failed):
-    raise errors.DataError(f"{len(failed)} of {len(paths)} images were unreadable (listed above; "
+
+
+def main(argv):
+  config = configs.InferenceConfig()  # edit here, e.g. checkpoint_path="runs/coco/eval/best"
+  arguments.parse_overrides(argv, config, usage=__doc__)
+  check_output_folders(config)
+  paths = get_test_image_list(config)
+  outcome = ["no output was written"]  # what a stop signal leaves, said in its line
+  with StopSignals(lambda: outcome[0]) as stop:
+    select_devices(config.gpu_id)
+    model, model_config, prefix, step = load_trained_model(config.checkpoint_path)
+    log(f"restored {prefix} (step {step})")
+    # The names and thresholds are read here, so that a bad file fails before the images are
+    # scored.
+    scoring = serving.TestTimeScoring.for_run(config, model_config, os.path.dirname(prefix))
+    if scoring.views == "ten":
+      log(f"scoring {len(paths)} images: resize {scoring.resize}, 10 crops of {scoring.target}, "
+          f"{config.aggregation}")
+    else:  # the whole image, as the network saw it in training (augmentation=...)
+      log(f"scoring {len(paths)} images: one view, resized to {scoring.target} as evaluate.py "
+          f"does (trained with augmentation={model_config.augmentation}; --views=ten for 10 "
+          "crops)")
+    scores, statuses = score_all(model, paths, scoring, config)
+    non_finite, unreadable = statuses.count(NON_FINITE), statuses.count(UNREADABLE)
+    # Before the other outputs, since it takes a while: a stop during it leaves none (it is
+    # atomic too). Not the NaN weights, which would replace a good export.
+    if config.export_saved_model and not non_finite:
+      written = exports.export(model, config.export_saved_model, scoring, config.format,
+                               config.quantize)
+      log(f"wrote {config.format} {written}")
+    with stop.deferred():  # all of the outputs, or (stopped before) none
+      write_outputs(config, paths, scores, statuses, scoring, model_config, prefix, step)
+      outcome[0] = f"the outputs in {config.inference_dir} are all written"
+  if non_finite:
+    raise checkpoints.non_finite_scores(
+        prefix, non_finite, len(paths) - unreadable,
+        f"; their rows are marked '{NON_FINITE}' in predictions.csv"
+        + ("; the SavedModel was not written" if config.export_saved_model else "")
+        + checkpoints.use_earlier(prefix))
+  if config.strict and unreadable:
+    raise errors.DataError(f"{unreadable} of {len(paths)} images were unreadable (listed above; "
                            "their rows are marked in the outputs) and --strict=true")
   return 0
 

@@ -138,12 +138,16 @@ def load_model_config(train_dir):
 def load_trained_model(checkpoint_path, use_ema=True):
   """Rebuilds the model from a train dir's saved config and restores a checkpoint into it.
 
-  Returns (model, model_config, checkpoint prefix, global step).
+  Returns (model, model_config, checkpoint prefix, global step). A damaged checkpoint is one
+  BadCheckpoint line naming it.
   """
   prefix, train_dir = checkpoints.resolve_checkpoint(checkpoint_path)
   model_config = load_model_config(train_dir)
   model = MultiLabelClassificationModel(model_config)
-  step = checkpoints.restore_model(model, prefix, use_ema)
+  try:
+    step = checkpoints.restore_model(model, prefix, use_ema)
+  except checkpoints.DAMAGE_ERRORS as e:
+    raise checkpoints.checkpoint_damage(prefix, e, checkpoints.use_earlier(prefix)) from None
   return model, model_config, prefix, step
 
 

@@ -144,9 +144,48 @@ def resolve_checkpoint(path):
   raise errors.MissingFileError(f"{path}: neither a checkpoint directory nor a checkpoint prefix")
 
 
+class BadCheckpoint(errors.DataError):
+  """A checkpoint that cannot be used: damaged (checkpoint_damage), or whose weights give NaN or
+  inf scores (non_finite_scores). A watching evaluator names it and goes on to the next."""
+
+
+# What reading a damaged checkpoint raises: TensorFlow's errors ("not an sstable (bad magic
+# number)", "Checksum does not match"), and IndexError ("Read less bytes than requested") for a
+# cut-off data file.
+DAMAGE_ERRORS = (tf.errors.OpError, IndexError)
+
+
+def checkpoint_damage(prefix, error, then=""):
+  """The one line for `error`, one of DAMAGE_ERRORS met restoring `prefix`: a BadCheckpoint
+  naming the checkpoint, with TensorFlow's own words. `then` ends the line (what to do)."""
+  return BadCheckpoint(f"{prefix}: this checkpoint cannot be restored, its files are damaged or "
+                       f"incomplete ({errors.tf_message(error)}){then}")
+
+
+def non_finite_scores(prefix, bad_images, total, then=""):
+  """The one line for a checkpoint whose weights give NaN or inf scores to `bad_images` of
+  `total` images: a BadCheckpoint naming it (train.py saved the weights of a diverged run)."""
+  return BadCheckpoint(f"{prefix}: its scores are not finite (NaN or inf) for {bad_images} of "
+                       f"{total} images: the checkpoint holds the NaN or inf weights of a run "
+                       f"that diverged{then}")
+
+
+def use_earlier(prefix):
+  """'; use <the newest checkpoint listed before prefix> instead' (what to do about a bad
+  checkpoint), or '' when its folder lists none before it."""
+  numbered = lambda path: re.search(r"-\d+$", path)  # CheckpointManager's names
+  state = tf.train.get_checkpoint_state(os.path.dirname(prefix))
+  if not numbered(prefix) or not state:
+    return ""
+  earlier = [p for p in state.all_model_checkpoint_paths
+             if numbered(p) and number(p) < number(prefix)]
+  return f"; use {max(earlier, key=number)} instead" if earlier else ""
+
+
 def restore_model(model, prefix, use_ema):
   """Restores the model's weights from a train.py checkpoint; the EMA weights if there are any
-  and `use_ema`. Returns the checkpoint's global step (or -1 if it has none)."""
+  and `use_ema`. Returns the checkpoint's global step (or -1 if it has none). A damaged
+  checkpoint raises one of DAMAGE_ERRORS, which the callers turn into checkpoint_damage."""
   reader = tf.train.load_checkpoint(prefix)
   ema = (ExponentialMovingAverage(model.trainable_variables, 0.0)
          if use_ema and has_ema(prefix) else None)

@@ -53,6 +53,16 @@ class MissingFileError(DataError, FileNotFoundError):
   FileNotFoundError for library callers."""
 
 
+class Interrupted(UserError):
+  """SIGINT (Ctrl-C) or SIGTERM stopped the run (runtime.StopSignals): one line saying what was
+  kept, and exit status 128 + the signal's number (130, 143), as a shell reports a process the
+  signal ended."""
+
+  def __init__(self, signum, message):
+    super().__init__(message)
+    self.status = 128 + signum
+
+
 def run(main, argv=None):
   """Runs `main(argv)` as a script and exits with its return value (None = 0).
 

@@ -43,6 +43,9 @@ def check_target(path, fmt):
   needs a writable place."""
   if fmt == "saved_model":
     serving.check_export_dir(path)
+  else:
+    target = output_path(path, fmt)
+    files.check_writable(os.path.dirname(os.path.abspath(target)), "export_saved_model")
 
 
 def output_path(path, fmt):

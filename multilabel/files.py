@@ -116,6 +116,28 @@ def atomic_write(path, mode="w", size=None, **open_kwargs):
     discard(tmp)
 
 
+def check_writable(folder, flag):
+  """Checks, before any work, that files can be written in the output folder `folder` (set by
+  `flag`), by creating and removing a temp file there: os.access cannot tell a read-only
+  mount, root squashing or ACLs. A missing folder is not made here, so that a run that then
+  stops on a mistake leaves no empty folder behind: its nearest existing parent, where the writes
+  will make it, is checked instead. ConfigError naming the setting `flag` and the folder if it
+  can't be written."""
+  folder = existing = os.path.abspath(folder)
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise errors.ConfigError(f"{flag}: cannot write in {folder}: {existing} is a file")
+  probe = temp_path(os.path.join(existing, "write-check"))
+  try:
+    with open(probe, "x"):
+      pass
+  except OSError as e:
+    where = folder if existing == folder else f"{existing}, where {folder} would be made"
+    raise errors.ConfigError(f"{flag}: cannot write in {where} ({e.strerror})") from None
+  discard(probe)
+
+
 def write_text(path, text):
   """Writes `text` (UTF-8) to `path` atomically (atomic_write)."""
   with atomic_write(path, encoding="utf-8", size=len(text.encode("utf-8"))) as f:

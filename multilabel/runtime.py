@@ -1,7 +1,9 @@
-"""The run's surroundings: the log line, the devices, the tf.distribute strategy, and the
-progress line of long work."""
+"""The run's surroundings: the log line, the devices, the tf.distribute strategy, the stop
+signals (Ctrl-C, SIGTERM) of evaluate.py and inference.py, and the progress line of long work."""
 
+import contextlib
 import os
+import signal
 import sys
 import time
 
@@ -69,6 +71,56 @@ def is_multi_worker(strategy):
   return sum(len(tasks) for tasks in resolver.cluster_spec().as_dict().values()) > 1
 
 
+
+
+class StopSignals:
+  """SIGINT (Ctrl-C) and SIGTERM stop the run as one line and exit status 130 or 143 (an
+  errors.Interrupted), with no traceback and no half-written output:
+
+    with runtime.StopSignals(lambda: "no output was written") as stop:
+      ...                  # stops at once (its temp files removed as atomic_write does)
+      with stop.deferred():
+        write the outputs  # a signal here stops the run once they are all written
+
+  The handler raises KeyboardInterrupt, for SIGTERM too, so that the `finally` clauses run. Python
+  raises it wherever the main thread is, inside TensorFlow's code too, where it can come out as
+  another error (tf_stack's "AssertionError: Concurrent access?"): so once a signal has arrived,
+  whatever error ends the block is the stop. `kept`, called then, says what was kept.
+  """
+
+  def __init__(self, kept):
+    self.kept, self.received, self.deferring = kept, None, False
+
+  def __enter__(self):
+    self.previous = {sig: signal.signal(sig, self._handle)
+                     for sig in (signal.SIGINT, signal.SIGTERM)}
+    return self
+
+  def _handle(self, signum, _frame):
+    if self.received is None:
+      self.received = signum
+    if not self.deferring:
+      raise KeyboardInterrupt
+
+  @contextlib.contextmanager
+  def deferred(self):
+    """A block that a signal does not cut short: the run stops after it."""
+    self.deferring = True
+    try:
+      yield
+    finally:
+      self.deferring = False
+    if self.received is not None:
+      raise KeyboardInterrupt
+
+  def __exit__(self, exc_type, exc, tb):
+    self.deferring = True  # a signal now must not interrupt the clean-up
+    for sig, handler in self.previous.items():
+      signal.signal(sig, handler)
+    if self.received is None or exc_type is None:
+      return False
+    name = signal.Signals(self.received).name
+    raise errors.Interrupted(self.received, f"stopped by {name}; {self.kept()}") from None
 
 
 class Progress:

@@ -18,7 +18,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from multilabel import errors, textfiles
+from multilabel import errors, files, textfiles
 from multilabel.data.preprocessing import VIEWS, preprocess_views, ten_crop_resize, test_views
 from multilabel.runtime import log
 
@@ -175,7 +175,9 @@ class ExportDirError(errors.ConfigError, FileExistsError):
 
 def check_export_dir(export_dir):
   """ExportDirError if export_dir is a file, or a non-empty folder that holds no SavedModel, so
-  that a typo never deletes someone's files. The mains call it before any work."""
+  that a typo never deletes someone's files; a ConfigError if its parent, where export() builds
+  it, can't be written. The mains call it before any work."""
+  files.check_writable(os.path.dirname(os.path.abspath(export_dir)), "export_saved_model")
   export_dir = os.path.abspath(export_dir)
   if (os.path.isdir(export_dir) and os.listdir(export_dir)
       and not os.path.exists(os.path.join(export_dir, "saved_model.pb"))):
