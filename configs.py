@@ -211,6 +211,8 @@ class EvalConfig(Config, section="eval"):
   score_file: str = setting("", "if set, write the eval scores here (exact, one row per image)")
   label_file: str = setting("", "if set, write the eval labels here (image_label format)")
   top_k: int = setting(3, "k of the top-k metrics (CP/CR/CF1/OP/OR/OF1 at top-k)", at_least(1))
+  mistake_images: int = setting(
+      3, "TensorBoard: per label, this many worst false positives and negatives", at_least(0))
   label_names_file: str = setting("", 'one name per line; "" = the train dir\'s config.json names')
   data_service_address: str = setting("", "grpc://host:port: decode on tf.data service workers")
   data_service_timeout_secs: int = setting(30, "wait this long for the dispatcher to answer (s)")

@@ -3,7 +3,8 @@
 Runs beside train.py (on the CPU by default, so it doesn't take the GPU from training), rebuilds
 the model from the train dir's config.json, evaluates every checkpoint train.py lists (oldest
 first), and keeps the best by mAP in <eval_dir>/best/, written from the weights it evaluated (so
-train.py's max_to_keep cannot take it away). metrics.jsonl records a checkpoint last, once its
+train.py's max_to_keep cannot take it away; --run_once scores without choosing, and writes no
+best/). TensorBoard gets each label's worst mistakes as pictures (--mistake_images). metrics.jsonl records a checkpoint last, once its
 best/ is written: a restarted evaluator evaluates again what it had not finished. A damaged
 checkpoint, or one whose weights give NaN scores, is named in one line and skipped (with
 --run_once, the error). Ctrl-C or SIGTERM: exit status 130 or 143, nothing half-written.
@@ -27,12 +28,11 @@ from multi_label_classification_model import MultiLabelClassificationModel, load
 from multilabel import (arguments, checkpoints, config_files, errors, files, metrics, runtime,
                         summaries, textfiles)
 from multilabel.data import input_service, records
+from multilabel.evaluation import (BEST_DIR, METRICS_FILE, already_evaluated, append_record,
+                                   encoded_images, keep_if_best, recover_best, score_dataset)
 from multilabel.data.preprocessing import build_dataset
 from multilabel.runtime import log
 from multilabel.training.losses import per_example_loss
-
-METRICS_FILE = "metrics.jsonl"
-BEST_DIR = "best"
 
 
 def predict_fn(model):
@@ -41,108 +41,6 @@ def predict_fn(model):
     logits, end_points = model(images, training=False)
     return end_points["predictions"], per_example_loss(logits, labels)
   return predict
-
-
-def score_dataset(predict, dataset):
-  """One pass: (scores [N, L], labels [N, L], mean classification loss over the known entries;
-  with no -1 label that is the plain mean; None when no entry is known)."""
-  scores, labels, losses = [], [], []
-  progress = runtime.Progress(0, "eval images")
-  for images, batch_labels, _ in dataset:
-    batch_scores, batch_losses = predict(images, batch_labels)
-    scores.append(batch_scores.numpy())
-    labels.append(batch_labels.numpy())
-    losses.append(batch_losses.numpy())
-    progress.update(sum(len(s) for s in scores))
-  progress.clear()
-  if not scores:
-    raise errors.DataError("the eval records are empty")
-  labels = np.concatenate(labels).astype(int)
-  known = np.count_nonzero(labels >= 0)
-  # per-image losses are means over L with unknown entries adding 0: rescale to the known ones
-  # (a factor of exactly 1.0 when every label is known)
-  # (None, not NaN, when nothing is known: metrics.jsonl is strict JSON)
-  loss = float(np.concatenate(losses).mean() * (labels.size / known)) if known else None
-  return np.concatenate(scores), labels, loss
-
-
-def already_evaluated(eval_dir):
-  """The checkpoints metrics.jsonl records. A line that is no record (one cut short when the
-  evaluator was killed mid-append) is ignored: with a note while it is the last line, the start
-  after the kill, which evaluates its checkpoint again (append_record puts that record on a line
-  of its own); silently once records follow it."""
-  path = os.path.join(eval_dir, METRICS_FILE)
-  if not os.path.exists(path):
-    return set()
-  done, bad = set(), None
-  with open(path) as f:
-    for line_number, line in enumerate(f, 1):
-      try:
-        done.add(json.loads(line)["checkpoint"])
-        bad = None
-      except (ValueError, KeyError):
-        bad = line_number if line.strip() else bad
-  if bad:
-    log(f"note: {path}:{bad}: not a metrics record; ignored (cut short when the evaluator was "
-        "stopped?); its checkpoint is evaluated again")
-  return done
-
-
-def recover_best(eval_dir):
-  """Puts right what a kill during keep_if_best's two renames left: best.old/ without best/ goes
-  back to best/ (the new best's checkpoint is evaluated again, since metrics.jsonl does not
-  record it yet); a best.old/ beside best/ and a half-built best.tmp/ are removed."""
-  best_dir = os.path.join(eval_dir, BEST_DIR)
-  if os.path.isdir(best_dir + ".old"):
-    if os.path.isdir(best_dir):
-      shutil.rmtree(best_dir + ".old")
-    else:
-      os.replace(best_dir + ".old", best_dir)
-      log(f"restored {best_dir} from {best_dir}.old: the evaluator was stopped while replacing it")
-  shutil.rmtree(best_dir + ".tmp", ignore_errors=True)
-
-
-def keep_if_best(result, model, prefix, eval_dir, train_dir):
-  """Writes the weights just evaluated to <eval_dir>/best/ if their mAP is the best so far, with
-  config.json and the metrics. Returns True if it did.
-
-  The weights come from `model`, as the evaluator scored them (the moving average if the run
-  kept one), in a tf.train.Checkpoint of the model and the global step: not a copy of train.py's
-  files, which its max_to_keep may delete meanwhile. best/ is built beside (best.tmp/) and
-  renamed into place, so it is always complete (recover_best covers a kill between the renames).
-  """
-  if result["mAP"] is None:  # no label has positives: nothing to rank by
-    return False
-  best_dir = os.path.join(eval_dir, BEST_DIR)
-  best_metrics = os.path.join(best_dir, "metrics.json")
-  if os.path.exists(best_metrics):
-    with open(best_metrics) as f:
-      if json.load(f)["mAP"] >= result["mAP"]:
-        return False
-  staging, name = best_dir + ".tmp", os.path.basename(prefix)
-  shutil.rmtree(staging, ignore_errors=True)
-  weights = tf.train.Checkpoint(model=model,
-                                global_step=tf.Variable(result["global_step"], dtype=tf.int64))
-  try:
-    os.makedirs(staging)
-    weights.write(os.path.join(staging, name))
-    shutil.copy2(os.path.join(train_dir, config_files.TRAIN_CONFIG_FILE), staging)
-    files.write_text(os.path.join(staging, "checkpoint"), f'model_checkpoint_path: "{name}"\n'
-                      f'all_model_checkpoint_paths: "{name}"\n')
-    files.write_text(os.path.join(staging, "metrics.json"),
-                     config_files.strict_json(result, indent=1))
-  except BaseException as e:  # Ctrl-C too: no half-built best.tmp/ stays
-    shutil.rmtree(staging, ignore_errors=True)
-    if isinstance(e, (tf.errors.OpError, OSError)) and files.is_no_space(e):
-      raise files.no_space_error(eval_dir, checkpoints.size(weights), f"{BEST_DIR}/{name}",
-                                  f"; {BEST_DIR}/ is unchanged") from None
-    raise
-  old = best_dir + ".old"
-  if os.path.exists(best_dir):
-    os.replace(best_dir, old)
-  os.replace(staging, best_dir)
-  shutil.rmtree(old, ignore_errors=True)
-  return True
 
 
 def evaluate_checkpoint(evaluator, prefix, step, eval_config, service=None):
@@ -154,7 +52,8 @@ def evaluate_checkpoint(evaluator, prefix, step, eval_config, service=None):
                           batch_size=eval_config.batch_size, service=service)
   start = time.time()
   try:
-    scores, labels, loss = score_dataset(evaluator.predict, dataset)
+    evaluator.paths = []  # this pass's
+    scores, labels, loss = score_dataset(evaluator.predict, dataset, evaluator.paths)
   except tf.errors.DataLossError as e:  # a cut-off or corrupt record: which, and what to do
     raise records.damage_error(records.expand_file_spec(eval_config.input_tfrecord_file), e,
                                f"; {os.path.basename(prefix)} was not evaluated") from None
@@ -168,6 +67,19 @@ def evaluate_checkpoint(evaluator, prefix, step, eval_config, service=None):
   return result, scores, labels
 
 
+def write_mistakes(step, scores, labels, evaluator, eval_config):
+  """TensorBoard's mistakes/<label>/...: the mistake_images highest-scored negatives and
+  lowest-scored positives of each label, read from the records in one pass."""
+  found = summaries.mistake_indices(scores, labels, eval_config.mistake_images)
+  chosen = {int(i) for pair in found.values() for side in pair for i in side}
+  by_path = encoded_images(records.expand_file_spec(eval_config.input_tfrecord_file),
+                           {evaluator.paths[i] for i in chosen}, evaluator.model_config)
+  images = {i: by_path[evaluator.paths[i]] for i in chosen}
+  names = [files.printable_name(p) for p in evaluator.paths]
+  summaries.write_mistakes(evaluator.writer, step, evaluator.label_names, found, scores, names,
+                           images)
+
+
 @dataclasses.dataclass
 class Evaluator:
   """What the evaluator builds once, on the first checkpoint it reads."""
@@ -178,6 +90,7 @@ class Evaluator:
   train_dir: str  # holds config.json: a train dir, or a best/ copy
   eval_dir: str
   writer: object = None  # the summary writer, opened once a checkpoint has been read
+  paths: list = dataclasses.field(default_factory=list)  # the last pass's image paths (bytes)
 
 
 def report(result, scores, labels, prefix, evaluator, eval_config):
@@ -192,7 +105,11 @@ def report(result, scores, labels, prefix, evaluator, eval_config):
       f"[{result['num_images']} images, {result['seconds']:.1f} s]")
   log(metrics.format_metrics_table(result, label_names))
   summaries.write_summaries(evaluator.writer, result, label_names, labels, scores)
-  if keep_if_best(result, evaluator.model, prefix, eval_dir, evaluator.train_dir):
+  if eval_config.mistake_images:
+    write_mistakes(result["global_step"], scores, labels, evaluator, eval_config)
+  # Scoring a split (run_once) is not choosing a checkpoint: best/ is for a watched run.
+  if not eval_config.run_once and keep_if_best(result, evaluator.model, prefix, eval_dir,
+                                               evaluator.train_dir):
     gone = "" if tf.io.gfile.exists(prefix + ".index") else (
         f" (train.py has deleted {name} since it was read)")
     log(f"new best mAP {result['mAP']:.4f}: wrote {name}'s weights, as evaluated, to "
@@ -205,21 +122,6 @@ def report(result, scores, labels, prefix, evaluator, eval_config):
   # Last: a checkpoint is recorded only when all of the above is done, so that an evaluator
   # stopped before (best/ half-written) evaluates it again when restarted.
   append_record(os.path.join(eval_dir, METRICS_FILE), result)
-
-
-def append_record(path, result):
-  """Appends `result` to metrics.jsonl as one line, in one write. The line starts on a fresh
-  line: after a line cut short (an evaluator killed mid-append), which already_evaluated ignores,
-  a newline comes first, or this record would be glued to it and unreadable too, and its
-  checkpoint evaluated again at every restart."""
-  line = config_files.strict_json(result) + "\n"
-  if os.path.exists(path) and os.path.getsize(path):
-    with open(path, "rb") as f:
-      f.seek(-1, os.SEEK_END)
-      if f.read(1) != b"\n":
-        line = "\n" + line
-  with open(path, "a") as f:
-    f.write(line)
 
 
 def checkpoints_to_evaluate(eval_config):
