@@ -39,14 +39,28 @@ from multilabel.training.pos_weight import resolve_pos_weight
 from multilabel.training.train_step import DeadUnitWatch, make_train_step
 
 
-def restore_or_start(manager, model, model_config, latest=None):
-  """Resumes from `latest` (default: the manager's latest checkpoint), else restores the backbone
-  for a first run. Multi-worker runs pass the chief's latest, so every worker resumes alike.
-  Returns True if it resumed."""
-  latest = latest or manager.latest_checkpoint
-  if latest:
-    manager.checkpoint.restore(latest).assert_existing_objects_matched()
-    log(f"resumed from {latest}; base_network_checkpoint is ignored")
+def restore_or_start(manager, model, model_config, train_dir):
+  """Resumes from the newest checkpoint of train_dir that restores, else restores the backbone
+  for a first run. Multi-worker runs pass the chief's train_dir, so every worker resumes alike.
+  Returns True if it resumed.
+
+  Each newer checkpoint it skips (damaged, missing) is named in one line, and the chief drops
+  them from train_dir's state file, so that the one it resumed from is the latest again (their
+  files stay; a save of the same step replaces them). None restoring is a DataError."""
+  if checkpoints.listed(train_dir):
+    prefix, skipped = checkpoints.restore_newest_good(manager.checkpoint, train_dir)
+    for _, line in skipped:
+      log(f"skipped {line}")
+    if prefix is None:
+      raise errors.DataError(
+          f"{train_dir}: no checkpoint restores ({', '.join(os.path.basename(p) for p, _ in skipped)}"
+          "; why: the lines above): move them and its `checkpoint` file elsewhere to train from "
+          "the start, or give a new --train_dir")
+    if skipped and manager.directory == train_dir:
+      checkpoints.forget(train_dir, [p for p, _ in skipped])
+      log(f"{os.path.join(train_dir, 'checkpoint')} no longer lists "
+          f"{', '.join(os.path.basename(p) for p, _ in skipped)} (the files stay)")
+    log(f"resumed from {prefix}; base_network_checkpoint is ignored")
     return True
   path = model_config.base_network_checkpoint
   if not path:
@@ -56,6 +70,12 @@ def restore_or_start(manager, model, model_config, latest=None):
     raise errors.MissingFileError(f"base_network_checkpoint={path!r} does not exist")
   log(restore_backbone(model, path))
   return False
+
+
+def make_manager(checkpoint, save_dir, train_config):
+  return tf.train.CheckpointManager(
+      checkpoint, save_dir, max_to_keep=train_config.max_to_keep,
+      keep_checkpoint_every_n_hours=train_config.keep_checkpoint_every_n_hours)
 
 
 def train_dir_or_new_temp_dir(strategy, train_dir):
@@ -206,13 +226,13 @@ def main(argv):
     for path in checkpoints.remove_leftovers(train_config.train_dir):
       log(f"removed {path}: left by a save that was killed or failed")
   save_dir = train_dir_or_new_temp_dir(strategy, train_config.train_dir)
-  manager = tf.train.CheckpointManager(
-      checkpoint, save_dir, max_to_keep=train_config.max_to_keep,
-      keep_checkpoint_every_n_hours=train_config.keep_checkpoint_every_n_hours)
   # Every worker resumes from the chief's train_dir (shared storage across machines), not from
   # its own temp dir, or the workers would start from different states and step counts.
-  resumed = restore_or_start(manager, model, model_config,
-                             latest=tf.train.latest_checkpoint(train_config.train_dir))
+  resumed = restore_or_start(make_manager(checkpoint, save_dir, train_config), model,
+                             model_config, train_config.train_dir)
+  # made again: the restore may have dropped damaged checkpoints from the state file, which a
+  # CheckpointManager reads only when it is made
+  manager = make_manager(checkpoint, save_dir, train_config)
   if ema is not None and not resumed:
     ema.reset()  # the shadows were copied before the backbone was restored
   if runtime.is_chief(strategy):

@@ -1,0 +1,170 @@
+"""train.py when something goes wrong (issue 20): damaged checkpoints, resuming with changed
+settings, a second trainer on the same train_dir, a diverging run, a dead tf.data service.
+
+Runs are tiny (16 random 40x40 JPEGs, 4 labels, 32x32 crops, batch 4, a few steps). Where a
+second process is involved (two trainers, a killed trainer, the service) it is a real one.
+Oracles: the checkpoint files and TensorFlow's own readers of them, the exit status and the
+one `error:` line, and the files a refused run must not have touched.
+
+  .venv/bin/python -m pytest tests/test_train_faults.py
+"""
+import glob
+import os
+import pathlib
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from multilabel import checkpoints
+from run_helpers import run_captured, run_script_main, write_records
+import train
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+LABELS = 4
+STEP_KEY = "global_step/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+def train_args(data, train_dir, *extra):
+  return [f"--label_count={LABELS}", f"--input_tfrecord_file={data}", f"--train_dir={train_dir}",
+          "--target_height=32", "--target_width=32", "--resize_height=36", "--resize_width=36",
+          "--batch_size=4", "--shuffle_buffer=16", "--gpu_id=-1", "--image_summary_steps=0",
+          *extra]
+
+
+def one_error_line(err):
+  """The `error: ...` line of a run that ended in one, asserting it is the only one."""
+  lines = err.rstrip("\n").splitlines()
+  assert lines and lines[-1].startswith("error: ") and "Traceback" not in err, err
+  assert sum(line.startswith("error:") for line in lines) == 1, err
+  return lines[-1]
+
+
+def damage(path, how):
+  """Cuts `path` to half its size, or inverts 64 bytes in its middle."""
+  data = bytearray(pathlib.Path(path).read_bytes())
+  if how == "cut":
+    data = data[:len(data) // 2]
+  else:
+    middle = len(data) // 2
+    data[middle:middle + 64] = bytes(b ^ 0xFF for b in data[middle:middle + 64])
+  pathlib.Path(path).write_bytes(bytes(data))
+
+
+def piece(prefix, kind):
+  """A checkpoint's .index or (only) .data file."""
+  return prefix + ".index" if kind == "index" else glob.glob(prefix + ".data-*")[0]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+  labels = np.random.default_rng(1).integers(0, 2, (16, LABELS))
+  return write_records(tmp_path_factory.mktemp("data") / "train.tfrecord", labels)
+
+
+@pytest.fixture(scope="module")
+def good_run(data, tmp_path_factory):
+  """4 steps, a checkpoint every 2: ckpt-2 and ckpt-4. Tests copy it before changing it."""
+  train_dir = tmp_path_factory.mktemp("good") / "train"
+  status, log = run_captured(train.main, train_args(
+      data, train_dir, "--number_of_steps=4", "--save_checkpoint_steps=2"))
+  assert status == 0, log
+  return train_dir
+
+
+@pytest.fixture
+def run_copy(good_run, tmp_path):
+  train_dir = tmp_path / "train"
+  shutil.copytree(good_run, train_dir)
+  return train_dir
+
+
+# ---------------------------------------------------------------------------------------------
+# Damaged checkpoints: the newest that restores.
+
+@pytest.fixture
+def three_checkpoints(tmp_path):
+  """A small tf.train.Checkpoint (weights and Adam's slots) saved at steps 2, 4 and 6, each with
+  its step as the value of `w`."""
+  v, w = tf.Variable(tf.random.normal([1000, 100])), tf.Variable(tf.zeros([10]))
+  optimizer = tf.keras.optimizers.Adam()
+  optimizer.build([v, w])
+  checkpoint = tf.train.Checkpoint(v=v, w=w, optimizer=optimizer)
+  manager = tf.train.CheckpointManager(checkpoint, str(tmp_path / "ckpts"), max_to_keep=5)
+  for step in (2, 4, 6):
+    w.assign(tf.fill([10], float(step)))
+    manager.save(checkpoint_number=step)
+  w.assign(tf.zeros([10]))
+  return checkpoint, str(tmp_path / "ckpts"), w
+
+
+@pytest.mark.parametrize("kind, how, says", [
+    ("index", "cut", "not an sstable (bad magic number)"),
+    ("index", "flip", "checksum"),
+    ("data", "cut", "Read less bytes than requested"),
+    ("data", "flip", "Checksum does not match")])
+def test_restore_newest_good_skips_a_damaged_checkpoint_and_says_why(three_checkpoints, kind,
+                                                                     how, says):
+  checkpoint, directory, w = three_checkpoints
+  newest = os.path.join(directory, "ckpt-6")
+  damage(piece(newest, kind), how)
+  prefix, skipped = checkpoints.restore_newest_good(checkpoint, directory)
+  assert prefix == os.path.join(directory, "ckpt-4") and float(w[0]) == 4.0
+  assert [p for p, _ in skipped] == [newest]
+  assert skipped[0][1].startswith(f"{newest}: its files are damaged (") and says in skipped[0][1]
+  assert "\n" not in skipped[0][1] and "{{" not in skipped[0][1]
+
+
+def test_restore_newest_good_with_none_good_and_forget(three_checkpoints):
+  checkpoint, directory, w = three_checkpoints
+  damage(piece(os.path.join(directory, "ckpt-6"), "data"), "flip")
+  damage(piece(os.path.join(directory, "ckpt-4"), "index"), "cut")
+  for path in glob.glob(os.path.join(directory, "ckpt-2.*")):
+    os.remove(path)
+  prefix, skipped = checkpoints.restore_newest_good(checkpoint, directory)
+  assert prefix is None and [os.path.basename(p) for p, _ in skipped] == ["ckpt-6", "ckpt-4",
+                                                                           "ckpt-2"]
+  assert "ckpt-2: its files are missing (" in skipped[2][1]
+  # forget: the state file lists what is left, relative, and the newest left is the latest
+  checkpoints.forget(directory, [skipped[0][0]])
+  assert tf.train.latest_checkpoint(directory) == os.path.join(directory, "ckpt-4")
+  assert 'all_model_checkpoint_paths: "ckpt-2"' in pathlib.Path(directory, "checkpoint").read_text()
+  assert checkpoints.listed(directory) == [os.path.join(directory, f"ckpt-{n}") for n in (2, 4)]
+
+
+@pytest.mark.parametrize("kind, how", [("data", "cut"), ("index", "flip")])
+def test_train_resumes_from_the_newest_checkpoint_that_restores(run_copy, data, capsys, kind, how):
+  damaged = str(run_copy / "ckpt-4")
+  damage(piece(damaged, kind), how)
+  status, out, err = run_script_main(capsys, train.main, train_args(
+      data, run_copy, "--number_of_steps=2", "--save_checkpoint_steps=2"))
+  assert status == 0 and "Traceback" not in err, err
+  assert f"skipped {damaged}: its files are damaged (" in out
+  assert f"resumed from {run_copy / 'ckpt-2'}" in out and "training from step 2 to 2" in out
+  # ckpt-2 is the latest again, for evaluate.py and the next run; ckpt-4's files stay
+  assert tf.train.latest_checkpoint(str(run_copy)) == str(run_copy / "ckpt-2")
+  assert os.path.exists(damaged + ".index")
+
+
+def test_train_saves_over_the_damaged_checkpoint_when_it_gets_there(run_copy, data, capsys):
+  damage(piece(str(run_copy / "ckpt-4"), "data"), "flip")
+  status, out, err = run_script_main(capsys, train.main, train_args(
+      data, run_copy, "--number_of_steps=4", "--save_checkpoint_steps=2"))
+  assert status == 0, err
+  assert "training from step 2 to 4" in out and f"saved {run_copy / 'ckpt-4'}" in out
+  assert checkpoints.listed(str(run_copy)) == [str(run_copy / "ckpt-2"), str(run_copy / "ckpt-4")]
+  assert tf.train.load_checkpoint(str(run_copy / "ckpt-4")).get_tensor(STEP_KEY) == 4
+
+
+def test_train_with_no_checkpoint_that_restores_is_one_line(run_copy, data, capsys):
+  damage(piece(str(run_copy / "ckpt-4"), "data"), "cut")
+  damage(piece(str(run_copy / "ckpt-2"), "index"), "cut")
+  state = (run_copy / "checkpoint").read_bytes()
+  status, _, err = run_script_main(capsys, train.main, train_args(
+      data, run_copy, "--number_of_steps=6"))
+  line = one_error_line(err)
+  assert status == 1
+  assert line.startswith(f"error: {run_copy}: no checkpoint restores (ckpt-4, ckpt-2; "), line
+  assert (run_copy / "checkpoint").read_bytes() == state
+  assert not glob.glob(str(run_copy / "ckpt-6*"))
