@@ -168,3 +168,53 @@ def test_train_with_no_checkpoint_that_restores_is_one_line(run_copy, data, caps
   assert line.startswith(f"error: {run_copy}: no checkpoint restores (ckpt-4, ckpt-2; "), line
   assert (run_copy / "checkpoint").read_bytes() == state
   assert not glob.glob(str(run_copy / "ckpt-6*"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Resuming with settings that change the variables: refused before anything is touched.
+
+@pytest.mark.parametrize("flags, field, old, new, does", [
+    (["--head_depth=8"], "head_depth", "0 (= 4)", "8", "the head's width"),
+    (["--backbone=resnet_v2_101"], "backbone", "resnet_v2_50", "resnet_v2_101",
+     "the backbone's variables"),
+    (["--target_height=64", "--resize_height=68"], "target_height", "32", "64",
+     "the head's last kernel"),
+    (["--label_count=5"], "label_count", "4", "5", "the shape of the head's last layer"),
+    (["--train_base_network=true"], "train_base_network", "false", "true",
+     "the variables the optimiser and the moving average keep state for"),
+    (["--ema_decay=0.5"], "ema_decay", "0.0", "0.5", "whether the checkpoints hold a moving"),
+    (["--optimizer=SGD"], "optimizer", "Adam", "SGD", "the optimiser's slot variables"),
+    (["--precision=mixed_float16"], "precision", "float32", "mixed_float16",
+     "whether the optimiser keeps a loss scale")])
+def test_a_resume_that_would_change_the_variables_is_one_line(good_run, data, capsys, flags, field,
+                                                              old, new, does):
+  before = {p.name: p.read_bytes() for p in good_run.iterdir() if p.is_file()}
+  (good_run / ".config.json.4242-0123abcd.tmp").write_text("a killed save's leftover")
+  status, _, err = run_script_main(capsys, train.main, train_args(
+      data, good_run, "--number_of_steps=6", *flags))
+  line = one_error_line(err)
+  assert status == 2
+  assert line.startswith(f"error: --{field}={new} cannot resume {good_run}, whose checkpoints "
+                         f"were made with {field}={old}: it changes {does}"), line
+  if field == "train_base_network":  # the second stage of a fine-tune: the recipe
+    assert line.endswith(f"start a new run from this one: --train_dir=<a new folder> "
+                         f"--base_network_checkpoint={good_run} --train_base_network=true (it "
+                         "takes this run's backbone; its head starts fresh)"), line
+  else:
+    assert line.endswith(f"; keep --{field}={old.split()[0]} to resume it, or start a new run: a "
+                         f"new --train_dir, with --base_network_checkpoint={good_run} to start "
+                         "from this run's backbone"), line
+  # nothing touched: config.json, the checkpoints, even the leftovers a start would remove
+  assert (good_run / ".config.json.4242-0123abcd.tmp").exists()
+  (good_run / ".config.json.4242-0123abcd.tmp").unlink()
+  assert {p.name: p.read_bytes() for p in good_run.iterdir() if p.is_file()} == before
+
+
+def test_a_resume_with_the_same_variables_goes_on(run_copy, data, capsys):
+  """head_depth=label_count is the head head_depth=0 made; the learning rate and the loss shape
+  no variable."""
+  status, out, err = run_script_main(capsys, train.main, train_args(
+      data, run_copy, "--number_of_steps=4", f"--head_depth={LABELS}", "--learning_rate=0.01",
+      "--loss=focal", "--ema_decay=0"))
+  assert status == 0, err
+  assert f"resumed from {run_copy / 'ckpt-4'}" in out
