@@ -30,7 +30,8 @@ import tensorflow as tf  # noqa: E402
 import configs
 from multi_label_classification_model import (MultiLabelClassificationModel, head_depth,
                                               restore_backbone)
-from multilabel import arguments, checkpoints, config_files, errors, runtime, summaries, textfiles
+from multilabel import (arguments, checkpoints, config_files, errors, locks, runtime, summaries,
+                        textfiles)
 from multilabel.data import input_service, records
 from multilabel.data.preprocessing import build_dataset
 from multilabel.runtime import log
@@ -273,6 +274,19 @@ def main(argv):
   # first TensorFlow op), before anything is built or written.
   files = records.check_label_count(model_config.input_tfrecord_file, model_config.label_count,
                                     model_config.image_label_key)
+  # One trainer per train_dir, from before its first write to the end (two would overwrite each
+  # other's checkpoints and state file); workers other than the chief write elsewhere.
+  lock = (locks.hold_train_dir(train_config.train_dir, log) if runtime.is_chief(strategy)
+          else None)
+  try:
+    return train(model_config, train_config, strategy, service, label_names, files)
+  finally:
+    if lock:
+      lock.release()
+
+
+def train(model_config, train_config, strategy, service, label_names, files):
+  """Builds, restores and trains, as main() set up. Returns the exit status."""
   log(f"{strategy.num_replicas_in_sync} replica(s); global batch "
       f"{model_config.batch_size * strategy.num_replicas_in_sync}")
   pos_weight = resolve_pos_weight(train_config, model_config)  # None = off

@@ -9,19 +9,27 @@ one `error:` line, and the files a refused run must not have touched.
   .venv/bin/python -m pytest tests/test_train_faults.py
 """
 import glob
+import json
 import os
 import pathlib
 import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from multilabel import checkpoints
+from multilabel import checkpoints, config_files, errors, locks
 from run_helpers import run_captured, run_script_main, write_records
 import train
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+PROCESS_TIMEOUT = 240  # seconds for any subprocess here: a hang fails the test, not the suite
 LABELS = 4
 STEP_KEY = "global_step/.ATTRIBUTES/VARIABLE_VALUE"
 
@@ -218,3 +226,93 @@ def test_a_resume_with_the_same_variables_goes_on(run_copy, data, capsys):
       "--loss=focal", "--ema_decay=0"))
   assert status == 0, err
   assert f"resumed from {run_copy / 'ckpt-4'}" in out
+
+
+# ---------------------------------------------------------------------------------------------
+# One trainer per train_dir.
+
+class Trainer:
+  """`python train.py *argv` as a real process; `wait_for(text)` reads its log up to a line
+  holding text. Killed when the test ends, or after PROCESS_TIMEOUT."""
+
+  def __init__(self, argv):
+    self.proc = subprocess.Popen([sys.executable, "train.py", *argv], cwd=REPO, env=ENV,
+                                 text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    self.lines = []
+    self.timer = threading.Timer(PROCESS_TIMEOUT, self.proc.kill)
+    self.timer.start()
+
+  def wait_for(self, text):
+    for line in self.proc.stdout:
+      self.lines.append(line)
+      if text in line:
+        return line
+    raise AssertionError(f"train.py ended before {text!r}:\n{''.join(self.lines)}")
+
+  def finish(self):
+    """(exit status, the whole log)."""
+    self.lines += self.proc.stdout.readlines()
+    return self.proc.wait(timeout=PROCESS_TIMEOUT), "".join(self.lines)
+
+  def close(self):
+    self.timer.cancel()
+    self.proc.kill()
+    self.proc.wait()
+    self.proc.stdout.close()
+
+
+@pytest.fixture
+def trainers():
+  started = []
+  yield lambda argv: started.append(Trainer(argv)) or started[-1]
+  for trainer in started:
+    trainer.close()
+
+
+def test_the_lock_refuses_a_second_holder_and_is_gone_after_release(tmp_path):
+  logged = []
+  lock = locks.hold_train_dir(str(tmp_path / "train"), logged.append)
+  body = json.loads((tmp_path / "train" / locks.LOCK_FILE).read_text())
+  assert body["pid"] == os.getpid() and body["host"] == socket.gethostname() and logged == []
+  with pytest.raises(errors.DataError) as refused:  # a second open file: flock refuses it too
+    locks.hold_train_dir(str(tmp_path / "train"), logged.append)
+  assert str(refused.value).startswith(
+      f"{tmp_path / 'train'} is in use by another train.py (pid {os.getpid()} on host "
+      f"{socket.gethostname()}, started {body['started']}): one trainer per train_dir")
+  lock.release()
+  assert not (tmp_path / "train" / locks.LOCK_FILE).exists()
+  locks.hold_train_dir(str(tmp_path / "train"), logged.append).release()
+  assert logged == []  # a released lock is no dead run's
+
+
+@pytest.mark.slow
+def test_a_second_trainer_is_refused_and_a_killed_ones_lock_is_taken_over(data, tmp_path,
+                                                                          trainers, capsys):
+  """Trainer A (a real process) trains; B on the same train_dir is refused in one line naming A
+  before it touches anything; A is killed with SIGKILL; B then takes A's lock over and says so."""
+  train_dir = tmp_path / "train"
+  first = trainers(train_args(data, train_dir, "--number_of_steps=100000",
+                              "--save_checkpoint_steps=0", "--save_checkpoint_secs=0"))
+  first.wait_for("training from step 0")
+  config = (train_dir / config_files.TRAIN_CONFIG_FILE).read_bytes()
+  leftover = train_dir / ".config.json.4242-0123abcd.tmp"  # what a start would remove
+  leftover.write_text("a killed save's leftover")
+  status, _, err = run_script_main(capsys, train.main, train_args(
+      data, train_dir, "--number_of_steps=0", "--label_names_file="))
+  line = one_error_line(err)
+  assert status == 1
+  assert line.startswith(f"error: {train_dir} is in use by another train.py (pid "
+                         f"{first.proc.pid} on host {socket.gethostname()}, started "), line
+  assert line.endswith("): one trainer per train_dir; wait for it to end, stop it (Ctrl-C or "
+                       "SIGTERM saves a checkpoint), or give another --train_dir"), line
+  assert (train_dir / config_files.TRAIN_CONFIG_FILE).read_bytes() == config and leftover.exists()
+
+  first.proc.kill()  # SIGKILL: no cleanup; the kernel lets go of the lock, the file stays
+  first.proc.wait()
+  assert (train_dir / locks.LOCK_FILE).exists()
+  status, out, err = run_script_main(capsys, train.main, train_args(
+      data, train_dir, "--number_of_steps=0"))
+  assert status == 0, err
+  assert (f"note: took over {train_dir / locks.LOCK_FILE}, left by a run that ended without "
+          f"releasing it (pid {first.proc.pid} on host {socket.gethostname()}, started ") in out
+  assert not (train_dir / locks.LOCK_FILE).exists()  # released at the end
