@@ -37,7 +37,8 @@ from multilabel.data.preprocessing import build_dataset
 from multilabel.runtime import log
 from multilabel.training import optimizers
 from multilabel.training.pos_weight import resolve_pos_weight
-from multilabel.training.train_step import DeadUnitWatch, make_train_step
+from multilabel.training.train_step import (DeadUnitWatch, FiniteWatch, make_train_step,
+                                             non_finite_finder)
 
 
 # What a resumed run must keep: each decides which variables its checkpoints hold, or their
@@ -174,8 +175,9 @@ class WindowLog:
   TensorBoard scalars and one log line (losses, learning rate, dead head units, images/s, ETA);
   a few augmented inputs every image_summary_steps, and at the first step."""
 
-  def __init__(self, writer, strategy, model_config, train_config, learning_rate):
+  def __init__(self, writer, strategy, model_config, train_config, learning_rate, guard):
     self.writer, self.strategy, self.learning_rate = writer, strategy, learning_rate
+    self.guard = guard  # checks the window's steps before its line: a diverged one is an error
     self.model_config, self.train_config = model_config, train_config
     self.dead_units = DeadUnitWatch(head_depth(model_config))
     self.batch = model_config.batch_size * strategy.num_replicas_in_sync  # all replicas' images
@@ -186,6 +188,7 @@ class WindowLog:
     config, self.steps = self.train_config, self.steps + 1
     self.dead_units.add(activity)
     if step_no % config.log_every_n_steps == 0 or step_no == config.number_of_steps:
+      self.guard.check()
       self.write(step_no, scalars)
     if config.image_summary_steps > 0 and (step_no % config.image_summary_steps == 0 or first):
       with self.writer.as_default():
@@ -219,8 +222,8 @@ class CheckpointTrigger:
   at the same step: a wall-clock trigger would fire on one and hang the others, and multi-worker
   runs save by steps only."""
 
-  def __init__(self, manager, strategy, train_config):
-    self.manager, self.steps = manager, train_config.save_checkpoint_steps
+  def __init__(self, manager, strategy, train_config, guard):
+    self.manager, self.steps, self.guard = manager, train_config.save_checkpoint_steps, guard
     self.secs = 0 if runtime.is_multi_worker(strategy) else train_config.save_checkpoint_secs
     if self.secs != train_config.save_checkpoint_secs:
       log("note: multi-worker training saves every save_checkpoint_steps only "
@@ -230,19 +233,67 @@ class CheckpointTrigger:
   def __call__(self, step_no):
     if (self.steps > 0 and step_no % self.steps == 0) or (
         self.secs > 0 and time.time() - self.last >= self.secs):
-      checkpoints.save(self.manager, step_no)  # a full disk: one line, the last checkpoint kept
-      self.last = time.time()
+      self.save(step_no)
+
+  def save(self, step_no):
+    """Saves the state after step_no, once the guard has found it finite (else its error)."""
+    self.guard.check_before_save(step_no)
+    checkpoints.save(self.manager, step_no)  # a full disk: one line, the last checkpoint kept
+    self.last = time.time()
+
+
+class DivergenceGuard:
+  """Stops training at the first step whose loss terms or gradient norm are not finite, or whose
+  update left a weight that is not: a DataError naming the step and what went non-finite.
+
+  WindowLog checks before each log line and CheckpointTrigger before each save (the weights
+  too), reading the steps' scalars only then (FiniteWatch), so that nothing of a diverged step
+  is logged or saved, and the last good checkpoint stays the latest."""
+
+  def __init__(self, model, ema, manager, model_config, train_config):
+    self.watch = FiniteWatch(loss_scaled=model_config.precision == "mixed_float16")
+    # The trained weights and their averages; not batch norm's moving statistics, whose read
+    # under multi-worker training is a collective, and which follow the activations whose loss
+    # is checked.
+    self.find_non_finite = non_finite_finder(
+        [*model.trainable_variables, *(ema.shadows if ema is not None else [])])
+    self.manager, self.clipping = manager, train_config.clip_gradients > 0
+
+  def add(self, step_no, scalars):
+    self.watch.add(step_no, scalars)
+
+  def check(self):
+    found = self.watch.check()
+    if found:
+      raise self.error(*found)
+
+  def check_before_save(self, step_no):
+    self.check()
+    name = self.find_non_finite()
+    if name:
+      raise self.error(step_no, {"a weight": f"not finite after the update ({name})"})
+
+  def error(self, step_no, found):
+    said = [f"{name} is {value}" for name, value in found.items()]
+    what = " and ".join([", ".join(said[:-1]), said[-1]] if len(said) > 1 else said)
+    last = self.manager.latest_checkpoint
+    then = (f"nothing after {os.path.basename(last)} was saved, and it stays the latest" if last
+            else "nothing was saved")
+    advice = "a lower --learning_rate" + ("" if self.clipping else " or --clip_gradients > 0")
+    return errors.DataError(f"step {step_no}: {what}: the training diverged and stopped; "
+                            f"{then}: rerun with {advice}" + (" to resume from it" if last else ""))
 
 
 def train_loop(step, iterator, global_step, number_of_steps, window_log, save_if_due, stop):
   """Runs steps from global_step to number_of_steps (or a stop signal): each step is counted by
-  window_log (a WindowLog) and offered to save_if_due (a CheckpointTrigger). Returns the last
-  step's number."""
+  window_log (a WindowLog; its guard sees every step's scalars) and offered to save_if_due (a
+  CheckpointTrigger). Returns the last step's number."""
   step_no = start = int(global_step.numpy())
   log(f"training from step {step_no} to {number_of_steps}")
   while step_no < number_of_steps and stop.signal is None:
     scalars, activity = step(iterator)
     step_no += 1
+    window_log.guard.add(step_no, scalars)
     window_log.step(step_no, scalars, activity, iterator, first=step_no == start + 1)
     save_if_due(step_no)
   return step_no
@@ -331,13 +382,15 @@ def train(model_config, train_config, strategy, service, label_names, files):
   step = make_train_step(model, optimizer, ema, strategy, model_config, train_config, pos_weight)
   writer = tf.summary.create_file_writer(save_dir)
   stop = StopFlag()
+  guard = DivergenceGuard(model, ema, manager, model_config, train_config)
+  trigger = CheckpointTrigger(manager, strategy, train_config, guard)
   try:
     window_log = WindowLog(writer, strategy, model_config, train_config,
-                           optimizers.learning_rate_schedule(train_config))
+                           optimizers.learning_rate_schedule(train_config), guard)
     step_no = train_loop(step, iter(dataset), optimizer.iterations, train_config.number_of_steps,
-                         window_log, CheckpointTrigger(manager, strategy, train_config), stop)
+                         window_log, trigger, stop)
     if manager.latest_checkpoint != os.path.join(save_dir, f"ckpt-{step_no}"):
-      checkpoints.save(manager, step_no)
+      trigger.save(step_no)  # on a stop signal too: checked first, as every save
     writer.flush()
     log(f"saved {manager.latest_checkpoint}")
   except tf.errors.DataLossError as e:  # a cut-off or corrupt record: which, and what to do

@@ -12,6 +12,7 @@ import glob
 import json
 import os
 import pathlib
+import re
 import shutil
 import signal
 import socket
@@ -24,6 +25,7 @@ import pytest
 import tensorflow as tf
 
 from multilabel import checkpoints, config_files, errors, locks
+from multilabel.training import train_step
 from run_helpers import run_captured, run_script_main, write_records
 import train
 
@@ -316,3 +318,69 @@ def test_a_second_trainer_is_refused_and_a_killed_ones_lock_is_taken_over(data, 
   assert (f"note: took over {train_dir / locks.LOCK_FILE}, left by a run that ended without "
           f"releasing it (pid {first.proc.pid} on host {socket.gethostname()}, started ") in out
   assert not (train_dir / locks.LOCK_FILE).exists()  # released at the end
+
+
+# ---------------------------------------------------------------------------------------------
+# A diverging run: stopped at the first non-finite step, nothing of it saved.
+
+def test_finite_watch_names_the_first_non_finite_step_and_value():
+  def scalars(classification, regularization, norm):
+    return {"loss/classification": tf.constant(classification),
+            "loss/regularization": tf.constant(regularization), "gradient_norm": tf.constant(norm)}
+  watch = train_step.FiniteWatch()
+  for step_no, values in enumerate([(0.7, 0.1, 3.0), (0.6, 0.1, 2.0), (np.nan, 0.1, np.inf),
+                                    (np.nan, np.inf, np.nan)], start=1):
+    watch.add(step_no, scalars(*values))
+  assert watch.check() == (3, {"the classification loss": pytest.approx(np.nan, nan_ok=True),
+                               "the gradient norm": np.inf})
+  assert watch.check() is None  # those steps are read once
+  scaled = train_step.FiniteWatch(loss_scaled=True)  # a skipped step's inf gradient is routine
+  scaled.add(1, scalars(0.7, 0.1, np.inf))
+  assert scaled.check() is None
+  scaled.add(2, scalars(0.7, -np.inf, np.inf))
+  assert scaled.check() == (2, {"the regularization loss": -np.inf})
+
+
+def non_finite_tensors(prefix):
+  reader = tf.train.load_checkpoint(prefix)
+  return [key for key, dtype in reader.get_variable_to_dtype_map().items()
+          if dtype.is_floating and not np.all(np.isfinite(reader.get_tensor(key)))]
+
+
+def assert_stopped_without_saving_it(run_copy, err, status, last_good):
+  """One line naming the first non-finite step; every checkpoint left is finite and older."""
+  line = one_error_line(err)
+  assert status == 1
+  found = re.match(r"error: step (\d+): (the classification loss|the regularization loss|the "
+                   r"gradient norm|a weight) is (nan|inf|-inf|not finite after the update)", line)
+  assert found, line
+  assert line.endswith(f": the training diverged and stopped; nothing after {last_good} was "
+                       "saved, and it stays the latest: rerun with a lower --learning_rate or "
+                       "--clip_gradients > 0 to resume from it"), line
+  assert os.path.basename(tf.train.latest_checkpoint(str(run_copy))) == last_good
+  for prefix in checkpoints.listed(str(run_copy)):
+    assert checkpoints.number(prefix) < int(found[1])
+    assert non_finite_tensors(prefix) == [], prefix
+  assert not glob.glob(str(run_copy / f"ckpt-{found[1]}.*"))
+
+
+@pytest.mark.slow
+def test_a_diverging_run_stops_before_a_save_and_keeps_the_last_good_checkpoint(run_copy, data,
+                                                                                capsys):
+  """lr 1e20 without clipping, a save every step, no log window: the check before each save."""
+  status, out, err = run_script_main(capsys, train.main, train_args(
+      data, run_copy, "--number_of_steps=30", "--learning_rate=1e20", "--clip_gradients=0",
+      "--save_checkpoint_steps=1", "--log_every_n_steps=1000"))
+  last_good = os.path.basename(tf.train.latest_checkpoint(str(run_copy)))
+  assert_stopped_without_saving_it(run_copy, err, status, last_good)
+  assert "step 30" not in out
+
+
+@pytest.mark.slow
+def test_a_diverging_run_stops_at_a_log_window_and_the_exit_saves_nothing(run_copy, data, capsys):
+  """No save until the end: the log window's check stops it, and no final save follows."""
+  status, out, err = run_script_main(capsys, train.main, train_args(
+      data, run_copy, "--number_of_steps=30", "--learning_rate=1e20", "--clip_gradients=0",
+      "--save_checkpoint_steps=0", "--save_checkpoint_secs=0", "--log_every_n_steps=3"))
+  assert_stopped_without_saving_it(run_copy, err, status, "ckpt-4")
+  assert "loss nan" not in out and "loss inf" not in out

@@ -1,5 +1,5 @@
 """The distributed train step, and what the loop reads from it: losses, the gradient norm, the
-head's ReLU activity and the dead-unit watch over it.
+head's ReLU activity and the dead-unit watch over it, and the watch for non-finite values.
 
     step(iterator) -> ({"loss/classification", "loss/regularization", "gradient_norm"}: scalars,
                        {head ReLU scope: [D] > 0 where a unit was positive}: activity)
@@ -81,6 +81,56 @@ def make_train_step(model, optimizer, ema, strategy, model_config, train_config,
     return scalars, {scope: total(a) for scope, a in activity.items()}
 
   return step
+
+
+class FiniteWatch:
+  """Finds the first step whose loss terms or gradient norm are not finite (nan, inf).
+
+  The step returns these scalars anyway; they stay on the device until check() reads those of
+  every step since the last check, in one transfer. train.py checks at each log window, where it
+  reads them already, and before each save, so training waits on the device no more often than
+  it did, and no save follows a step that was not checked.
+  """
+
+  NAMES = {"loss/classification": "the classification loss",
+           "loss/regularization": "the regularization loss", "gradient_norm": "the gradient norm"}
+
+  def __init__(self, loss_scaled=False):
+    # Under mixed_float16's loss scaling a non-finite gradient is routine: LossScaleOptimizer
+    # skips that step's update and lowers the scale. Only the losses count then.
+    self.keys = [k for k in self.NAMES if not (loss_scaled and k == "gradient_norm")]
+    self.pending = []
+
+  def add(self, step_no, scalars):
+    self.pending.append((step_no, [scalars[k] for k in self.keys]))
+
+  def check(self):
+    """None if every step since the last check was finite; else (step number, {name: value})
+    of the first that was not, with each of its values that was not."""
+    if not self.pending:
+      return None
+    pending, self.pending = self.pending, []
+    values = tf.stack([v for _, step_values in pending for v in step_values]).numpy()
+    bad = ~np.isfinite(values.reshape(len(pending), len(self.keys)))
+    if not bad.any():
+      return None
+    row = int(np.argmax(bad.any(axis=1)))
+    return pending[row][0], {self.NAMES[k]: float(values[row * len(self.keys) + j])
+                             for j, k in enumerate(self.keys) if bad[row, j]}
+
+
+def non_finite_finder(variables):
+  """A function that returns the name of the first of `variables` that holds a nan or an inf, or
+  None: one compiled pass over them, for before a save (an update can overflow the weights
+  though the step's loss and gradient norm were finite)."""
+  @tf.function
+  def finite_flags():
+    return tf.stack([tf.reduce_all(tf.math.is_finite(v)) for v in variables])
+
+  def first():
+    flags = finite_flags().numpy()
+    return None if flags.all() else variables[int(np.argmin(flags))].name
+  return first
 
 
 class DeadUnitWatch:
