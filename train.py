@@ -284,14 +284,18 @@ class DivergenceGuard:
                             f"{then}: rerun with {advice}" + (" to resume from it" if last else ""))
 
 
-def train_loop(step, iterator, global_step, number_of_steps, window_log, save_if_due, stop):
-  """Runs steps from global_step to number_of_steps (or a stop signal): each step is counted by
+def train_loop(run_step, iterator, global_step, number_of_steps, window_log, save_if_due, stop):
+  """Runs steps from global_step to number_of_steps (or a stop signal, or run_step() returning
+  None: a step stopped while it waited for the tf.data service): each step is counted by
   window_log (a WindowLog; its guard sees every step's scalars) and offered to save_if_due (a
-  CheckpointTrigger). Returns the last step's number."""
+  CheckpointTrigger). Returns the last finished step's number."""
   step_no = start = int(global_step.numpy())
   log(f"training from step {step_no} to {number_of_steps}")
   while step_no < number_of_steps and stop.signal is None:
-    scalars, activity = step(iterator)
+    result = run_step()
+    if result is None:
+      break
+    scalars, activity = result
     step_no += 1
     window_log.guard.add(step_no, scalars)
     window_log.step(step_no, scalars, activity, iterator, first=step_no == start + 1)
@@ -379,20 +383,35 @@ def train(model_config, train_config, strategy, service, label_names, files):
   dataset = strategy.distribute_datasets_from_function(
       lambda context: build_dataset(model_config, "train", input_context=context, seed=seed,
                                     device="/gpu:0" if single_gpu else None, service=service))
-  step = make_train_step(model, optimizer, ema, strategy, model_config, train_config, pos_weight)
+  watch = input_service.ElementWatch(train_config.data_service_timeout_secs) if service else None
+  step = make_train_step(model, optimizer, ema, strategy, model_config, train_config, pos_weight,
+                         element_watch=watch)
+  iterator = iter(dataset)
   writer = tf.summary.create_file_writer(save_dir)
   stop = StopFlag()
+  if watch:  # the service can keep a step waiting for ever: stoppable, in a helper thread
+    run_step = lambda: input_service.run_step(lambda: step(iterator), watch,
+                                              lambda: stop.signal is not None)
+  else:
+    run_step = lambda: step(iterator)
   guard = DivergenceGuard(model, ema, manager, model_config, train_config)
   trigger = CheckpointTrigger(manager, strategy, train_config, guard)
   try:
     window_log = WindowLog(writer, strategy, model_config, train_config,
                            optimizers.learning_rate_schedule(train_config), guard)
-    step_no = train_loop(step, iter(dataset), optimizer.iterations, train_config.number_of_steps,
+    step_no = train_loop(run_step, iterator, optimizer.iterations, train_config.number_of_steps,
                          window_log, trigger, stop)
-    if manager.latest_checkpoint != os.path.join(save_dir, f"ckpt-{step_no}"):
-      trigger.save(step_no)  # on a stop signal too: checked first, as every save
+    stalled = step_no < train_config.number_of_steps and stop.signal is None
+    # Saving is collective across workers: one stalled alone would wait for the others for ever.
+    if not (stalled and runtime.is_multi_worker(strategy)):
+      if manager.latest_checkpoint != os.path.join(save_dir, f"ckpt-{step_no}"):
+        trigger.save(step_no)  # on a stop signal too: checked first, as every save
+      log(f"saved {manager.latest_checkpoint}")
     writer.flush()
-    log(f"saved {manager.latest_checkpoint}")
+    if stalled:
+      raise input_service.stall_error(train_config.data_service_address,
+                                      train_config.data_service_timeout_secs, step_no,
+                                      manager.latest_checkpoint)
   except tf.errors.DataLossError as e:  # a cut-off or corrupt record: which, and what to do
     last = manager.latest_checkpoint
     raise records.damage_error(files, e, "; training stopped, and resumes from " + (

@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -233,42 +234,67 @@ def test_a_resume_with_the_same_variables_goes_on(run_copy, data, capsys):
 # ---------------------------------------------------------------------------------------------
 # One trainer per train_dir.
 
-class Trainer:
-  """`python train.py *argv` as a real process; `wait_for(text)` reads its log up to a line
-  holding text. Killed when the test ends, or after PROCESS_TIMEOUT."""
+class Process:
+  """`python <script> *argv` in the repo as a real process, its output read by a thread: `wait_for`
+  a line holding some text, `quiet_for` a while. Killed when the test ends (`close`), or after
+  PROCESS_TIMEOUT."""
 
-  def __init__(self, argv):
-    self.proc = subprocess.Popen([sys.executable, "train.py", *argv], cwd=REPO, env=ENV,
-                                 text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    self.lines = []
+  def __init__(self, script, argv):
+    self.proc = subprocess.Popen([sys.executable, script, *argv], cwd=REPO, env=ENV, text=True,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    self.lines, self.changed = [], threading.Condition()
     self.timer = threading.Timer(PROCESS_TIMEOUT, self.proc.kill)
     self.timer.start()
+    self.reader = threading.Thread(target=self._read, daemon=True)
+    self.reader.start()
+
+  def _read(self):
+    for line in self.proc.stdout:
+      with self.changed:
+        self.lines.append(line)
+        self.changed.notify_all()
+    with self.changed:
+      self.lines.append(None)  # the end
+      self.changed.notify_all()
 
   def wait_for(self, text):
-    for line in self.proc.stdout:
-      self.lines.append(line)
-      if text in line:
-        return line
-    raise AssertionError(f"train.py ended before {text!r}:\n{''.join(self.lines)}")
+    """The first line holding `text`; an AssertionError if the output ends first."""
+    with self.changed:
+      while True:
+        found = [line for line in self.lines if line is not None and text in line]
+        if found:
+          return found[0]
+        assert None not in self.lines, f"{text!r} never came:\n{self.log()}"
+        self.changed.wait()
+
+  def quiet_for(self, secs):
+    """Waits until no line has come for `secs` seconds."""
+    with self.changed:
+      while self.changed.wait(secs):
+        pass
 
   def finish(self):
-    """(exit status, the whole log)."""
-    self.lines += self.proc.stdout.readlines()
-    return self.proc.wait(timeout=PROCESS_TIMEOUT), "".join(self.lines)
+    """(exit status, the whole output), once it has ended."""
+    status = self.proc.wait(timeout=PROCESS_TIMEOUT)
+    self.reader.join()
+    return status, self.log()
+
+  def log(self):
+    return "".join(line for line in self.lines if line is not None)
 
   def close(self):
     self.timer.cancel()
     self.proc.kill()
     self.proc.wait()
-    self.proc.stdout.close()
 
 
 @pytest.fixture
-def trainers():
+def processes():
+  """start(script, argv) -> a Process, each killed when the test ends."""
   started = []
-  yield lambda argv: started.append(Trainer(argv)) or started[-1]
-  for trainer in started:
-    trainer.close()
+  yield lambda script, argv: started.append(Process(script, argv)) or started[-1]
+  for process in started:
+    process.close()
 
 
 def test_the_lock_refuses_a_second_holder_and_is_gone_after_release(tmp_path):
@@ -289,12 +315,12 @@ def test_the_lock_refuses_a_second_holder_and_is_gone_after_release(tmp_path):
 
 @pytest.mark.slow
 def test_a_second_trainer_is_refused_and_a_killed_ones_lock_is_taken_over(data, tmp_path,
-                                                                          trainers, capsys):
+                                                                          processes, capsys):
   """Trainer A (a real process) trains; B on the same train_dir is refused in one line naming A
   before it touches anything; A is killed with SIGKILL; B then takes A's lock over and says so."""
   train_dir = tmp_path / "train"
-  first = trainers(train_args(data, train_dir, "--number_of_steps=100000",
-                              "--save_checkpoint_steps=0", "--save_checkpoint_secs=0"))
+  first = processes("train.py", train_args(data, train_dir, "--number_of_steps=100000",
+                                           "--save_checkpoint_steps=0", "--save_checkpoint_secs=0"))
   first.wait_for("training from step 0")
   config = (train_dir / config_files.TRAIN_CONFIG_FILE).read_bytes()
   leftover = train_dir / ".config.json.4242-0123abcd.tmp"  # what a start would remove
@@ -384,3 +410,80 @@ def test_a_diverging_run_stops_at_a_log_window_and_the_exit_saves_nothing(run_co
       "--save_checkpoint_steps=0", "--save_checkpoint_secs=0", "--log_every_n_steps=3"))
   assert_stopped_without_saving_it(run_copy, err, status, "ckpt-4")
   assert "loss nan" not in out and "loss inf" not in out
+
+
+# ---------------------------------------------------------------------------------------------
+# The tf.data service: no element for --data_service_timeout_secs, and signals while waiting.
+
+def free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+@pytest.fixture
+def service(processes):
+  """data_service.py's dispatcher and one worker, each a process: (address, worker)."""
+  port = free_port()
+  dispatcher = processes("data_service.py", ["--role=dispatcher", f"--port={port}"])
+  dispatcher.wait_for(f"dispatcher on port {port}")
+  worker = processes("data_service.py", ["--role=worker", "--port=0", "--worker_address=127.0.0.1",
+                                          f"--dispatcher_address=grpc://127.0.0.1:{port}"])
+  dispatcher.wait_for("1 worker(s) registered")
+  return f"grpc://127.0.0.1:{port}", worker
+
+
+def service_args(data, train_dir, address, timeout):
+  return train_args(data, train_dir, f"--data_service_address={address}",
+                    f"--data_service_timeout_secs={timeout}", "--number_of_steps=100000",
+                    "--log_every_n_steps=1", "--save_checkpoint_steps=0",
+                    "--save_checkpoint_secs=0")
+
+
+def last_step(log):
+  return int(re.findall(r"^step (\d+): loss", log, re.M)[-1])
+
+
+def assert_saved_at(train_dir, step_no):
+  prefix = str(train_dir / f"ckpt-{step_no}")
+  assert tf.train.latest_checkpoint(str(train_dir)) == prefix
+  assert tf.train.load_checkpoint(prefix).get_tensor(STEP_KEY) == step_no
+
+
+@pytest.mark.slow
+def test_a_service_with_no_worker_left_saves_and_stops_within_the_timeout(data, tmp_path, service,
+                                                                          processes):
+  address, worker = service
+  train_dir = tmp_path / "train"
+  trainer = processes("train.py", service_args(data, train_dir, address, 5))
+  trainer.wait_for("step 2: loss")
+  worker.proc.kill()  # SIGKILL: the service has no worker left, and never says so
+  killed = time.monotonic()
+  status, log = trainer.finish()
+  assert status == 1 and "Traceback" not in log, log
+  assert time.monotonic() - killed < 60, log  # the batches it had, then 5 s, then the save
+  step_no = last_step(log)
+  assert log.rstrip("\n").splitlines()[-1] == (
+      f"error: the tf.data service at {address} gave no element for 5 s "
+      f"(--data_service_timeout_secs) after step {step_no}: are its workers running "
+      f"(data_service.py --role=worker --dispatcher_address={address})? saved "
+      f"{train_dir}/ckpt-{step_no}: start workers and rerun to resume from it"), log
+  assert_saved_at(train_dir, step_no)
+
+
+@pytest.mark.slow
+def test_sigterm_while_waiting_on_the_service_saves_and_exits(data, tmp_path, service, processes):
+  address, worker = service
+  train_dir = tmp_path / "train"
+  trainer = processes("train.py", service_args(data, train_dir, address, 600))
+  trainer.wait_for("step 2: loss")
+  worker.proc.kill()
+  trainer.quiet_for(5)  # no step for 5 s: it waits on the service
+  trainer.proc.send_signal(signal.SIGTERM)
+  signalled = time.monotonic()
+  status, log = trainer.finish()
+  assert status == 128 + signal.SIGTERM and "Traceback" not in log, log
+  assert time.monotonic() - signalled < 30, log
+  step_no = last_step(log)
+  assert "received SIGTERM" in log and f"saved {train_dir}/ckpt-{step_no}" in log, log
+  assert_saved_at(train_dir, step_no)
