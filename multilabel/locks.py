@@ -24,7 +24,7 @@ import os
 import socket
 import time
 
-from multilabel import errors
+from multilabel import errors, files
 
 LOCK_FILE = "train.lock"
 
@@ -73,8 +73,12 @@ def hold_train_dir(train_dir, log):
             ". It ran on another host: if it is still running there, this file system does "
             "not share locks between hosts (README.md: one trainer per train_dir)"
             if elsewhere else ""))
-  _write(fd, {"host": socket.gethostname(), "pid": os.getpid(),
-              "started": time.strftime("%Y-%m-%d %H:%M:%S %z")})
+  try:
+    _write(fd, {"host": socket.gethostname(), "pid": os.getpid(),
+                "started": time.strftime("%Y-%m-%d %H:%M:%S %z")})
+  except OSError as e:  # a full disk: the lock holds without its body; the next write says why
+    if not files.is_no_space(e):
+      raise
   return TrainDirLock(path, fd)
 
 
