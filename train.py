@@ -13,6 +13,12 @@ SIGTERM saves a checkpoint before exiting. A full disk stops it with one line (t
 checkpoint needs, and what is free), the last good checkpoint intact; at start-up it removes what
 a killed or failed save left in train_dir. With --data_service_address=grpc://host:port
 the decoding and augmentation run on tf.data service workers (data_service.py).
+
+What else ends in one line (README.md, "When something fails midway"): a second train.py on the
+same train_dir (a lock); a resume whose settings would change the variables; a loss, gradient
+norm or weight that is not finite (nothing of it is saved); a tf.data service that gives no
+batch for --data_service_timeout_secs (after a save). A damaged checkpoint is skipped for the
+next newest.
 """
 
 import dataclasses
