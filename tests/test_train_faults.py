@@ -200,28 +200,28 @@ def test_train_with_no_checkpoint_that_restores_is_one_line(run_copy, data, caps
     (["--optimizer=SGD"], "optimizer", "Adam", "SGD", "the optimiser's slot variables"),
     (["--precision=mixed_float16"], "precision", "float32", "mixed_float16",
      "whether the optimiser keeps a loss scale")])
-def test_a_resume_that_would_change_the_variables_is_one_line(good_run, data, capsys, flags, field,
-                                                              old, new, does):
-  before = {p.name: p.read_bytes() for p in good_run.iterdir() if p.is_file()}
-  (good_run / ".config.json.4242-0123abcd.tmp").write_text("a killed save's leftover")
+def test_a_resume_that_would_change_the_variables_is_one_line(run_copy, data, capsys, flags,
+                                                              field, old, new, does):
+  before = {p.name: p.read_bytes() for p in run_copy.iterdir() if p.is_file()}
+  (run_copy / ".config.json.4242-0123abcd.tmp").write_text("a killed save's leftover")
   status, _, err = run_script_main(capsys, train.main, train_args(
-      data, good_run, "--number_of_steps=6", *flags))
+      data, run_copy, "--number_of_steps=6", *flags))
   line = one_error_line(err)
   assert status == 2
-  assert line.startswith(f"error: --{field}={new} cannot resume {good_run}, whose checkpoints "
+  assert line.startswith(f"error: --{field}={new} cannot resume {run_copy}, whose checkpoints "
                          f"were made with {field}={old}: it changes {does}"), line
   if field == "train_base_network":  # the second stage of a fine-tune: the recipe
     assert line.endswith(f"start a new run from this one: --train_dir=<a new folder> "
-                         f"--base_network_checkpoint={good_run} --train_base_network=true (it "
+                         f"--base_network_checkpoint={run_copy} --train_base_network=true (it "
                          "takes this run's backbone; its head starts fresh)"), line
   else:
     assert line.endswith(f"; keep --{field}={old.split()[0]} to resume it, or start a new run: a "
-                         f"new --train_dir, with --base_network_checkpoint={good_run} to start "
+                         f"new --train_dir, with --base_network_checkpoint={run_copy} to start "
                          "from this run's backbone"), line
   # nothing touched: config.json, the checkpoints, even the leftovers a start would remove
-  assert (good_run / ".config.json.4242-0123abcd.tmp").exists()
-  (good_run / ".config.json.4242-0123abcd.tmp").unlink()
-  assert {p.name: p.read_bytes() for p in good_run.iterdir() if p.is_file()} == before
+  assert (run_copy / ".config.json.4242-0123abcd.tmp").exists()
+  (run_copy / ".config.json.4242-0123abcd.tmp").unlink()
+  assert {p.name: p.read_bytes() for p in run_copy.iterdir() if p.is_file()} == before
 
 
 def test_a_resume_with_the_same_variables_goes_on(run_copy, data, capsys):
