@@ -172,7 +172,8 @@ class TrainConfig(Config, section="train"):
       "default", "tf.distribute", choices=("default", "mirrored", "multi_worker"))
   seed: int = setting(0, "seed for weight init and shuffling; -1 = nondeterministic", at_least(-1))
   data_service_address: str = setting("", "grpc://host:port: decode on tf.data service workers")
-  data_service_timeout_secs: int = setting(30, "wait this long for the dispatcher to answer (s)")
+  data_service_timeout_secs: int = setting(
+      30, "wait this long for the dispatcher, or for a batch, then save and stop (s)", at_least(1))
 
   def check(self, *others):
     model = next((c for c in others if isinstance(c, ModelConfig)), None)

@@ -1,5 +1,6 @@
 """Checkpoints, all of them: building, saving (so that a full disk cannot wedge it), cleaning up
-what a killed or failed save left, the evaluator's watch for new ones, finding and restoring.
+what a killed or failed save left, the evaluator's watch for new ones, finding and restoring
+(the newest that restores, past damaged ones).
 
 TensorFlow writes checkpoint <prefix> in three steps: the tensors into <prefix>_temp/ (as
 part-...tempstate<n>, renamed when complete), merged into <prefix>.index and
@@ -10,6 +11,7 @@ what a rerun resumes from.
 """
 
 import glob
+import itertools
 import math
 import os
 import re
@@ -17,6 +19,7 @@ import shutil
 import time
 
 import tensorflow as tf
+from google.protobuf import text_format
 
 from multilabel import errors, files
 from multilabel.training.optimizers import ExponentialMovingAverage
@@ -180,6 +183,68 @@ def use_earlier(prefix):
   earlier = [p for p in state.all_model_checkpoint_paths
              if numbered(p) and number(p) < number(prefix)]
   return f"; use {max(earlier, key=number)} instead" if earlier else ""
+
+
+def listed(directory):
+  """The checkpoints directory's `checkpoint` state file lists, oldest first (the order they
+  were saved in), the latest last; [] if there is none."""
+  state = tf.train.get_checkpoint_state(directory)
+  if not state or not state.model_checkpoint_path:
+    return []
+  paths = [p for p in state.all_model_checkpoint_paths if p != state.model_checkpoint_path]
+  return paths + [state.model_checkpoint_path]
+
+
+def describe_restore_error(prefix, error):
+  """One line naming the checkpoint and why it would not restore: its files missing, damaged
+  (cut off, or bytes changed: a checksum or an sstable's magic number), or not this model's."""
+  if isinstance(error, tf.errors.NotFoundError):
+    why = "its files are missing"
+  elif isinstance(error, (ValueError, AssertionError)):
+    why = "it does not fit this model"
+  else:  # DataLossError, an OpError on a bad .index, IndexError on a cut .data file
+    why = "its files are damaged"
+  return f"{prefix}: {why} ({errors.tf_message(error)})"
+
+
+# What a damaged, missing or foreign checkpoint raises on restore (see describe_restore_error).
+RESTORE_ERRORS = (tf.errors.OpError, IndexError, ValueError, AssertionError)
+
+
+def restore_newest_good(checkpoint, directory):
+  """Restores into `checkpoint` (a tf.train.Checkpoint) the newest checkpoint that directory's
+  state file lists and that restores, trying the next-newest after each failure.
+
+  Returns (the restored prefix, or None if none restored; [(prefix, describe_restore_error
+  line)] for each newer one it skipped). Every object of `checkpoint` must be in the one it
+  restores (assert_existing_objects_matched), so the one that restores overwrites whatever a
+  failed try before it may have assigned.
+  """
+  skipped = []
+  for prefix in reversed(listed(directory)):
+    try:
+      checkpoint.restore(prefix).assert_existing_objects_matched()
+    except RESTORE_ERRORS as e:
+      skipped.append((prefix, describe_restore_error(prefix, e)))
+      continue
+    return prefix, skipped
+  return None, skipped
+
+
+def forget(directory, prefixes):
+  """Rewrites directory's state file without `prefixes` (their files stay), so that the newest
+  one left is the latest again: what CheckpointManager, evaluate.py and a rerun then see."""
+  state = tf.train.get_checkpoint_state(directory)
+  kept = [(p, t) for p, t in itertools.zip_longest(state.all_model_checkpoint_paths,
+                                                    state.all_model_checkpoint_timestamps)
+          if p not in prefixes]
+  del state.all_model_checkpoint_paths[:], state.all_model_checkpoint_timestamps[:]
+  # relative, as CheckpointManager writes them: a train_dir may be moved, or given relatively
+  state.all_model_checkpoint_paths.extend(os.path.basename(p) for p, _ in kept)
+  if all(t is not None for _, t in kept):
+    state.all_model_checkpoint_timestamps.extend(t for _, t in kept)
+  state.model_checkpoint_path = state.all_model_checkpoint_paths[-1] if kept else ""
+  files.write_text(os.path.join(directory, "checkpoint"), text_format.MessageToString(state))
 
 
 def restore_model(model, prefix, use_ema):

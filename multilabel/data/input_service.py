@@ -25,10 +25,15 @@ shuffle), so write many more files than workers (`create_tfrecord.py --num_shard
 worker may do most of a one-pass eval; and the order of the elements is not reproducible.
 
 Standard gRPC (grpcio, which TensorFlow depends on) checks the dispatcher before any work,
-because TensorFlow's own client keeps retrying an unreachable dispatcher.
+because TensorFlow's own client keeps retrying an unreachable dispatcher. For the same reason a
+train step whose workers are all gone waits for ever inside TensorFlow, deaf to signals: the
+trainer runs each step in a helper thread (run_step), and stops one that has waited for its
+batch too long, or when a signal came, before that step changes anything (ElementWatch).
 """
 
 import re
+import threading
+import time
 from typing import NamedTuple
 
 import grpc
@@ -144,3 +149,79 @@ def train_job_name(train_dir, step):
   """The job every worker of one multi-worker run joins: the same train_dir and start step give
   the same name; a resumed run starts a job of its own."""
   return f"train:{train_dir.rstrip('/') or '/'}:{step}"
+
+
+class ElementWatch:
+  """How long the train step in progress has waited for its batch from the service, and a way
+  to stop it while it waits, before it changes anything.
+
+  The step calls asked() just before its next(iterator) and got() once it has the batch (each a
+  tf.py_function; train_step.watched_next), and all its changes wait for got(). A step stopped
+  while it waits never gets past got(), so the model stays as the last finished step left it,
+  ready to be saved.
+  """
+
+  def __init__(self, timeout_secs):
+    self.timeout_secs = timeout_secs
+    self._lock = threading.Lock()
+    self._asked = None  # when the step in progress asked for its batch; None once it has it
+    self._stopped = False
+
+  def asked(self):
+    with self._lock:
+      self._asked = time.monotonic()
+    return True
+
+  def got(self, *_):
+    with self._lock:
+      if self._stopped:  # fails that step before its changes; nobody waits for it any more
+        raise RuntimeError("the step was stopped while it waited for the tf.data service")
+      self._asked = None
+    return True
+
+  def waited(self):
+    """Seconds the step in progress has waited for its batch (0 once it has it)."""
+    with self._lock:
+      return 0.0 if self._asked is None else time.monotonic() - self._asked
+
+  def stop_waiting_step(self):
+    """True if the step in progress was still waiting for its batch: it is stopped and will
+    change nothing. False if it has its batch: it will finish."""
+    with self._lock:
+      self._stopped = self._asked is not None
+      return self._stopped
+
+
+def run_step(step, watch, should_stop, poll_secs=0.5):
+  """step() in a helper thread, looking every poll_secs whether it waits for its batch longer
+  than watch.timeout_secs, or should_stop() (a signal came, which the main thread can now
+  take). Returns step()'s result, or None if it stopped the step while it waited. The helper
+  thread of a stopped step stays blocked inside TensorFlow until the process ends (a daemon)."""
+  outcome = {}
+
+  def target():
+    try:
+      outcome["result"] = step()
+    except BaseException as e:  # pylint: disable=broad-except  # raised again below
+      outcome["error"] = e
+
+  thread = threading.Thread(target=target, name="train step", daemon=True)
+  thread.start()
+  while thread.is_alive():
+    thread.join(poll_secs)
+    if thread.is_alive() and (should_stop() or watch.waited() >= watch.timeout_secs) and (
+        watch.stop_waiting_step()):
+      return None
+  if "error" in outcome:
+    raise outcome["error"]
+  return outcome["result"]
+
+
+def stall_error(address, timeout_secs, step_no, saved):
+  """The line train.py stops with when the service gave the step no batch for timeout_secs."""
+  then = (f"saved {saved}: start workers and rerun to resume from it" if saved else
+          "rerun once its workers are back")
+  return errors.DataError(
+      f"the tf.data service at {address} gave no element for {timeout_secs} s "
+      f"(--data_service_timeout_secs) after step {step_no}: are its workers running "
+      f"(data_service.py --role=worker --dispatcher_address={address})? {then}")

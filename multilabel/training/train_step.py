@@ -1,5 +1,5 @@
 """The distributed train step, and what the loop reads from it: losses, the gradient norm, the
-head's ReLU activity and the dead-unit watch over it.
+head's ReLU activity and the dead-unit watch over it, and the watch for non-finite values.
 
     step(iterator) -> ({"loss/classification", "loss/regularization", "gradient_norm"}: scalars,
                        {head ReLU scope: [D] > 0 where a unit was positive}: activity)
@@ -15,10 +15,13 @@ from multilabel.training.losses import count_known, total_loss
 
 
 def make_train_step(model, optimizer, ema, strategy, model_config, train_config,
-                    pos_weight=None):
+                    pos_weight=None, element_watch=None):
   """One distributed step: forward, loss, gradients, clipping, update, EMA. Returns the loss
   terms and the global gradient norm, reduced over replicas. pos_weight: None or the [L] list
-  of positive-term weights (pos_weight.resolve_pos_weight)."""
+  of positive-term weights (pos_weight.resolve_pos_weight). element_watch: None, or an
+  input_service.ElementWatch told when the step asks for its batch and when it has it (with the
+  tf.data service, which can keep a step waiting for ever); none of the step's changes happen
+  unless its got() lets the batch through."""
   variables = model.trainable_variables
   replicas = strategy.num_replicas_in_sync
   global_batch = model_config.batch_size * replicas
@@ -39,7 +42,7 @@ def make_train_step(model, optimizer, ema, strategy, model_config, train_config,
     grads = tape.gradient(scaled, variables)
     return grads, classification, regularization, model.head_activity(end_points)
 
-  def replica_step(images, labels):
+  def replica_update(images, labels):
     known = count_known(labels)
     if replicas > 1:
       # The loss averages over the known (not -1) entries of the global batch, as it averages
@@ -67,11 +70,22 @@ def make_train_step(model, optimizer, ema, strategy, model_config, train_config,
       ema.update()
     return classification, regularization, norm, activity
 
+  def replica_step(images, labels, batch_let_through=None):
+    if batch_let_through is None:
+      return replica_update(images, labels)
+    # With an element_watch, every op of the step waits for its got(): the optimiser's step
+    # count too, which no data feeds (merge_call carries the dependency into the update).
+    with tf.control_dependencies([batch_let_through]):
+      return replica_update(images, labels)
+
   @tf.function
   def step(iterator):
-    images, labels = next(iterator)
-    classification, regularization, norm, activity = strategy.run(replica_step,
-                                                                  args=(images, labels))
+    if element_watch is None:
+      images, labels = next(iterator)
+      args = (images, labels)
+    else:
+      args = watched_next(iterator, element_watch, strategy)
+    classification, regularization, norm, activity = strategy.run(replica_step, args=args)
     total = lambda x: strategy.reduce(tf.distribute.ReduceOp.SUM, x, axis=None)
     # Both terms are already scaled per replica (global batch; replica count), so they sum.
     scalars = {"loss/classification": total(classification),
@@ -81,6 +95,68 @@ def make_train_step(model, optimizer, ema, strategy, model_config, train_config,
     return scalars, {scope: total(a) for scope, a in activity.items()}
 
   return step
+
+
+def watched_next(iterator, watch, strategy):
+  """next(iterator) between watch.asked() and watch.got() (tf.py_function, in that order by
+  control dependencies): (images, labels, the token of got(), which replica_step waits for)."""
+  asked = tf.py_function(watch.asked, [], tf.bool)
+  with tf.control_dependencies([asked]):
+    images, labels = next(iterator)
+  # on the ops that made the batch (not on a shape, which a static shape makes a constant)
+  with tf.control_dependencies([*strategy.experimental_local_results(images),
+                                *strategy.experimental_local_results(labels)]):
+    return images, labels, tf.py_function(watch.got, [], tf.bool)
+
+
+class FiniteWatch:
+  """Finds the first step whose loss terms or gradient norm are not finite (nan, inf).
+
+  The step returns these scalars anyway; they stay on the device until check() reads those of
+  every step since the last check, in one transfer. train.py checks at each log window, where it
+  reads them already, and before each save, so training waits on the device no more often than
+  it did, and no save follows a step that was not checked.
+  """
+
+  NAMES = {"loss/classification": "the classification loss",
+           "loss/regularization": "the regularization loss", "gradient_norm": "the gradient norm"}
+
+  def __init__(self, loss_scaled=False):
+    # Under mixed_float16's loss scaling a non-finite gradient is routine: LossScaleOptimizer
+    # skips that step's update and lowers the scale. Only the losses count then.
+    self.keys = [k for k in self.NAMES if not (loss_scaled and k == "gradient_norm")]
+    self.pending = []
+
+  def add(self, step_no, scalars):
+    self.pending.append((step_no, [scalars[k] for k in self.keys]))
+
+  def check(self):
+    """None if every step since the last check was finite; else (step number, {name: value})
+    of the first that was not, with each of its values that was not."""
+    if not self.pending:
+      return None
+    pending, self.pending = self.pending, []
+    values = tf.stack([v for _, step_values in pending for v in step_values]).numpy()
+    bad = ~np.isfinite(values.reshape(len(pending), len(self.keys)))
+    if not bad.any():
+      return None
+    row = int(np.argmax(bad.any(axis=1)))
+    return pending[row][0], {self.NAMES[k]: float(values[row * len(self.keys) + j])
+                             for j, k in enumerate(self.keys) if bad[row, j]}
+
+
+def non_finite_finder(variables):
+  """A function that returns the name of the first of `variables` that holds a nan or an inf, or
+  None: one compiled pass over them, for before a save (an update can overflow the weights
+  though the step's loss and gradient norm were finite)."""
+  @tf.function
+  def finite_flags():
+    return tf.stack([tf.reduce_all(tf.math.is_finite(v)) for v in variables])
+
+  def first():
+    flags = finite_flags().numpy()
+    return None if flags.all() else variables[int(np.argmin(flags))].name
+  return first
 
 
 class DeadUnitWatch:
