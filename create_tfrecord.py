@@ -34,6 +34,8 @@ import random
 import signal
 import sys
 
+import multilabel.startup  # noqa: F401 -- first: TensorFlow's C++ start-up lines filtered
+
 import configs
 from multilabel import arguments, errors, files, runtime, textfiles
 from multilabel.data import records

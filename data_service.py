@@ -21,6 +21,8 @@ import signal
 import socket
 import time
 
+import multilabel.startup  # noqa: F401 -- first: TensorFlow's C++ start-up lines filtered
+
 import tensorflow as tf
 
 import configs

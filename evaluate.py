@@ -20,6 +20,8 @@ import os
 import shutil
 import time
 
+import multilabel.startup  # noqa: F401 -- first: TensorFlow's C++ start-up lines filtered
+
 import numpy as np
 import tensorflow as tf
 

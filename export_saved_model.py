@@ -30,6 +30,8 @@ model.tflite. These need requirements-export.txt.
 
 import os
 
+import multilabel.startup  # noqa: F401 -- first: TensorFlow's C++ start-up lines filtered
+
 import configs
 from multi_label_classification_model import load_trained_model
 from multilabel import arguments, errors, exports, serving

@@ -28,6 +28,8 @@ import csv
 import os
 import time
 
+import multilabel.startup  # noqa: F401 -- first: TensorFlow's C++ start-up lines filtered
+
 import numpy as np
 import tensorflow as tf
 

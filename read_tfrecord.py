@@ -12,6 +12,8 @@ any failure makes the exit status 1.
 
 import os
 
+import multilabel.startup  # noqa: F401 -- first: TensorFlow's C++ start-up lines filtered
+
 import numpy as np
 import tensorflow as tf
 

@@ -24,90 +24,26 @@ next newest.
 import dataclasses
 import os
 import shutil
-import signal
-import tempfile
-import time
 
 # GPU kernel launches get their own threads, so tf.data's threads don't delay them. Read when
 # TensorFlow initialises the GPUs, so set before importing it; no effect on a CPU.
 os.environ.setdefault("TF_GPU_THREAD_MODE", "gpu_private")
+import multilabel.startup  # noqa: E402,F401 -- before TensorFlow: its start-up lines filtered
 import tensorflow as tf  # noqa: E402
 
 import configs
-from multi_label_classification_model import (MultiLabelClassificationModel, head_depth,
-                                              restore_backbone)
+from multi_label_classification_model import MultiLabelClassificationModel, restore_backbone
 from multilabel import (arguments, checkpoints, config_files, errors, locks, runtime, summaries,
                         textfiles)
 from multilabel.data import input_service, records
 from multilabel.data.preprocessing import build_dataset
 from multilabel.runtime import log
 from multilabel.training import optimizers
+from multilabel.training.loop import (CheckpointTrigger, DivergenceGuard, StopFlag, WindowLog,
+                                      make_manager, train_dir_or_new_temp_dir, train_loop)
 from multilabel.training.pos_weight import resolve_pos_weight
-from multilabel.training.train_step import (DeadUnitWatch, FiniteWatch, make_train_step,
-                                             non_finite_finder)
-
-
-# What a resumed run must keep: each decides which variables its checkpoints hold, or their
-# shapes (the network's, the optimiser's slots, the moving average, the loss scale's), so that
-# with another value they would not restore. (section, field, the value that counts, what it
-# decides); head_depth 0 means label_count, so 0 and label_count are the same head.
-RESUME_FIXED = (
-    ("model", "backbone", lambda c: c.backbone, "the backbone's variables"),
-    ("model", "label_count", lambda c: c.label_count, "the shape of the head's last layer"),
-    ("model", "head_depth", head_depth, "the head's width"),
-    ("model", "target_height", lambda c: c.target_height, "the head's last kernel (size / 32)"),
-    ("model", "target_width", lambda c: c.target_width, "the head's last kernel (size / 32)"),
-    ("model", "train_base_network", lambda c: c.train_base_network,
-     "the variables the optimiser and the moving average keep state for"),
-    ("model", "precision", lambda c: c.precision == "mixed_float16",
-     "whether the optimiser keeps a loss scale (mixed_float16 only)"),
-    ("train", "optimizer", lambda c: c.optimizer, "the optimiser's slot variables"),
-    ("train", "momentum", lambda c: c.optimizer in ("Momentum", "RMSProp") and c.momentum > 0,
-     "whether the optimiser keeps momentum slots (momentum 0 or not)"),
-    ("train", "ema_decay", lambda c: c.ema_decay > 0,
-     "whether the checkpoints hold a moving average (ema_decay 0 or not)"),
-)
-
-
-def check_resume_settings(model_config, train_config):
-  """On a train_dir with checkpoints, before anything is built or written: a ConfigError naming
-  the first RESUME_FIXED field whose value differs from its config.json's, its old and new
-  values, and how to do what was meant."""
-  train_dir = train_config.train_dir
-  path = os.path.join(train_dir, config_files.TRAIN_CONFIG_FILE)
-  if not os.path.exists(path) or not checkpoints.listed(train_dir):
-    return
-  now = {"model": model_config, "train": train_config}
-  saved = {"model": config_files.load_config(path, configs.ModelConfig),
-           "train": config_files.load_config(path, configs.TrainConfig)}
-  for section, name, key, what in RESUME_FIXED:
-    old, new = saved[section], now[section]
-    if key(old) != key(new):
-      raise errors.ConfigError(resume_refusal(train_dir, name, key, what, old, new))
-
-
-def resume_refusal(train_dir, name, key, what, old, new):
-  """The line that refuses a changed RESUME_FIXED field: its old and new values (as flags take
-  them, and what they mean where that differs: head_depth=0 (= 4)), and what to do instead."""
-  def flag(config):
-    value = getattr(config, name)
-    return str(value).lower() if isinstance(value, bool) else str(value)
-
-  def shown(config):
-    means = key(config)
-    return flag(config) if isinstance(means, bool) or str(means) == flag(config) else (
-        f"{flag(config)} (= {means})")
-
-  if name == "train_base_network" and new.train_base_network:
-    # Resuming cannot add optimiser slots and moving averages for the backbone: a new run does.
-    how = ("for the second stage of a fine-tune, start a new run from this one: --train_dir=<a "
-           f"new folder> --base_network_checkpoint={train_dir} --train_base_network=true (it "
-           "takes this run's backbone; its head starts fresh)")
-  else:
-    how = (f"keep --{name}={flag(old)} to resume it, or start a new run: a new --train_dir, "
-           f"with --base_network_checkpoint={train_dir} to start from this run's backbone")
-  return (f"--{name}={shown(new)} cannot resume {train_dir}, whose checkpoints were made with "
-          f"{name}={shown(old)}: it changes {what}, so they would not restore; {how}")
+from multilabel.training.resume import check_resume_settings
+from multilabel.training.train_step import make_train_step
 
 
 def restore_or_start(manager, model, model_config, train_dir):
@@ -140,173 +76,6 @@ def restore_or_start(manager, model, model_config, train_dir):
     raise errors.MissingFileError(f"base_network_checkpoint={path!r} does not exist")
   log(restore_backbone(model, path))
   return False
-
-
-def make_manager(checkpoint, save_dir, train_config):
-  return tf.train.CheckpointManager(
-      checkpoint, save_dir, max_to_keep=train_config.max_to_keep,
-      keep_checkpoint_every_n_hours=train_config.keep_checkpoint_every_n_hours)
-
-
-def train_dir_or_new_temp_dir(strategy, train_dir):
-  """The chief writes train_dir; other workers write a temp dir (they must save too, since saving
-  is collective) that is deleted afterwards, as TensorFlow's multi-worker guide prescribes."""
-  if runtime.is_chief(strategy):
-    return train_dir
-  return tempfile.mkdtemp(prefix="worker_ckpt_")
-
-
-class StopFlag:
-  """Set by SIGINT/SIGTERM; the loop saves a checkpoint and exits at the end of the step."""
-
-  def __init__(self):
-    self.signal = None
-    self._previous = {sig: signal.signal(sig, self._handle)
-                      for sig in (signal.SIGINT, signal.SIGTERM)}
-
-  def restore(self):
-    """Puts the previous handlers back (main() may run inside a longer-lived process)."""
-    for sig, handler in self._previous.items():
-      signal.signal(sig, handler)
-
-  def _handle(self, signum, _frame):
-    if self.signal is not None:  # a second Ctrl-C: stop now
-      raise KeyboardInterrupt
-    self.signal = signum
-    log(f"received {signal.Signals(signum).name}: saving a checkpoint after this step")
-
-
-class WindowLog:
-  """What train_loop reports: each window of log_every_n_steps steps (and the last step) as
-  TensorBoard scalars and one log line (losses, learning rate, dead head units, images/s, ETA);
-  a few augmented inputs every image_summary_steps, and at the first step."""
-
-  def __init__(self, writer, strategy, model_config, train_config, learning_rate, guard):
-    self.writer, self.strategy, self.learning_rate = writer, strategy, learning_rate
-    self.guard = guard  # checks the window's steps before its line: a diverged one is an error
-    self.model_config, self.train_config = model_config, train_config
-    self.dead_units = DeadUnitWatch(head_depth(model_config))
-    self.batch = model_config.batch_size * strategy.num_replicas_in_sync  # all replicas' images
-    self.start, self.steps = time.time(), 0
-
-  def step(self, step_no, scalars, activity, iterator, first):
-    """Counts one step; logs at the window's end and summarises the inputs when due."""
-    config, self.steps = self.train_config, self.steps + 1
-    self.dead_units.add(activity)
-    if step_no % config.log_every_n_steps == 0 or step_no == config.number_of_steps:
-      self.guard.check()
-      self.write(step_no, scalars)
-    if config.image_summary_steps > 0 and (step_no % config.image_summary_steps == 0 or first):
-      with self.writer.as_default():
-        summaries.summarize_images(iterator, self.strategy, step_no, self.model_config)
-
-  def write(self, step_no, scalars):
-    elapsed = time.time() - self.start
-    rate = self.steps * self.batch / elapsed
-    eta = (self.train_config.number_of_steps - step_no) * elapsed / self.steps
-    values = {k: float(v) for k, v in scalars.items()}
-    values.update(self.dead_units.read())
-    values["loss/total"] = values["loss/classification"] + values["loss/regularization"]
-    # the rate this step used: the optimiser reads the schedule before counting the step
-    values["learning_rate"] = float(self.learning_rate(step_no - 1))
-    values["images_per_sec"] = rate
-    with self.writer.as_default(step=step_no):
-      for name, value in values.items():
-        tf.summary.scalar(name, value)
-    log(f"step {step_no}: loss {values['loss/total']:.4f} "
-        f"(classification {values['loss/classification']:.4f}, regularization "
-        f"{values['loss/regularization']:.4f}) lr {values['learning_rate']:.2e} dead head "
-        f"units {values['head/dead_units_1']:.0f}+{values['head/dead_units_2']:.0f} "
-        f"{rate:.1f} images/s, eta {eta / 60:.1f} min")
-    self.start, self.steps = time.time(), 0
-
-
-class CheckpointTrigger:
-  """Saves every save_checkpoint_steps steps and every save_checkpoint_secs seconds.
-
-  Saving is collective across workers (ON_READ variables are reduced), so every worker must save
-  at the same step: a wall-clock trigger would fire on one and hang the others, and multi-worker
-  runs save by steps only."""
-
-  def __init__(self, manager, strategy, train_config, guard):
-    self.manager, self.steps, self.guard = manager, train_config.save_checkpoint_steps, guard
-    self.secs = 0 if runtime.is_multi_worker(strategy) else train_config.save_checkpoint_secs
-    if self.secs != train_config.save_checkpoint_secs:
-      log("note: multi-worker training saves every save_checkpoint_steps only "
-          "(save_checkpoint_secs is ignored)")
-    self.last = time.time()
-
-  def __call__(self, step_no):
-    if (self.steps > 0 and step_no % self.steps == 0) or (
-        self.secs > 0 and time.time() - self.last >= self.secs):
-      self.save(step_no)
-
-  def save(self, step_no):
-    """Saves the state after step_no, once the guard has found it finite (else its error)."""
-    self.guard.check_before_save(step_no)
-    checkpoints.save(self.manager, step_no)  # a full disk: one line, the last checkpoint kept
-    self.last = time.time()
-
-
-class DivergenceGuard:
-  """Stops training at the first step whose loss terms or gradient norm are not finite, or whose
-  update left a weight that is not: a DataError naming the step and what went non-finite.
-
-  WindowLog checks before each log line and CheckpointTrigger before each save (the weights
-  too), reading the steps' scalars only then (FiniteWatch), so that nothing of a diverged step
-  is logged or saved, and the last good checkpoint stays the latest."""
-
-  def __init__(self, model, ema, manager, model_config, train_config):
-    self.watch = FiniteWatch(loss_scaled=model_config.precision == "mixed_float16")
-    # The trained weights and their averages; not batch norm's moving statistics, whose read
-    # under multi-worker training is a collective, and which follow the activations whose loss
-    # is checked.
-    self.find_non_finite = non_finite_finder(
-        [*model.trainable_variables, *(ema.shadows if ema is not None else [])])
-    self.manager, self.clipping = manager, train_config.clip_gradients > 0
-
-  def add(self, step_no, scalars):
-    self.watch.add(step_no, scalars)
-
-  def check(self):
-    found = self.watch.check()
-    if found:
-      raise self.error(*found)
-
-  def check_before_save(self, step_no):
-    self.check()
-    name = self.find_non_finite()
-    if name:
-      raise self.error(step_no, {"a weight": f"not finite after the update ({name})"})
-
-  def error(self, step_no, found):
-    said = [f"{name} is {value}" for name, value in found.items()]
-    what = " and ".join([", ".join(said[:-1]), said[-1]] if len(said) > 1 else said)
-    last = self.manager.latest_checkpoint
-    then = (f"nothing after {os.path.basename(last)} was saved, and it stays the latest" if last
-            else "nothing was saved")
-    advice = "a lower --learning_rate" + ("" if self.clipping else " or --clip_gradients > 0")
-    return errors.DataError(f"step {step_no}: {what}: the training diverged and stopped; "
-                            f"{then}: rerun with {advice}" + (" to resume from it" if last else ""))
-
-
-def train_loop(run_step, iterator, global_step, number_of_steps, window_log, save_if_due, stop):
-  """Runs steps from global_step to number_of_steps (or a stop signal, or run_step() returning
-  None: a step stopped while it waited for the tf.data service): each step is counted by
-  window_log (a WindowLog; its guard sees every step's scalars) and offered to save_if_due (a
-  CheckpointTrigger). Returns the last finished step's number."""
-  step_no = start = int(global_step.numpy())
-  log(f"training from step {step_no} to {number_of_steps}")
-  while step_no < number_of_steps and stop.signal is None:
-    result = run_step()
-    if result is None:
-      break
-    scalars, activity = result
-    step_no += 1
-    window_log.guard.add(step_no, scalars)
-    window_log.step(step_no, scalars, activity, iterator, first=step_no == start + 1)
-    save_if_due(step_no)
-  return step_no
 
 
 def main(argv):
@@ -377,7 +146,7 @@ def train(model_config, train_config, strategy, service, label_names, files):
     # config.json records the pos_weight values used, not the "auto" or file that gave them
     saved = dataclasses.replace(train_config, pos_weight=pos_weight) if pos_weight else train_config
     config_files.save_configs(os.path.join(train_config.train_dir, config_files.TRAIN_CONFIG_FILE),
-                          model_config, saved, label_names=label_names)
+                              model_config, saved, label_names=label_names)
 
   seed = train_config.seed if train_config.seed >= 0 else None
   # tf.distribute strategies copy batches to their devices; on one GPU the pipeline does it.
@@ -394,6 +163,9 @@ def train(model_config, train_config, strategy, service, label_names, files):
                          element_watch=watch)
   iterator = iter(dataset)
   writer = tf.summary.create_file_writer(save_dir)
+  if runtime.is_chief(strategy):  # the run's row in TensorBoard's HParams table
+    summaries.write_hparams(writer, os.path.basename(os.path.abspath(train_config.train_dir)),
+                            model_config, train_config)
   stop = StopFlag()
   if watch:  # the service can keep a step waiting for ever: stoppable, in a helper thread
     run_step = lambda: input_service.run_step(lambda: step(iterator), watch,

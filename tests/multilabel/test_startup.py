@@ -68,3 +68,24 @@ def test_a_process_shows_no_start_up_line_and_keeps_its_own():
   assert quiet[0] == "before" and quiet[-1] == "after"
   assert any("UserWarning: a real warning" in line for line in quiet)
   assert any("NOT_FOUND" in line or "nonexistent" in line for line in quiet)  # C++ after start
+
+
+def test_train_py_help_and_a_two_step_training_print_no_start_up_line(tmp_path):
+  """What a user sees: the stderr of `train.py --help` and of a 2-step run, with the
+  environment as it comes (no TF_CPP_MIN_LOG_LEVEL)."""
+  sys.path.insert(0, os.path.join(REPO, "tests"))
+  from run_helpers import write_records  # noqa: E402 -- the tests' record writer
+  records = write_records(tmp_path / "train.tfrecord", [[1, 0], [0, 1]] * 4)
+  env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+  has_gpu = os.path.exists("/dev/nvidiactl")
+  for argv in (["--help"],
+               ["--label_count=2", f"--input_tfrecord_file={records}", "--target_height=32",
+                "--target_width=32", "--batch_size=4", "--number_of_steps=2", "--gpu_id=-1",
+                f"--train_dir={tmp_path / 'run'}", "--log_every_n_steps=1",
+                "--image_summary_steps=0"]):
+    result = subprocess.run([sys.executable, "train.py", *argv], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert not any(startup.is_start_up_line(line, has_gpu) for line in lines), lines
+  assert (tmp_path / "run" / "ckpt-2.index").exists()
