@@ -16,7 +16,10 @@ from multilabel.errors import ConfigError, MissingFileError
 TRAIN_CONFIG_FILE = "config.json"
 EVAL_CONFIG_FILE = "eval_config.json"
 INFERENCE_CONFIG_FILE = "inference_config.json"
-RECORD_SECTIONS = ("label_names", "run")  # what a run found or resolved; not read back as settings
+# Sections that are not settings, never read back as such: what a run found or resolved
+# ("label_names", "run"), and what a recipe file (recipes/*.json) says it is for, what it costs
+# and how it was measured ("recipe": {"for": ..., "costs": ..., "measured": ...}).
+RECORD_SECTIONS = ("label_names", "run", "recipe")
 
 
 def read_json(path):
@@ -97,7 +100,8 @@ def apply_config_file(path, *configs):
       continue
     _set_fields(path, section, values, cfg)
     loaded.append(f"{type(cfg).__name__} ({len(values)} fields)")
-  print(f"loaded {' and '.join(loaded) or 'no section of this script'} from {path}"
+  nothing = "no section of this script" if skipped else "no settings (the defaults stay)"
+  print(f"loaded {' and '.join(loaded) or nothing} from {path}"
         + (f"; skipped {', '.join(skipped)} (not this script's)" if skipped else ""))
 
 
@@ -111,8 +115,8 @@ def strict_json(data, **kwargs):
 
 def save_configs(path, *configs, **records):
   """Writes {"model": {...}, "train": {...}, "label_names": [...], ...} as strict JSON,
-  atomically (files.write_text): each config under its section, and `records` (RECORD_SECTIONS:
-  what the run found, "label_names" and "run") as they are."""
+  atomically (files.write_text): each config under its section, and `records` (RECORD_SECTIONS,
+  e.g. what the run found, "label_names" and "run") as they are."""
   data = {cfg.section: dataclasses.asdict(cfg) for cfg in configs}
   for key, value in records.items():
     assert key in RECORD_SECTIONS, f"unknown section {key!r}"
