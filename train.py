@@ -40,7 +40,8 @@ from multilabel.data.preprocessing import build_dataset
 from multilabel.runtime import log
 from multilabel.training import optimizers
 from multilabel.training.loop import (CheckpointTrigger, DivergenceGuard, StopFlag, WindowLog,
-                                      make_manager, train_dir_or_new_temp_dir, train_loop)
+                                      finish, make_manager, step_runner,
+                                      train_dir_or_new_temp_dir, train_loop)
 from multilabel.training.pos_weight import resolve_pos_weight
 from multilabel.training.resume import check_resume_settings
 from multilabel.training.train_step import make_train_step
@@ -161,35 +162,21 @@ def train(model_config, train_config, strategy, service, label_names, files):
   watch = input_service.ElementWatch(train_config.data_service_timeout_secs) if service else None
   step = make_train_step(model, optimizer, ema, strategy, model_config, train_config, pos_weight,
                          element_watch=watch)
-  iterator = iter(dataset)
   writer = tf.summary.create_file_writer(save_dir)
   if runtime.is_chief(strategy):  # the run's row in TensorBoard's HParams table
     summaries.write_hparams(writer, os.path.basename(os.path.abspath(train_config.train_dir)),
                             model_config, train_config)
   stop = StopFlag()
-  if watch:  # the service can keep a step waiting for ever: stoppable, in a helper thread
-    run_step = lambda: input_service.run_step(lambda: step(iterator), watch,
-                                              lambda: stop.signal is not None)
-  else:
-    run_step = lambda: step(iterator)
   guard = DivergenceGuard(model, ema, manager, model_config, train_config)
   trigger = CheckpointTrigger(manager, strategy, train_config, guard)
   try:
+    iterator = iter(dataset)
     window_log = WindowLog(writer, strategy, model_config, train_config,
                            optimizers.learning_rate_schedule(train_config), guard)
-    step_no = train_loop(run_step, iterator, optimizer.iterations, train_config.number_of_steps,
-                         window_log, trigger, stop)
-    stalled = step_no < train_config.number_of_steps and stop.signal is None
-    # Saving is collective across workers: one stalled alone would wait for the others for ever.
-    if not (stalled and runtime.is_multi_worker(strategy)):
-      if manager.latest_checkpoint != os.path.join(save_dir, f"ckpt-{step_no}"):
-        trigger.save(step_no)  # on a stop signal too: checked first, as every save
-      log(f"saved {manager.latest_checkpoint}")
+    step_no = train_loop(step_runner(step, iterator, watch, stop), iterator, optimizer.iterations,
+                         train_config.number_of_steps, window_log, trigger, stop)
     writer.flush()
-    if stalled:
-      raise input_service.stall_error(train_config.data_service_address,
-                                      train_config.data_service_timeout_secs, step_no,
-                                      manager.latest_checkpoint)
+    finish(step_no, trigger, strategy, train_config, stop)
   except tf.errors.DataLossError as e:  # a cut-off or corrupt record: which, and what to do
     last = manager.latest_checkpoint
     raise records.damage_error(files, e, "; training stopped, and resumes from " + (

@@ -10,6 +10,7 @@ import time
 import tensorflow as tf
 
 from multilabel import checkpoints, errors, runtime, summaries
+from multilabel.data import input_service
 from multilabel.runtime import log
 from multilabel.training.train_step import DeadUnitWatch, FiniteWatch, non_finite_finder
 
@@ -55,7 +56,7 @@ class WindowLog:
 
   def __init__(self, writer, strategy, model_config, train_config, learning_rate, guard):
     self.writer, self.strategy, self.learning_rate = writer, strategy, learning_rate
-    self.guard = guard  # checks the window's steps before its line: a diverged one is an error
+    self.guard = guard  # sees every step; checks them before each line: a diverged one stops
     self.model_config, self.train_config = model_config, train_config
     self.dead_units = DeadUnitWatch(model_config.head_depth or model_config.label_count)
     self.batch = model_config.batch_size * strategy.num_replicas_in_sync  # all replicas' images
@@ -64,6 +65,7 @@ class WindowLog:
   def step(self, step_no, scalars, activity, iterator, first):
     """Counts one step; logs at the window's end and summarises the inputs when due."""
     config, self.steps = self.train_config, self.steps + 1
+    self.guard.add(step_no, scalars)
     self.dead_units.add(activity)
     if step_no % config.log_every_n_steps == 0 or step_no == config.number_of_steps:
       self.guard.check()
@@ -165,7 +167,7 @@ class DivergenceGuard:
 def train_loop(run_step, iterator, global_step, number_of_steps, window_log, save_if_due, stop):
   """Runs steps from global_step to number_of_steps (or a stop signal, or run_step() returning
   None: a step stopped while it waited for the tf.data service): each step is counted by
-  window_log (a WindowLog; its guard sees every step's scalars) and offered to save_if_due (a
+  window_log (a WindowLog, whose guard sees every step's scalars) and offered to save_if_due (a
   CheckpointTrigger). Returns the last finished step's number."""
   step_no = start = int(global_step.numpy())
   log(f"training from step {step_no} to {number_of_steps}")
@@ -175,7 +177,32 @@ def train_loop(run_step, iterator, global_step, number_of_steps, window_log, sav
       break
     scalars, activity = result
     step_no += 1
-    window_log.guard.add(step_no, scalars)
     window_log.step(step_no, scalars, activity, iterator, first=step_no == start + 1)
     save_if_due(step_no)
   return step_no
+
+
+def step_runner(step, iterator, watch, stop):
+  """What train_loop calls for a step: step(iterator); with the tf.data service (an
+  ElementWatch), in a helper thread that gives up on a step stuck waiting for its batch, after
+  the timeout or on a stop signal (input_service.run_step returns None then)."""
+  if watch is None:
+    return lambda: step(iterator)
+  return lambda: input_service.run_step(lambda: step(iterator), watch,
+                                        lambda: stop.signal is not None)
+
+
+def finish(step_no, trigger, strategy, train_config, stop):
+  """After the loop: saves step_no (the end, a stop signal, or a stall of the tf.data service),
+  then raises the stall's error. A multi-worker run that stalled saves nothing: saving is
+  collective, and the other workers may not be there."""
+  manager = trigger.manager
+  stalled = step_no < train_config.number_of_steps and stop.signal is None
+  if not (stalled and runtime.is_multi_worker(strategy)):
+    if manager.latest_checkpoint != os.path.join(manager.directory, f"ckpt-{step_no}"):
+      trigger.save(step_no)  # checked first, as every save
+    log(f"saved {manager.latest_checkpoint}")
+  if stalled:
+    raise input_service.stall_error(train_config.data_service_address,
+                                    train_config.data_service_timeout_secs, step_no,
+                                    manager.latest_checkpoint)
