@@ -183,7 +183,7 @@ class WindowLog:
 
   def __init__(self, writer, strategy, model_config, train_config, learning_rate, guard):
     self.writer, self.strategy, self.learning_rate = writer, strategy, learning_rate
-    self.guard = guard  # checks the window's steps before its line: a diverged one is an error
+    self.guard = guard  # sees every step; checks them before each line: a diverged one stops
     self.model_config, self.train_config = model_config, train_config
     self.dead_units = DeadUnitWatch(head_depth(model_config))
     self.batch = model_config.batch_size * strategy.num_replicas_in_sync  # all replicas' images
@@ -192,6 +192,7 @@ class WindowLog:
   def step(self, step_no, scalars, activity, iterator, first):
     """Counts one step; logs at the window's end and summarises the inputs when due."""
     config, self.steps = self.train_config, self.steps + 1
+    self.guard.add(step_no, scalars)
     self.dead_units.add(activity)
     if step_no % config.log_every_n_steps == 0 or step_no == config.number_of_steps:
       self.guard.check()
@@ -293,7 +294,7 @@ class DivergenceGuard:
 def train_loop(run_step, iterator, global_step, number_of_steps, window_log, save_if_due, stop):
   """Runs steps from global_step to number_of_steps (or a stop signal, or run_step() returning
   None: a step stopped while it waited for the tf.data service): each step is counted by
-  window_log (a WindowLog; its guard sees every step's scalars) and offered to save_if_due (a
+  window_log (a WindowLog, whose guard sees every step's scalars) and offered to save_if_due (a
   CheckpointTrigger). Returns the last finished step's number."""
   step_no = start = int(global_step.numpy())
   log(f"training from step {step_no} to {number_of_steps}")
@@ -303,10 +304,35 @@ def train_loop(run_step, iterator, global_step, number_of_steps, window_log, sav
       break
     scalars, activity = result
     step_no += 1
-    window_log.guard.add(step_no, scalars)
     window_log.step(step_no, scalars, activity, iterator, first=step_no == start + 1)
     save_if_due(step_no)
   return step_no
+
+
+def step_runner(step, iterator, watch, stop):
+  """What train_loop calls for a step: step(iterator); with the tf.data service (an
+  ElementWatch), in a helper thread that gives up on a step stuck waiting for its batch, after
+  the timeout or on a stop signal (input_service.run_step returns None then)."""
+  if watch is None:
+    return lambda: step(iterator)
+  return lambda: input_service.run_step(lambda: step(iterator), watch,
+                                        lambda: stop.signal is not None)
+
+
+def finish(step_no, trigger, strategy, train_config, stop):
+  """After the loop: saves step_no (the end, a stop signal, or a stall of the tf.data service),
+  then raises the stall's error. A multi-worker run that stalled saves nothing: saving is
+  collective, and the other workers may not be there."""
+  manager = trigger.manager
+  stalled = step_no < train_config.number_of_steps and stop.signal is None
+  if not (stalled and runtime.is_multi_worker(strategy)):
+    if manager.latest_checkpoint != os.path.join(manager.directory, f"ckpt-{step_no}"):
+      trigger.save(step_no)  # checked first, as every save
+    log(f"saved {manager.latest_checkpoint}")
+  if stalled:
+    raise input_service.stall_error(train_config.data_service_address,
+                                    train_config.data_service_timeout_secs, step_no,
+                                    manager.latest_checkpoint)
 
 
 def main(argv):
@@ -392,32 +418,18 @@ def train(model_config, train_config, strategy, service, label_names, files):
   watch = input_service.ElementWatch(train_config.data_service_timeout_secs) if service else None
   step = make_train_step(model, optimizer, ema, strategy, model_config, train_config, pos_weight,
                          element_watch=watch)
-  iterator = iter(dataset)
   writer = tf.summary.create_file_writer(save_dir)
   stop = StopFlag()
-  if watch:  # the service can keep a step waiting for ever: stoppable, in a helper thread
-    run_step = lambda: input_service.run_step(lambda: step(iterator), watch,
-                                              lambda: stop.signal is not None)
-  else:
-    run_step = lambda: step(iterator)
   guard = DivergenceGuard(model, ema, manager, model_config, train_config)
   trigger = CheckpointTrigger(manager, strategy, train_config, guard)
   try:
+    iterator = iter(dataset)
     window_log = WindowLog(writer, strategy, model_config, train_config,
                            optimizers.learning_rate_schedule(train_config), guard)
-    step_no = train_loop(run_step, iterator, optimizer.iterations, train_config.number_of_steps,
-                         window_log, trigger, stop)
-    stalled = step_no < train_config.number_of_steps and stop.signal is None
-    # Saving is collective across workers: one stalled alone would wait for the others for ever.
-    if not (stalled and runtime.is_multi_worker(strategy)):
-      if manager.latest_checkpoint != os.path.join(save_dir, f"ckpt-{step_no}"):
-        trigger.save(step_no)  # on a stop signal too: checked first, as every save
-      log(f"saved {manager.latest_checkpoint}")
+    step_no = train_loop(step_runner(step, iterator, watch, stop), iterator, optimizer.iterations,
+                         train_config.number_of_steps, window_log, trigger, stop)
     writer.flush()
-    if stalled:
-      raise input_service.stall_error(train_config.data_service_address,
-                                      train_config.data_service_timeout_secs, step_no,
-                                      manager.latest_checkpoint)
+    finish(step_no, trigger, strategy, train_config, stop)
   except tf.errors.DataLossError as e:  # a cut-off or corrupt record: which, and what to do
     last = manager.latest_checkpoint
     raise records.damage_error(files, e, "; training stopped, and resumes from " + (
