@@ -25,10 +25,10 @@ from multilabel import errors
 from multilabel.data import input_service
 from multilabel.data.preprocessing import build_dataset
 import evaluate
-import inference_fixture
+from tests import inference_fixture
 import train
-from run_helpers import run_script_main, train_until_sigterm
-from test_distribute import free_ports, write_records
+from tests.helpers import run_script_main, train_until_sigterm
+from tests.test_distribute import free_ports, write_records
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SERVICE = tf.data.experimental.service

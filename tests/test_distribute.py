@@ -28,7 +28,7 @@ from multilabel.data import records
 from multilabel.training import optimizers, train_step
 from multi_label_classification_model import MultiLabelClassificationModel
 from multilabel.data.preprocessing import build_dataset, input_files
-from run_helpers import read_scalars
+from tests.helpers import read_scalars
 import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -21,9 +21,9 @@ from multilabel import errors
 import evaluate
 import export_saved_model
 import inference
-import inference_fixture as fx
+from tests import inference_fixture as fx
 import read_tfrecord
-from run_helpers import write_records
+from tests.helpers import write_records
 import threshold_calibration
 import train
 

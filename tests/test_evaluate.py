@@ -31,7 +31,7 @@ from multilabel import arguments, checkpoints, config_files, errors, summaries
 from multi_label_classification_model import MultiLabelClassificationModel
 from multilabel.data.preprocessing import build_dataset
 import evaluate
-from run_helpers import run_captured, write_records
+from tests.helpers import run_captured, write_records
 import threshold_calibration
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

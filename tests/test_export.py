@@ -21,7 +21,7 @@ import tensorflow as tf
 import configs
 import export_saved_model
 import inference
-import inference_fixture as fx
+from tests import inference_fixture as fx
 from multilabel import serving
 from multilabel.data import preprocessing
 

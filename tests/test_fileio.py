@@ -16,7 +16,7 @@ import coco_to_image_list
 import configs
 from multilabel import config_files, errors, files, textfiles
 from multilabel.data import records
-from run_helpers import fake_full_disk, fill_disk, small_disk
+from tests.helpers import fake_full_disk, fill_disk, small_disk
 
 
 def _leftovers(folder):

@@ -20,8 +20,8 @@ import create_tfrecord
 from multilabel import config_files, errors, serving
 from multilabel.data import preprocessing
 import inference
-import inference_fixture as fx
-from run_helpers import run_script_main
+from tests import inference_fixture as fx
+from tests.helpers import run_script_main
 
 NAMES = ["cat", "dog", "bird"]
 ATOL = 1e-5  # graph vs eager float32 ResNet-50, and the score file's %.6f rounding (5e-7)

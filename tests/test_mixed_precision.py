@@ -27,7 +27,7 @@ from multilabel.training import optimizers, train_step
 from multilabel.training.losses import total_loss
 from multi_label_classification_model import MultiLabelClassificationModel
 from multilabel.data.preprocessing import build_dataset
-from run_helpers import read_scalars
+from tests.helpers import read_scalars
 import resnet_utils
 import train
 

@@ -21,8 +21,8 @@ from multilabel import config_files, errors
 from multilabel.training import optimizers, train_step
 import multi_label_classification_model as mlc
 import train
-from run_helpers import read_scalars, write_records
-from test_train import RestoreSpy, run_main, snapshot, train_args
+from tests.helpers import read_scalars, write_records
+from tests.test_train import RestoreSpy, run_main, snapshot, train_args
 
 LABELS = 4
 

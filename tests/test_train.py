@@ -26,8 +26,8 @@ from multilabel.training import optimizers, train_step
 from multi_label_classification_model import MultiLabelClassificationModel
 from multilabel.training.pos_weight import resolve_pos_weight
 import configs
-from run_helpers import (fake_full_checkpoint_save, fake_full_disk, fill_disk, run_captured,
-                         run_script_main, small_disk, train_until_sigterm, write_records)
+from tests.helpers import (fake_full_checkpoint_save, fake_full_disk, fill_disk, run_captured,
+                           run_script_main, small_disk, train_until_sigterm, write_records)
 import train
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
