@@ -46,53 +46,6 @@ def model_config(**overrides):
 COMPUTE_OPS = {"Conv2D", "FusedBatchNormV3", "Relu", "MaxPool", "BiasAdd", "AddV2"}
 
 
-@pytest.mark.parametrize("precision, training", [
-    ("float32", False), ("mixed_bfloat16", False), ("mixed_bfloat16", True),
-    ("mixed_float16", True)])  # training: fine-tuning, batch norm on batch statistics
-def test_compute_dtype_runs_through_backbone_and_head(precision, training):
-  """Every convolution, batch norm, ReLU, pool, bias and residual add on the [B, H, W, C] maps of
-  the traced forward pass (backbone and head) computes in the compute dtype; the logits, the
-  sigmoid and the loss are float32, as are all variables and their gradients."""
-  dtype = HALF.get(precision, tf.float32)
-  model = MultiLabelClassificationModel(model_config(precision=precision,
-                                                     train_base_network=training))
-  images = tf.TensorSpec([2, 64, 64, 3], tf.float32)
-  labels = tf.TensorSpec([2, L], tf.float32)
-
-  def forward(images, labels):
-    logits, end_points = model(images, training=training)
-    return logits, end_points["predictions"], total_loss(model, logits, labels)[0]
-
-  graph = tf.function(forward).get_concrete_function(images, labels).graph
-  forward_ops = graph.get_operations()
-  compute = [op for op in forward_ops
-             if op.type in COMPUTE_OPS and op.outputs[0].shape.rank == 4]
-  # 53 convolutions in ResNet-50 v2 (conv1, 16 units x 3, 4 shortcuts) + the head's 3
-  n_convs = sum(isinstance(m, resnet_utils.Conv2D) for m in model.submodules)
-  assert n_convs == 56 and sum(op.type == "Conv2D" for op in compute) == n_convs
-  assert sum(op.type == "FusedBatchNormV3" for op in compute) == 49  # 16 units x 3 + postnorm
-  assert sum(op.type == "AddV2" for op in compute) == 16  # one residual add per unit
-  wrong = sorted({(op.type, op.get_attr("T").name) for op in compute
-                  if op.get_attr("T") != dtype})
-  assert not wrong, f"ops not in {dtype.name}: {wrong}"
-  sigmoids = [op for op in forward_ops if op.type == "Sigmoid"]
-  assert sigmoids and all(op.get_attr("T") == tf.float32 for op in sigmoids)
-  assert all(t.dtype == tf.float32 for t in graph.structured_outputs)  # logits, sigmoid, loss
-  assert {v.dtype for v in model.variables} == {tf.float32}
-  x, y = tf.random.uniform([2, 64, 64, 3], -1, 1), tf.ones([2, L])
-  with tf.GradientTape() as tape:
-    loss = forward(x, y)[2]
-  grads = tape.gradient(loss, model.trainable_variables)
-  assert len(grads) == len(model.trainable_variables)
-  assert (len(grads) > 6) == training  # the head's 3 weights + 3 biases, unless fine-tuning
-  assert all(g is not None and g.dtype == tf.float32 for g in grads)
-
-
-def test_bad_precision_is_refused():
-  with pytest.raises(ValueError, match="precision='float64'"):
-    MultiLabelClassificationModel(model_config(precision="float64"))
-
-
 # ---------------------------------------------------------------------------------------------
 # A slim (name-based) checkpoint restores into float32 variables under mixed precision.
 
@@ -100,30 +53,6 @@ def save_name_based(prefix, variables):
   """Writes `variables` as a TF1/slim checkpoint: one tensor per variable, keyed by its name."""
   tf.raw_ops.SaveV2(prefix=str(prefix), tensor_names=[v.name[:-2] for v in variables],
                     shape_and_slices=[""] * len(variables), tensors=list(variables))
-
-
-@pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
-def test_slim_checkpoint_restores_into_float32_variables(tmp_path, precision):
-  tf.random.set_seed(1)
-  source = MultiLabelClassificationModel(model_config())  # float32, its own random weights
-  prefix = tmp_path / "resnet_v2_50.ckpt"
-  save_name_based(prefix, source.backbone.variables)
-  tf.random.set_seed(2)
-  model = MultiLabelClassificationModel(model_config(precision=precision))
-  result = model.restore_backbone(str(prefix))
-  assert result.unrestored == [] and result.unused == []
-  for got, want in zip(model.backbone.variables, source.backbone.variables):
-    assert got.name == want.name and got.dtype == tf.float32
-    np.testing.assert_array_equal(got.numpy(), want.numpy(), err_msg=got.name)
-  # ... and the half-precision backbone computes what the float32 one does, to half precision.
-  images = tf.random.uniform([2, 64, 64, 3], -1, 1, seed=3)
-  _, want = source(images)
-  _, got = model(images)
-  for name in ("resnet_v2_50/block1", "resnet_v2_50/block4"):
-    assert got[name].dtype == HALF[precision]
-    diff = np.abs(tf.cast(got[name], tf.float32).numpy() - want[name].numpy()).max()
-    tol = {"mixed_bfloat16": 3e-2, "mixed_float16": 5e-3}[precision]  # 8 vs 11 mantissa bits
-    assert diff <= tol * np.abs(want[name].numpy()).max(), (name, diff)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -78,55 +78,6 @@ def images():
 # ---------------------------------------------------------------------------------------------
 # The head.
 
-def test_config_errors_name_the_bad_value():
-  with pytest.raises(ValueError, match="label_count=0"):
-    mlc.MultiLabelClassificationModel(model_config(label_count=0))
-  with pytest.raises(ValueError, match="target_width=100"):
-    mlc.MultiLabelClassificationModel(model_config(target_width=100))
-
-
-def test_variables_are_slims_backbone_plus_the_head(frozen, backbone_ref):
-  assert len(backbone_ref) == 270
-  assert names_and_shapes(frozen.backbone.variables) == backbone_ref
-  head = names_and_shapes(v for v in frozen.variables if v.name.startswith(HEAD + "/"))
-  assert head == head_names_and_shapes(L, (2, 2))  # my_conv_3: 64 / 32 = 2
-  assert len(frozen.variables) == 270 + 6
-  for layer in frozen.head:  # Xavier: U(-l, l), l = sqrt(6 / (fan_in + fan_out)); zero biases
-    kh, kw, depth_in, depth = layer.weights.shape
-    limit = np.sqrt(6 / (kh * kw * (depth_in + depth)))
-    assert 0 < np.abs(layer.weights.numpy()).max() <= limit
-    assert not layer.biases.numpy().any()
-
-
-def test_head_depth_sets_the_width_of_the_two_relu_layers(images):
-  model = mlc.MultiLabelClassificationModel(model_config(head_depth=16))
-  head = names_and_shapes(v for v in model.variables if v.name.startswith(HEAD + "/"))
-  assert head == {f"{HEAD}/my_conv_1/weights": [1, 1, 2048, 16], f"{HEAD}/my_conv_1/biases": [16],
-                  f"{HEAD}/my_conv_2/weights": [1, 1, 16, 16], f"{HEAD}/my_conv_2/biases": [16],
-                  f"{HEAD}/my_conv_3/weights": [2, 2, 16, L], f"{HEAD}/my_conv_3/biases": [L]}
-  logits, end_points = model(images)
-  assert logits.shape == (2, L)
-  assert end_points[f"{HEAD}/my_conv_1"].shape == (2, 2, 2, 16)
-  assert end_points[f"{HEAD}/my_conv_2"].shape == (2, 2, 2, 16)
-  with pytest.raises(ValueError, match="head_depth=-1"):
-    mlc.MultiLabelClassificationModel(model_config(head_depth=-1))
-
-
-def test_head_depth_0_is_the_originals_label_count_wide_head(frozen):
-  """0 (the default) builds exactly today's variables: the same names, shapes and, from the same
-  seed, values as an explicit head_depth=label_count."""
-  assert mlc.head_depth(frozen.config) == L
-  models = []
-  for depth in (0, L):
-    tf.random.set_seed(11)
-    models.append(mlc.MultiLabelClassificationModel(model_config(head_depth=depth)))
-  default, explicit = ([v for v in m.variables if v.name.startswith(HEAD + "/")] for m in models)
-  assert names_and_shapes(default) == head_names_and_shapes(L, (2, 2))
-  for a, b in zip(default, explicit):
-    assert a.name == b.name
-    np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.name)
-
-
 def test_dead_head_units_equal_a_numpy_count():
   """head_activity per batch and count_dead_units over a window, against numpy on hand-made
   activations: a unit is dead when it is never positive on any pixel of any batch."""
@@ -149,110 +100,8 @@ def test_dead_head_units_equal_a_numpy_count():
   assert train_step.count_dead_units(activities[:1])[mlc.HEAD_RELUS[0]] == 2
 
 
-def test_head_output_at_64_equals_numpy_head(frozen, images):
-  """logits [B, L] = my_conv_3(relu(my_conv_2(relu(my_conv_1(features))))), predictions = sigmoid."""
-  rng = np.random.RandomState(1)
-  for layer in frozen.head:  # non-zero biases, so that a missing bias add shows
-    layer.biases.assign(rng.uniform(-0.5, 0.5, layer.biases.shape).astype(np.float32))
-  logits, end_points = frozen(images, training=False)
-  assert logits.shape == [2, L] and logits.dtype == tf.float32
-  features = frozen.backbone(images, training=False)[0].numpy()  # [2, 2, 2, 2048]
-  assert features.shape == (2, 2, 2, 2048)
-  (w1, b1), (w2, b2), (w3, b3) = [(c.weights.numpy(), c.biases.numpy()) for c in frozen.head]
-  net = np.maximum(features @ w1[0, 0] + b1, 0)
-  net = np.maximum(net @ w2[0, 0] + b2, 0)
-  want = np.einsum("bhwc,hwcd->bd", net, w3) + b3  # a VALID 2x2 conv over the 2x2 map
-  np.testing.assert_allclose(logits, want, rtol=1e-4, atol=1e-5)
-  np.testing.assert_allclose(end_points["logits"], logits)
-  np.testing.assert_allclose(end_points["predictions"], sigmoid(logits.numpy()), rtol=1e-5,
-                             atol=1e-6)
-  assert end_points["resnet_v2_50/block4"].shape == [2, 2, 2, 2048]
-
-
-def test_rectangular_target(wide):
-  head = names_and_shapes(v for v in wide.variables if v.name.startswith(HEAD + "/"))
-  assert head == head_names_and_shapes(L, (2, 3))  # 64 / 32, 96 / 32
-  logits, end_points = wide(tf.zeros([3, 64, 96, 3]))
-  assert logits.shape == end_points["predictions"].shape == [3, L]
-
-
-@pytest.mark.slow
-def test_head_output_at_224():
-  model = mlc.MultiLabelClassificationModel(model_config(
-      target_height=224, target_width=224, resize_height=255, resize_width=255))
-  head = names_and_shapes(v for v in model.variables if v.name.startswith(HEAD + "/"))
-  assert head == head_names_and_shapes(L, (7, 7))
-  logits, end_points = model(tf.random.uniform([2, 224, 224, 3], -1, 1))
-  assert logits.shape == end_points["predictions"].shape == [2, L]
-  assert end_points["resnet_v2_50/block4"].shape == [2, 7, 7, 2048]
-
-
 # ---------------------------------------------------------------------------------------------
 # Frozen backbone and fine-tuning.
-
-def test_frozen_backbone_gets_no_gradients_and_keeps_moving_statistics(frozen, images):
-  assert not any(v.trainable for v in frozen.backbone.variables)
-  head_names = set(head_names_and_shapes(L, (2, 2)))
-  assert {v.name[:-2] for v in frozen.trainable_variables} == head_names
-  before = snapshot(frozen.variables)
-  backbone = [v for v in frozen.backbone.variables if "moving_" not in v.name]
-  with tf.GradientTape() as tape:
-    tape.watch(backbone)  # even watched by hand, nothing flows into the backbone
-    logits, _ = frozen(images, training=True)
-    loss = tf.reduce_sum(logits ** 2)
-  head_grads, backbone_grads = tape.gradient(loss, [frozen.trainable_variables, backbone])
-  assert all(g is not None and np.abs(g.numpy()).sum() > 0 for g in head_grads)
-  assert all(g is None for g in backbone_grads)
-  after = snapshot(frozen.variables)
-  for name, value in before.items():  # training=True moved no moving statistic
-    np.testing.assert_array_equal(after[name], value, err_msg=name)
-  # ... and normalised with them: training=True computes what inference computes
-  np.testing.assert_allclose(logits, frozen(images, training=False)[0], rtol=1e-6, atol=1e-6)
-
-
-def test_training_flag_may_be_a_tensor(frozen, images):
-  """A bool tensor (e.g. one tf.function for train and eval) works as the Python bool does."""
-  step = tf.function(lambda x, training: frozen(x, training=training)[0])
-  want = frozen(images, training=False)[0]
-  for training in [tf.constant(True), tf.constant(False)]:
-    np.testing.assert_allclose(step(images, training), want, rtol=1e-5, atol=1e-5)
-
-
-def test_fine_tuning_trains_the_backbone(tuned, images, backbone_ref):
-  trainable = {v.name[:-2] for v in tuned.trainable_variables}
-  backbone_trainable = {n for n in backbone_ref if "moving_" not in n}
-  assert trainable == backbone_trainable | set(head_names_and_shapes(L, (2, 2)))
-  before = snapshot(tuned.variables)
-  with tf.GradientTape() as tape:
-    logits, _ = tuned(images, training=True)
-    loss = tf.reduce_sum(logits ** 2)
-  grads = tape.gradient(loss, tuned.trainable_variables)
-  assert all(g is not None and np.isfinite(g.numpy()).all() for g in grads)
-  conv1 = dict(zip([v.name for v in tuned.trainable_variables], grads))["resnet_v2_50/conv1/weights:0"]
-  assert np.abs(conv1.numpy()).sum() > 0
-  for v in tuned.variables:  # batch norm ran in training mode: every moving statistic moved
-    assert ("moving_" in v.name) == (not np.array_equal(v.numpy(), before[v.name])), v.name
-  # batch statistics, not the moving ones: inference differs
-  assert np.abs(logits.numpy() - tuned(images, training=False)[0].numpy()).max() > 1e-3
-
-
-def test_regularized_weights(frozen, tuned, backbone_ref):
-  head_weights = {f"{HEAD}/my_conv_{i}/weights" for i in (1, 2, 3)}
-  backbone_weights = {n for n in backbone_ref if n.endswith("/weights")}
-  assert len(backbone_weights) == 53  # slim's 54 conv weights less the logits
-  assert {v.name[:-2] for v in frozen.regularized_weights} == head_weights
-  names = [v.name[:-2] for v in tuned.regularized_weights]
-  assert len(names) == 56 and set(names) == head_weights | backbone_weights
-
-
-def test_no_regularizer():
-  model = mlc.MultiLabelClassificationModel(
-      model_config(train_base_network=True, use_regularizer=False))
-  assert list(model.regularized_weights) == []
-  logits = tf.constant([[1.0, -2.0, 0.5, 3.0, -1.0]])
-  total, classification, regularization = losses.total_loss(model, logits, tf.ones([1, L]))
-  assert float(regularization) == 0.0 and float(total) == float(classification)
-
 
 # ---------------------------------------------------------------------------------------------
 # Losses, against numpy.
@@ -768,23 +617,3 @@ def test_wrong_label_count_is_a_clear_error(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # First-run restore from a slim (name-based) checkpoint.
 
-def test_first_run_restore(wide, tmp_path):
-  rng = np.random.RandomState(3)
-  # A name-based checkpoint as slim's Saver wrote resnet_v2_50.ckpt: tensor name = variable name,
-  # plus the ImageNet logits (excluded) and global_step (no variable takes it).
-  tensors = {v.name[:-2]: rng.uniform(-1, 1, v.shape).astype(np.float32)
-             for v in wide.backbone.variables}
-  tensors["resnet_v2_50/logits/weights"] = rng.randn(1, 1, 2048, 3).astype(np.float32)
-  tensors["global_step"] = np.array(1234, np.int64)
-  prefix = str(tmp_path / "resnet_v2_50.ckpt")
-  tf.raw_ops.SaveV2(prefix=prefix, tensor_names=list(tensors),
-                    shape_and_slices=[""] * len(tensors), tensors=list(tensors.values()))
-  head_before = snapshot(wide.head[0].variables + wide.head[1].variables + wide.head[2].variables)
-  result = wide.restore_backbone(prefix)
-  assert result.unrestored == [] and result.unused == ["global_step", "resnet_v2_50/logits/weights"]
-  for v in wide.backbone.variables:
-    np.testing.assert_array_equal(v.numpy(), tensors[v.name[:-2]], err_msg=v.name)
-  assert len(head_before) == 6
-  for v in wide.variables:
-    if v.name.startswith(HEAD + "/"):
-      np.testing.assert_array_equal(v.numpy(), head_before[v.name], err_msg=v.name)

@@ -176,40 +176,6 @@ def test_adamw_with_l2_is_refused_in_one_line(data, tmp_path, capsys):
 # ---------------------------------------------------------------------------------------------
 # The backbone as a choice.
 
-@pytest.mark.parametrize("depth", [101, 152, 200])
-def test_deeper_backbones_have_slims_variables(reference_dir, depth):
-  name = f"resnet_v2_{depth}"
-  slim = json.loads((reference_dir / "resnet_v2_101_152_200_variables.json").read_text())[name]
-  model = mlc.MultiLabelClassificationModel(configs.ModelConfig(
-      label_count=3, target_height=64, target_width=64, backbone=name))
-  want = {n: s for n, s in slim if not n.startswith(f"{name}/logits/")}
-  assert len(want) == len(slim) - 2
-  assert {v.name[:-2]: v.shape.as_list() for v in model.backbone.variables} == want
-  assert len(head_variables(model)) == 6
-  logits, end_points = model(tf.zeros([1, 64, 64, 3]))
-  assert logits.shape == (1, 3) and f"{name}/block4" in end_points
-
-
-def test_unknown_backbone_is_an_error_naming_it():
-  with pytest.raises(ValueError, match="backbone='resnet_v1_50'"):
-    mlc.MultiLabelClassificationModel(configs.ModelConfig(label_count=2, backbone="resnet_v1_50"))
-
-
-def test_a_saved_backbone_choice_rebuilds_in_evaluate_and_inference(tmp_path):
-  """config.json carries `backbone`: load_trained_model rebuilds a resnet_v2_101 and restores."""
-  config = configs.ModelConfig(label_count=3, target_height=32, target_width=32,
-                               backbone="resnet_v2_101")
-  model = mlc.MultiLabelClassificationModel(config)
-  config_files.save_configs(str(tmp_path / config_files.TRAIN_CONFIG_FILE), config,
-                        configs.TrainConfig())
-  tf.train.Checkpoint(model=model).write(str(tmp_path / "ckpt-1"))
-  rebuilt, rebuilt_config = mlc.load_trained_model(str(tmp_path / "ckpt-1"))[:2]
-  assert rebuilt_config.backbone == "resnet_v2_101"
-  assert [v.name for v in rebuilt.variables] == [v.name for v in model.variables]
-  for a, b in zip(rebuilt.variables, model.variables):
-    np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.name)
-
-
 # ---------------------------------------------------------------------------------------------
 # Transfer from a run of our own.
 
