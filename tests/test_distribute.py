@@ -108,41 +108,6 @@ def _id_labels(i):
   return [(i >> b) & 1 for b in range(ID_BITS)]
 
 
-@pytest.mark.parametrize("num_files, pipelines, by_file", [
-    (2, 2, True), (3, 2, True), (1, 2, False), (2, 3, False)])
-def test_each_input_pipeline_reads_a_disjoint_part(tmp_path, num_files, pipelines, by_file):
-  count = 24
-  paths = write_records(tmp_path / "r.tfrecord", num_files, _id_labels, count=count)
-  spec = str(tmp_path / "r.tfrecord*")
-  config = configs.ModelConfig(label_count=ID_BITS, target_height=64, target_width=64,
-                               resize_height=72, resize_width=72, batch_size=4,
-                               input_tfrecord_file=spec)
-  weights = 2 ** np.arange(ID_BITS)
-  parts = []
-  for i in range(pipelines):
-    context = tf.distribute.InputContext(pipelines, i, pipelines)
-    files, shard_records = input_files(spec, context)
-    assert shard_records == (not by_file)
-    assert files == (paths[i::pipelines] if by_file else paths)
-    # eval: one pass, with the paths
-    seen = [int(p.decode()[3:-4]) for _, _, batch in build_dataset(config, "eval",
-                                                                    input_context=context)
-            for p in batch.numpy()]
-    assert len(seen) == len(set(seen))
-    parts.append(set(seen))
-    # train (shuffled, repeated, augmented): two passes' worth stays within this part
-    train_ids = set()
-    for _, labels in build_dataset(config, "train", input_context=context, seed=0).take(
-        2 * len(seen) // config.batch_size + 1):
-      train_ids.update((labels.numpy() @ weights).astype(int).tolist())
-    assert train_ids == set(seen)
-  assert set().union(*parts) == set(range(count))
-  assert sum(len(p) for p in parts) == count  # disjoint
-  if by_file:  # record r is in file r % num_files; pipeline i reads files i, i + pipelines, ...
-    for i, part in enumerate(parts):
-      assert part == {r for r in range(count) if r % num_files % pipelines == i}
-
-
 # ---------------------------------------------------------------------------------------------
 # strategy=mirrored on a CPU-only machine
 

@@ -200,25 +200,6 @@ def test_threshold_count_mismatch_is_a_clear_error_before_scoring(trained, tmp_p
 DEFAULT_RESIZE = (83, 124)  # round(64 * 290 / 224), round(96 * 290 / 224)
 
 
-def test_the_resize_rule():
-  assert preprocessing.ten_crop_resize((0, 0), (224, 224)) == (290, 290)  # the original's 290 at 224
-  assert preprocessing.ten_crop_resize((0, 0), (64, 64)) == (83, 83)
-  assert preprocessing.ten_crop_resize((0, 0), fx.TARGET) == DEFAULT_RESIZE
-  assert preprocessing.ten_crop_resize((300, 0), fx.TARGET) == (300, 124)  # a given side wins
-  assert preprocessing.ten_crop_resize(fx.TARGET, fx.TARGET) == fx.TARGET  # crops of the whole image
-  with pytest.raises(errors.ConfigError, match=r"\(0, 90\) give a resize \(83, 90\) smaller "
-                                               r"than the model's \(64, 96\) crops"):
-    preprocessing.ten_crop_resize((0, 90), fx.TARGET)
-
-
-def test_default_crops_are_of_the_followed_resize(trained):
-  """preprocess_ten_crop at the default resize equals numpy's crops of an 83 x 124 resize."""
-  path = os.path.join(trained.image_dir, "d.png")
-  with open(path, "rb") as f:
-    crops = preprocessing.preprocess_ten_crop(f.read(), preprocessing.ten_crop_resize((0, 0), fx.TARGET), fx.TARGET)
-  np.testing.assert_allclose(crops.numpy(), fx.hand_ten_crops(path, DEFAULT_RESIZE), atol=1e-5)
-
-
 def test_defaults_score_crops_of_the_followed_resize(trained, tmp_path):
   """No resize flags: the 10-crop scores are the model's on numpy crops of an 83 x 124 resize
   (not of a 290 x 290 one, the old default whatever the model)."""
@@ -289,31 +270,6 @@ def test_label_names_come_from_the_train_dir_config(trained, tmp_path):
 
 # ---------------------------------------------------------------------------------------------
 # Views: the 10 crops for a model trained on crops, else the one view it trained on.
-
-@pytest.mark.parametrize("augmentation, views", [
-    ("seed", "ten"), ("crop_flip", "ten"), ("randaugment", "ten"), ("none", "one"),
-    ("flip", "one")])
-def test_auto_views_follow_the_training_augmentation(augmentation, views):
-  assert preprocessing.test_views("auto", augmentation) == views
-  assert preprocessing.test_views("ten", augmentation) == "ten"
-  assert preprocessing.test_views("one", augmentation) == "one"
-
-
-def test_unknown_views_is_an_error_naming_it():
-  with pytest.raises(errors.ConfigError, match="views='five'"):
-    preprocessing.test_views("five", "seed")
-
-
-def test_one_view_is_eval_preprocessing_exactly(trained):
-  config = configs.ModelConfig(label_count=fx.LABELS, target_height=fx.TARGET[0],
-                               target_width=fx.TARGET[1])
-  for name in fx.IMAGES:
-    with open(os.path.join(trained.image_dir, name), "rb") as f:
-      data = f.read()
-    one = preprocessing.preprocess_views(data, "one", (0, 0), fx.TARGET).numpy()
-    assert one.shape == (1, *fx.TARGET, 3)
-    np.testing.assert_array_equal(one[0], preprocessing.preprocess_eval(data, config).numpy())
-
 
 def test_a_model_trained_without_crops_is_scored_on_its_one_view(trained, tmp_path):
   """A train dir whose config.json says augmentation=none: the default views=auto scores each
