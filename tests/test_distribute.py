@@ -352,26 +352,3 @@ print(json.dumps(results))
 """
 
 
-def test_two_replicas_average_the_known_entries_of_the_global_batch(tmp_path):
-  """MirroredStrategy over two logical CPUs (its own process: logical devices must be set before
-  TensorFlow starts) against one replica on the same global batch of 8, 3 SGD steps from the same
-  weights. Replica 0's half is mostly -1 (one row all -1), replica 1's all known: a mean over each
-  replica's own known entries would weigh the halves differently, and change the loss and every
-  update. The frozen backbone's features are a constant (see _const_feature_checkpoint)."""
-  labels = [[-1, -1, -1], [1, -1, -1], [-1, 0, -1], [-1, -1, 1],
-            [1, 0, 1], [0, 1, 1], [1, 1, 0], [0, 0, 1]]
-  backbone = tmp_path / "const.ckpt"
-  _const_feature_checkpoint(backbone)
-  result = subprocess.run([sys.executable, "-c", TWO_REPLICA_SCRIPT, json.dumps(labels),
-                           str(backbone)],
-                          cwd=REPO, capture_output=True, text=True, timeout=PROCESS_TIMEOUT,
-                          env=dict(os.environ, CUDA_VISIBLE_DEVICES="-1", TF_CPP_MIN_LOG_LEVEL="2",
-                                   PYTHONPATH=REPO))
-  assert result.returncode == 0, result.stderr[-3000:]
-  runs = json.loads(result.stdout.splitlines()[-1])
-  one, two = runs["one"], runs["two"]
-  assert (one["replicas"], two["replicas"]) == (1, 2)
-  assert len(set(one["losses"])) == 3 and one["losses"][2] < one["losses"][0]  # it trained
-  np.testing.assert_allclose(two["losses"], one["losses"], rtol=1e-5)
-  for got, want in zip(two["head"], one["head"], strict=True):
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)

@@ -34,56 +34,6 @@ def head_variables(model):
 # ---------------------------------------------------------------------------------------------
 # Dead head units, measured by the train step.
 
-def test_train_step_reports_the_head_units_a_numpy_count_finds_dead():
-  """Three units of my_conv_1 are killed by hand (a large negative bias); the step's activity
-  must mark exactly the units that numpy finds never positive in the same batch's activations."""
-  tf.random.set_seed(0)
-  config = configs.ModelConfig(label_count=LABELS, target_height=32, target_width=32,
-                               batch_size=4, head_depth=8)
-  model = mlc.MultiLabelClassificationModel(config)
-  biases = model.head[0].biases.numpy()
-  biases[[1, 4, 6]] = -1e4
-  model.head[0].biases.assign(biases)
-  images = tf.random.stateless_uniform([4, 32, 32, 3], [1, 2], -1.0, 1.0)
-  labels = tf.constant(np.random.default_rng(3).integers(0, 2, (4, LABELS)), tf.float32)
-  end_points = model(images, training=True)[1]  # before the step's update, as the step sees it
-  want = {scope: int(np.sum(~np.any(end_points[scope].numpy() > 0, axis=(0, 1, 2))))
-          for scope in mlc.HEAD_RELUS}
-  assert want[mlc.HEAD_RELUS[0]] >= 3
-
-  train_config = configs.TrainConfig(learning_rate=1e-9)
-  optimizer = optimizers.make_optimizer(train_config, model.trainable_variables)
-  step = train_step.make_train_step(model, optimizer, None, tf.distribute.get_strategy(), config,
-                               train_config)
-  _, activity = step(iter(tf.data.Dataset.from_tensors((images, labels)).repeat()))
-  assert activity[mlc.HEAD_RELUS[0]].shape == (8,)
-  assert train_step.count_dead_units([activity]) == want
-  watch = train_step.DeadUnitWatch(8)
-  watch.add(activity)
-  assert watch.read() == {"head/dead_units_1": want[mlc.HEAD_RELUS[0]],
-                          "head/dead_units_2": want[mlc.HEAD_RELUS[1]]}
-
-
-def test_dead_unit_watch_warns_once_naming_head_depth(capsys):
-  watch = train_step.DeadUnitWatch(4)
-  dead = {mlc.HEAD_RELUS[0]: np.array([1.0, 0, 0, 0]), mlc.HEAD_RELUS[1]: np.ones(4)}
-  for _ in range(2):
-    watch.add(dead)
-    assert watch.read() == {"head/dead_units_1": 3, "head/dead_units_2": 0}
-  out = capsys.readouterr().out
-  assert out.count("warning:") == 1
-  assert "3 of 4 units of my_sub_network/my_conv_1" in out and "--head_depth=256" in out
-  wide = train_step.DeadUnitWatch(256)
-  wide.add({scope: np.eye(1, 256)[0] for scope in mlc.HEAD_RELUS})
-  wide.read()
-  out = capsys.readouterr().out
-  assert "255 of 256 units" in out and "--head_depth" not in out and "--learning_rate" in out
-  alive = train_step.DeadUnitWatch(4)
-  alive.add({scope: np.ones(4) for scope in mlc.HEAD_RELUS})
-  alive.read()
-  assert "warning" not in capsys.readouterr().out
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
   labels = np.random.default_rng(1).integers(0, 2, (16, LABELS))
