@@ -433,17 +433,6 @@ def test_unknown_label_mode_is_refused_in_one_line_before_any_work(data, tmp_pat
 # ---------------------------------------------------------------------------------------------
 # A full disk, and what killed saves leave.
 
-def test_checkpoint_size_counts_the_optimiser_slots_as_the_files_hold_them(tmp_path):
-  # The full-disk line names the space a checkpoint needs: Adam's slots are two thirds of it.
-  weights = tf.Variable(tf.zeros([100_000]))
-  optimizer = optimizers.make_optimizer(configs.TrainConfig(), [weights])  # Adam, as train.py's
-  checkpoint = tf.train.Checkpoint(weights=weights, optimizer=optimizer)
-  prefix = checkpoint.save(str(tmp_path / "ckpt"))
-  on_disk = sum(os.path.getsize(p) for p in glob.glob(prefix + ".data-*"))
-  assert on_disk > 3 * 400_000
-  assert abs(checkpoints.size(checkpoint) - on_disk) < 0.01 * on_disk
-
-
 def test_a_full_disk_is_one_line_keeps_the_last_checkpoint_and_does_not_wedge(data, tmp_path,
                                                                              capsys):
   """On a 140 MB disk one checkpoint (94 MB) fits and two do not. The disk full when config.json
