@@ -1,8 +1,8 @@
-"""files.py: the one atomic write (a complete file or the old one, never a temp file left), the
-usual file mode, a full disk in one line, and the temp files a killed run left.
+"""multilabel/files.py: the one atomic write (a complete file or the old one, never a temp file
+left), the usual file mode, a full disk in one line, and the temp files a killed run left.
 
 The full disk is a real one where this machine lets us mount a small tmpfs (root can), else a
-write that raises ENOSPC: either way every test runs.
+write that raises ENOSPC: either way every test runs. (tests/test_fileio.py, renamed.)
 """
 
 import glob
