@@ -1,7 +1,9 @@
 """inference.py: 10-crop scores against the model run by hand on numpy-made crops, the score file
 and predictions.csv, unreadable images, the image-list hook, and checkpoint resolution (train dir,
 eval best/ dir, prefix; EMA weights). ResNet-50 v2 at 64x96 with random weights (see
-inference_fixture.py); inference.main runs in-process, three times in all."""
+inference_fixture.py; conftest.py's `trained`); inference.main runs in-process. (The views, the
+default resize and make_scorer are tested with their modules, in tests/multilabel/data/
+test_preprocessing.py and tests/multilabel/test_serving.py.)"""
 
 import contextlib
 import csv
@@ -17,9 +19,8 @@ import pytest
 
 import configs
 import create_tfrecord
-from multilabel import config_files, errors, serving
-from multilabel.data import preprocessing
 import inference
+from multilabel import config_files
 from tests import inference_fixture as fx
 from tests.helpers import run_script_main
 
@@ -39,11 +40,6 @@ def run_main(args):
 def read_csv(path):
   with open(path, newline="") as f:
     return list(csv.reader(f))
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-  return fx.build(str(tmp_path_factory.mktemp("inference")))
 
 
 @pytest.fixture(scope="module")
@@ -108,10 +104,6 @@ def test_auto_xla_times_both_scorers_once_and_logs_its_choice(latest_run):
   assert len(lines) == 1, latest_run["log"]
   assert re.search(r"XLA \d+\.\d+ s, plain \d+\.\d+ s a batch; using (XLA|plain)$", lines[0]), lines[0]
 
-
-def test_make_scorer_rejects_an_unknown_xla_value():
-  with pytest.raises(ValueError, match="xla='yes'"):
-    serving.make_scorer(None, "mean", "yes")
 
 def test_mean_equals_the_mean_over_hand_made_crops(latest_run, hand):
   scores = np.loadtxt(latest_run["scores"])
@@ -197,9 +189,6 @@ def test_threshold_count_mismatch_is_a_clear_error_before_scoring(trained, tmp_p
 # ---------------------------------------------------------------------------------------------
 # The default resize follows the model (the original's 290/224 of the trained target size).
 
-DEFAULT_RESIZE = (83, 124)  # round(64 * 290 / 224), round(96 * 290 / 224)
-
-
 def test_defaults_score_crops_of_the_followed_resize(trained, tmp_path):
   """No resize flags: the 10-crop scores are the model's on numpy crops of an 83 x 124 resize
   (not of a 290 x 290 one, the old default whatever the model)."""
@@ -209,8 +198,8 @@ def test_defaults_score_crops_of_the_followed_resize(trained, tmp_path):
     assert inference.main(["--gpu_id=-1", f"--checkpoint_path={trained.prefix_a}",
                            f"--image_dir={trained.image_dir}", f"--inference_dir={tmp_path}",
                            "--xla=false"]) == 0
-  assert f"resize {DEFAULT_RESIZE}, 10 crops of {fx.TARGET}" in out.getvalue()
-  hand = fx.per_crop_scores(trained, "A", paths, DEFAULT_RESIZE)
+  assert f"resize {fx.DEFAULT_RESIZE}, 10 crops of {fx.TARGET}" in out.getvalue()
+  hand = fx.per_crop_scores(trained, "A", paths, fx.DEFAULT_RESIZE)
   rows = read_csv(tmp_path / "predictions.csv")[1:]
   scores = np.loadtxt(tmp_path / "scores.txt")
   checked = 0
