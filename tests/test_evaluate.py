@@ -3,6 +3,7 @@
 One module fixture starts train.py and evaluate.py as two processes, as a user would; the other
 tests evaluate that run's checkpoints in-process. Oracles: sklearn's metrics on the written score
 and label files, the records' own labels, the model restored by hand, TensorBoard's event files.
+(The AP chart's layout on hand values is tested in tests/multilabel/test_summaries.py.)
 
   .venv/bin/python -m pytest tests/test_evaluate.py
 """
@@ -12,7 +13,6 @@ import io
 import json
 import math
 import os
-import pathlib
 import re
 import shutil
 import subprocess
@@ -26,15 +26,14 @@ import tensorflow as tf
 from sklearn.metrics import average_precision_score, precision_score, recall_score
 
 import configs
+import evaluate
 import multi_label_classification_model as mlc
-from multilabel import arguments, checkpoints, config_files, errors, summaries
+import threshold_calibration
+from multilabel import arguments, checkpoints, config_files
 from multi_label_classification_model import MultiLabelClassificationModel
 from multilabel.data.preprocessing import build_dataset
-import evaluate
-from tests.helpers import run_captured, write_records
-import threshold_calibration
-
-REPO = pathlib.Path(__file__).resolve().parents[1]
+from tests.helpers import (REPO, chart_geometry_matches, eval_events, pr_counts_checked,
+                           run_captured, write_records)
 LABELS = 4
 PRF = ("CP", "CR", "CF1", "OP", "OR", "OF1")
 FIELDS = ("global_step", "loss", "mAP", "per_label_ap", *PRF, *(f"{n}_top3" for n in PRF))
@@ -506,42 +505,6 @@ def test_names_from_config_json_reach_the_eval_config_tensorboard_and_calibratio
   assert [line.split(":")[0].strip() for line in lines[start:start + 4]] == names
 
 
-def eval_events(eval_dir):
-  """{tag: {step: (plugin name, tensor)}} from evaluate.py's event files."""
-  found = {}
-  for path in glob.glob(os.path.join(eval_dir, "events.out.tfevents.*")):
-    for event in tf.compat.v1.train.summary_iterator(path):
-      for value in event.summary.value:
-        found.setdefault(value.tag, {})[event.step] = (
-            value.metadata.plugin_data.plugin_name, tf.make_ndarray(value.tensor))
-  return found
-
-
-def chart_geometry_matches(image, per_label_ap, mean_ap):
-  """Checks the chart against its documented layout: each bar's height from its AP (sorted), and
-  the red mAP row in the gap after the first bar."""
-  bar, plot, margin = (summaries.CHART_BAR, summaries.CHART_PLOT,
-                       summaries.CHART_MARGIN)
-  colours = summaries.CHART_COLOURS
-  aps = sorted((ap for ap in per_label_ap if ap is not None), reverse=True)
-  assert image.shape == (plot + 2 * margin, 2 * margin + len(aps) * (bar + 1) - 1, 3)
-  bottom = margin + plot
-  for j, ap in enumerate(aps):
-    for column in (margin + j * (bar + 1), margin + j * (bar + 1) + bar - 1):
-      is_bar = np.all(image[:, column] == colours["bar"], axis=-1)
-      assert np.array_equal(np.flatnonzero(is_bar), np.arange(bottom - round(ap * plot), bottom))
-  gap = margin + bar  # the column between the first two bars
-  red = np.flatnonzero(np.all(image[:, gap] == colours["mAP"], axis=-1))
-  assert red.tolist() == [bottom - round(mean_ap * plot)]
-
-
-def test_ap_chart_layout_on_hand_values():
-  per_label_ap = [0.5, None, 1.0, 0.25, 0.0]
-  image = summaries.ap_bar_chart(per_label_ap, 0.4375)
-  chart_geometry_matches(image, per_label_ap, 0.4375)
-  assert image.dtype == np.uint8 and (image[0] == 255).all()  # the margin stays white
-
-
 def test_tensorboard_pr_curve_per_label_and_the_ap_chart(run):
   """Each evaluation writes TensorBoard's pr_curve summary for every label (the no-positive one
   too) and one PNG bar chart of the per-label APs; the last one's counts at each of its 201
@@ -565,18 +528,3 @@ def test_tensorboard_pr_curve_per_label_and_the_ap_chart(run):
     counts = events[f"pr_curve/label_{j}"][max(results)][1][:4]  # [4, 201]
     checked += pr_counts_checked(counts, labels[:, j] == 1, scores[:, j])
   assert checked > 190 * LABELS
-
-
-def pr_counts_checked(counts, positive, scores_col):
-  """Asserts a pr_curve's [4, 201] TP, FP, TN, FN at each threshold t = k/200 against numpy's
-  (except within 1e-5 of a score, where the files' %.6f rounding could tip them); returns how
-  many thresholds it checked."""
-  checked = 0
-  for k in range(201):
-    if np.abs(scores_col - k / 200).min() < 1e-5:
-      continue
-    above = scores_col >= k / 200
-    assert counts[:, k].tolist() == [(above & positive).sum(), (above & ~positive).sum(),
-                                     (~above & ~positive).sum(), (~above & positive).sum()]
-    checked += 1
-  return checked
