@@ -21,9 +21,8 @@ import tensorflow as tf
 from PIL import Image
 
 import create_tfrecord
-from multilabel import errors
 from multilabel.data import records
-from tests.helpers import (REPO, gradient, odd_images, original_record, save,
+from tests.helpers import (REPO, gradient, odd_images, original_record, run_script_main, save,
                            unreadable_images, write_records)
 
 JPEG_MAGIC = b"\xff\xd8\xff"
@@ -59,12 +58,7 @@ def run(capsys, image_dir, list_file, label_file, output, **flags):
   argv = [f"--image_dir={image_dir}", f"--imglist_file={list_file}",
           f"--imglabel_file={label_file}", f"--output_file={output}", "--num_workers=1"]
   argv += [f"--{key}={value}" for key, value in flags.items()]
-  try:
-    errors.run(create_tfrecord.main, argv)
-  except SystemExit as e:
-    code = e.code or 0
-  out, err = capsys.readouterr()
-  return code, out, err
+  return run_script_main(capsys, create_tfrecord.main, argv)
 
 
 def read_back(files):

@@ -11,10 +11,9 @@ import tensorflow as tf
 from PIL import Image
 
 import read_tfrecord
-from multilabel import errors
 from multilabel.data import records
 from tests import helpers
-from tests.helpers import REPO, write_records
+from tests.helpers import REPO, run_script_main, write_records
 
 # (path, (height, width), labels): sizes and labels chosen so every statistic is easy to check.
 ITEMS = [(b"/data/a.jpg", (10, 12), [1, 0, 1, 0]),
@@ -45,12 +44,7 @@ def original_file(tmp_path):
 
 
 def run(capsys, *argv):
-  try:
-    errors.run(read_tfrecord.main, argv)
-  except SystemExit as e:
-    code = e.code or 0
-  out, err = capsys.readouterr()
-  return code, out, err
+  return run_script_main(capsys, read_tfrecord.main, argv)
 
 
 def test_statistics_of_original_layout_records(original_file, capsys):
