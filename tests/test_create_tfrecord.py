@@ -156,6 +156,7 @@ def test_crlf_blank_lines_bom_and_names_with_spaces(tmp_path, capsys):
       ("my photo.jpg", [1, 0, 1]), ("b.jpg", [0, 0, 0])]
 
 
+@pytest.mark.slow
 def test_shards_through_the_command_line_with_two_workers(tmp_path):
   image_dir, names, labels, list_file, label_file = jpeg_set(tmp_path, 10)
   pngs = {}
@@ -268,6 +269,7 @@ def test_missing_or_empty_list_files(tmp_path, capsys, which):
   assert not (tmp_path / "x.rec").exists()
 
 
+@pytest.mark.slow
 def test_bad_input_exit_status_of_the_real_process(tmp_path):
   image_dir, *_ = jpeg_set(tmp_path, 2)
   list_file, label_file = write_inputs(tmp_path, None, None, "img_0.jpg 1\nimg_1.jpg 1\n",
@@ -399,6 +401,7 @@ def busy_inputs(folder, count=4000):
   return image_dir, list_file, label_file
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop", ["ctrl_c", "sigterm_to_the_group", "kill_9_the_parent"])
 def test_a_stopped_run_prints_no_traceback_leaves_no_worker_and_no_output(tmp_path, capsys,
                                                                           stop):

@@ -32,6 +32,7 @@ ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
 PROCESS_TIMEOUT = 240  # seconds for any subprocess here: a hang fails the test, not the suite
 
 
+@pytest.mark.slow
 def test_a_dead_dispatcher_is_one_line_within_the_timeout(shards, tmp_path, capsys):
   dead = f"grpc://127.0.0.1:{free_ports(1)[0]}"  # nothing listens there
   argv = [f"--label_count={LABELS}", f"--input_tfrecord_file={shards}", "--gpu_id=-1",
@@ -51,6 +52,7 @@ def test_a_dead_dispatcher_is_one_line_within_the_timeout(shards, tmp_path, caps
   assert status == 1 and err.strip() == expected
 
 
+@pytest.mark.slow
 def test_train_through_the_service_stops_on_sigterm_and_resumes(service, tmp_path,
                                                                monkeypatch):
   """train.py (a process of its own) trains through the two workers until SIGTERM, saves its
@@ -86,6 +88,7 @@ def test_train_through_the_service_stops_on_sigterm_and_resumes(service, tmp_pat
       "global_step/.ATTRIBUTES/VARIABLE_VALUE") == last + 1
 
 
+@pytest.mark.slow
 def test_evaluate_through_the_service_gives_the_direct_metrics_and_rows(service, tmp_path,
                                                                        capsys):
   """evaluate.py --run_once on a random-weights train dir, without and with the service: the
@@ -128,6 +131,7 @@ def _read_until(proc, needle, lines):
   raise AssertionError("".join(lines))
 
 
+@pytest.mark.slow
 def test_data_service_script_serves_a_randaugment_pipeline_and_stops_on_sigterm(shards, tmp_path,
                                                                             service_config):
   """The script's dispatcher (fault-tolerant, with a journal) and a worker, each a process:

@@ -16,6 +16,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 import evaluate
@@ -24,6 +25,8 @@ import train
 from multilabel import runtime
 from tests.helpers import REPO, const_feature_checkpoint, free_ports, read_scalars, write_records
 
+# Every test here trains with train.py, in process or as several processes: the slow tier.
+pytestmark = pytest.mark.slow
 PROCESS_TIMEOUT = 240  # seconds for the train.py processes
 SMALL = ["--target_height=64", "--target_width=64", "--resize_height=72", "--resize_width=72"]
 

@@ -212,6 +212,7 @@ def test_demo_report_without_the_demo_output(tmp_path, capsys):
                         "label_names.txt: no such file")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script, argv, want_status, says", [
     ("train.py", [], 2, "label_count=0: set --label_count"),
     ("threshold_calibration.py", ["--label_file=no_such.txt", "--score_file=x"], 1,

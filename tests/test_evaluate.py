@@ -114,6 +114,7 @@ def run(tmp_path_factory):
   return paths
 
 
+@pytest.mark.slow
 def test_evaluator_beside_trainer_evaluates_two_checkpoints_and_stops(run):
   assert run["train_status"] == 0, run["train_log"]
   assert run["eval_status"] == 0, run["eval_log"]
@@ -128,6 +129,7 @@ def test_evaluator_beside_trainer_evaluates_two_checkpoints_and_stops(run):
                      run["eval_log"])
 
 
+@pytest.mark.slow
 def test_metrics_jsonl_fields_match_sklearn(run):
   results = read_jsonl(os.path.join(run["eval_dir"], evaluate.METRICS_FILE))
   for r in results:
@@ -160,6 +162,7 @@ def test_metrics_jsonl_fields_match_sklearn(run):
       assert last[name + suffix] == pytest.approx(value, abs=1e-9), name + suffix
 
 
+@pytest.mark.slow
 def test_best_holds_a_restorable_checkpoint_config_and_metrics(run):
   results = read_jsonl(os.path.join(run["eval_dir"], evaluate.METRICS_FILE))
   best_dir = os.path.join(run["eval_dir"], evaluate.BEST_DIR)
@@ -181,6 +184,7 @@ def test_best_holds_a_restorable_checkpoint_config_and_metrics(run):
   assert not glob.glob(best_dir + ".*")  # no staging left behind
 
 
+@pytest.mark.slow
 def test_eval_tensorboard_scalars_and_per_label_ap(run):
   tags = {}
   for path in glob.glob(os.path.join(run["eval_dir"], "events.out.tfevents.*")):
@@ -195,6 +199,7 @@ def test_eval_tensorboard_scalars_and_per_label_ap(run):
   assert "per_label_ap/label_0" not in tags  # None: the label has no positives
 
 
+@pytest.mark.slow
 def test_run_once_checkpoint_path_score_files_and_ema_weights(run, tmp_path):
   prefix = os.path.join(run["train_dir"], "ckpt-10")
   scores_file, labels_file = str(tmp_path / "s.txt"), str(tmp_path / "l.txt")
@@ -224,6 +229,7 @@ def test_run_once_checkpoint_path_score_files_and_ema_weights(run, tmp_path):
   assert np.abs(raw - written).max() > 1e-3
 
 
+@pytest.mark.slow
 def test_deleted_checkpoints_under_the_evaluator_are_skipped(run, tmp_path, monkeypatch):
   """train.py's max_to_keep deletes old checkpoints under the evaluator: the first before the
   model is even built, the next with only its data file gone: each is logged and skipped. One is
@@ -303,6 +309,7 @@ def copy_run(run, folder, names):
   return folder
 
 
+@pytest.mark.slow
 def test_every_listed_checkpoint_is_evaluated_and_the_best_survives_its_deletion(
     run, tmp_path, monkeypatch):
   """Four checkpoints listed at once (train.py saved faster than the evaluator looked), each
@@ -338,6 +345,7 @@ def test_every_listed_checkpoint_is_evaluated_and_the_best_survives_its_deletion
                       os.path.join(run["train_dir"], best["checkpoint"]))
 
 
+@pytest.mark.slow
 def test_a_kill_during_the_best_write_then_a_restart_leaves_the_best_in_best(run, tmp_path):
   """evaluate.py killed (SIGKILL, no clean-up) while putting best/ in place: the restarted
   evaluator evaluates that checkpoint again, since metrics.jsonl had not recorded it, and best/
@@ -394,6 +402,7 @@ def test_recover_best_after_a_kill_between_the_two_renames(tmp_path, capsys):
   assert (best / "metrics.json").read_text() == '{"mAP": 0.5}'
 
 
+@pytest.mark.slow
 def test_eval_set_without_positives_gives_no_map_and_no_best(run, tmp_path):
   eval_data = write_records(tmp_path / "negatives.tfrecord", np.zeros((6, LABELS), int), seed=3)
   eval_dir = tmp_path / "eval"
@@ -409,6 +418,7 @@ def test_eval_set_without_positives_gives_no_map_and_no_best(run, tmp_path):
   assert not os.path.exists(eval_dir / evaluate.BEST_DIR)  # nothing to rank it by
 
 
+@pytest.mark.slow
 def test_unknown_labels_are_kept_and_skipped_label_by_label(run, tmp_path):
   """The eval images again (same seed), with a third of their labels hidden as -1: the label
   file keeps the -1s, each metric is sklearn's on the known subset of its column, and the loss is
@@ -462,6 +472,7 @@ def test_already_evaluated_ignores_a_line_cut_short(tmp_path, capsys):
   assert f"{evaluate.METRICS_FILE}:2: not a metrics record" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_names_from_config_json_reach_the_eval_config_tensorboard_and_calibration(run, tmp_path):
   """train.py's config.json holds the label names: evaluate.py uses them and saves
   eval_config.json (its EvalConfig, the model config it ran and the names), and
@@ -505,6 +516,7 @@ def test_names_from_config_json_reach_the_eval_config_tensorboard_and_calibratio
   assert [line.split(":")[0].strip() for line in lines[start:start + 4]] == names
 
 
+@pytest.mark.slow
 def test_tensorboard_pr_curve_per_label_and_the_ap_chart(run):
   """Each evaluation writes TensorBoard's pr_curve summary for every label (the no-positive one
   too) and one PNG bar chart of the per-label APs; the last one's counts at each of its 201

@@ -115,6 +115,7 @@ def exported(trained):
               scores=np.loadtxt(os.path.join(root, "out", "scores.txt")), csv=csv_rows)
 
 
+@pytest.mark.slow
 def test_signature_takes_image_bytes_and_returns_scores_and_labels(exported):
   signature = exported["result"]["flag"]
   assert signature["inputs"] == {"images": ["string", [None]]}
@@ -122,6 +123,7 @@ def test_signature_takes_image_bytes_and_returns_scores_and_labels(exported):
                                   "labels": ["int64", [None, fx.LABELS]]}
 
 
+@pytest.mark.slow
 def test_scores_equal_inference_py_on_the_same_images(exported):
   assert not np.isnan(exported["scores"]).any()
   scores = exported["load"]("flag_scores")
@@ -131,11 +133,13 @@ def test_scores_equal_inference_py_on_the_same_images(exported):
   np.testing.assert_allclose(single, scores[:1], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_the_label_names_signature_returns_the_names(exported):
   assert exported["result"]["flag"]["signatures"] == ["label_names", "serving_default"]
   assert exported["result"]["flag"]["label_names"] == NAMES
 
 
+@pytest.mark.slow
 def test_labels_are_the_scores_thresholded_per_label(exported):
   scores, labels = exported["load"]("flag_scores"), exported["load"]("flag_labels")
   expected = (scores.astype(np.float64) >= np.array(THRESHOLDS)).astype(np.int64)
@@ -146,6 +150,7 @@ def test_labels_are_the_scores_thresholded_per_label(exported):
   assert predicted == [";".join(n for n, p in zip(NAMES, row) if p) for row in labels]
 
 
+@pytest.mark.slow
 def test_export_replaced_the_old_export_and_left_no_temporaries(exported):
   assert not os.path.exists(os.path.join(exported["export_dir"], "stale.txt"))
   assert os.path.isdir(os.path.join(exported["export_dir"], "variables"))
@@ -180,6 +185,7 @@ def test_script_main_exports_the_checkpoint_with_inference_py_settings(trained, 
     np.testing.assert_array_equal(v.numpy(), trained.heads["A"][v.name])
 
 
+@pytest.mark.slow
 def test_an_undecodable_image_fails_the_call(exported):
   assert exported["result"]["flag"]["corrupt"] == "InvalidArgumentError"
 

@@ -97,6 +97,7 @@ def prefix_max_run(trained):
 # ---------------------------------------------------------------------------------------------
 # Scores.
 
+@pytest.mark.slow
 def test_auto_xla_times_both_scorers_once_and_logs_its_choice(latest_run):
   """The default xla=auto: one 'scorer:' line with both timings; the scores (checked against the
   hand-made crops below) come from whichever it chose."""
@@ -105,6 +106,7 @@ def test_auto_xla_times_both_scorers_once_and_logs_its_choice(latest_run):
   assert re.search(r"XLA \d+\.\d+ s, plain \d+\.\d+ s a batch; using (XLA|plain)$", lines[0]), lines[0]
 
 
+@pytest.mark.slow
 def test_mean_equals_the_mean_over_hand_made_crops(latest_run, hand):
   scores = np.loadtxt(latest_run["scores"])
   for path, row in zip(latest_run["paths"], scores):
@@ -132,6 +134,7 @@ def test_the_ten_crops_differ(hand):
 # ---------------------------------------------------------------------------------------------
 # Output files.
 
+@pytest.mark.slow
 def test_score_file_format_round_trips(latest_run, hand):
   with open(latest_run["scores"]) as f:
     lines = f.read().splitlines()
@@ -151,6 +154,7 @@ def test_score_file_format_round_trips(latest_run, hand):
   np.testing.assert_allclose(scores, expected, atol=ATOL)  # rows in list order
 
 
+@pytest.mark.slow
 def test_corrupt_image_is_reported_marked_and_keeps_its_row(latest_run):
   bad = os.path.join(os.path.dirname(latest_run["paths"][0]), fx.CORRUPT)
   assert re.search(rf"unreadable image {re.escape(bad)}: \S", latest_run["log"])
@@ -161,6 +165,7 @@ def test_corrupt_image_is_reported_marked_and_keeps_its_row(latest_run):
   assert rows[latest_run["paths"].index(bad)][2:] == [""] * (fx.LABELS + 1)
 
 
+@pytest.mark.slow
 def test_predictions_csv_has_scores_and_label_names_above_the_thresholds(latest_run, hand):
   header, *rows = read_csv(latest_run["csv"])
   assert header == ["image_path", "status"] + NAMES + ["predicted_labels"]
@@ -189,6 +194,7 @@ def test_threshold_count_mismatch_is_a_clear_error_before_scoring(trained, tmp_p
 # ---------------------------------------------------------------------------------------------
 # The default resize follows the model (the original's 290/224 of the trained target size).
 
+@pytest.mark.slow
 def test_defaults_score_crops_of_the_followed_resize(trained, tmp_path):
   """No resize flags: the 10-crop scores are the model's on numpy crops of an 83 x 124 resize
   (not of a 290 x 290 one, the old default whatever the model)."""
@@ -212,6 +218,7 @@ def test_defaults_score_crops_of_the_followed_resize(trained, tmp_path):
   assert np.abs(at_290 - hand[paths[0]].mean(axis=0)).max() > 1e-3  # the resize shows
 
 
+@pytest.mark.slow
 def test_inference_config_ties_the_scores_to_what_produced_them(latest_run, trained):
   with open(latest_run["config"]) as f:
     saved = json.load(f)
@@ -244,6 +251,7 @@ def train_dir_with_config(trained, folder, edit):
   return folder
 
 
+@pytest.mark.slow
 def test_label_names_come_from_the_train_dir_config(trained, tmp_path):
   """A train dir whose config.json holds label names (as train.py writes it): predictions.csv
   and inference_config.json name the labels by them, with no --label_names_file."""
@@ -260,6 +268,7 @@ def test_label_names_come_from_the_train_dir_config(trained, tmp_path):
 # ---------------------------------------------------------------------------------------------
 # Views: the 10 crops for a model trained on crops, else the one view it trained on.
 
+@pytest.mark.slow
 def test_a_model_trained_without_crops_is_scored_on_its_one_view(trained, tmp_path):
   """A train dir whose config.json says augmentation=none: the default views=auto scores each
   image once, resized to the target: the model's own output on the plain resize, by hand."""
@@ -288,6 +297,7 @@ def test_a_model_trained_without_crops_is_scored_on_its_one_view(trained, tmp_pa
 # ---------------------------------------------------------------------------------------------
 # Checkpoints.
 
+@pytest.mark.slow
 def test_train_dir_uses_its_latest_checkpoint_with_the_ema_weights(latest_run, hand):
   assert re.search(r"restored \S*/train/ckpt-20 \(step 20\)", latest_run["log"])
   scores = np.loadtxt(latest_run["scores"])
@@ -301,6 +311,7 @@ def test_prefix_restores_that_checkpoint(prefix_max_run):
   assert re.search(r"restored \S*/train/ckpt-10 \(step 10\)", prefix_max_run["log"])
 
 
+@pytest.mark.slow
 def test_eval_best_dir_alone_with_image_dir_alone(trained, hand):
   """best/ away from its train dir (its own config.json), scoring every image of image_dir."""
   output_dir = os.path.join(trained.root, "best_run")

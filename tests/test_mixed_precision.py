@@ -28,6 +28,8 @@ from multilabel.data.preprocessing import build_dataset
 from multi_label_classification_model import MultiLabelClassificationModel
 from tests.helpers import read_scalars, write_records
 
+# Both tests here are whole train.py runs (then evaluate.py and inference.py): the slow tier.
+pytestmark = pytest.mark.slow
 L = 3
 HALF = {"mixed_bfloat16": tf.bfloat16, "mixed_float16": tf.float16}
 SMALL = dict(label_count=L, target_height=64, target_width=64, resize_height=72, resize_width=72)

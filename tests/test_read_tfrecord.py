@@ -121,6 +121,7 @@ def test_globs_comma_lists_and_custom_keys(tmp_path, capsys):
   assert "no context feature 'image_path'" in out
 
 
+@pytest.mark.slow
 def test_failures_are_reported_and_exit_nonzero_in_a_real_process(tmp_path):
   good = jpeg(6, 6, 0)
   serialized = [original_record(b"/data/good.jpg", good, [1, 0]),

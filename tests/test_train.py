@@ -150,6 +150,7 @@ def resumed_run(first_run, data):
 # ---------------------------------------------------------------------------------------------
 # First run, resume, checkpoints.
 
+@pytest.mark.slow
 def test_first_run_restores_backbone_from_slim_checkpoint(first_run, slim_checkpoint):
   assert first_run["status"] == 0
   assert f"restored the backbone from {slim_checkpoint}" in first_run["log"]
@@ -164,6 +165,7 @@ def test_first_run_restores_backbone_from_slim_checkpoint(first_run, slim_checkp
   assert compared == 270  # slim's 272 minus the 1001-way logits, which the head replaces
 
 
+@pytest.mark.slow
 def test_first_run_checkpoints_config_and_steps(first_run):
   train_dir = first_run["train_dir"]
   state = tf.train.get_checkpoint_state(train_dir)
@@ -179,6 +181,7 @@ def test_first_run_checkpoints_config_and_steps(first_run):
   assert (saved.ema_decay, saved.number_of_steps, saved.decay_steps) == (0.5, 2, 1)
 
 
+@pytest.mark.slow
 def test_tensorboard_scalars_images_and_learning_rate_schedule(first_run):
   found, plugins = read_events(first_run["train_dir"])
   for tag in ("loss/classification", "loss/regularization", "learning_rate", "gradient_norm",
@@ -194,6 +197,7 @@ def test_tensorboard_scalars_images_and_learning_rate_schedule(first_run):
   assert images and all(count >= 1 for _, count in found[images[0]])
 
 
+@pytest.mark.slow
 def test_ema_starts_at_restored_weights_is_saved_and_restores(first_run):
   """shadow_1 = d * w_0 + (1 - d) * w_1, with w_0 the weights right after the slim restore."""
   model = first_run["model"]
@@ -215,6 +219,7 @@ def test_ema_starts_at_restored_weights_is_saved_and_restores(first_run):
   assert moved > 1e-4  # the step changed the weights, so the check above can fail
 
 
+@pytest.mark.slow
 def test_resume_restores_step_weights_optimizer_and_ema(first_run, resumed_run):
   assert resumed_run["status"] == 0
   train_dir = first_run["train_dir"]
@@ -288,6 +293,7 @@ def test_unknown_optimizer_is_an_error_naming_it(data, tmp_path):
     optimizers.make_optimizer(configs.TrainConfig(optimizer="adam"), [])
 
 
+@pytest.mark.slow
 def test_sigterm_saves_the_current_step_and_exits_143_then_resumes(data, tmp_path):
   train_dir = str(tmp_path / "train")
   argv = train_args(data, train_dir, "--number_of_steps=100000", "--log_every_n_steps=1",
@@ -318,6 +324,7 @@ def test_sigterm_saves_the_current_step_and_exits_143_then_resumes(data, tmp_pat
 # ---------------------------------------------------------------------------------------------
 # Training options: the dead-unit watch's TensorBoard scalars, AdamW's refusal of L2.
 
+@pytest.mark.slow
 def test_train_py_logs_dead_units_to_tensorboard(data, tmp_path):
   train_dir = tmp_path / "train"
   status, log = run_main(train_args(data, train_dir, "--number_of_steps=2", "--head_depth=6",
@@ -342,6 +349,7 @@ def test_adamw_with_l2_is_refused_in_one_line(data, tmp_path, capsys):
 # ---------------------------------------------------------------------------------------------
 # pos_weight and unknown_label: config.json's record of the values, and a bad mode.
 
+@pytest.mark.slow
 def test_pos_weight_auto_trains_and_config_json_holds_the_values(pos_data, tmp_path):
   train_dir = tmp_path / "train"
   status, log = run_main(train_args(",".join(pos_data), train_dir, "--number_of_steps=1",
@@ -368,6 +376,7 @@ def test_unknown_label_mode_is_refused_in_one_line_before_any_work(data, tmp_pat
 # ---------------------------------------------------------------------------------------------
 # A full disk, and what killed saves leave.
 
+@pytest.mark.slow
 def test_a_full_disk_is_one_line_keeps_the_last_checkpoint_and_does_not_wedge(data, tmp_path,
                                                                              capsys):
   """On a 140 MB disk one checkpoint (94 MB) fits and two do not. The disk full when config.json
@@ -456,6 +465,7 @@ def source_run(data, tmp_path_factory):
   return dict(train_dir=str(train_dir), want=want)
 
 
+@pytest.mark.slow
 def test_transfer_trains_a_new_head_on_a_frozen_backbone_from_our_run(source_run, tmp_path):
   """A new label set (3 labels, head_depth 8) from the source run's train dir, on the default
   frozen path: the backbone equals the source's (EMA) weights after the restore and after
@@ -484,6 +494,7 @@ def test_transfer_trains_a_new_head_on_a_frozen_backbone_from_our_run(source_run
   assert min(losses[-3:]) < losses[0] - 0.02, losses
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("form", ["prefix", "best_dir"])
 def test_transfer_takes_a_prefix_or_a_best_dir(source_run, tmp_path, form):
   prefix = tf.train.latest_checkpoint(source_run["train_dir"])
@@ -502,6 +513,7 @@ def test_transfer_takes_a_prefix_or_a_best_dir(source_run, tmp_path, form):
     np.testing.assert_array_equal(v.numpy(), before, v.name)
 
 
+@pytest.mark.slow
 def test_transfer_across_backbones_is_an_error_naming_both(source_run):
   model = mlc.MultiLabelClassificationModel(configs.ModelConfig(
       label_count=2, target_height=32, target_width=32, backbone="resnet_v2_101"))
