@@ -15,6 +15,8 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-export.txt
 demo: $(STAMP)
 	PY=$(PY) bash demo.sh
 
+# test: everything, as CI runs it. test-fast: every library test (tests/multilabel/, the shared
+# files' tests) and the quick script tests, without the end-to-end runs marked slow (pytest.ini).
 test: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q
 

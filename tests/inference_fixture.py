@@ -1,4 +1,5 @@
-"""A trained-dir-like fixture for test_inference.py and test_export.py (no training needed).
+"""A trained-dir-like fixture (conftest.py's `trained`) for the inference, export and serving tests
+(no training needed).
 
 ResNet-50 v2 at 64x96 with 3 labels and random weights. The head's last convolution is rescaled so
 that the logits are about N(0, 1) on noise images: random ResNet features are in the hundreds, and
@@ -30,6 +31,7 @@ from multi_label_classification_model import MultiLabelClassificationModel
 LABELS = 3
 TARGET = (64, 96)  # (height, width); non-square, so that a swapped axis shows
 RESIZE = (75, 110)  # margins 11 and 14: the centre crop's offset (5, 7) is not symmetric
+DEFAULT_RESIZE = (83, 124)  # round(64 * 290 / 224), round(96 * 290 / 224): inference.py's default
 # name -> (height, width, mode); "L" is grayscale (decoded to 3 channels)
 IMAGES = {"a.png": (70, 90, "RGB"), "b.png": (100, 64, "RGB"), "c.png": (75, 110, "L"),
           "d.png": (90, 120, "RGB"), "e.jpg": (80, 100, "RGB")}

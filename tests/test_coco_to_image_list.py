@@ -9,10 +9,7 @@ import pytest
 
 import coco_to_image_list
 import create_tfrecord
-from run_helpers import run_script_main
-from multilabel import errors
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.helpers import REPO, run_script_main
 
 
 def box(annotation_id, image_id, category_id, iscrowd=0):

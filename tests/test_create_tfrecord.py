@@ -21,28 +21,11 @@ import tensorflow as tf
 from PIL import Image
 
 import create_tfrecord
-from multilabel import errors
 from multilabel.data import records
+from tests.helpers import (REPO, gradient, odd_images, original_record, run_script_main, save,
+                           unreadable_images, write_records)
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 JPEG_MAGIC = b"\xff\xd8\xff"
-
-
-def gradient(width=16, height=12, seed=0):
-  """A smooth RGB image (JPEG keeps it within a few levels), uint8 [height, width, 3]."""
-  rng = np.random.default_rng(seed)
-  y, x = np.mgrid[0:height, 0:width]
-  base = rng.uniform(40, 200, 3)
-  slope = rng.uniform(-4, 4, (2, 3))
-  pixels = base + y[..., None] * slope[0] + x[..., None] * slope[1]
-  return np.clip(pixels, 0, 255).astype(np.uint8)
-
-
-def save(path, image, fmt, **kwargs):
-  buffer = io.BytesIO()
-  image.save(buffer, fmt, **kwargs)
-  path.write_bytes(buffer.getvalue())
-  return path
 
 
 def write_inputs(folder, names, labels, list_text=None, label_text=None):
@@ -75,12 +58,7 @@ def run(capsys, image_dir, list_file, label_file, output, **flags):
   argv = [f"--image_dir={image_dir}", f"--imglist_file={list_file}",
           f"--imglabel_file={label_file}", f"--output_file={output}", "--num_workers=1"]
   argv += [f"--{key}={value}" for key, value in flags.items()]
-  try:
-    errors.run(create_tfrecord.main, argv)
-  except SystemExit as e:
-    code = e.code or 0
-  out, err = capsys.readouterr()
-  return code, out, err
+  return run_script_main(capsys, create_tfrecord.main, argv)
 
 
 def read_back(files):
@@ -107,24 +85,11 @@ def test_round_trip_in_list_order(tmp_path, capsys):
   assert sorted(os.listdir(output.parent)) == ["train.tfrecord"]
 
 
-def original_layout(path, data, labels):
-  """A record built by hand as the original TF1 create_tfrecord.py built it (its layout)."""
-  int64 = lambda v: tf.train.Feature(int64_list=tf.train.Int64List(value=[v]))
-  return tf.train.SequenceExample(
-      context=tf.train.Features(feature={
-          "image_path": tf.train.Feature(bytes_list=tf.train.BytesList(value=[path.encode()])),
-          "image_data": tf.train.Feature(bytes_list=tf.train.BytesList(value=[data]))}),
-      feature_lists=tf.train.FeatureLists(feature_list={
-          "image_label": tf.train.FeatureList(feature=[int64(v) for v in labels])}))
-
-
 def hand_written_file(path, image_dir, names, labels):
   """The TFRecord file of hand-built records, in list order."""
-  with tf.io.TFRecordWriter(str(path)) as writer:
-    for name, row in zip(names, labels):
-      data = (image_dir / name).read_bytes()
-      writer.write(original_layout(os.path.join(str(image_dir), name), data, row)
-                   .SerializeToString())
+  write_records(path, serialized=[
+      original_record(os.path.join(str(image_dir), name), (image_dir / name).read_bytes(), row)
+      .SerializeToString() for name, row in zip(names, labels)])
   return path.read_bytes()
 
 
@@ -191,6 +156,7 @@ def test_crlf_blank_lines_bom_and_names_with_spaces(tmp_path, capsys):
       ("my photo.jpg", [1, 0, 1]), ("b.jpg", [0, 0, 0])]
 
 
+@pytest.mark.slow
 def test_shards_through_the_command_line_with_two_workers(tmp_path):
   image_dir, names, labels, list_file, label_file = jpeg_set(tmp_path, 10)
   pngs = {}
@@ -303,6 +269,7 @@ def test_missing_or_empty_list_files(tmp_path, capsys, which):
   assert not (tmp_path / "x.rec").exists()
 
 
+@pytest.mark.slow
 def test_bad_input_exit_status_of_the_real_process(tmp_path):
   image_dir, *_ = jpeg_set(tmp_path, 2)
   list_file, label_file = write_inputs(tmp_path, None, None, "img_0.jpg 1\nimg_1.jpg 1\n",
@@ -329,36 +296,6 @@ def test_bad_settings_exit_2_naming_them(tmp_path, capsys, flag, value):
 
 # ---------------------------------------------------------------------------------------------
 # Odd formats and unreadable images.
-
-def odd_images(folder):
-  """{name: expected RGB uint8 [H, W, 3]} for images Pillow must convert, written to folder."""
-  rgb = gradient(16, 12, seed=7)
-  image = Image.fromarray(rgb)
-  expected = {}
-  for name, fmt, converted in [("a.png", "PNG", image), ("b.gif", "GIF", image.quantize(32)),
-                               ("c.bmp", "BMP", image), ("d.webp", "WEBP", image),
-                               ("e_grey.jpg", "JPEG", image.convert("L")),
-                               ("f_palette.png", "PNG", image.quantize(16)),
-                               ("g_cmyk.jpg", "JPEG", image.convert("CMYK")),
-                               ("h_png_named.jpg", "PNG", image),
-                               ("i_grey16.png", "PNG", None)]:
-    path = folder / name
-    if name == "i_grey16.png":  # 16-bit grey: 0..65535 must map to 0..255, not clip to white
-      grey16 = (rgb[..., 0].astype(np.uint16) * 257)
-      Image.fromarray(grey16).save(path)
-      expected[name] = np.repeat(rgb[..., :1], 3, axis=2)
-      continue
-    save(path, converted, fmt, **({"lossless": True} if fmt == "WEBP" else {}))
-    expected[name] = np.asarray(Image.open(path).convert("RGB"))  # Pillow's own conversion
-  # RGBA with a transparent left half: composited on white (numpy oracle).
-  alpha = np.zeros((12, 16), np.uint8)
-  alpha[:, 8:] = 255
-  alpha[:, 6:8] = 128
-  save(folder / "j_rgba.png", Image.fromarray(np.dstack([rgb, alpha]), "RGBA"), "PNG")
-  a = alpha[..., None] / 255.0
-  expected["j_rgba.png"] = np.round(rgb * a + 255 * (1 - a)).astype(np.uint8)
-  return expected
-
 
 def test_odd_formats_become_rgb_jpeg(tmp_path, capsys):
   image_dir = tmp_path / "images"
@@ -397,23 +334,6 @@ def test_rgb_jpegs_are_stored_unchanged(tmp_path, capsys):
   assert code == 0
   assert [d for _, d, _ in read_back([output])] == [(image_dir / n).read_bytes() for n in names]
   assert "stored unchanged: 3" in out
-
-
-def unreadable_images(folder):
-  """Writes one image of each unreadable kind; returns {name: reason category}."""
-  buffer = io.BytesIO()
-  Image.fromarray(np.random.default_rng(0).integers(0, 256, (24, 32, 3), np.uint8)).save(
-      buffer, "PNG")
-  png = bytearray(buffer.getvalue())
-  (folder / "truncated.png").write_bytes(bytes(png[:len(png) // 2]))
-  corrupt = bytearray(png)
-  for i in range(60, len(corrupt) - 20):  # scramble the compressed pixel data
-    corrupt[i] ^= 0x5A
-  (folder / "corrupt.png").write_bytes(bytes(corrupt))
-  (folder / "empty.jpg").write_bytes(b"")
-  (folder / "notes.jpg").write_text("these are not pixels\n")
-  return {"truncated.png": "truncated", "corrupt.png": "corrupt", "empty.jpg": "empty",
-          "notes.jpg": "not an image", "missing.jpg": "missing"}
 
 
 def test_unreadable_images_are_skipped_with_reasons(tmp_path, capsys):
@@ -481,6 +401,7 @@ def busy_inputs(folder, count=4000):
   return image_dir, list_file, label_file
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop", ["ctrl_c", "sigterm_to_the_group", "kill_9_the_parent"])
 def test_a_stopped_run_prints_no_traceback_leaves_no_worker_and_no_output(tmp_path, capsys,
                                                                           stop):

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 import create_tfrecord
-from image_bombs import BOMB_SIDE, jpeg_bomb, png_bomb
+from tests.image_bombs import BOMB_SIDE, jpeg_bomb, png_bomb
 from multilabel import errors
 from multilabel.data import image_decoding
 

@@ -1,158 +1,38 @@
-"""The input pipeline on a tf.data service, on this machine's loopback only (issue 15).
+"""train.py, evaluate.py and data_service.py with the tf.data service, on this machine's loopback
+only (issue 15).
 
-An in-process dispatcher and two workers on 127.0.0.1 serve the tests; data_service.py's own
-test starts the script's dispatcher and worker as processes. Oracles: the direct pipeline's own
-pass over the same records, and train.py's checkpoints.
+conftest.py's in-process dispatcher and two workers on 127.0.0.1 serve train.py and evaluate.py;
+data_service.py's own test starts the script's dispatcher and worker as processes. Oracles: the
+direct pipeline's own pass over the same records, and train.py's checkpoints. (The pipeline's own
+tests on the service are in tests/multilabel/data/test_input_service.py.)
 
   .venv/bin/python -m pytest tests/test_data_service.py    # ~2-3 min on 2 CPU cores
 """
-import collections
 import json
 import os
 import signal
 import subprocess
 import sys
 import threading
-import time
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-import configs
 import data_service
-from multilabel import errors
+import evaluate
+import train
 from multilabel.data import input_service
 from multilabel.data.preprocessing import build_dataset
-import evaluate
-import inference_fixture
-import train
-from run_helpers import run_script_main, train_until_sigterm
-from test_distribute import free_ports, write_records
+from tests import inference_fixture
+from tests.helpers import (ID_BITS as LABELS, REPO, free_ports, id_labels as _id_labels,
+                           run_script_main, train_until_sigterm, write_records)
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SERVICE = tf.data.experimental.service
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
 PROCESS_TIMEOUT = 240  # seconds for any subprocess here: a hang fails the test, not the suite
-LABELS = 6
 
 
-def _id_labels(i):
-  return [(i >> b) & 1 for b in range(LABELS)]  # record i's labels spell i in binary
-
-
-@pytest.fixture(scope="module")
-def service():
-  """An in-process dispatcher and two workers on 127.0.0.1: (grpc address, workers)."""
-  dispatcher = SERVICE.DispatchServer(SERVICE.DispatcherConfig(port=0))
-  port = dispatcher.target.rsplit(":", 1)[1]
-  workers = [SERVICE.WorkerServer(SERVICE.WorkerConfig(
-      dispatcher_address=f"127.0.0.1:{port}", worker_address="127.0.0.1:%port%"))
-      for _ in range(2)]
-  deadline = time.time() + 60
-  registered = dispatcher._num_workers  # pylint: disable=protected-access
-  while registered() < 2 and time.time() < deadline:
-    time.sleep(0.1)
-  assert registered() == 2
-  yield f"grpc://127.0.0.1:{port}", workers
-  for server in workers + [dispatcher]:
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-  """40 records in 4 files: the service hands out files, so that it has several to hand out."""
-  folder = tmp_path_factory.mktemp("records")
-  write_records(folder / "r.tfrecord", 4, _id_labels, count=40)
-  return str(folder / "r.tfrecord-*")
-
-
-def _config(spec, **overrides):
-  return configs.ModelConfig(label_count=LABELS, target_height=32, target_width=32,
-                             resize_height=36, resize_width=36, batch_size=4,
-                             input_tfrecord_file=spec, **overrides)
-
-
-def _eval_pass(dataset):
-  """Counter of the image paths of one eval pass, and {path: labels}."""
-  seen, labels = collections.Counter(), {}
-  for _, batch_labels, paths in dataset:
-    for path, row in zip(paths.numpy(), batch_labels.numpy()):
-      seen[path.decode()] += 1
-      labels[path.decode()] = row.astype(int).tolist()
-  return seen, labels
-
-
-def test_an_eval_pass_over_two_workers_sees_each_record_as_often_as_without(service, shards):
-  address, _ = service
-  config = _config(shards)
-  direct, direct_labels = _eval_pass(build_dataset(config, "eval"))
-  served, served_labels = _eval_pass(build_dataset(config, "eval",
-                                                   service=input_service.Service(address)))
-  assert sum(direct.values()) == 40 and set(direct.values()) == {1}
-  assert served == direct
-  assert served_labels == direct_labels == {f"img{i}.jpg": _id_labels(i) for i in range(40)}
-
-
-def test_two_trainers_sharing_a_job_split_the_records_without_duplicates(service, shards):
-  """Two input pipelines of a multi-worker run (InputContext 2 of 2) join one job: each record
-  goes to exactly one of them, though each would read every file on its own."""
-  address, _ = service
-  config = _config(shards)
-  shared = input_service.Service(address, job_name="test-shared-eval-pass")
-  iterators = [iter(build_dataset(config, "eval", input_context=tf.distribute.InputContext(
-      2, i, 2), service=shared)) for i in range(2)]
-  seen = [collections.Counter(), collections.Counter()]
-  live = [0, 1]
-  while live:  # take turns, as two trainers stepping together would
-    for i in list(live):
-      try:
-        _, _, paths = next(iterators[i])
-      except StopIteration:
-        live.remove(i)
-        continue
-      seen[i].update(p.decode() for p in paths.numpy())
-  assert seen[0] + seen[1] == collections.Counter(f"img{i}.jpg" for i in range(40))
-  assert not set(seen[0]) & set(seen[1])
-
-
-def test_train_batches_are_whole_and_randaugment_runs_on_the_workers(service, shards):
-  """Keras's RandAugment layers are part of the graph the workers get; the trainer batches."""
-  address, _ = service
-  config = _config(shards, augmentation="randaugment")
-  served = input_service.Service(address, job_name="test-randaugment")
-  for images, labels in build_dataset(config, "train", seed=0, service=served).take(3):
-    assert images.shape == (4, 32, 32, 3) and labels.shape == (4, LABELS)
-    assert -1.0 <= float(tf.reduce_min(images)) < float(tf.reduce_max(images)) <= 1.0
-    ids = labels.numpy() @ 2 ** np.arange(LABELS)
-    assert set(ids.astype(int)) <= set(range(40))
-
-
-def test_a_pipeline_the_service_refuses_is_one_config_error(service):
-  address, _ = service
-  options = tf.data.Options()
-  options.experimental_external_state_policy = tf.data.experimental.ExternalStatePolicy.FAIL
-  stateful = tf.data.Dataset.range(4).map(lambda x: x + tf.random.uniform([], 0, 2, tf.int64))
-  with pytest.raises(errors.ConfigError, match=r"^--data_service_address: a test pipeline "
-                     r"cannot run on the tf\.data service \(") as raised:
-    input_service.Service(address).distribute(stateful.with_options(options), "a test pipeline")
-  assert "\n" not in str(raised.value)
-
-
-def test_addresses_and_what_answers_there(service):
-  address, workers = service
-  assert input_service.check_dispatcher(address, 10) == 2
-  for bad in ("localhost", "http://a:1", "grpc://a:0", "a:99999", "grpc://a:b"):
-    with pytest.raises(errors.ConfigError, match=f"--data_service_address={bad!r}: "):
-      input_service.check_dispatcher(bad, 10)
-  with pytest.raises(errors.ConfigError, match="--data_service_timeout_secs=0: expected > 0"):
-    input_service.check_dispatcher(address, 0)
-  worker = workers[0]._address  # pylint: disable=protected-access
-  with pytest.raises(errors.DataError, match=f"{worker!r} answers, but not as a tf.data "
-                     "dispatcher: UNIMPLEMENTED"):
-    input_service.check_dispatcher(worker, 10)
-
-
+@pytest.mark.slow
 def test_a_dead_dispatcher_is_one_line_within_the_timeout(shards, tmp_path, capsys):
   dead = f"grpc://127.0.0.1:{free_ports(1)[0]}"  # nothing listens there
   argv = [f"--label_count={LABELS}", f"--input_tfrecord_file={shards}", "--gpu_id=-1",
@@ -172,13 +52,15 @@ def test_a_dead_dispatcher_is_one_line_within_the_timeout(shards, tmp_path, caps
   assert status == 1 and err.strip() == expected
 
 
+@pytest.mark.slow
 def test_train_through_the_service_stops_on_sigterm_and_resumes(service, tmp_path,
                                                                monkeypatch):
   """train.py (a process of its own) trains through the two workers until SIGTERM, saves its
   step, and a second run resumes from it, one more step through the service in a job of its
   own."""
   address, _ = service
-  data = write_records(tmp_path / "train.tfrecord", 2, _id_labels, count=16)
+  data = write_records(tmp_path / "train.tfrecord", [_id_labels(i) for i in range(16)],
+                       side=64, num_shards=2)
   train_dir = str(tmp_path / "train")
   argv = [f"--label_count={LABELS}", f"--input_tfrecord_file={tmp_path}/train.tfrecord-*",
           f"--train_dir={train_dir}", "--target_height=32", "--target_width=32",
@@ -206,6 +88,7 @@ def test_train_through_the_service_stops_on_sigterm_and_resumes(service, tmp_pat
       "global_step/.ATTRIBUTES/VARIABLE_VALUE") == last + 1
 
 
+@pytest.mark.slow
 def test_evaluate_through_the_service_gives_the_direct_metrics_and_rows(service, tmp_path,
                                                                        capsys):
   """evaluate.py --run_once on a random-weights train dir, without and with the service: the
@@ -213,7 +96,8 @@ def test_evaluate_through_the_service_gives_the_direct_metrics_and_rows(service,
   address, _ = service
   train_dir = inference_fixture.build(str(tmp_path / "fixture")).train_dir
   labels_of = lambda i: [i % 2, (i >> 1) % 2, int(i % 3 == 0)]
-  write_records(tmp_path / "eval.tfrecord", 4, labels_of, count=24)
+  write_records(tmp_path / "eval.tfrecord", [labels_of(i) for i in range(24)], side=64,
+                num_shards=4)
   runs = {}
   for name, extra in (("direct", []), ("service", [f"--data_service_address={address}"])):
     out = tmp_path / name
@@ -247,7 +131,9 @@ def _read_until(proc, needle, lines):
   raise AssertionError("".join(lines))
 
 
-def test_data_service_script_serves_a_randaugment_pipeline_and_stops_on_sigterm(shards, tmp_path):
+@pytest.mark.slow
+def test_data_service_script_serves_a_randaugment_pipeline_and_stops_on_sigterm(shards, tmp_path,
+                                                                            service_config):
   """The script's dispatcher (fault-tolerant, with a journal) and a worker, each a process:
   status lines, a train pipeline with Keras layers run in another process, a clean stop."""
   port = free_ports(1)[0]
@@ -263,7 +149,7 @@ def test_data_service_script_serves_a_randaugment_pipeline_and_stops_on_sigterm(
     procs.append(worker)
     _read_until(worker, "registered with", logs["worker"])
     _read_until(dispatcher, "1 worker(s) registered", logs["dispatcher"])
-    config = _config(shards, augmentation="randaugment")
+    config = service_config(shards, augmentation="randaugment")
     served = input_service.Service(f"grpc://127.0.0.1:{port}", job_name="script-test")
     images, _ = next(iter(build_dataset(config, "train", seed=0, service=served)))
     assert images.shape == (4, 32, 32, 3)

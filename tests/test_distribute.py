@@ -1,4 +1,7 @@
-"""tf.distribute in train.py: strategies, input sharding, and a real two-worker run on localhost.
+"""tf.distribute in train.py: the mirrored strategy's CPU fallback, and a real two-worker run on
+localhost. (The strategy and chief units are in tests/multilabel/test_runtime.py, input sharding
+in tests/multilabel/data/test_preprocessing.py, the two-replica loss in
+tests/multilabel/training/test_train_step.py.)
 
   .venv/bin/python -m pytest tests/test_distribute.py    # 1.5-3 min on 2 CPU cores
 
@@ -6,141 +9,26 @@ The two-worker test starts two train.py processes with their own TF_CONFIG (free
 CPU only) beside a single-process run with the same global batch, and compares them step by step.
 """
 import glob
-import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
-import types
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
 
-import configs
 import evaluate
 import multi_label_classification_model as mlc
-from multilabel import runtime
-from multilabel.data import records
-from multilabel.training import optimizers, train_step
-from multi_label_classification_model import MultiLabelClassificationModel
-from multilabel.data.preprocessing import build_dataset, input_files
-from run_helpers import read_scalars
 import train
+from multilabel import runtime
+from tests.helpers import REPO, const_feature_checkpoint, free_ports, read_scalars, write_records
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Every test here trains with train.py, in process or as several processes: the slow tier.
+pytestmark = pytest.mark.slow
 PROCESS_TIMEOUT = 240  # seconds for the train.py processes
 SMALL = ["--target_height=64", "--target_width=64", "--resize_height=72", "--resize_width=72"]
-
-
-def jpeg(rng, size=64):
-  buffer = io.BytesIO()
-  Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(buffer, "JPEG")
-  return buffer.getvalue()
-
-
-def write_records(path, num_shards, labels_of, count=32, seed=0):
-  """`count` random 64x64 JPEG records dealt round-robin into `num_shards` files; record i has
-  path "img<i>.jpg" and labels labels_of(i). Returns the shard paths."""
-  rng = np.random.default_rng(seed)
-  paths = records.shard_paths(str(path), num_shards)
-  examples = [records.make_example(f"img{i}.jpg", jpeg(rng), labels_of(i)) for i in range(count)]
-  for shard, shard_path in enumerate(paths):
-    with records.atomic_tfrecord_writer(shard_path) as writer:
-      for example in examples[shard::num_shards]:
-        writer.write(example.SerializeToString())
-  return paths
-
-
-def free_ports(count):
-  """Distinct free loopback ports: bound to 127.0.0.1:0 together, then released."""
-  sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
-  try:
-    for s in sockets:
-      s.bind(("127.0.0.1", 0))
-    return [s.getsockname()[1] for s in sockets]
-  finally:
-    for s in sockets:
-      s.close()
-
-
-# ---------------------------------------------------------------------------------------------
-# make_strategy, is_chief, is_multi_worker
-
-def test_make_strategy_names_and_errors(monkeypatch):
-  assert runtime.make_strategy("default") is tf.distribute.get_strategy()
-  monkeypatch.delenv("TF_CONFIG", raising=False)
-  with pytest.raises(ValueError, match="TF_CONFIG"):
-    runtime.make_strategy("multi_worker")
-  with pytest.raises(ValueError, match="'horovod'"):
-    runtime.make_strategy("horovod")
-
-
-def _with_cluster(cluster, task_type, task_id):
-  resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
-      tf.train.ClusterSpec(cluster), task_type=task_type, task_id=task_id)
-  return types.SimpleNamespace(cluster_resolver=resolver)
-
-
-def test_chief_is_worker_0_unless_the_cluster_has_a_chief():
-  workers = {"worker": ["a:1", "b:1"]}
-  assert runtime.is_chief(_with_cluster(workers, "worker", 0))
-  assert not runtime.is_chief(_with_cluster(workers, "worker", 1))
-  with_chief = {"chief": ["c:1"], "worker": ["a:1"]}
-  assert runtime.is_chief(_with_cluster(with_chief, "chief", 0))
-  assert not runtime.is_chief(_with_cluster(with_chief, "worker", 0))
-  assert runtime.is_chief(tf.distribute.get_strategy())
-  assert runtime.is_multi_worker(_with_cluster(workers, "worker", 1))
-  assert not runtime.is_multi_worker(_with_cluster({"worker": ["a:1"]}, "worker", 0))
-  assert not runtime.is_multi_worker(tf.distribute.get_strategy())
-
-
-# ---------------------------------------------------------------------------------------------
-# Input sharding: each pipeline reads its own files when there are enough, else its own records.
-
-ID_BITS = 6  # labels spell the record number in binary, so train batches (no paths) name records
-
-
-def _id_labels(i):
-  return [(i >> b) & 1 for b in range(ID_BITS)]
-
-
-@pytest.mark.parametrize("num_files, pipelines, by_file", [
-    (2, 2, True), (3, 2, True), (1, 2, False), (2, 3, False)])
-def test_each_input_pipeline_reads_a_disjoint_part(tmp_path, num_files, pipelines, by_file):
-  count = 24
-  paths = write_records(tmp_path / "r.tfrecord", num_files, _id_labels, count=count)
-  spec = str(tmp_path / "r.tfrecord*")
-  config = configs.ModelConfig(label_count=ID_BITS, target_height=64, target_width=64,
-                               resize_height=72, resize_width=72, batch_size=4,
-                               input_tfrecord_file=spec)
-  weights = 2 ** np.arange(ID_BITS)
-  parts = []
-  for i in range(pipelines):
-    context = tf.distribute.InputContext(pipelines, i, pipelines)
-    files, shard_records = input_files(spec, context)
-    assert shard_records == (not by_file)
-    assert files == (paths[i::pipelines] if by_file else paths)
-    # eval: one pass, with the paths
-    seen = [int(p.decode()[3:-4]) for _, _, batch in build_dataset(config, "eval",
-                                                                    input_context=context)
-            for p in batch.numpy()]
-    assert len(seen) == len(set(seen))
-    parts.append(set(seen))
-    # train (shuffled, repeated, augmented): two passes' worth stays within this part
-    train_ids = set()
-    for _, labels in build_dataset(config, "train", input_context=context, seed=0).take(
-        2 * len(seen) // config.batch_size + 1):
-      train_ids.update((labels.numpy() @ weights).astype(int).tolist())
-    assert train_ids == set(seen)
-  assert set().union(*parts) == set(range(count))
-  assert sum(len(p) for p in parts) == count  # disjoint
-  if by_file:  # record r is in file r % num_files; pipeline i reads files i, i + pipelines, ...
-    for i, part in enumerate(parts):
-      assert part == {r for r in range(count) if r % num_files % pipelines == i}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -152,7 +40,7 @@ def test_mirrored_falls_back_to_one_cpu_replica_and_matches_default(tmp_path, ca
   varied labels make them depend on every input."""
   rng = np.random.default_rng(1)
   labels = rng.integers(0, 2, (32, 3))
-  data = write_records(tmp_path / "train.tfrecord", 1, lambda i: labels[i])[0]
+  data = write_records(tmp_path / "train.tfrecord", labels, side=64, num_shards=1)[0]
   args = ["--label_count=3", f"--input_tfrecord_file={data}", "--batch_size=4",
           "--number_of_steps=3", "--log_every_n_steps=1", "--num_parallel_calls=1",
           "--optimizer=SGD", "--learning_rate=0.01", "--image_summary_steps=0", *SMALL]
@@ -177,17 +65,6 @@ def test_mirrored_falls_back_to_one_cpu_replica_and_matches_default(tmp_path, ca
 
 # ---------------------------------------------------------------------------------------------
 # A real two-worker MultiWorkerMirroredStrategy run on localhost
-
-def _const_feature_checkpoint(prefix, depth=2048, seed=1):
-  """A slim-format (name-based) backbone checkpoint with postnorm gamma = 0 and beta > 0: batch
-  norm then outputs beta whatever its input, so the frozen backbone's features are the same
-  constant for every image, augmented or not. Returns beta."""
-  beta = np.random.default_rng(seed).uniform(0.0, 1.0, depth).astype(np.float32)
-  tf.raw_ops.SaveV2(prefix=str(prefix),
-                    tensor_names=["resnet_v2_50/postnorm/gamma", "resnet_v2_50/postnorm/beta"],
-                    shape_and_slices=["", ""], tensors=[tf.zeros([depth]), tf.constant(beta)])
-  return beta
-
 
 def _start(args, log_path, env):
   log = open(log_path, "w")
@@ -269,9 +146,10 @@ def test_two_workers_on_localhost_match_one_process_with_the_global_batch(tmp_pa
   test_each_input_pipeline_reads_a_disjoint_part; here there are 2 files, so each worker reads one.
   """
   labels = [1, 0, 1]
-  data = write_records(tmp_path / "data" / "train.tfrecord", 2, lambda i: labels)
+  data = write_records(tmp_path / "data" / "train.tfrecord", [labels] * 32, side=64,
+                       num_shards=2)
   base = tmp_path / "base" / "const.ckpt"
-  beta = _const_feature_checkpoint(base)
+  beta = const_feature_checkpoint(base)
   spec = str(tmp_path / "data" / "train.tfrecord-*")
   common = ["train.py", "--label_count=3", f"--input_tfrecord_file={spec}", "--number_of_steps=4",
             "--log_every_n_steps=1", "--save_checkpoint_steps=2", "--optimizer=SGD",
@@ -342,71 +220,3 @@ def test_two_workers_on_localhost_match_one_process_with_the_global_batch(tmp_pa
   result = json.loads((eval_dir / "metrics.jsonl").read_text().splitlines()[-1])
   assert (result["checkpoint"], result["global_step"], result["num_images"]) == ("ckpt-4", 4, 16)
   np.testing.assert_allclose(result["loss"], _eval_loss_oracle(head, beta, labels), rtol=1e-5)
-
-
-# ---------------------------------------------------------------------------------------------
-# Unknown (-1) labels under two replicas: the loss averages the global batch's known entries
-
-TWO_REPLICA_SCRIPT = r"""
-import json, sys
-import numpy as np
-import tensorflow as tf
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-import configs
-from multi_label_classification_model import MultiLabelClassificationModel
-from multilabel.training import optimizers, train_step
-
-tf.random.set_seed(0)
-images = np.random.default_rng(0).uniform(-1, 1, (8, 64, 64, 3)).astype(np.float32)
-labels = np.array(json.loads(sys.argv[1]), np.float32)
-backbone = sys.argv[2]  # constant features: what the head sees depends on nothing random
-train_config = configs.TrainConfig(optimizer="SGD", learning_rate=0.05, clip_gradients=0.0)
-results, start = {}, None
-for name, devices in (("one", None), ("two", ["/cpu:0", "/cpu:1"])):
-  strategy = tf.distribute.MirroredStrategy(devices) if devices else tf.distribute.get_strategy()
-  replicas = strategy.num_replicas_in_sync
-  model_config = configs.ModelConfig(label_count=3, target_height=64, target_width=64,
-                                     batch_size=8 // replicas)
-  with strategy.scope():
-    model = MultiLabelClassificationModel(model_config)
-    optimizer = optimizers.make_optimizer(train_config, model.trainable_variables)
-  if start is None:
-    model.restore_backbone(backbone)
-    start = [v.numpy() for v in model.variables]
-  for v, value in zip(model.variables, start):  # both runs start from one state
-    v.assign(value)
-  step = train_step.make_train_step(model, optimizer, None, strategy, model_config, train_config)
-  # the global batch of 8, split 4 + 4 in order over two replicas
-  dataset = tf.data.Dataset.from_tensors((images, labels)).repeat()
-  iterator = iter(strategy.experimental_distribute_dataset(dataset))
-  losses = [float(step(iterator)[0]["loss/classification"]) for _ in range(3)]
-  results[name] = {"replicas": replicas, "losses": losses,
-                   "head": [v.numpy().ravel().tolist() for v in model.trainable_variables]}
-print(json.dumps(results))
-"""
-
-
-def test_two_replicas_average_the_known_entries_of_the_global_batch(tmp_path):
-  """MirroredStrategy over two logical CPUs (its own process: logical devices must be set before
-  TensorFlow starts) against one replica on the same global batch of 8, 3 SGD steps from the same
-  weights. Replica 0's half is mostly -1 (one row all -1), replica 1's all known: a mean over each
-  replica's own known entries would weigh the halves differently, and change the loss and every
-  update. The frozen backbone's features are a constant (see _const_feature_checkpoint)."""
-  labels = [[-1, -1, -1], [1, -1, -1], [-1, 0, -1], [-1, -1, 1],
-            [1, 0, 1], [0, 1, 1], [1, 1, 0], [0, 0, 1]]
-  backbone = tmp_path / "const.ckpt"
-  _const_feature_checkpoint(backbone)
-  result = subprocess.run([sys.executable, "-c", TWO_REPLICA_SCRIPT, json.dumps(labels),
-                           str(backbone)],
-                          cwd=REPO, capture_output=True, text=True, timeout=PROCESS_TIMEOUT,
-                          env=dict(os.environ, CUDA_VISIBLE_DEVICES="-1", TF_CPP_MIN_LOG_LEVEL="2",
-                                   PYTHONPATH=REPO))
-  assert result.returncode == 0, result.stderr[-3000:]
-  runs = json.loads(result.stdout.splitlines()[-1])
-  one, two = runs["one"], runs["two"]
-  assert (one["replicas"], two["replicas"]) == (1, 2)
-  assert len(set(one["losses"])) == 3 and one["losses"][2] < one["losses"][0]  # it trained
-  np.testing.assert_allclose(two["losses"], one["losses"], rtol=1e-5)
-  for got, want in zip(two["head"], one["head"], strict=True):
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)

@@ -1,6 +1,7 @@
 """One error style: each user mistake ends in one `error: ...` line, exit status 2 (configuration)
 or 1 (data), and no traceback; a bug still raises. Each case runs its script's main through
-errors.run, as `python <script>.py` does; three run as real processes.
+errors.run, as `python <script>.py` does; three run as real processes. (errors.run's own tests
+are in tests/multilabel/test_errors.py.)
 
 The model cases use inference_fixture's train dir (3 labels, 64x96, random weights); the records
 hold 4 labels.
@@ -17,17 +18,15 @@ import types
 import numpy as np
 import pytest
 
-from multilabel import errors
 import evaluate
 import export_saved_model
 import inference
-import inference_fixture as fx
 import read_tfrecord
-from run_helpers import write_records
 import threshold_calibration
 import train
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from multilabel import errors
+from tests import inference_fixture as fx
+from tests.helpers import REPO, assert_one_error_line, write_records
 
 
 @pytest.fixture(scope="module")
@@ -192,14 +191,6 @@ CASES = {
 }
 
 
-def assert_one_error_line(status, err, want_status, says):
-  """The exit status, a last line `error: ...` saying `says`, no other error line, no traceback."""
-  lines = err.rstrip("\n").splitlines()
-  assert status == want_status, err
-  assert lines and lines[-1].startswith("error: ") and says in lines[-1], err
-  assert sum(line.startswith("error:") for line in lines) == 1 and "Traceback" not in err, err
-
-
 @pytest.mark.parametrize("case", list(CASES))
 def test_each_mistake_is_one_line_and_its_status(paths, capsys, case):
   main, argv, want_status, says = CASES[case]
@@ -221,6 +212,7 @@ def test_demo_report_without_the_demo_output(tmp_path, capsys):
                         "label_names.txt: no such file")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script, argv, want_status, says", [
     ("train.py", [], 2, "label_count=0: set --label_count"),
     ("threshold_calibration.py", ["--label_file=no_such.txt", "--score_file=x"], 1,
@@ -231,44 +223,6 @@ def test_the_real_process(paths, script, argv, want_status, says):
                           capture_output=True, text=True, timeout=300,
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
   assert_one_error_line(result.returncode, result.stderr, want_status, says)
-
-
-def test_a_bug_still_raises_with_its_traceback():
-  def main(argv):
-    return {}["no such key"]  # a bug, not a user's mistake
-  with pytest.raises(KeyError):
-    errors.run(main, [])
-
-
-def test_details_come_before_the_one_error_line(capsys):
-  def main(argv):
-    print("working")
-    raise errors.DataError("2 bad lines, listed above", ["a.txt:1: bad", "a.txt:3: bad"])
-  with pytest.raises(SystemExit) as info:
-    errors.run(main, [])
-  out, err = capsys.readouterr()
-  assert info.value.code == 1 and out == "working\n"
-  assert err == "a.txt:1: bad\na.txt:3: bad\nerror: 2 bad lines, listed above\n"
-
-
-def test_the_classes_are_what_library_callers_catch():
-  assert errors.ConfigError.status == 2 and errors.DataError.status == 1
-  assert issubclass(errors.ConfigError, ValueError) and issubclass(errors.DataError, ValueError)
-  missing = errors.MissingFileError("x: no such file")
-  assert isinstance(missing, FileNotFoundError) and isinstance(missing, errors.DataError)
-  assert str(missing) == "x: no such file" and missing.status == 1
-
-
-def test_a_full_disk_no_write_caught_is_still_one_line(capsys):
-  def main(argv):
-    print("working")
-    raise OSError(28, "No space left on device", "/data/out/big.bin")
-  with pytest.raises(SystemExit) as info:
-    errors.run(main, [])
-  assert_one_error_line(info.value.code, capsys.readouterr().err, 1,
-                        "no space left on device writing /data/out/big.bin")
-  with pytest.raises(PermissionError):  # any other OSError is no user's mistake we know of
-    errors.run(lambda argv: (_ for _ in ()).throw(PermissionError(13, "denied")), [])
 
 
 @pytest.mark.parametrize("script", ["train", "evaluate", "read_tfrecord"])

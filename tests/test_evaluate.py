@@ -3,6 +3,7 @@
 One module fixture starts train.py and evaluate.py as two processes, as a user would; the other
 tests evaluate that run's checkpoints in-process. Oracles: sklearn's metrics on the written score
 and label files, the records' own labels, the model restored by hand, TensorBoard's event files.
+(The AP chart's layout on hand values is tested in tests/multilabel/test_summaries.py.)
 
   .venv/bin/python -m pytest tests/test_evaluate.py
 """
@@ -12,7 +13,6 @@ import io
 import json
 import math
 import os
-import pathlib
 import re
 import shutil
 import subprocess
@@ -26,15 +26,14 @@ import tensorflow as tf
 from sklearn.metrics import average_precision_score, precision_score, recall_score
 
 import configs
+import evaluate
 import multi_label_classification_model as mlc
-from multilabel import arguments, checkpoints, config_files, errors, summaries
+import threshold_calibration
+from multilabel import arguments, checkpoints, config_files
 from multi_label_classification_model import MultiLabelClassificationModel
 from multilabel.data.preprocessing import build_dataset
-import evaluate
-from run_helpers import run_captured, write_records
-import threshold_calibration
-
-REPO = pathlib.Path(__file__).resolve().parents[1]
+from tests.helpers import (REPO, chart_geometry_matches, eval_events, pr_counts_checked,
+                           run_captured, write_records)
 LABELS = 4
 PRF = ("CP", "CR", "CF1", "OP", "OR", "OF1")
 FIELDS = ("global_step", "loss", "mAP", "per_label_ap", *PRF, *(f"{n}_top3" for n in PRF))
@@ -115,6 +114,7 @@ def run(tmp_path_factory):
   return paths
 
 
+@pytest.mark.slow
 def test_evaluator_beside_trainer_evaluates_two_checkpoints_and_stops(run):
   assert run["train_status"] == 0, run["train_log"]
   assert run["eval_status"] == 0, run["eval_log"]
@@ -129,6 +129,7 @@ def test_evaluator_beside_trainer_evaluates_two_checkpoints_and_stops(run):
                      run["eval_log"])
 
 
+@pytest.mark.slow
 def test_metrics_jsonl_fields_match_sklearn(run):
   results = read_jsonl(os.path.join(run["eval_dir"], evaluate.METRICS_FILE))
   for r in results:
@@ -161,6 +162,7 @@ def test_metrics_jsonl_fields_match_sklearn(run):
       assert last[name + suffix] == pytest.approx(value, abs=1e-9), name + suffix
 
 
+@pytest.mark.slow
 def test_best_holds_a_restorable_checkpoint_config_and_metrics(run):
   results = read_jsonl(os.path.join(run["eval_dir"], evaluate.METRICS_FILE))
   best_dir = os.path.join(run["eval_dir"], evaluate.BEST_DIR)
@@ -182,6 +184,7 @@ def test_best_holds_a_restorable_checkpoint_config_and_metrics(run):
   assert not glob.glob(best_dir + ".*")  # no staging left behind
 
 
+@pytest.mark.slow
 def test_eval_tensorboard_scalars_and_per_label_ap(run):
   tags = {}
   for path in glob.glob(os.path.join(run["eval_dir"], "events.out.tfevents.*")):
@@ -196,6 +199,7 @@ def test_eval_tensorboard_scalars_and_per_label_ap(run):
   assert "per_label_ap/label_0" not in tags  # None: the label has no positives
 
 
+@pytest.mark.slow
 def test_run_once_checkpoint_path_score_files_and_ema_weights(run, tmp_path):
   prefix = os.path.join(run["train_dir"], "ckpt-10")
   scores_file, labels_file = str(tmp_path / "s.txt"), str(tmp_path / "l.txt")
@@ -226,6 +230,7 @@ def test_run_once_checkpoint_path_score_files_and_ema_weights(run, tmp_path):
   assert np.abs(raw - written).max() > 1e-3
 
 
+@pytest.mark.slow
 def test_deleted_checkpoints_under_the_evaluator_are_skipped(run, tmp_path, monkeypatch):
   """train.py's max_to_keep deletes old checkpoints under the evaluator: the first before the
   model is even built, the next with only its data file gone: each is logged and skipped. One is
@@ -305,6 +310,7 @@ def copy_run(run, folder, names):
   return folder
 
 
+@pytest.mark.slow
 def test_every_listed_checkpoint_is_evaluated_and_the_best_survives_its_deletion(
     run, tmp_path, monkeypatch):
   """Four checkpoints listed at once (train.py saved faster than the evaluator looked), each
@@ -340,6 +346,7 @@ def test_every_listed_checkpoint_is_evaluated_and_the_best_survives_its_deletion
                       os.path.join(run["train_dir"], best["checkpoint"]))
 
 
+@pytest.mark.slow
 def test_a_kill_during_the_best_write_then_a_restart_leaves_the_best_in_best(run, tmp_path):
   """evaluate.py killed (SIGKILL, no clean-up) while putting best/ in place: the restarted
   evaluator evaluates that checkpoint again, since metrics.jsonl had not recorded it, and best/
@@ -396,6 +403,7 @@ def test_recover_best_after_a_kill_between_the_two_renames(tmp_path, capsys):
   assert (best / "metrics.json").read_text() == '{"mAP": 0.5}'
 
 
+@pytest.mark.slow
 def test_eval_set_without_positives_gives_no_map_and_no_best(run, tmp_path):
   eval_data = write_records(tmp_path / "negatives.tfrecord", np.zeros((6, LABELS), int), seed=3)
   eval_dir = tmp_path / "eval"
@@ -411,6 +419,7 @@ def test_eval_set_without_positives_gives_no_map_and_no_best(run, tmp_path):
   assert not os.path.exists(eval_dir / evaluate.BEST_DIR)  # nothing to rank it by
 
 
+@pytest.mark.slow
 def test_unknown_labels_are_kept_and_skipped_label_by_label(run, tmp_path):
   """The eval images again (same seed), with a third of their labels hidden as -1: the label
   file keeps the -1s, each metric is sklearn's on the known subset of its column, and the loss is
@@ -464,6 +473,7 @@ def test_already_evaluated_ignores_a_line_cut_short(tmp_path, capsys):
   assert f"{evaluate.METRICS_FILE}:2: not a metrics record" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_names_from_config_json_reach_the_eval_config_tensorboard_and_calibration(run, tmp_path):
   """train.py's config.json holds the label names: evaluate.py uses them and saves
   eval_config.json (its EvalConfig, the model config it ran and the names), and
@@ -507,42 +517,7 @@ def test_names_from_config_json_reach_the_eval_config_tensorboard_and_calibratio
   assert [line.split(":")[0].strip() for line in lines[start:start + 4]] == names
 
 
-def eval_events(eval_dir):
-  """{tag: {step: (plugin name, tensor)}} from evaluate.py's event files."""
-  found = {}
-  for path in glob.glob(os.path.join(eval_dir, "events.out.tfevents.*")):
-    for event in tf.compat.v1.train.summary_iterator(path):
-      for value in event.summary.value:
-        found.setdefault(value.tag, {})[event.step] = (
-            value.metadata.plugin_data.plugin_name, tf.make_ndarray(value.tensor))
-  return found
-
-
-def chart_geometry_matches(image, per_label_ap, mean_ap):
-  """Checks the chart against its documented layout: each bar's height from its AP (sorted), and
-  the red mAP row in the gap after the first bar."""
-  bar, plot, margin = (summaries.CHART_BAR, summaries.CHART_PLOT,
-                       summaries.CHART_MARGIN)
-  colours = summaries.CHART_COLOURS
-  aps = sorted((ap for ap in per_label_ap if ap is not None), reverse=True)
-  assert image.shape == (plot + 2 * margin, 2 * margin + len(aps) * (bar + 1) - 1, 3)
-  bottom = margin + plot
-  for j, ap in enumerate(aps):
-    for column in (margin + j * (bar + 1), margin + j * (bar + 1) + bar - 1):
-      is_bar = np.all(image[:, column] == colours["bar"], axis=-1)
-      assert np.array_equal(np.flatnonzero(is_bar), np.arange(bottom - round(ap * plot), bottom))
-  gap = margin + bar  # the column between the first two bars
-  red = np.flatnonzero(np.all(image[:, gap] == colours["mAP"], axis=-1))
-  assert red.tolist() == [bottom - round(mean_ap * plot)]
-
-
-def test_ap_chart_layout_on_hand_values():
-  per_label_ap = [0.5, None, 1.0, 0.25, 0.0]
-  image = summaries.ap_bar_chart(per_label_ap, 0.4375)
-  chart_geometry_matches(image, per_label_ap, 0.4375)
-  assert image.dtype == np.uint8 and (image[0] == 255).all()  # the margin stays white
-
-
+@pytest.mark.slow
 def test_tensorboard_pr_curve_per_label_and_the_ap_chart(run):
   """Each evaluation writes TensorBoard's pr_curve summary for every label (the no-positive one
   too) and one PNG bar chart of the per-label APs; the last one's counts at each of its 201
@@ -566,18 +541,3 @@ def test_tensorboard_pr_curve_per_label_and_the_ap_chart(run):
     counts = events[f"pr_curve/label_{j}"][max(results)][1][:4]  # [4, 201]
     checked += pr_counts_checked(counts, labels[:, j] == 1, scores[:, j])
   assert checked > 190 * LABELS
-
-
-def pr_counts_checked(counts, positive, scores_col):
-  """Asserts a pr_curve's [4, 201] TP, FP, TN, FN at each threshold t = k/200 against numpy's
-  (except within 1e-5 of a score, where the files' %.6f rounding could tip them); returns how
-  many thresholds it checked."""
-  checked = 0
-  for k in range(201):
-    if np.abs(scores_col - k / 200).min() < 1e-5:
-      continue
-    above = scores_col >= k / 200
-    assert counts[:, k].tolist() == [(above & positive).sum(), (above & ~positive).sum(),
-                                     (~above & ~positive).sum(), (~above & positive).sum()]
-    checked += 1
-  return checked

@@ -20,12 +20,12 @@ import tensorflow as tf
 
 import configs
 import evaluate
-from fault_helpers import (DAMAGES, assert_one_line, copy_checkpoints, output_files,
+from tests.fault_helpers import (DAMAGES, assert_one_line, copy_checkpoints, output_files,
                            read_only_folder, stop_while_working)
 from multi_label_classification_model import MultiLabelClassificationModel
 from multilabel import checkpoints, config_files, errors, files
 from multilabel.training import optimizers
-from run_helpers import run_script_main, write_records
+from tests.helpers import run_script_main, write_records
 
 LABELS = 4
 

@@ -11,8 +11,8 @@ import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
 import evaluate
-import inference_fixture as fx
-from run_helpers import run_captured, write_records
+from tests import inference_fixture as fx
+from tests.helpers import run_captured, write_records
 
 K = 2
 

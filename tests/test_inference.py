@@ -1,7 +1,9 @@
 """inference.py: 10-crop scores against the model run by hand on numpy-made crops, the score file
 and predictions.csv, unreadable images, the image-list hook, and checkpoint resolution (train dir,
 eval best/ dir, prefix; EMA weights). ResNet-50 v2 at 64x96 with random weights (see
-inference_fixture.py); inference.main runs in-process, three times in all."""
+inference_fixture.py; conftest.py's `trained`); inference.main runs in-process. (The views, the
+default resize and make_scorer are tested with their modules, in tests/multilabel/data/
+test_preprocessing.py and tests/multilabel/test_serving.py.)"""
 
 import contextlib
 import csv
@@ -17,11 +19,10 @@ import pytest
 
 import configs
 import create_tfrecord
-from multilabel import config_files, errors, serving
-from multilabel.data import preprocessing
 import inference
-import inference_fixture as fx
-from run_helpers import run_script_main
+from multilabel import config_files
+from tests import inference_fixture as fx
+from tests.helpers import run_script_main
 
 NAMES = ["cat", "dog", "bird"]
 ATOL = 1e-5  # graph vs eager float32 ResNet-50, and the score file's %.6f rounding (5e-7)
@@ -39,11 +40,6 @@ def run_main(args):
 def read_csv(path):
   with open(path, newline="") as f:
     return list(csv.reader(f))
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-  return fx.build(str(tmp_path_factory.mktemp("inference")))
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +97,7 @@ def prefix_max_run(trained):
 # ---------------------------------------------------------------------------------------------
 # Scores.
 
+@pytest.mark.slow
 def test_auto_xla_times_both_scorers_once_and_logs_its_choice(latest_run):
   """The default xla=auto: one 'scorer:' line with both timings; the scores (checked against the
   hand-made crops below) come from whichever it chose."""
@@ -109,10 +106,7 @@ def test_auto_xla_times_both_scorers_once_and_logs_its_choice(latest_run):
   assert re.search(r"XLA \d+\.\d+ s, plain \d+\.\d+ s a batch; using (XLA|plain)$", lines[0]), lines[0]
 
 
-def test_make_scorer_rejects_an_unknown_xla_value():
-  with pytest.raises(ValueError, match="xla='yes'"):
-    serving.make_scorer(None, "mean", "yes")
-
+@pytest.mark.slow
 def test_mean_equals_the_mean_over_hand_made_crops(latest_run, hand):
   scores = np.loadtxt(latest_run["scores"])
   for path, row in zip(latest_run["paths"], scores):
@@ -140,6 +134,7 @@ def test_the_ten_crops_differ(hand):
 # ---------------------------------------------------------------------------------------------
 # Output files.
 
+@pytest.mark.slow
 def test_score_file_format_round_trips(latest_run, hand):
   with open(latest_run["scores"]) as f:
     lines = f.read().splitlines()
@@ -159,6 +154,7 @@ def test_score_file_format_round_trips(latest_run, hand):
   np.testing.assert_allclose(scores, expected, atol=ATOL)  # rows in list order
 
 
+@pytest.mark.slow
 def test_corrupt_image_is_reported_marked_and_keeps_its_row(latest_run):
   bad = os.path.join(os.path.dirname(latest_run["paths"][0]), fx.CORRUPT)
   assert re.search(rf"unreadable image {re.escape(bad)}: \S", latest_run["log"])
@@ -169,6 +165,7 @@ def test_corrupt_image_is_reported_marked_and_keeps_its_row(latest_run):
   assert rows[latest_run["paths"].index(bad)][2:] == [""] * (fx.LABELS + 1)
 
 
+@pytest.mark.slow
 def test_predictions_csv_has_scores_and_label_names_above_the_thresholds(latest_run, hand):
   header, *rows = read_csv(latest_run["csv"])
   assert header == ["image_path", "status"] + NAMES + ["predicted_labels"]
@@ -197,28 +194,7 @@ def test_threshold_count_mismatch_is_a_clear_error_before_scoring(trained, tmp_p
 # ---------------------------------------------------------------------------------------------
 # The default resize follows the model (the original's 290/224 of the trained target size).
 
-DEFAULT_RESIZE = (83, 124)  # round(64 * 290 / 224), round(96 * 290 / 224)
-
-
-def test_the_resize_rule():
-  assert preprocessing.ten_crop_resize((0, 0), (224, 224)) == (290, 290)  # the original's 290 at 224
-  assert preprocessing.ten_crop_resize((0, 0), (64, 64)) == (83, 83)
-  assert preprocessing.ten_crop_resize((0, 0), fx.TARGET) == DEFAULT_RESIZE
-  assert preprocessing.ten_crop_resize((300, 0), fx.TARGET) == (300, 124)  # a given side wins
-  assert preprocessing.ten_crop_resize(fx.TARGET, fx.TARGET) == fx.TARGET  # crops of the whole image
-  with pytest.raises(errors.ConfigError, match=r"\(0, 90\) give a resize \(83, 90\) smaller "
-                                               r"than the model's \(64, 96\) crops"):
-    preprocessing.ten_crop_resize((0, 90), fx.TARGET)
-
-
-def test_default_crops_are_of_the_followed_resize(trained):
-  """preprocess_ten_crop at the default resize equals numpy's crops of an 83 x 124 resize."""
-  path = os.path.join(trained.image_dir, "d.png")
-  with open(path, "rb") as f:
-    crops = preprocessing.preprocess_ten_crop(f.read(), preprocessing.ten_crop_resize((0, 0), fx.TARGET), fx.TARGET)
-  np.testing.assert_allclose(crops.numpy(), fx.hand_ten_crops(path, DEFAULT_RESIZE), atol=1e-5)
-
-
+@pytest.mark.slow
 def test_defaults_score_crops_of_the_followed_resize(trained, tmp_path):
   """No resize flags: the 10-crop scores are the model's on numpy crops of an 83 x 124 resize
   (not of a 290 x 290 one, the old default whatever the model)."""
@@ -228,8 +204,8 @@ def test_defaults_score_crops_of_the_followed_resize(trained, tmp_path):
     assert inference.main(["--gpu_id=-1", f"--checkpoint_path={trained.prefix_a}",
                            f"--image_dir={trained.image_dir}", f"--inference_dir={tmp_path}",
                            "--xla=false"]) == 0
-  assert f"resize {DEFAULT_RESIZE}, 10 crops of {fx.TARGET}" in out.getvalue()
-  hand = fx.per_crop_scores(trained, "A", paths, DEFAULT_RESIZE)
+  assert f"resize {fx.DEFAULT_RESIZE}, 10 crops of {fx.TARGET}" in out.getvalue()
+  hand = fx.per_crop_scores(trained, "A", paths, fx.DEFAULT_RESIZE)
   rows = read_csv(tmp_path / "predictions.csv")[1:]
   scores = np.loadtxt(tmp_path / "scores.txt")
   checked = 0
@@ -242,6 +218,7 @@ def test_defaults_score_crops_of_the_followed_resize(trained, tmp_path):
   assert np.abs(at_290 - hand[paths[0]].mean(axis=0)).max() > 1e-3  # the resize shows
 
 
+@pytest.mark.slow
 def test_inference_config_ties_the_scores_to_what_produced_them(latest_run, trained):
   with open(latest_run["config"]) as f:
     saved = json.load(f)
@@ -274,6 +251,7 @@ def train_dir_with_config(trained, folder, edit):
   return folder
 
 
+@pytest.mark.slow
 def test_label_names_come_from_the_train_dir_config(trained, tmp_path):
   """A train dir whose config.json holds label names (as train.py writes it): predictions.csv
   and inference_config.json name the labels by them, with no --label_names_file."""
@@ -290,31 +268,7 @@ def test_label_names_come_from_the_train_dir_config(trained, tmp_path):
 # ---------------------------------------------------------------------------------------------
 # Views: the 10 crops for a model trained on crops, else the one view it trained on.
 
-@pytest.mark.parametrize("augmentation, views", [
-    ("seed", "ten"), ("crop_flip", "ten"), ("randaugment", "ten"), ("none", "one"),
-    ("flip", "one")])
-def test_auto_views_follow_the_training_augmentation(augmentation, views):
-  assert preprocessing.test_views("auto", augmentation) == views
-  assert preprocessing.test_views("ten", augmentation) == "ten"
-  assert preprocessing.test_views("one", augmentation) == "one"
-
-
-def test_unknown_views_is_an_error_naming_it():
-  with pytest.raises(errors.ConfigError, match="views='five'"):
-    preprocessing.test_views("five", "seed")
-
-
-def test_one_view_is_eval_preprocessing_exactly(trained):
-  config = configs.ModelConfig(label_count=fx.LABELS, target_height=fx.TARGET[0],
-                               target_width=fx.TARGET[1])
-  for name in fx.IMAGES:
-    with open(os.path.join(trained.image_dir, name), "rb") as f:
-      data = f.read()
-    one = preprocessing.preprocess_views(data, "one", (0, 0), fx.TARGET).numpy()
-    assert one.shape == (1, *fx.TARGET, 3)
-    np.testing.assert_array_equal(one[0], preprocessing.preprocess_eval(data, config).numpy())
-
-
+@pytest.mark.slow
 def test_a_model_trained_without_crops_is_scored_on_its_one_view(trained, tmp_path):
   """A train dir whose config.json says augmentation=none: the default views=auto scores each
   image once, resized to the target: the model's own output on the plain resize, by hand."""
@@ -343,6 +297,7 @@ def test_a_model_trained_without_crops_is_scored_on_its_one_view(trained, tmp_pa
 # ---------------------------------------------------------------------------------------------
 # Checkpoints.
 
+@pytest.mark.slow
 def test_train_dir_uses_its_latest_checkpoint_with_the_ema_weights(latest_run, hand):
   assert re.search(r"restored \S*/train/ckpt-20 \(step 20\)", latest_run["log"])
   scores = np.loadtxt(latest_run["scores"])
@@ -356,6 +311,7 @@ def test_prefix_restores_that_checkpoint(prefix_max_run):
   assert re.search(r"restored \S*/train/ckpt-10 \(step 10\)", prefix_max_run["log"])
 
 
+@pytest.mark.slow
 def test_eval_best_dir_alone_with_image_dir_alone(trained, hand):
   """best/ away from its train dir (its own config.json), scoring every image of image_dir."""
   output_dir = os.path.join(trained.root, "best_run")

@@ -21,12 +21,12 @@ import tensorflow as tf
 import configs
 import export_saved_model
 import inference
-import inference_fixture as fx
-from fault_helpers import (DAMAGES, assert_one_line, copy_checkpoints, output_files,
+from tests import inference_fixture as fx
+from tests.fault_helpers import (DAMAGES, assert_one_line, copy_checkpoints, output_files,
                            read_only_folder, stop_while_working)
 from multilabel import checkpoints, config_files, errors, runtime
 from multilabel.training import optimizers
-from run_helpers import run_script_main
+from tests.helpers import run_script_main
 
 
 @pytest.fixture(scope="module")

@@ -14,10 +14,10 @@ import time
 import numpy as np
 import pytest
 
-from image_bombs import BOMB_SIDE, jpeg_bomb, png_bomb
+from tests.image_bombs import BOMB_SIDE, jpeg_bomb, png_bomb
 import inference
-import inference_fixture as fx
-from run_helpers import run_script_main
+from tests import inference_fixture as fx
+from tests.helpers import run_script_main
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -6,7 +6,9 @@ The compute dtype runs through the backbone and the head while variables, logits
 stay float32; slim checkpoints restore into the float32 variables; mixed_float16 scales the loss
 dynamically and clips the true (unscaled) gradient, and its checkpoints carry the loss scale
 across a resume; a mixed_bfloat16 run trains and is evaluated and scored by evaluate.py and
-inference.py, which rebuild it, in bfloat16, from its config.json.
+inference.py, which rebuild it, in bfloat16, from its config.json. (The model's compute dtype and
+the slim restore are tested in tests/test_multi_label_classification_model.py, the train step's
+loss scaling in tests/multilabel/training/test_train_step.py.)
 """
 import io
 import json
@@ -17,173 +19,20 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-import configs
 import evaluate
 import inference
 import multi_label_classification_model as mlc
-from multilabel import checkpoints, config_files
-from multilabel.data import records
-from multilabel.training import optimizers, train_step
-from multilabel.training.losses import total_loss
-from multi_label_classification_model import MultiLabelClassificationModel
-from multilabel.data.preprocessing import build_dataset
-from run_helpers import read_scalars
-import resnet_utils
 import train
+from multilabel import checkpoints, config_files
+from multilabel.data.preprocessing import build_dataset
+from multi_label_classification_model import MultiLabelClassificationModel
+from tests.helpers import read_scalars, write_records
 
+# Both tests here are whole train.py runs (then evaluate.py and inference.py): the slow tier.
+pytestmark = pytest.mark.slow
 L = 3
 HALF = {"mixed_bfloat16": tf.bfloat16, "mixed_float16": tf.float16}
 SMALL = dict(label_count=L, target_height=64, target_width=64, resize_height=72, resize_width=72)
-
-
-def model_config(**overrides):
-  return configs.ModelConfig(**dict(SMALL, **overrides))
-
-
-# ---------------------------------------------------------------------------------------------
-# The compute dtype, end to end.
-
-COMPUTE_OPS = {"Conv2D", "FusedBatchNormV3", "Relu", "MaxPool", "BiasAdd", "AddV2"}
-
-
-@pytest.mark.parametrize("precision, training", [
-    ("float32", False), ("mixed_bfloat16", False), ("mixed_bfloat16", True),
-    ("mixed_float16", True)])  # training: fine-tuning, batch norm on batch statistics
-def test_compute_dtype_runs_through_backbone_and_head(precision, training):
-  """Every convolution, batch norm, ReLU, pool, bias and residual add on the [B, H, W, C] maps of
-  the traced forward pass (backbone and head) computes in the compute dtype; the logits, the
-  sigmoid and the loss are float32, as are all variables and their gradients."""
-  dtype = HALF.get(precision, tf.float32)
-  model = MultiLabelClassificationModel(model_config(precision=precision,
-                                                     train_base_network=training))
-  images = tf.TensorSpec([2, 64, 64, 3], tf.float32)
-  labels = tf.TensorSpec([2, L], tf.float32)
-
-  def forward(images, labels):
-    logits, end_points = model(images, training=training)
-    return logits, end_points["predictions"], total_loss(model, logits, labels)[0]
-
-  graph = tf.function(forward).get_concrete_function(images, labels).graph
-  forward_ops = graph.get_operations()
-  compute = [op for op in forward_ops
-             if op.type in COMPUTE_OPS and op.outputs[0].shape.rank == 4]
-  # 53 convolutions in ResNet-50 v2 (conv1, 16 units x 3, 4 shortcuts) + the head's 3
-  n_convs = sum(isinstance(m, resnet_utils.Conv2D) for m in model.submodules)
-  assert n_convs == 56 and sum(op.type == "Conv2D" for op in compute) == n_convs
-  assert sum(op.type == "FusedBatchNormV3" for op in compute) == 49  # 16 units x 3 + postnorm
-  assert sum(op.type == "AddV2" for op in compute) == 16  # one residual add per unit
-  wrong = sorted({(op.type, op.get_attr("T").name) for op in compute
-                  if op.get_attr("T") != dtype})
-  assert not wrong, f"ops not in {dtype.name}: {wrong}"
-  sigmoids = [op for op in forward_ops if op.type == "Sigmoid"]
-  assert sigmoids and all(op.get_attr("T") == tf.float32 for op in sigmoids)
-  assert all(t.dtype == tf.float32 for t in graph.structured_outputs)  # logits, sigmoid, loss
-  assert {v.dtype for v in model.variables} == {tf.float32}
-  x, y = tf.random.uniform([2, 64, 64, 3], -1, 1), tf.ones([2, L])
-  with tf.GradientTape() as tape:
-    loss = forward(x, y)[2]
-  grads = tape.gradient(loss, model.trainable_variables)
-  assert len(grads) == len(model.trainable_variables)
-  assert (len(grads) > 6) == training  # the head's 3 weights + 3 biases, unless fine-tuning
-  assert all(g is not None and g.dtype == tf.float32 for g in grads)
-
-
-def test_bad_precision_is_refused():
-  with pytest.raises(ValueError, match="precision='float64'"):
-    MultiLabelClassificationModel(model_config(precision="float64"))
-
-
-# ---------------------------------------------------------------------------------------------
-# A slim (name-based) checkpoint restores into float32 variables under mixed precision.
-
-def save_name_based(prefix, variables):
-  """Writes `variables` as a TF1/slim checkpoint: one tensor per variable, keyed by its name."""
-  tf.raw_ops.SaveV2(prefix=str(prefix), tensor_names=[v.name[:-2] for v in variables],
-                    shape_and_slices=[""] * len(variables), tensors=list(variables))
-
-
-@pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
-def test_slim_checkpoint_restores_into_float32_variables(tmp_path, precision):
-  tf.random.set_seed(1)
-  source = MultiLabelClassificationModel(model_config())  # float32, its own random weights
-  prefix = tmp_path / "resnet_v2_50.ckpt"
-  save_name_based(prefix, source.backbone.variables)
-  tf.random.set_seed(2)
-  model = MultiLabelClassificationModel(model_config(precision=precision))
-  result = model.restore_backbone(str(prefix))
-  assert result.unrestored == [] and result.unused == []
-  for got, want in zip(model.backbone.variables, source.backbone.variables):
-    assert got.name == want.name and got.dtype == tf.float32
-    np.testing.assert_array_equal(got.numpy(), want.numpy(), err_msg=got.name)
-  # ... and the half-precision backbone computes what the float32 one does, to half precision.
-  images = tf.random.uniform([2, 64, 64, 3], -1, 1, seed=3)
-  _, want = source(images)
-  _, got = model(images)
-  for name in ("resnet_v2_50/block1", "resnet_v2_50/block4"):
-    assert got[name].dtype == HALF[precision]
-    diff = np.abs(tf.cast(got[name], tf.float32).numpy() - want[name].numpy()).max()
-    tol = {"mixed_bfloat16": 3e-2, "mixed_float16": 5e-3}[precision]  # 8 vs 11 mantissa bits
-    assert diff <= tol * np.abs(want[name].numpy()).max(), (name, diff)
-
-
-# ---------------------------------------------------------------------------------------------
-# mixed_float16: dynamic loss scaling in train.make_train_step
-
-def test_mixed_float16_clips_the_true_gradient_and_skips_overflow_steps():
-  """SGD with clipping at half the true gradient norm, under LossScaleOptimizer (scale 2^15).
-
-  Oracle: the float32 gradient g of the same model and batch, computed by hand; one SGD step
-  with global-norm clipping at c moves the weights by -lr * g * c / |g|. Clipping the scaled
-  gradient instead (c against |2^15 g|) would move them 2^15 times less and report a norm 2^15
-  times larger. Step 1 is a batch that overflows float16: it must be skipped (weights and step
-  unchanged) and the scale halved; step 2 must then clip at the new scale.
-  """
-  cfg16, cfg32 = model_config(precision="mixed_float16", batch_size=4), model_config()
-  tf.random.set_seed(0)
-  model = MultiLabelClassificationModel(cfg16)
-  twin = MultiLabelClassificationModel(cfg32)
-  for a, b in zip(twin.variables, model.variables):
-    a.assign(b)
-  rng = np.random.default_rng(0)
-  # 0.01-scaled images keep the random backbone's features (and the scaled float16 weight
-  # gradients) in float16 range; 1e6-scaled ones overflow it (inf in, NaN out).
-  images = tf.constant(0.01 * rng.uniform(-1, 1, (4, 64, 64, 3)), tf.float32)
-  labels = tf.constant(rng.integers(0, 2, (4, L)), tf.float32)
-
-  with tf.GradientTape() as tape:
-    logits, _ = twin(images, training=True)
-    loss = total_loss(twin, logits, labels, global_batch_size=4)[0]
-  oracle = [g.numpy() for g in tape.gradient(loss, twin.trainable_variables)]
-  norm = np.sqrt(sum(np.sum(g.astype(np.float64) ** 2) for g in oracle))
-  clip, lr = 0.5 * norm, 0.1
-
-  train_config = configs.TrainConfig(optimizer="SGD", learning_rate=lr, clip_gradients=clip)
-  optimizer = optimizers.make_optimizer(train_config, model.trainable_variables, loss_scale=True)
-  assert isinstance(optimizer, tf.keras.optimizers.LossScaleOptimizer)
-  assert float(optimizer.dynamic_scale.numpy()) == 2.0 ** 15
-  step = train_step.make_train_step(model, optimizer, None, tf.distribute.get_strategy(), cfg16,
-                               train_config)
-  batches = tf.data.Dataset.from_tensor_slices(
-      (tf.stack([images * 1e6, images]), tf.stack([labels, labels])))
-  iterator = iter(batches)
-  before = [v.numpy() for v in model.trainable_variables]
-
-  skipped, _ = step(iterator)
-  assert not np.isfinite(float(skipped["gradient_norm"]))
-  assert float(optimizer.dynamic_scale.numpy()) == 2.0 ** 14
-  assert int(optimizer.iterations.numpy()) == 0
-  for v, b in zip(model.trainable_variables, before):
-    np.testing.assert_array_equal(v.numpy(), b, err_msg=f"{v.name} moved on a skipped step")
-
-  taken, _ = step(iterator)
-  np.testing.assert_allclose(float(taken["gradient_norm"]), norm, rtol=1e-2)
-  assert int(optimizer.iterations.numpy()) == 1
-  assert float(optimizer.dynamic_scale.numpy()) == 2.0 ** 14
-  for v, b, g in zip(model.trainable_variables, before, oracle):
-    want = -lr * g * clip / norm
-    # float16 compute: about 3 significant digits
-    np.testing.assert_allclose(v.numpy() - b, want, atol=1e-2 * np.abs(want).max(),
-                               err_msg=v.name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -202,12 +51,12 @@ def data(tmp_path_factory):
   rng = np.random.default_rng(0)
   path, images = root / "train.tfrecord", root / "images"
   images.mkdir()
-  with records.atomic_tfrecord_writer(str(path)) as writer:
-    for i in range(16):
-      data = jpeg(rng)
-      (images / f"img{i:02d}.jpg").write_bytes(data)
-      example = records.make_example(f"img{i:02d}.jpg", data, rng.integers(0, 2, L))
-      writer.write(example.SerializeToString())
+  jpegs, labels = [], []
+  for i in range(16):
+    jpegs.append(jpeg(rng))
+    (images / f"img{i:02d}.jpg").write_bytes(jpegs[-1])
+    labels.append(rng.integers(0, 2, L))
+  write_records(path, labels, images=jpegs, name="img{:02d}.jpg")
   return str(path), str(images)
 
 

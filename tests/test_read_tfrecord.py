@@ -10,11 +10,10 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from multilabel import errors
-from multilabel.data import records
 import read_tfrecord
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from multilabel.data import records
+from tests import helpers
+from tests.helpers import REPO, run_script_main, write_records
 
 # (path, (height, width), labels): sizes and labels chosen so every statistic is easy to check.
 ITEMS = [(b"/data/a.jpg", (10, 12), [1, 0, 1, 0]),
@@ -31,24 +30,9 @@ def jpeg(height, width, seed):
   return buffer.getvalue()
 
 
-def original_record(path, data, labels, keys=("image_path", "image_data", "image_label")):
+def original_record(*args, **kwargs):
   """Serialized exactly as the original TF1 create_tfrecord.py built records."""
-  return tf.train.SequenceExample(
-      context=tf.train.Features(feature={
-          keys[0]: tf.train.Feature(bytes_list=tf.train.BytesList(value=[path])),
-          keys[1]: tf.train.Feature(bytes_list=tf.train.BytesList(value=[data])),
-      }),
-      feature_lists=tf.train.FeatureLists(feature_list={
-          keys[2]: tf.train.FeatureList(feature=[
-              tf.train.Feature(int64_list=tf.train.Int64List(value=[v])) for v in labels]),
-      })).SerializeToString()
-
-
-def write_records(path, serialized):
-  with tf.io.TFRecordWriter(str(path)) as writer:
-    for s in serialized:
-      writer.write(s)
-  return path
+  return helpers.original_record(*args, **kwargs).SerializeToString()
 
 
 @pytest.fixture
@@ -56,16 +40,11 @@ def original_file(tmp_path):
   """ITEMS as one TFRecord file in the original layout; returns (path, [image bytes])."""
   images = [jpeg(*size, seed=i) for i, (_, size, _) in enumerate(ITEMS)]
   serialized = [original_record(p, d, l) for (p, _, l), d in zip(ITEMS, images)]
-  return write_records(tmp_path / "original.tfrecord", serialized), images
+  return write_records(tmp_path / "original.tfrecord", serialized=serialized), images
 
 
 def run(capsys, *argv):
-  try:
-    errors.run(read_tfrecord.main, argv)
-  except SystemExit as e:
-    code = e.code or 0
-  out, err = capsys.readouterr()
-  return code, out, err
+  return run_script_main(capsys, read_tfrecord.main, argv)
 
 
 def test_statistics_of_original_layout_records(original_file, capsys):
@@ -110,7 +89,7 @@ def test_dump_writes_named_jpegs_and_a_sidecar(original_file, tmp_path, capsys):
 def test_unknown_labels_are_reported_per_label(tmp_path, capsys):
   rows = [[1, -1, 0], [-1, -1, 1], [0, 1, -1], [1, 0, 0]]
   serialized = [original_record(b"/u/%d.jpg" % i, jpeg(6, 6, i), row) for i, row in enumerate(rows)]
-  path = write_records(tmp_path / "u.tfrecord", serialized)
+  path = write_records(tmp_path / "u.tfrecord", serialized=serialized)
   dump = tmp_path / "dump"
   code, out, err = run(capsys, f"--data_path={path}", f"--dump_dir={dump}", "--num_samples=2")
   assert code == 0, out + err
@@ -129,8 +108,8 @@ def test_unknown_labels_are_reported_per_label(tmp_path, capsys):
 def test_globs_comma_lists_and_custom_keys(tmp_path, capsys):
   keys = ("path", "jpeg", "y")
   for shard in range(2):
-    write_records(tmp_path / f"x.rec-0000{shard}-of-00002",
-                  [original_record(b"p%d" % i, jpeg(5, 5, i), [shard, 1], keys) for i in range(3)])
+    write_records(tmp_path / f"x.rec-0000{shard}-of-00002", serialized=[
+        original_record(b"p%d" % i, jpeg(5, 5, i), [shard, 1], keys) for i in range(3)])
   key_flags = ["--image_path_key=path", "--image_data_key=jpeg", "--image_label_key=y"]
   code, out, _ = run(capsys, f"--data_path={tmp_path}/x.rec-*", *key_flags)
   assert code == 0 and "records: 6 (6 good, 0 failed)" in out
@@ -142,6 +121,7 @@ def test_globs_comma_lists_and_custom_keys(tmp_path, capsys):
   assert "no context feature 'image_path'" in out
 
 
+@pytest.mark.slow
 def test_failures_are_reported_and_exit_nonzero_in_a_real_process(tmp_path):
   good = jpeg(6, 6, 0)
   serialized = [original_record(b"/data/good.jpg", good, [1, 0]),
@@ -151,7 +131,7 @@ def test_failures_are_reported_and_exit_nonzero_in_a_real_process(tmp_path):
                 original_record(b"/data/two.jpg", good, [1, 2]),  # label value 2
                 tf.train.SequenceExample().SerializeToString(),  # no keys at all
                 original_record(b"/data/good2.jpg", good, [0, 1])]
-  path = write_records(tmp_path / "mixed.tfrecord", serialized)
+  path = write_records(tmp_path / "mixed.tfrecord", serialized=serialized)
   result = subprocess.run([sys.executable, "read_tfrecord.py", f"--data_path={path}"], cwd=REPO,
                           capture_output=True, text=True, timeout=120,
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
@@ -167,8 +147,9 @@ def test_failures_are_reported_and_exit_nonzero_in_a_real_process(tmp_path):
 
 
 def test_damaged_file_reports_the_damage_and_keeps_the_readable_records(tmp_path, capsys):
-  path = write_records(tmp_path / "r.tfrecord",
-                       [original_record(b"/p%d" % i, jpeg(4, 4, i), [1]) for i in range(300)])
+  path = tmp_path / "r.tfrecord"
+  write_records(path, serialized=[original_record(b"/p%d" % i, jpeg(4, 4, i), [1])
+                                  for i in range(300)])
   data = path.read_bytes()
   path.write_bytes(data[:len(data) - 100])  # cut into the last record
   code, out, _ = run(capsys, f"--data_path={path}")
@@ -185,6 +166,6 @@ def test_missing_data_path_exits_nonzero_naming_it(tmp_path, capsys):
 
 
 def test_empty_file_is_an_error(tmp_path, capsys):
-  path = write_records(tmp_path / "empty.tfrecord", [])
+  path = write_records(tmp_path / "empty.tfrecord", serialized=[])
   code, out, err = run(capsys, f"--data_path={path}")
   assert code == 1 and "records: 0" in out and "no records" in err

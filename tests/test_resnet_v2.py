@@ -2,6 +2,9 @@
 
   .venv/bin/python -m pytest tests/test_resnet_v2.py -m "not slow"   # fast
   .venv/bin/python -m pytest tests/test_resnet_v2.py                 # + ResNet-50 at 224
+
+(conv2d_stride1's gradient, which resnet_utils.Conv2D uses, is tested in
+tests/multilabel/test_conv_gradients.py.)
 """
 import json
 import math
@@ -12,14 +15,7 @@ import tensorflow as tf
 
 import resnet_utils
 import resnet_v2
-
-
-def assert_close(got, ref, tol=1e-4, what=""):
-  """The reference's criterion: max |got - ref| <= tol * max(1, max |ref|)."""
-  got, ref = np.asarray(got, np.float32), np.asarray(ref, np.float32)
-  assert got.shape == ref.shape, f"{what}: shape {got.shape} != {ref.shape}"
-  diff, bound = np.abs(got - ref).max(), tol * max(1.0, np.abs(ref).max())
-  assert diff <= bound, f"{what}: max abs diff {diff} > {bound}"
+from tests.helpers import assert_close
 
 
 def names_and_shapes(variables):
@@ -263,37 +259,7 @@ def test_half_precision_input_runs_close_to_float32(tiny, dtype):
   assert np.isfinite(net.postnorm.moving_variance.numpy()).all()
 
 
-# g. conv2d_stride1's hand-written gradient equals TensorFlow's own.
-def tf_conv_gradients(conv, x, w, dy):
-  """(dx, dw) of sum(conv(x, w) * dy), by GradientTape."""
-  with tf.GradientTape() as tape:
-    tape.watch([x, w])
-    loss = tf.reduce_sum(conv(x, w) * dy)
-  return tape.gradient(loss, [x, w])
-
-
-@pytest.mark.parametrize("eager", [True, False], ids=["eager", "tf.function"])
-@pytest.mark.parametrize("rate", [1, 2], ids=["rate1", "rate2"])
-@pytest.mark.parametrize("kernel", [(1, 1), (3, 3), (1, 3), (5, 3)],
-                         ids=["1x1", "3x3", "1x3", "5x3"])
-@pytest.mark.parametrize("depths", [(3, 4), (5, 2)], ids=["in<out", "in>out"])
-def test_conv2d_stride1_gradient_equals_tensorflows(kernel, rate, eager, depths):
-  rng = np.random.RandomState(0)
-  x = tf.constant(rng.randn(2, 5, 7, depths[0]), tf.float32)  # odd, non-square maps
-  w = tf.constant(rng.randn(*kernel, *depths), tf.float32)
-  dy = tf.constant(rng.randn(2, 5, 7, depths[1]), tf.float32)
-  # TF's default gradient; tf.nn.convolution because tf.nn.conv2d's own gradient has no CPU
-  # kernel for dilations > 1 (it runs a dilated conv as space_to_batch + conv2d there).
-  reference = lambda x, w: tf.nn.convolution(x, w, 1, "SAME", dilations=rate)
-  custom = lambda x, w: resnet_utils.conv2d_stride1(x, w, rate)
-  run = (lambda f, *a: f(*a)) if eager else (lambda f, *a: tf.function(f)(*a))
-  assert_close(custom(x, w), reference(x, w), what="forward")
-  want = run(tf_conv_gradients, reference, x, w, dy)
-  got = run(tf_conv_gradients, custom, x, w, dy)
-  for name, g, r in zip(["dx", "dw"], got, want):
-    assert_close(g, r, tol=1e-4, what=f"{name}, kernel {kernel}, rate {rate}")
-
-
+# g. subsample's gradient, and Conv2D's use of conv2d_stride1's at stride 1.
 @pytest.mark.parametrize("shape, factor", [
     ((2, 6, 8, 3), 2), ((2, 7, 5, 3), 2), ((1, 9, 10, 2), 3), ((2, 4, 4, 3), 1)])
 def test_subsample_and_its_gradient_equal_a_strided_slice(shape, factor):

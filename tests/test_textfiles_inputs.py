@@ -11,13 +11,13 @@ from sklearn.metrics import average_precision_score, roc_curve
 
 import configs
 import evaluate
-import inference_fixture as fx
+from tests import inference_fixture as fx
 from multi_label_classification_model import MultiLabelClassificationModel
 from multilabel import calibration, checkpoints, config_files, errors, metrics, textfiles
 from multilabel.data.preprocessing import build_dataset
 from multilabel.training import optimizers
 import threshold_calibration
-from run_helpers import run_captured, run_script_main, write_records
+from tests.helpers import run_captured, run_script_main, write_records
 
 
 def strict_json_loads(text):

@@ -1,5 +1,6 @@
-"""threshold_calibration.py and metrics.py's threshold methods, against hand computation and
-sklearn-based re-implementations of each method."""
+"""threshold_calibration.py end to end, in real processes: the thresholds and predictions files,
+unknown labels, NaN rows of --apply_to, and its errors. (The threshold methods are tested in
+tests/multilabel/test_calibration.py.)"""
 
 import os
 import subprocess
@@ -7,167 +8,15 @@ import sys
 
 import numpy as np
 import pytest
-from sklearn import metrics as skm
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 from multilabel import calibration, metrics, textfiles
+from tests.helpers import REPO, reference_roc
 
 
 def run_cli(*args):
   return subprocess.run([sys.executable, os.path.join(REPO, "threshold_calibration.py"), *args],
                         capture_output=True, text=True, timeout=60, cwd=REPO)
 
-
-def clamp(scores_col):
-  """What an +inf ROC threshold becomes (calibration._finite_threshold's documented rule): 1.0
-  for probabilities, the float above the highest score for scores above 1."""
-  highest = np.max(scores_col)
-  return 1.0 if highest <= 1.0 else np.nextafter(highest, np.inf)
-
-
-# ---------------------------------------------------------------------------------------------
-# Hand-made scores. Scores are listed highest first; every method predicts score >= t.
-
-# P = 5, N = 4. ROC points (FPR, TPR) after sklearn drops collinear ones:
-#   t=0.9 (0, .2), 0.7 (0, .6), 0.6 (.25, .6), 0.5 (.25, .8), 0.2 (1, .8), 0.1 (1, 1).
-# Distance to (0, 1): .8, .4, .472, .320, 1.02, 1     -> roc 0.5
-# TPR - FPR:          .2, .6, .35,  .55,  -.2,  0     -> youden 0.7
-# F1 = 2TP/(TP+FP+P) at each score: .333 .571 .75 .667 .8 .727 .667 .615 .714 -> f1 0.5
-LABELS_A = [1, 1, 1, 0, 1, 0, 0, 0, 1]
-SCORES_A = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1]
-
-# P = 6, N = 2. ROC points: 0.8 (0, 1/6), 0.6 (0, .5), 0.5 (.5, .5), 0.2 (.5, 1), 0.1 (1, 1).
-# Distances .833, .5, .707, .5, 1: an exact tie, the first (highest threshold) wins -> roc 0.6.
-# TPR - FPR .167, .5, 0, .5, 0: again a tie -> youden 0.6.
-# F1: .286 .5 .667 .6 .727 .833 .923 .857 -> f1 0.2
-LABELS_B = [1, 1, 1, 0, 1, 1, 1, 0]
-SCORES_B = [0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1]
-
-# P = 2, N = 6. ROC points: 0.9 (0, .5), 0.7 (1/3, .5), 0.6 (1/3, 1), 0.2 (1, 1).
-# Distances .5, .601, .333, 1 -> roc 0.6.  TPR - FPR .5, .167, .667, 0 -> youden 0.6.
-# F1: 2/3 at 0.9 and 4/6 at 0.6, a tie that goes to the higher threshold -> f1 0.9.
-LABELS_C = [1, 0, 0, 1, 0, 0, 0, 0]
-SCORES_C = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2]
-
-
-@pytest.mark.parametrize("labels,scores,roc,f1,youden", [
-    (LABELS_A, SCORES_A, 0.5, 0.5, 0.7),
-    (LABELS_B, SCORES_B, 0.6, 0.2, 0.6),
-    (LABELS_C, SCORES_C, 0.6, 0.9, 0.6),
-])
-def test_hand_computed_thresholds(labels, scores, roc, f1, youden):
-  assert calibration.roc_threshold(labels, scores) == roc
-  assert calibration.f1_threshold(labels, scores) == f1
-  assert calibration.youden_threshold(labels, scores) == youden
-
-
-def test_infinite_roc_threshold_is_clamped_above_every_score():
-  # Scores anti-correlated with the labels: (0, 0) at t=+inf is as near to (0, 1) as any point,
-  # and first, so the original picks +inf ("predict nothing"); so does Youden (J = 0 there).
-  labels = [0, 0, 1, 1]
-  assert calibration.roc_threshold(labels, [0.9, 0.8, 0.2, 0.1]) == 1.0
-  assert calibration.youden_threshold(labels, [0.9, 0.8, 0.2, 0.1]) == 1.0
-  logits = np.array([3.0, 2.0, -1.0, -2.0])  # not probabilities: just above the highest score
-  threshold = calibration.roc_threshold(labels, logits)
-  assert threshold == np.nextafter(3.0, np.inf)
-  assert not np.any(logits >= threshold)
-  # All scores equal: the only finite candidate is that score for F1.
-  assert calibration.roc_threshold([1, 0, 1], [0.3, 0.3, 0.3]) == 1.0
-  assert calibration.f1_threshold([1, 0, 1], [0.3, 0.3, 0.3]) == 0.3
-
-
-# ---------------------------------------------------------------------------------------------
-# sklearn-based references.
-
-def reference_roc(y, s):
-  """The original TF1 script's computation."""
-  fpr, tpr, thresholds = skm.roc_curve(y, s)
-  t = thresholds[np.argmin(np.sqrt(fpr ** 2 + (1 - tpr) ** 2))]
-  return clamp(s) if np.isinf(t) else t
-
-
-def reference_youden(y, s):
-  fpr, tpr, thresholds = skm.roc_curve(y, s)
-  t = thresholds[np.argmax(tpr - fpr)]
-  return clamp(s) if np.isinf(t) else t
-
-
-def reference_f1(y, s):
-  """Brute force: sklearn's F1 at every distinct score, highest threshold first on ties."""
-  candidates = np.unique(s)[::-1]
-  f1 = [skm.f1_score(y, (s >= t).astype(int), zero_division=0) for t in candidates]
-  return candidates[int(np.argmax(f1))]
-
-
-@pytest.mark.parametrize("seed", range(6))
-@pytest.mark.parametrize("method,reference", [
-    ("roc", reference_roc), ("f1", reference_f1), ("youden", reference_youden)])
-def test_thresholds_equal_sklearn_reference(seed, method, reference):
-  rng = np.random.default_rng(seed)
-  labels = (rng.random((50, 5)) < rng.uniform(0.1, 0.7, 5)).astype(int)
-  labels[0], labels[1] = 0, 1  # every label has both classes
-  scores = np.clip(0.3 * labels + 0.7 * rng.random(labels.shape), 0, 1)
-  if seed % 2:
-    scores = np.round(scores, 1)  # ties
-  if seed == 5:
-    scores[:, 0] = 1 - scores[:, 0]  # a label whose scores mislead
-  thresholds, warns = calibration.calibrate_thresholds(labels, scores, method)
-  assert warns == []
-  expected = [reference(labels[:, j], scores[:, j]) for j in range(labels.shape[1])]
-  np.testing.assert_array_equal(thresholds, expected)
-
-
-@pytest.mark.parametrize("method,reference", [
-    ("roc", reference_roc), ("f1", reference_f1), ("youden", reference_youden)])
-def test_each_label_is_calibrated_on_its_known_entries_only(method, reference):
-  rng = np.random.default_rng(7)
-  labels = (rng.random((60, 4)) < 0.4).astype(int)
-  labels[0], labels[1] = 0, 1
-  scores = np.clip(0.3 * labels + 0.7 * rng.random(labels.shape), 0, 1)
-  hidden = labels.copy()
-  hidden[2:][rng.random((58, 4)) < 0.3] = -1
-  hidden[2:, 3] = -1  # label 3: known only in rows 0 and 1
-  scores[hidden == -1] = 0.99  # if an unknown entry were used, it would move the threshold
-  thresholds, warns = calibration.calibrate_thresholds(hidden, scores, method)
-  assert warns == []
-  expected = [reference(hidden[hidden[:, j] >= 0, j], scores[hidden[:, j] >= 0, j])
-              for j in range(4)]
-  np.testing.assert_array_equal(thresholds, expected)
-  hidden[:, 3] = np.r_[0, [-1] * 59]  # one known entry, a negative: 0.5 and a warning
-  _, warns = calibration.calibrate_thresholds(hidden, scores, method)
-  assert len(warns) == 1 and "label 3 has no positives" in warns[0]
-  assert "60 images, 1 of them with this label known" in warns[0]
-
-
-def test_degenerate_labels_get_half_and_a_warning():
-  labels = np.array([[0, 1, 1], [0, 1, 0], [0, 1, 1]])
-  scores = np.array([[0.2, 0.9, 0.8], [0.1, 0.7, 0.3], [0.3, 0.6, 0.7]])
-  for method in ("roc", "f1", "youden"):
-    thresholds, warns = calibration.calibrate_thresholds(labels, scores, method,
-                                                     label_names=["cat", "dog", "bird"])
-    assert thresholds[0] == 0.5 and thresholds[1] == 0.5 and thresholds[2] != 0.5
-    assert len(warns) == 2
-    assert "label 0 (cat)" in warns[0] and "no positives" in warns[0]
-    assert "label 1 (dog)" in warns[1] and "no negatives" in warns[1]
-
-
-def test_unknown_method_is_an_error():
-  with pytest.raises(ValueError, match="'median'"):
-    calibration.calibrate_thresholds(np.array([[0], [1]]), np.array([[0.1], [0.9]]), "median")
-
-
-def test_applying_thresholds_gives_the_right_rows():
-  scores = np.array([[0.50, 0.20, 0.90],
-                     [0.49, 0.21, 0.10],
-                     [0.70, 0.05, 0.95]])
-  thresholds = np.array([0.5, 0.21, 0.95])  # score == threshold counts as positive
-  np.testing.assert_array_equal(metrics.threshold_predictions(scores, thresholds),
-                                [[1, 0, 0], [0, 1, 0], [1, 0, 1]])
-
-
-# ---------------------------------------------------------------------------------------------
-# The script.
 
 def test_shape_mismatch_is_an_error(tmp_path):
   textfiles.save_labels(tmp_path / "labels.txt", np.ones((4, 3), int))

@@ -2,8 +2,11 @@
 
 The model is always ResNet-50, so runs share artefacts through module fixtures: one fine-tuning
 first run from a slim-format checkpoint (EMA on, TensorBoard on, a checkpoint per step) and one
-resume of it. Oracles: the slim checkpoint's own tensors (tf.train.load_checkpoint), the EMA and
-SGD update formulas, the staircase decay formula, and TensorBoard's event files.
+resume of it, and a source run that a new label set transfers from. Oracles: the slim checkpoint's
+own tensors (tf.train.load_checkpoint), the EMA update formula, the staircase decay formula,
+TensorBoard's event files, and a source run's own in-memory weights. (The train-step, schedule
+and pos_weight units are under tests/multilabel/training/; the transfer and dead-unit logging
+tests came from tests/test_recipes.py.)
 
   .venv/bin/python -m pytest tests/test_train.py
 """
@@ -12,25 +15,24 @@ import glob
 import json
 import math
 import os
-import pathlib
 import re
+import shutil
 import signal
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-import multi_label_classification_model as mlc
-from multilabel import checkpoints, config_files, errors
-from multilabel.training import optimizers, train_step
-from multi_label_classification_model import MultiLabelClassificationModel
-from multilabel.training.pos_weight import resolve_pos_weight
 import configs
-from run_helpers import (fake_full_checkpoint_save, fake_full_disk, fill_disk, run_captured,
-                         run_script_main, small_disk, train_until_sigterm, write_records)
+import multi_label_classification_model as mlc
 import train
+from multilabel import checkpoints, config_files, errors
+from multilabel.training import optimizers
+from multilabel.training.pos_weight import resolve_pos_weight
+from tests.helpers import (REPO, fake_full_checkpoint_save, fake_full_disk, fill_disk,
+                           head_variables, read_scalars, run_captured, run_script_main,
+                           small_disk, snapshot, train_until_sigterm, write_records)
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 LABELS = 4
 SIZE = ["--target_height=32", "--target_width=32", "--resize_height=36", "--resize_width=36"]
 STEP_KEY = "global_step/.ATTRIBUTES/VARIABLE_VALUE"
@@ -44,14 +46,6 @@ def train_args(data, train_dir, *extra):
 def run_main(argv):
   """train.main in-process: (exit status, its log)."""
   return run_captured(train.main, argv)
-
-
-def snapshot(variables):
-  return [v.numpy().copy() for v in variables]
-
-
-def global_norm(arrays):
-  return math.sqrt(sum(float(np.sum(np.square(a.astype(np.float64)))) for a in arrays))
 
 
 class RestoreSpy:
@@ -153,33 +147,10 @@ def resumed_run(first_run, data):
   return dict(status=status, log=log, spy=spy)
 
 
-@pytest.fixture(scope="module")
-def frozen_model():
-  """A frozen-backbone model (only the head trains) shared by the one-step tests, its initial
-  weights, and one fixed batch."""
-  tf.random.set_seed(0)
-  config = configs.ModelConfig(label_count=LABELS, target_height=32, target_width=32,
-                               batch_size=4)
-  model = MultiLabelClassificationModel(config)
-  images = tf.random.stateless_uniform([4, 32, 32, 3], [1, 2], -1.0, 1.0)
-  labels = tf.constant(np.random.default_rng(3).integers(0, 2, (4, LABELS)), tf.float32)
-  return model, config, snapshot(model.trainable_variables), (images, labels)
-
-
-def one_batch_steps(model, model_config, batch, **train_overrides):
-  """A train.make_train_step for a TrainConfig with the overrides, on a repeated fixed batch.
-  Returns (step function taking no arguments, optimizer)."""
-  train_config = configs.TrainConfig(**train_overrides)
-  optimizer = optimizers.make_optimizer(train_config, model.trainable_variables)
-  step = train_step.make_train_step(model, optimizer, None, tf.distribute.get_strategy(),
-                               model_config, train_config)
-  iterator = iter(tf.data.Dataset.from_tensors(batch).repeat())
-  return (lambda: {k: float(v) for k, v in step(iterator)[0].items()}), optimizer
-
-
 # ---------------------------------------------------------------------------------------------
 # First run, resume, checkpoints.
 
+@pytest.mark.slow
 def test_first_run_restores_backbone_from_slim_checkpoint(first_run, slim_checkpoint):
   assert first_run["status"] == 0
   assert f"restored the backbone from {slim_checkpoint}" in first_run["log"]
@@ -194,6 +165,7 @@ def test_first_run_restores_backbone_from_slim_checkpoint(first_run, slim_checkp
   assert compared == 270  # slim's 272 minus the 1001-way logits, which the head replaces
 
 
+@pytest.mark.slow
 def test_first_run_checkpoints_config_and_steps(first_run):
   train_dir = first_run["train_dir"]
   state = tf.train.get_checkpoint_state(train_dir)
@@ -209,6 +181,7 @@ def test_first_run_checkpoints_config_and_steps(first_run):
   assert (saved.ema_decay, saved.number_of_steps, saved.decay_steps) == (0.5, 2, 1)
 
 
+@pytest.mark.slow
 def test_tensorboard_scalars_images_and_learning_rate_schedule(first_run):
   found, plugins = read_events(first_run["train_dir"])
   for tag in ("loss/classification", "loss/regularization", "learning_rate", "gradient_norm",
@@ -224,6 +197,7 @@ def test_tensorboard_scalars_images_and_learning_rate_schedule(first_run):
   assert images and all(count >= 1 for _, count in found[images[0]])
 
 
+@pytest.mark.slow
 def test_ema_starts_at_restored_weights_is_saved_and_restores(first_run):
   """shadow_1 = d * w_0 + (1 - d) * w_1, with w_0 the weights right after the slim restore."""
   model = first_run["model"]
@@ -245,6 +219,7 @@ def test_ema_starts_at_restored_weights_is_saved_and_restores(first_run):
   assert moved > 1e-4  # the step changed the weights, so the check above can fail
 
 
+@pytest.mark.slow
 def test_resume_restores_step_weights_optimizer_and_ema(first_run, resumed_run):
   assert resumed_run["status"] == 0
   train_dir = first_run["train_dir"]
@@ -318,6 +293,7 @@ def test_unknown_optimizer_is_an_error_naming_it(data, tmp_path):
     optimizers.make_optimizer(configs.TrainConfig(optimizer="adam"), [])
 
 
+@pytest.mark.slow
 def test_sigterm_saves_the_current_step_and_exits_143_then_resumes(data, tmp_path):
   train_dir = str(tmp_path / "train")
   argv = train_args(data, train_dir, "--number_of_steps=100000", "--log_every_n_steps=1",
@@ -346,134 +322,34 @@ def test_sigterm_saves_the_current_step_and_exits_143_then_resumes(data, tmp_pat
 
 
 # ---------------------------------------------------------------------------------------------
-# The train step: learning, optimisers, losses, clipping, schedule.
+# Training options: the dead-unit watch's TensorBoard scalars, AdamW's refusal of L2.
 
-def test_loss_falls_when_overfitting_one_fixed_batch():
-  """Fine-tuning the whole net on one batch of 8 random images and labels: the loss must drop
-  well below what the best label-blind (per-label constant) prediction reaches."""
-  tf.random.set_seed(1)
-  config = configs.ModelConfig(label_count=LABELS, target_height=32, target_width=32,
-                               batch_size=8, train_base_network=True, use_regularizer=False)
-  model = MultiLabelClassificationModel(config)
-  labels = np.random.default_rng(0).integers(0, 2, (8, LABELS)).astype(np.float32)
-  images = tf.random.stateless_uniform([8, 32, 32, 3], [4, 5], -1.0, 1.0)
-  run, _ = one_batch_steps(model, config, (images, tf.constant(labels)), learning_rate=1e-3)
-  losses = [run()["loss/classification"] for _ in range(30)]
-  p = labels.mean(axis=0)
-  constant_loss = float(np.mean([-(q * math.log(q) + (1 - q) * math.log(1 - q)) if 0 < q < 1
-                                 else 0.0 for q in p]))
-  # Adam on one batch oscillates, and multi-threaded CPU reductions make runs differ in the last
-  # bits, which 30 steps of ResNet-50 amplify: judge the best of the last 10 steps.
-  reached = min(losses[-10:])
-  assert reached < 0.7 * losses[0], losses
-  assert reached < constant_loss - 0.1, (losses, constant_loss)
+@pytest.mark.slow
+def test_train_py_logs_dead_units_to_tensorboard(data, tmp_path):
+  train_dir = tmp_path / "train"
+  status, log = run_main(train_args(data, train_dir, "--number_of_steps=2", "--head_depth=6",
+                                    "--log_every_n_steps=1", "--image_summary_steps=0"))
+  assert status == 0
+  scalars = read_scalars(str(train_dir))
+  for tag in ("head/dead_units_1", "head/dead_units_2"):
+    assert sorted(scalars[tag]) == [1, 2]
+    assert all(0 <= n <= 6 and n == int(n) for n in scalars[tag].values())
+  assert "dead head units" in log
 
 
-@pytest.mark.parametrize("optimizer,loss", [
-    ("Adam", "sigmoid"), ("SGD", "sigmoid"), ("Momentum", "sigmoid"), ("RMSProp", "sigmoid"),
-    ("AdamW", "sigmoid"), ("Adam", "focal"), ("Adam", "asymmetric")])
-def test_each_optimizer_and_loss_trains_without_nan(frozen_model, optimizer, loss):
-  model, config, initial, batch = frozen_model
-  for v, value in zip(model.trainable_variables, initial):
-    v.assign(value)
-  run, opt = one_batch_steps(model, config, batch, optimizer=optimizer, loss=loss,
-                             learning_rate=1e-4)
-  expected_class = {"Adam": "Adam", "SGD": "SGD", "Momentum": "SGD", "RMSProp": "RMSprop",
-                    "AdamW": "AdamW"}[optimizer]
-  assert type(opt).__name__ == expected_class
-  if optimizer == "Momentum":
-    assert opt.momentum == pytest.approx(0.9)
-  for _ in range(2):
-    scalars = run()
-    assert all(math.isfinite(value) for value in scalars.values()), scalars
-  assert int(opt.iterations) == 2
-  after = snapshot(model.trainable_variables)
-  assert all(np.all(np.isfinite(a)) for a in after)
-  assert global_norm([a - b for a, b in zip(after, initial)]) > 0
-
-
-def test_gradient_clipping_and_learning_rate_reach_the_update(frozen_model):
-  """Plain SGD moves the weights by exactly lr_n * g: the update's global norm must be
-  lr_n * min(norm, clip) with lr_n = 0.1 * 0.5 ** (n - 1) (staircase, decay every step)."""
-  model, config, initial, batch = frozen_model
-  schedule = dict(optimizer="SGD", learning_rate=0.1, decay_steps=1, decay_rate=0.5,
-                  staircase=True)
-  for clip in (0.0, 1.0):
-    for v, value in zip(model.trainable_variables, initial):
-      v.assign(value)
-    run, _ = one_batch_steps(model, config, batch, clip_gradients=clip, **schedule)
-    before = snapshot(model.trainable_variables)
-    for n in (1, 2, 3) if clip else (1,):
-      scalars = run()
-      after = snapshot(model.trainable_variables)
-      norm = scalars["gradient_norm"]
-      if n == 1:
-        assert norm > 10  # large enough for clip=1.0 to act
-      moved = global_norm([a - b for a, b in zip(after, before)])
-      want = 0.1 * 0.5 ** (n - 1) * (min(norm, clip) if clip else norm)
-      assert moved == pytest.approx(want, rel=2e-3), (clip, n, norm)
-      before = after
-
-
-def test_learning_rate_schedule_matches_exponential_decay_formula():
-  for staircase in (True, False):
-    config = configs.TrainConfig(learning_rate=0.03, decay_steps=7, decay_rate=0.9,
-                                 staircase=staircase)
-    schedule = optimizers.learning_rate_schedule(config)
-    for step in range(0, 50, 3):
-      exponent = step // 7 if staircase else step / 7
-      assert float(schedule(step)) == pytest.approx(0.03 * 0.9 ** exponent, rel=1e-6)
+def test_adamw_with_l2_is_refused_in_one_line(data, tmp_path, capsys):
+  with pytest.raises(SystemExit) as exit_info:  # through errors.run, as `python train.py` runs
+    errors.run(train.main, train_args(data, tmp_path / "train", "--optimizer=AdamW",
+                                      "--number_of_steps=1"))
+  assert exit_info.value.code == 2
+  assert "--optimizer=AdamW decays the weights itself" in capsys.readouterr().err
+  assert not (tmp_path / "train").exists()
 
 
 # ---------------------------------------------------------------------------------------------
-# pos_weight: auto from the records' labels, a file, and config.json's record of the values.
+# pos_weight and unknown_label: config.json's record of the values, and a bad mode.
 
-POS_LABELS = np.array([[1, 0, -1, 1], [0, 0, 1, 1], [1, -1, 0, 1], [0, 0, 0, 1], [1, 0, -1, 1],
-                       [-1, 1, 0, 1]])
-
-
-@pytest.fixture(scope="module")
-def pos_data(tmp_path_factory):
-  folder = tmp_path_factory.mktemp("pos")
-  return [write_records(folder / f"part{i}.tfrecord", POS_LABELS[i::2], seed=i) for i in range(2)]
-
-
-@pytest.mark.parametrize("unknown_label", ["ignore", "negative"])
-def test_pos_weight_auto_is_negatives_over_positives_by_hand(pos_data, unknown_label, capsys):
-  model_config = configs.ModelConfig(label_count=LABELS, input_tfrecord_file=",".join(pos_data))
-  train_config = configs.TrainConfig(pos_weight="auto", unknown_label=unknown_label)
-  weights = resolve_pos_weight(train_config, model_config)
-  # by hand, per column of POS_LABELS: 1s and 0s (and -1s, read as 0 under "negative")
-  if unknown_label == "ignore":
-    want = [2 / 3, 4 / 1, 3 / 1, 1.0]  # label 3 has no negatives: 1.0
-  else:
-    want = [3 / 3, 5 / 1, 5 / 1, 1.0]
-  assert weights == pytest.approx(want, rel=1e-12)
-  out = capsys.readouterr().out
-  assert "pos_weight=auto from 6 records" in out and "labels [3] have no positives" in out
-
-
-def test_pos_weight_file_and_its_errors(tmp_path, capsys):
-  model_config = configs.ModelConfig(label_count=3)
-  path = tmp_path / "w.txt"
-  path.write_text("# per label\n2.5\n\n1\n0.25\n")
-  weights = resolve_pos_weight(configs.TrainConfig(pos_weight=str(path)), model_config)
-  assert weights == [2.5, 1.0, 0.25]
-  assert resolve_pos_weight(configs.TrainConfig(), model_config) is None
-  for text, message in (("1\n2\n", "2 weights for label_count=3"),
-                        ("1\n0\n2\n", "must be finite and > 0"),
-                        ("1\ntwo\n3\n", f"{path}:2: expected one pos_weight per line")):
-    path.write_text(text)
-    with pytest.raises(SystemExit) as exit_info:  # through errors.run, as train.py's main runs
-      errors.run(lambda _: resolve_pos_weight(
-          configs.TrainConfig(pos_weight=str(path)), model_config) and None, [])
-    assert exit_info.value.code == 2 and message in capsys.readouterr().err
-  with pytest.raises(SystemExit) as exit_info:
-    errors.run(lambda _: resolve_pos_weight(
-        configs.TrainConfig(pos_weight="atuo"), model_config) and None, [])
-  assert exit_info.value.code == 2 and "'atuo'" in capsys.readouterr().err
-
-
+@pytest.mark.slow
 def test_pos_weight_auto_trains_and_config_json_holds_the_values(pos_data, tmp_path):
   train_dir = tmp_path / "train"
   status, log = run_main(train_args(",".join(pos_data), train_dir, "--number_of_steps=1",
@@ -500,17 +376,7 @@ def test_unknown_label_mode_is_refused_in_one_line_before_any_work(data, tmp_pat
 # ---------------------------------------------------------------------------------------------
 # A full disk, and what killed saves leave.
 
-def test_checkpoint_size_counts_the_optimiser_slots_as_the_files_hold_them(tmp_path):
-  # The full-disk line names the space a checkpoint needs: Adam's slots are two thirds of it.
-  weights = tf.Variable(tf.zeros([100_000]))
-  optimizer = optimizers.make_optimizer(configs.TrainConfig(), [weights])  # Adam, as train.py's
-  checkpoint = tf.train.Checkpoint(weights=weights, optimizer=optimizer)
-  prefix = checkpoint.save(str(tmp_path / "ckpt"))
-  on_disk = sum(os.path.getsize(p) for p in glob.glob(prefix + ".data-*"))
-  assert on_disk > 3 * 400_000
-  assert abs(checkpoints.size(checkpoint) - on_disk) < 0.01 * on_disk
-
-
+@pytest.mark.slow
 def test_a_full_disk_is_one_line_keeps_the_last_checkpoint_and_does_not_wedge(data, tmp_path,
                                                                              capsys):
   """On a 140 MB disk one checkpoint (94 MB) fits and two do not. The disk full when config.json
@@ -575,3 +441,82 @@ def test_a_full_disk_is_one_line_keeps_the_last_checkpoint_and_does_not_wedge(da
       assert f"removed {train_dir / name}: left by a save that was killed or failed" in out
     assert checkpoints.leftovers(str(train_dir)) == []
     assert f"resumed from {first}" in out and "training from step 1 to 1" in out
+
+
+# ---------------------------------------------------------------------------------------------
+# Transfer from a run of our own.
+
+@pytest.fixture(scope="module")
+def source_run(data, tmp_path_factory):
+  """3 steps from scratch, the whole net trained, EMA on: the run a new label set starts from."""
+  train_dir = tmp_path_factory.mktemp("source") / "train"
+  with pytest.MonkeyPatch.context() as patch:
+    spy = RestoreSpy(patch)
+    status, _ = run_main(train_args(data, train_dir, "--train_base_network=true",
+                                    "--ema_decay=0.5", "--number_of_steps=3",
+                                    "--image_summary_steps=0"))
+  assert status == 0
+  ckpt = spy.checkpoint
+  model = ckpt.model
+  # What the backbone must receive: the moving average of each trained variable, and the
+  # moving batch-norm statistics as they are (they are not averaged).
+  averaged = {v.name: s.numpy() for v, s in zip(ckpt.ema._variables, ckpt.ema.shadows)}
+  want = {v.name: averaged.get(v.name, v.numpy()) for v in model.backbone.variables}
+  return dict(train_dir=str(train_dir), want=want)
+
+
+@pytest.mark.slow
+def test_transfer_trains_a_new_head_on_a_frozen_backbone_from_our_run(source_run, tmp_path):
+  """A new label set (3 labels, head_depth 8) from the source run's train dir, on the default
+  frozen path: the backbone equals the source's (EMA) weights after the restore and after
+  training, and the new head's loss falls."""
+  labels = np.random.default_rng(5).integers(0, 2, (16, 3))
+  new_data = write_records(tmp_path / "new.tfrecord", labels, seed=9)
+  train_dir = tmp_path / "new"
+  args = train_args(new_data, train_dir, "--number_of_steps=8", "--log_every_n_steps=1",
+                    "--image_summary_steps=0", "--head_depth=8", "--augmentation=none",
+                    "--batch_size=16", "--learning_rate=0.01",
+                    f"--base_network_checkpoint={source_run['train_dir']}")
+  args[0] = "--label_count=3"
+  with pytest.MonkeyPatch.context() as patch:
+    spy = RestoreSpy(patch)
+    status, log = run_main(args)
+  assert status == 0
+  assert "restored the backbone (270 resnet_v2_50 variables, its moving-average weights)" in log
+  assert "step 3 of a run with 4 labels" in log
+  model = spy.checkpoint.model
+  after_restore = dict(zip((v.name for v in model.variables), spy.model_after_restore))
+  for v in model.backbone.variables:
+    np.testing.assert_array_equal(after_restore[v.name], source_run["want"][v.name], v.name)
+    np.testing.assert_array_equal(v.numpy(), source_run["want"][v.name], v.name)
+  losses = [float(x) for x in re.findall(r"classification ([0-9.]+)", log)]
+  assert len(losses) == 8
+  assert min(losses[-3:]) < losses[0] - 0.02, losses
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("form", ["prefix", "best_dir"])
+def test_transfer_takes_a_prefix_or_a_best_dir(source_run, tmp_path, form):
+  prefix = tf.train.latest_checkpoint(source_run["train_dir"])
+  path = prefix
+  if form == "best_dir":  # evaluate.py's best/: the checkpoint files and a config.json copy
+    path = str(tmp_path / "best")
+    shutil.copytree(source_run["train_dir"], path)
+  model = mlc.MultiLabelClassificationModel(configs.ModelConfig(
+      label_count=2, target_height=32, target_width=32, head_depth=5))
+  head_before = snapshot(head_variables(model))
+  message = mlc.restore_backbone(model, path)
+  assert "restored the backbone (270 resnet_v2_50 variables" in message
+  for v in model.backbone.variables:
+    np.testing.assert_array_equal(v.numpy(), source_run["want"][v.name], v.name)
+  for before, v in zip(head_before, head_variables(model)):
+    np.testing.assert_array_equal(v.numpy(), before, v.name)
+
+
+@pytest.mark.slow
+def test_transfer_across_backbones_is_an_error_naming_both(source_run):
+  model = mlc.MultiLabelClassificationModel(configs.ModelConfig(
+      label_count=2, target_height=32, target_width=32, backbone="resnet_v2_101"))
+  with pytest.raises(ValueError, match="is a resnet_v2_50 run; this model's backbone is "
+                                       "resnet_v2_101"):
+    mlc.restore_backbone(model, source_run["train_dir"])

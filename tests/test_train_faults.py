@@ -27,7 +27,7 @@ import tensorflow as tf
 
 from multilabel import checkpoints, config_files, errors, locks
 from multilabel.training import train_step
-from run_helpers import run_captured, run_script_main, write_records
+from tests.helpers import run_captured, run_script_main, write_records
 import train
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

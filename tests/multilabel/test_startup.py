@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 from multilabel import startup
+from tests.helpers import write_records
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # What `import tensorflow` printed on this project's CPU machine (TensorFlow 2.21).
@@ -73,8 +74,6 @@ def test_a_process_shows_no_start_up_line_and_keeps_its_own():
 def test_train_py_help_and_a_two_step_training_print_no_start_up_line(tmp_path):
   """What a user sees: the stderr of `train.py --help` and of a 2-step run, with the
   environment as it comes (no TF_CPP_MIN_LOG_LEVEL)."""
-  sys.path.insert(0, os.path.join(REPO, "tests"))
-  from run_helpers import write_records  # noqa: E402 -- the tests' record writer
   records = write_records(tmp_path / "train.tfrecord", [[1, 0], [0, 1]] * 4)
   env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
   has_gpu = os.path.exists("/dev/nvidiactl")

@@ -1,4 +1,5 @@
-"""make_demo_data.py: the multi-label digits set, its file formats, and its disjoint splits."""
+"""make_demo_data.py: the multi-label digits set, its file formats, and its disjoint splits.
+(tests/test_demo_data.py, renamed after its script.)"""
 
 import os
 

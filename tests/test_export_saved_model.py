@@ -2,8 +2,9 @@
 this repository), gives inference.py's scores on the same image bytes, and its thresholded labels.
 
 The export comes from inference.py's --export_saved_model, with a thresholds file, on the fixture
-of inference_fixture.py (ckpt-20, EMA head B). The script's main() does the same steps; its test
-checks what it hands to export().
+of inference_fixture.py (ckpt-20, EMA head B; conftest.py's `trained`). The script's main() does
+the same steps; its test checks what it hands to export(). (tests/test_export.py, renamed; the
+serving module's own tests are in tests/multilabel/test_serving.py.)
 """
 
 import contextlib
@@ -16,19 +17,18 @@ import sys
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
-import configs
 import export_saved_model
 import inference
-import inference_fixture as fx
 from multilabel import serving
-from multilabel.data import preprocessing
+from tests import inference_fixture as fx
+
 
 NAMES = ["cat", "dog", "bird"]
 THRESHOLDS = [0.3, 0.45, 0.6]
 ATOL = 1e-5  # two float32 graphs of ResNet-50, and the score file's %.6f rounding (5e-7)
 GOOD = ["c.png", "a.png", "e.jpg", "b.png", "d.png"]
+
 
 # Runs in a fresh interpreter, from a folder outside the repository: only TensorFlow and the
 # SavedModel itself.
@@ -69,11 +69,6 @@ json.dump(result, open(f"{config['out']}/result.json", "w"))
 def quiet(function, args):
   with contextlib.redirect_stdout(io.StringIO()):
     assert function(args) == 0
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-  return fx.build(str(tmp_path_factory.mktemp("export")))
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +115,7 @@ def exported(trained):
               scores=np.loadtxt(os.path.join(root, "out", "scores.txt")), csv=csv_rows)
 
 
+@pytest.mark.slow
 def test_signature_takes_image_bytes_and_returns_scores_and_labels(exported):
   signature = exported["result"]["flag"]
   assert signature["inputs"] == {"images": ["string", [None]]}
@@ -127,6 +123,7 @@ def test_signature_takes_image_bytes_and_returns_scores_and_labels(exported):
                                   "labels": ["int64", [None, fx.LABELS]]}
 
 
+@pytest.mark.slow
 def test_scores_equal_inference_py_on_the_same_images(exported):
   assert not np.isnan(exported["scores"]).any()
   scores = exported["load"]("flag_scores")
@@ -136,11 +133,13 @@ def test_scores_equal_inference_py_on_the_same_images(exported):
   np.testing.assert_allclose(single, scores[:1], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_the_label_names_signature_returns_the_names(exported):
   assert exported["result"]["flag"]["signatures"] == ["label_names", "serving_default"]
   assert exported["result"]["flag"]["label_names"] == NAMES
 
 
+@pytest.mark.slow
 def test_labels_are_the_scores_thresholded_per_label(exported):
   scores, labels = exported["load"]("flag_scores"), exported["load"]("flag_labels")
   expected = (scores.astype(np.float64) >= np.array(THRESHOLDS)).astype(np.int64)
@@ -151,6 +150,7 @@ def test_labels_are_the_scores_thresholded_per_label(exported):
   assert predicted == [";".join(n for n, p in zip(NAMES, row) if p) for row in labels]
 
 
+@pytest.mark.slow
 def test_export_replaced_the_old_export_and_left_no_temporaries(exported):
   assert not os.path.exists(os.path.join(exported["export_dir"], "stale.txt"))
   assert os.path.isdir(os.path.join(exported["export_dir"], "variables"))
@@ -185,64 +185,13 @@ def test_script_main_exports_the_checkpoint_with_inference_py_settings(trained, 
     np.testing.assert_array_equal(v.numpy(), trained.heads["A"][v.name])
 
 
+@pytest.mark.slow
 def test_an_undecodable_image_fails_the_call(exported):
   assert exported["result"]["flag"]["corrupt"] == "InvalidArgumentError"
 
 
-def test_a_failed_export_leaves_the_previous_one_and_no_temporaries(trained, tmp_path,
-                                                                     monkeypatch):
-  export_dir = tmp_path / "model"
-  export_dir.mkdir()
-  (export_dir / "saved_model.pb").write_text("previous export\n")
-
-  def crash(module, directory, **unused_options):
-    with open(os.path.join(directory, "saved_model.pb"), "w") as f:
-      f.write("half written")
-    raise OSError("disk full")
-
-  monkeypatch.setattr(tf.saved_model, "save", crash)
-  with pytest.raises(OSError, match="disk full"):
-    serving.export(trained.model, str(export_dir), spec())
-  assert os.listdir(tmp_path) == ["model"]
-  assert (export_dir / "saved_model.pb").read_text() == "previous export\n"
-
-
-def test_refuses_to_replace_a_folder_that_is_not_a_saved_model(trained, tmp_path):
-  (tmp_path / "notes.txt").write_text("keep me\n")
-  with pytest.raises(FileExistsError, match=f"{tmp_path}.*holds no SavedModel"):
-    serving.export(trained.model, str(tmp_path), spec())
-  assert (tmp_path / "notes.txt").read_text() == "keep me\n"
-
-
-def spec(**changes):
-  """The TestTimeScoring of the fixture's 10 crops, mean, without thresholds or names."""
-  return serving.TestTimeScoring(**{
-      "target": fx.TARGET, "resize": fx.RESIZE, "views": "ten", "aggregation": "mean",
-      "thresholds": None, "label_names": None, **changes})
-
-
 def test_bad_arguments_are_clear_errors(trained):
+  """(Its serving_module half is test_serving.py's
+  test_serving_module_refuses_a_bad_aggregation_or_threshold_count.)"""
   with pytest.raises(ValueError, match="--export_saved_model"):
     quiet(export_saved_model.main, [f"--checkpoint_path={trained.train_dir}"])
-  with pytest.raises(ValueError, match="aggregation='median'"):
-    serving.serving_module(trained.model, spec(aggregation="median"))
-  with pytest.raises(ValueError, match=f"2 thresholds for {fx.LABELS} labels"):
-    serving.serving_module(trained.model, spec(thresholds=[0.5, 0.5]))
-
-
-def test_one_view_serving_scores_the_plain_resize(trained):
-  """views="one" (a model trained without random crops): the serving function scores each image
-  once, resized to the target, as evaluate.py does."""
-  import configs
-  for v in trained.model.trainable_variables:
-    v.assign(trained.heads["A"][v.name])
-  module = serving.serving_module(trained.model, spec(resize=(0, 0), views="one"))
-  data = []
-  for name in GOOD:
-    with open(os.path.join(trained.image_dir, name), "rb") as f:
-      data.append(f.read())
-  scores = module.serve(tf.constant(data))["scores"].numpy()
-  config = configs.ModelConfig(label_count=fx.LABELS, target_height=fx.TARGET[0],
-                               target_width=fx.TARGET[1])
-  plain = tf.stack([preprocessing.preprocess_eval(d, config) for d in data])
-  np.testing.assert_allclose(scores, trained.model(plain)[1]["predictions"].numpy(), atol=ATOL)

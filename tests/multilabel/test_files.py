@@ -1,8 +1,8 @@
-"""files.py: the one atomic write (a complete file or the old one, never a temp file left), the
-usual file mode, a full disk in one line, and the temp files a killed run left.
+"""multilabel/files.py: the one atomic write (a complete file or the old one, never a temp file
+left), the usual file mode, a full disk in one line, and the temp files a killed run left.
 
 The full disk is a real one where this machine lets us mount a small tmpfs (root can), else a
-write that raises ENOSPC: either way every test runs.
+write that raises ENOSPC: either way every test runs. (tests/test_fileio.py, renamed.)
 """
 
 import glob
@@ -16,7 +16,7 @@ import coco_to_image_list
 import configs
 from multilabel import config_files, errors, files, textfiles
 from multilabel.data import records
-from run_helpers import fake_full_disk, fill_disk, small_disk
+from tests.helpers import fake_full_disk, fill_disk, small_disk
 
 
 def _leftovers(folder):

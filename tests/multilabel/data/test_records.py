@@ -1,4 +1,5 @@
-"""records.py: file specs, the original record layout, parsing, and the atomic TFRecord writer."""
+"""multilabel/data/records.py: file specs, the original record layout, parsing, and the atomic
+TFRecord writer. (tests/test_records.py, moved.)"""
 
 import io
 import os
@@ -10,6 +11,7 @@ from PIL import Image
 
 from multilabel import errors
 from multilabel.data import records
+from tests.helpers import original_record
 
 
 def _jpeg(seed, size=(6, 5)):
@@ -17,19 +19,6 @@ def _jpeg(seed, size=(6, 5)):
   buffer = io.BytesIO()
   Image.fromarray(pixels).save(buffer, "JPEG")
   return buffer.getvalue()
-
-
-def _original_layout(path, data, labels):
-  """A record built by hand exactly as the original TF1 create_tfrecord.py built it."""
-  return tf.train.SequenceExample(
-      context=tf.train.Features(feature={
-          "image_path": tf.train.Feature(bytes_list=tf.train.BytesList(value=[path])),
-          "image_data": tf.train.Feature(bytes_list=tf.train.BytesList(value=[data])),
-      }),
-      feature_lists=tf.train.FeatureLists(feature_list={
-          "image_label": tf.train.FeatureList(feature=[
-              tf.train.Feature(int64_list=tf.train.Int64List(value=[v])) for v in labels]),
-      }))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -89,7 +78,7 @@ def test_shard_paths():
 def test_make_example_is_byte_identical_to_the_original_layout():
   data, labels = _jpeg(0), [1, 0, 0, 1, 1]
   ours = records.make_example("dir/a b.jpg", data, np.array(labels))
-  original = _original_layout(b"dir/a b.jpg", data, labels)
+  original = original_record(b"dir/a b.jpg", data, labels)
   serialize = lambda proto: proto.SerializeToString(deterministic=True)
   assert serialize(ours) == serialize(original)
 
@@ -106,7 +95,7 @@ def test_make_example_custom_keys_and_bad_label():
 def test_parse_example_reads_the_original_layout_eagerly_and_in_tf_data():
   items = [(b"img/%d.jpg" % i, _jpeg(i), np.random.default_rng(i).integers(0, 2, 7).tolist())
            for i in range(4)]
-  serialized = [_original_layout(*item).SerializeToString() for item in items]
+  serialized = [original_record(*item).SerializeToString() for item in items]
 
   path, data, labels = records.parse_example(serialized[0])
   assert path.dtype == tf.string and path.shape == [] and data.shape == []
@@ -143,7 +132,7 @@ def test_unknown_labels_are_stored_as_is_and_round_trip(tmp_path):
   data, labels = _jpeg(1), [1, -1, 0, -1, 1]
   ours = records.make_example("u.jpg", data, labels)
   serialize = lambda proto: proto.SerializeToString(deterministic=True)
-  assert serialize(ours) == serialize(_original_layout(b"u.jpg", data, labels))
+  assert serialize(ours) == serialize(original_record(b"u.jpg", data, labels))
   known = records.make_example("u.jpg", data, [max(v, 0) for v in labels])
   assert len(serialize(ours)) - len(serialize(known)) == 2 * 9  # a -1 is a 10-byte varint, a 0 one
   path = str(tmp_path / "u.tfrecord")
