@@ -3,7 +3,7 @@
 TensorFlow's CPU kernels for a convolution's input and filter gradients are much slower than its
 forward convolution on ResNet's small, deep feature maps. `conv2d_stride1` is the forward conv
 with a custom gradient that computes both as forward convolutions (or a matmul for 1x1 kernels),
-equal to TensorFlow's own (tests/test_resnet_v2.py checks it). On a GPU the filter gradient stays
+equal to TensorFlow's own (tests/multilabel/test_conv_gradients.py checks it). On a GPU the filter gradient stays
 cuDNN's.
 """
 

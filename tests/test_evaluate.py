@@ -255,11 +255,11 @@ def test_deleted_checkpoints_under_the_evaluator_are_skipped(run, tmp_path, monk
   score_dataset = evaluate.score_dataset
   scored = []
 
-  def score_and_delete(predict, dataset):
+  def score_and_delete(predict, dataset, paths=None):
     scored.append(True)
     if len(scored) == 1:
       remove("ckpt-30")
-    return score_dataset(predict, dataset)
+    return score_dataset(predict, dataset, paths)
 
   monkeypatch.setattr(evaluate, "checkpoints_to_evaluate", listed)
   monkeypatch.setattr(evaluate, "score_dataset", score_and_delete)

@@ -133,13 +133,17 @@ MEMORY_LIMIT_GB = 3  # the bombs alone need more; the model and TensorFlow ~1 GB
 
 
 # Runs a script as __main__ and prints its peak resident memory (KB on Linux) as it ends.
+# The peak is VmHWM, this process's own high-water mark: ru_maxrss would carry over the RSS of
+# the forked parent (pytest, gigabytes into the suite), which Linux keeps across exec.
 PEAK_MEMORY = """
-import resource, runpy, sys
+import runpy, sys
 sys.argv = sys.argv[1:]
 try:
   runpy.run_path(sys.argv[0], run_name="__main__")
 finally:
-  print(f"peak_rss_kb {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}", file=sys.stderr)
+  with open("/proc/self/status") as status:
+    peak = next(line.split()[1] for line in status if line.startswith("VmHWM"))
+  print(f"peak_rss_kb {peak}", file=sys.stderr)
 """
 
 

@@ -76,6 +76,8 @@ def read_events(directory):
       for value in event.summary.value:
         if value.metadata.plugin_data.plugin_name:  # written with a tag's first value only
           plugins[value.tag] = value.metadata.plugin_data.plugin_name
+        if plugins.get(value.tag) == "hparams":  # the run's HParams row: strings, not values
+          continue
         array = tf.make_ndarray(value.tensor)
         item = len(array) - 2 if plugins.get(value.tag) == "images" else float(array)
         found.setdefault(value.tag, []).append((event.step, item))
