@@ -19,8 +19,7 @@ import statistics
 import tempfile
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
+import multilabel.startup  # noqa: F401 -- first: TensorFlow's C++ start-up lines filtered
 import numpy as np
 import onnxruntime
 import tensorflow as tf
