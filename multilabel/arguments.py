@@ -42,12 +42,13 @@ def _show(value):
 
 
 def _help_line(meta):
-  """A field's help, then its choices or range: 'the classification loss (sigmoid | focal)'."""
+  """A field's help, then its choices or range, or that it must be given: 'the classification
+  loss (sigmoid | focal)', 'eval TFRecords (required)'."""
   if meta.get("choices"):
     return f"{meta['help']} ({' | '.join(meta['choices'])})"
   if meta.get("valid") is not None:
     return f"{meta['help']} ({meta['valid']})"
-  return meta["help"]
+  return meta["help"] + (" (required)" if meta.get("required") else "")
 
 
 def help_text(usage, *configs):
