@@ -36,6 +36,8 @@ class CreateTFRecordConfig(Config, section="create_tfrecord"):
   max_side: int = setting(
       0, "downscale to this longer side (px); 0 = keep the size", between(0, 2**30))
   jpeg_quality: int = setting(95, "quality of images re-encoded as JPEG", between(1, 100))
+  lossless: bool = setting(
+      False, "non-JPEG images stored as PNG, not JPEG: flat-colour art keeps its edges")
 
 
 @dataclass

@@ -11,8 +11,9 @@ Both files are checked completely before anything is written; every error names 
 stored as listed, and the summary counts them. Every image is then decoded (Pillow, one process
 per core; one over the pixel limit, image_decoding.too_large, is skipped undecoded): RGB JPEGs are
 stored byte for byte; PNG, GIF, BMP, WebP, grayscale, RGBA (composited on white), palette and CMYK
-images are converted to RGB and re-encoded as JPEG, whatever their extension; unreadable images are
-skipped with one line each. Records are tf.train.SequenceExample in the original layout (see
+images are converted to RGB and re-encoded as JPEG, whatever their extension (with --lossless,
+as PNG instead, and RGB PNGs stored byte for byte: JPEG rings around the edges of flat-colour art
+such as icons, emoji and diagrams); unreadable images are skipped with one line each. Records are tf.train.SequenceExample in the original layout (see
 records.py), written in a seeded shuffled order, round-robin over the shards; each shard is
 written to a temporary name and renamed when complete. Temp files that an interrupted run (kill
 -9) left are removed, and named, at the start. Ctrl-C or SIGTERM stops it with no output file
@@ -118,14 +119,14 @@ def stale_temp_files(output_file):
                                  lambda name: name == base or fnmatch.fnmatchcase(name, shard))
 
 
-def write_records(outputs, entries, paths, num_workers, max_side, jpeg_quality):
+def write_records(outputs, entries, paths, num_workers, max_side, jpeg_quality, lossless):
   """Decodes every image in parallel (image_workers.prepare_image) and writes the good ones
   round-robin over the shard files `outputs`, each atomically. entries: (name, labels) in record order; paths:
   their image paths. Returns (counts: written, stored, re-encoded, resized, unknown; skipped:
   per reason). Ctrl-C or SIGTERM: no output file is written, exit 130."""
   counts, skipped = collections.Counter(), collections.Counter()
   progress = runtime.Progress(len(entries), "images")
-  tasks = [(path, max_side, jpeg_quality) for path in paths]
+  tasks = [(path, max_side, jpeg_quality, lossless) for path in paths]
   previous_handler = signal.signal(signal.SIGTERM, _raise_interrupt)  # kill cleans up like Ctrl-C
   try:
     with image_results(tasks, num_workers) as results, contextlib.ExitStack() as stack:
@@ -165,13 +166,15 @@ def outside_image_dir(image_dir, names):
           if os.path.commonpath([root, os.path.realpath(path)]) != root]
 
 
-def print_summary(output_file, outputs, counts, skipped, label_count, outside=None):
+def print_summary(output_file, outputs, counts, skipped, label_count, outside=None,
+                  lossless=False):
   """What was written and skipped, the entries outside image_dir (a list of them; None without
   an image_dir), and a warning for shards of an earlier run beside them."""
   where = (outputs[0] if len(outputs) == 1
            else f"{len(outputs)} shards {outputs[0]} .. {outputs[-1]}")
   print(f"wrote {counts['written']} records to {where}")
-  print(f"  stored unchanged: {counts['stored']}, re-encoded as JPEG: "
+  encoding = "PNG" if lossless else "JPEG"
+  print(f"  stored unchanged: {counts['stored']}, re-encoded as {encoding}: "
         f"{counts['re-encoded'] + counts['resized']} (of which resized: {counts['resized']})")
   reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(skipped.items()))
   print(f"  skipped: {sum(skipped.values())}" + (f" ({reasons})" if reasons else ""))
@@ -220,10 +223,11 @@ def main(argv):
     os.remove(path)
     print(f"removed {path}: a temp file of an interrupted run")
   counts, skipped = write_records(outputs, entries, paths, num_workers, max_side,
-                                  cfg.jpeg_quality)
+                                  cfg.jpeg_quality, cfg.lossless)
 
   # 4. Summary.
-  print_summary(cfg.output_file, outputs, counts, skipped, len(entries[0][1]), outside)
+  print_summary(cfg.output_file, outputs, counts, skipped, len(entries[0][1]), outside,
+                cfg.lossless)
 
 
 if __name__ == "__main__":

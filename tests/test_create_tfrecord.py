@@ -20,8 +20,10 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+import configs
 import create_tfrecord
 from multilabel.data import records
+from multilabel.data.preprocessing import build_dataset
 from tests.helpers import (REPO, gradient, odd_images, original_record, run_script_main, save,
                            unreadable_images, write_records)
 
@@ -318,6 +320,27 @@ def test_odd_formats_become_rgb_jpeg(tmp_path, capsys):
     decoded = tf.io.decode_jpeg(data).numpy()  # what training decodes
     assert decoded.shape == (12, 16, 3)
   assert f"re-encoded as JPEG: {len(names)}" in out and "stored unchanged: 0" in out
+
+
+def test_lossless_stores_pngs_that_the_originals_reader_and_training_decode(tmp_path, capsys):
+  image_dir = tmp_path / "images"
+  image_dir.mkdir()
+  expected = odd_images(image_dir)
+  names = sorted(expected)
+  list_file, label_file = write_inputs(tmp_path, names, [[i % 2] for i in range(len(names))])
+  output = tmp_path / "x.rec"
+  code, out, err = run(capsys, image_dir, list_file, label_file, output, seed=-1, lossless=True)
+  assert code == 0, err
+  for (path, data, _), name in zip(read_back([output]), names):
+    assert Image.open(io.BytesIO(data)).format == "PNG", name
+    # The original's reader is tf.image.decode_jpeg, which decodes PNG bytes as well
+    decoded = tf.io.decode_jpeg(data, channels=3).numpy()
+    assert np.abs(decoded - expected[name]).max() <= 0.5, name  # lossless
+  assert "re-encoded as PNG: " in out and "stored unchanged: " in out
+  config = configs.ModelConfig(label_count=1, input_tfrecord_file=str(output), target_height=32,
+                               target_width=32, batch_size=4)  # random crops of a 36-px resize
+  images, labels = next(iter(build_dataset(config, "train", seed=0)))
+  assert images.shape == (4, 32, 32, 3) and labels.shape == (4, 1)
 
 
 def test_rgb_jpegs_are_stored_unchanged(tmp_path, capsys):

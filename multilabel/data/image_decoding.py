@@ -3,7 +3,8 @@ toolkit's one pixel limit.
 
 prepare_image decodes one image fully and says what to store: an RGB JPEG's bytes unchanged, or
 any other image converted to RGB and re-encoded as JPEG (resized to max_side if larger), or why
-it is skipped. image_results runs it over all the images in order, in a pool of forked workers
+it is skipped. With `lossless`, images that are not JPEGs are kept lossless instead: an RGB PNG's
+bytes unchanged, any other converted to RGB and encoded as PNG. image_results runs it over all the images in order, in a pool of forked workers
 that leave Ctrl-C and a scheduler's group signal to the parent and die with it. too_large is
 the pixel limit, which create_tfrecord.py and inference.py both apply before decoding.
 """
@@ -59,12 +60,12 @@ def prepare_image(task):
   """Decodes one image fully and returns what to store; runs in the worker processes.
 
   Args:
-    task: (path, max_side, jpeg_quality).
+    task: (path, max_side, jpeg_quality, lossless).
   Returns:
-    ("ok", jpeg_bytes, how, (height, width)) with how in {"stored", "re-encoded", "resized"}, or
+    ("ok", image_bytes, how, (height, width)) with how in {"stored", "re-encoded", "resized"}, or
     ("skip", category, detail) with category e.g. "missing", "empty", "not an image", "truncated".
   """
-  path, max_side, quality = task
+  path, max_side, quality, lossless = task
   try:
     with open(path, "rb") as f:
       data = f.read()
@@ -81,7 +82,9 @@ def prepare_image(task):
     with Image.open(io.BytesIO(data)) as image:
       image.load()  # the full decode: truncated or corrupt data fails here
       width, height = image.size
-      if image.format == "JPEG" and image.mode == "RGB" and max(width, height) <= max_side:
+      keep = "PNG" if lossless else "JPEG"  # JPEGs stay JPEGs: a PNG of one only grows
+      if (image.format in ("JPEG", keep) and image.mode == "RGB"
+          and max(width, height) <= max_side):
         return ("ok", data, "stored", (height, width))  # fast path: keep the bytes unchanged
       rgb = _to_rgb(image)
   except Image.UnidentifiedImageError:
@@ -99,7 +102,10 @@ def prepare_image(task):
                      Image.Resampling.LANCZOS)
     how = "resized"
   buffer = io.BytesIO()
-  rgb.save(buffer, "JPEG", quality=quality)
+  if lossless:
+    rgb.save(buffer, "PNG")
+  else:
+    rgb.save(buffer, "JPEG", quality=quality)
   return ("ok", buffer.getvalue(), how, (rgb.height, rgb.width))
 
 

@@ -49,6 +49,23 @@ def train_crop_window(image_shape, resize_hw, target_hw, seed=None):
   return tf.concat([start, size], axis=0)
 
 
+def decode_train_crop(image_data, resize_hw, target_hw, seed=None):
+  """Encoded image -> the uint8 [h, w, 3] source window of a random train crop (train_crop_window).
+
+  A JPEG decodes only that window (decode_and_crop_jpeg); any other format, e.g. the PNGs that
+  create_tfrecord.py --lossless stores, is decoded whole and the window sliced out of it.
+  """
+  def jpeg():
+    window = train_crop_window(tf.io.extract_jpeg_shape(image_data), resize_hw, target_hw, seed)
+    return tf.io.decode_and_crop_jpeg(image_data, window, channels=3)
+
+  def other():
+    image = tf.io.decode_image(image_data, channels=3, expand_animations=False)
+    y, x, h, w = tf.unstack(train_crop_window(tf.shape(image), resize_hw, target_hw, seed))
+    return image[y:y + h, x:x + w]
+  return tf.cond(tf.io.is_jpeg(image_data), jpeg, other)
+
+
 def color_augment(image):
   """The original's photometric augmentation on a [H, W, 3] image in [0, 1]."""
   image = tf.image.random_brightness(image, max_delta=32.0 / 255.0)
@@ -79,7 +96,7 @@ def preprocess_train(image_data, config, randaugment=None):
     none         eval's plain resize (preprocess_eval), nothing random
     randaugment  the random crop and the flip, then `randaugment` (default randaugment_layers())
 
-  The crops decode only their window of the JPEG (train_crop_window).
+  The crops decode only their window of a JPEG (decode_train_crop).
   """
   kind, target = config.augmentation, (config.target_height, config.target_width)
   if kind == "none":
@@ -88,9 +105,7 @@ def preprocess_train(image_data, config, randaugment=None):
     image = tf.io.decode_image(image_data, channels=3, expand_animations=False)
     image = tf.image.resize(_to_unit_range(image), target)
   elif kind in ("seed", "crop_flip", "randaugment"):
-    window = train_crop_window(tf.io.extract_jpeg_shape(image_data), train_resize(config),
-                               target)
-    image = tf.io.decode_and_crop_jpeg(image_data, window, channels=3)
+    image = decode_train_crop(image_data, train_resize(config), target)
     image = tf.image.resize(_to_unit_range(image), target)
   else:
     raise ValueError(f"augmentation={kind!r}: expected one of {', '.join(AUGMENTATIONS)}")

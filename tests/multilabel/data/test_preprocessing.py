@@ -138,6 +138,22 @@ def test_train_preprocessing_window_on_an_odd_source(monkeypatch, model_config):
   np.testing.assert_allclose(got, want, atol=1e-5)
 
 
+def test_a_png_record_gives_the_same_window_as_its_jpeg_would(monkeypatch, model_config):
+  """create_tfrecord.py --lossless stores PNGs, which decode_and_crop_jpeg cannot read: the
+  window is then sliced from the whole decode, the same window of the same pixels."""
+  config = model_config()
+  pixels = smooth_image(37, 91)
+  png = tf.io.encode_png(pixels).numpy()
+  monkeypatch.setattr(preprocessing, "color_augment", lambda image: image)
+  monkeypatch.setattr(tf.image, "random_flip_left_right", lambda image: image)
+  fixed_uniform(monkeypatch, [0.999999, 0.999999])  # window [4, 10, 33, 81], by hand above
+  got = preprocessing.preprocess_train(png, config).numpy()
+  want = resized(pixels[4:4 + 33, 10:10 + 81].astype(np.float32) / 255, (64, 64)) * 2 - 1
+  np.testing.assert_allclose(got, want, atol=1e-5)
+  window = preprocessing.decode_train_crop(png, (72, 72), (64, 64)).numpy()
+  np.testing.assert_array_equal(window, pixels[4:37, 10:91])
+
+
 def test_train_preprocessing_shape_and_range(model_config):
   config = model_config()
   data = jpeg(smooth_image(37, 91))
