@@ -42,7 +42,7 @@ from multilabel.training import optimizers
 from multilabel.training.loop import (CheckpointTrigger, DivergenceGuard, StopFlag, WindowLog,
                                       finish, make_manager, step_runner,
                                       train_dir_or_new_temp_dir, train_loop)
-from multilabel.training.pos_weight import resolve_pos_weight
+from multilabel.training.pos_weight import prior_log_odds, resolve_pos_weight
 from multilabel.training.resume import check_resume_settings
 from multilabel.training.train_step import make_train_step
 
@@ -141,6 +141,8 @@ def train(model_config, train_config, strategy, service, label_names, files):
   # made again: the restore may have dropped damaged checkpoints from the state file, which a
   # CheckpointManager reads only when it is made
   manager = make_manager(checkpoint, save_dir, train_config)
+  if train_config.head_bias == "prior" and not resumed:
+    model.head[-1].biases.assign(prior_log_odds(train_config, model_config))
   if ema is not None and not resumed:
     ema.reset()  # the shadows were copied before the backbone was restored
   if runtime.is_chief(strategy):

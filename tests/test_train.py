@@ -360,11 +360,39 @@ def test_pos_weight_auto_trains_and_config_json_holds_the_values(pos_data, tmp_p
   saved = json.loads((train_dir / config_files.TRAIN_CONFIG_FILE).read_text())["train"]
   assert saved["pos_weight"] == pytest.approx([2 / 3, 4.0, 3.0, 1.0], rel=1e-12)
   assert saved["unknown_label"] == "ignore"
-  assert "pos_weight=auto from 6 records" in log
+  assert "pos_weight=auto: label counts of 6 records" in log
   # the saved list is a valid setting: a run rebuilt from config.json uses the same values
   loaded = config_files.load_config(str(train_dir / config_files.TRAIN_CONFIG_FILE), configs.TrainConfig)
   model_config = configs.ModelConfig(label_count=LABELS)
   assert resolve_pos_weight(loaded, model_config) == saved["pos_weight"]
+
+
+def logits_bias(train_dir, step):
+  """my_conv_3's bias in ckpt-<step>, as the model restores it."""
+  model = mlc.load_trained_model(str(train_dir / f"ckpt-{step}"), use_ema=False)[0]
+  return model.head[-1].biases.numpy()
+
+
+@pytest.mark.slow
+def test_head_bias_prior_starts_the_logits_at_the_label_log_odds_and_a_resume_keeps_its_own(
+    pos_data, tmp_path):
+  train_dir = tmp_path / "train"
+  tiny = "--learning_rate=1e-9"  # one step moves the bias by ~1e-9: the checkpoint shows the start
+  status, log = run_main(train_args(",".join(pos_data), train_dir, "--number_of_steps=1", tiny,
+                                    "--head_bias=prior", "--image_summary_steps=0"))
+  assert status == 0, log
+  p = np.clip([3 / 5, 1 / 5, 1 / 4, 1.0], 1e-4, 1 - 1e-4)  # pos_data's labels, by hand
+  np.testing.assert_allclose(logits_bias(train_dir, 1), np.log(p / (1 - p)), atol=1e-4)
+  assert "head_bias=prior: label counts of 6 records" in log
+  # zero stays the original's start; a resumed run keeps its trained bias whatever head_bias says
+  other = tmp_path / "zero"
+  status, log = run_main(train_args(",".join(pos_data), other, "--number_of_steps=1", tiny,
+                                    "--image_summary_steps=0"))
+  assert status == 0 and np.abs(logits_bias(other, 1)).max() < 1e-4, log
+  status, log = run_main(train_args(",".join(pos_data), other, "--number_of_steps=2", tiny,
+                                    "--head_bias=prior", "--image_summary_steps=0"))
+  assert status == 0 and np.abs(logits_bias(other, 2)).max() < 1e-4, log
+  assert "head_bias=prior" not in log
 
 
 def test_unknown_label_mode_is_refused_in_one_line_before_any_work(data, tmp_path, capsys):

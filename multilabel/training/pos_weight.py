@@ -1,6 +1,7 @@
-"""TrainConfig.pos_weight resolved to the loss's per-label weights of the positive term: off, a
-list, a weights file, or "auto" from the training records' label counts (train.py; the resolved
-list is what config.json records).
+"""What train.py derives from the training records' label counts (one labels-only pass):
+TrainConfig.pos_weight resolved to the loss's per-label weights of the positive term (off, a
+list, a weights file, or "auto"; the resolved list is what config.json records), and
+head_bias=prior's first bias of the logits.
 """
 
 import math
@@ -32,19 +33,10 @@ def resolve_pos_weight(train_config, model_config):
   elif not spec:
     return None
   elif spec == "auto":
-    try:
-      files = records.expand_file_spec(model_config.input_tfrecord_file)
-      start = time.time()
-      positives, negatives, unknowns, count = records.count_labels(
-          files, label_count, model_config.image_label_key)
-    except errors.DataError as e:  # the same class (a MissingFileError stays one), named here
-      raise type(e)(f"pos_weight=auto: {e}") from None
-    if train_config.unknown_label == "negative":
-      negatives = negatives + unknowns
+    positives, negatives = label_counts(train_config, model_config, "pos_weight=auto")
     defined = (positives > 0) & (negatives > 0)
     weights = np.where(defined, negatives / np.maximum(positives, 1), 1.0).tolist()
-    log(f"pos_weight=auto from {count} records ({time.time() - start:.1f} s, labels only): "
-        + ", ".join(f"{w:.4g}" for w in weights))
+    log("pos_weight=auto: " + ", ".join(f"{w:.4g}" for w in weights))
     if not defined.all():
       log(f"note: pos_weight=auto: labels {np.flatnonzero(~defined).tolist()} have no positives "
           f"or no negatives in the training records; they get 1.0")
@@ -54,6 +46,42 @@ def resolve_pos_weight(train_config, model_config):
     raise errors.ConfigError(f"--pos_weight={spec!r}: {len(weights)} weights for "
                              f"label_count={label_count}, each must be finite and > 0")
   return weights
+
+
+def label_counts(train_config, model_config, why):
+  """(positives, negatives): int64 [label_count] each, from one labels-only pass over the train
+  records (records.count_labels: no image decoding). The -1s count as negatives under
+  unknown_label=negative, as the loss then sees them, and are left out under ignore. Bad
+  records are a DataError naming them, after `why`."""
+  try:
+    files = records.expand_file_spec(model_config.input_tfrecord_file)
+    start = time.time()
+    positives, negatives, unknowns, count = records.count_labels(
+        files, model_config.label_count, model_config.image_label_key)
+  except errors.DataError as e:  # the same class (a MissingFileError stays one), named here
+    raise type(e)(f"{why}: {e}") from None
+  log(f"{why}: label counts of {count} records ({time.time() - start:.1f} s, labels only)")
+  if train_config.unknown_label == "negative":
+    negatives = negatives + unknowns
+  return positives, negatives
+
+
+def prior_log_odds(train_config, model_config):
+  """TrainConfig.head_bias=prior: [label_count] float32, log(p / (1 - p)) of each label's
+  frequency p in the train records, p clipped to [1e-4, 1 - 1e-4] (a label never or always
+  positive would get an infinite bias).
+
+  Why (Lin et al. 2017, focal loss, sec. 4.1 "prior"): with a zero bias every logit starts at
+  0, p = 0.5, while most labels are rare (0.064 on average on the OpenMoji set). The first
+  gradients then push every logit down at once, and through the head's ReLUs, whose inputs are
+  all >= 0 after the backbone's last ReLU, Adam's equal-sized first steps turn whole units off
+  for every image: dead units. Starting at the prior leaves the gradient only what the images
+  tell apart.
+  """
+  positives, negatives = label_counts(train_config, model_config, "head_bias=prior")
+  p = positives / np.maximum(positives + negatives, 1)
+  p = np.clip(p, 1e-4, 1 - 1e-4)
+  return np.log(p / (1 - p)).astype(np.float32)
 
 
 def _read_pos_weight_file(path):
