@@ -79,7 +79,7 @@ class WindowLog:
     rate = self.steps * self.batch / elapsed
     eta = (self.train_config.number_of_steps - step_no) * elapsed / self.steps
     values = {k: float(v) for k, v in scalars.items()}
-    values.update(self.dead_units.read())
+    values.update(self.dead_units.read(values["loss/classification"]))
     values["loss/total"] = values["loss/classification"] + values["loss/regularization"]
     # the rate this step used: the optimiser reads the schedule before counting the step
     values["learning_rate"] = float(self.learning_rate(step_no - 1))

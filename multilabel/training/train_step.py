@@ -7,6 +7,8 @@ head's ReLU activity and the dead-unit watch over it, and the watch for non-fini
 train.py runs it; benchmarks/throughput.py and benchmarks/gpu_check.py time it as it is.
 """
 
+import math
+
 import numpy as np
 import tensorflow as tf
 
@@ -161,30 +163,49 @@ def non_finite_finder(variables):
 
 class DeadUnitWatch:
   """Counts the head's dead ReLUs over each logging window (units never positive on any of its
-  batches), and warns once when more than half of a layer's units are dead."""
+  batches), and warns once when more than half of a layer's units are dead and the loss has
+  stopped falling.
+
+  Why it waits: most units that die, die in the first tens of steps (their inputs are all >= 0
+  after the backbone's last ReLU, so one large step down turns a unit off for every image), and
+  a wide head then learns on the rest: the demo's recommended run had 134 of 256 dead and still
+  reached its mAP. Dead units are worth a line only when the loss no longer falls, where the
+  lost width may be what holds it back.
+  """
+
+  PATIENCE = 5  # logging windows without a new low of the smoothed loss: it stopped falling
+  SMOOTHING = 0.7  # of the windows' classification loss (each one step's, so noisy)
 
   def __init__(self, depth):
     self.depth, self.window, self.warned = depth, [], False
+    self.smoothed, self.best, self.since_best = None, math.inf, 0
 
   def add(self, activity):
     self.window.append(activity)  # device tensors: read only at the end of the window
 
-  def read(self):
-    """{'head/dead_units_1': n, 'head/dead_units_2': n} over the window; starts a new one."""
+  def read(self, loss):
+    """{'head/dead_units_1': n, 'head/dead_units_2': n} over the window; starts a new one.
+    loss: the window's classification loss, for the plateau test."""
     dead = count_dead_units(self.window)
     self.window = []
     counts = {f"head/dead_units_{i + 1}": n for i, n in enumerate(dead.values())}
+    self.smoothed = (loss if self.smoothed is None
+                     else self.SMOOTHING * self.smoothed + (1 - self.SMOOTHING) * loss)
+    if self.smoothed < 0.99 * self.best:
+      self.best, self.since_best = self.smoothed, 0
+    else:
+      self.since_best += 1
     worst = max(dead, key=dead.get)
-    if not self.warned and dead[worst] > self.depth / 2:
+    if (not self.warned and dead[worst] > self.depth / 2
+        and self.since_best >= self.PATIENCE):
       self.warned = True
-      # A wide head learns on what stays alive (the short recipe keeps ~80 of 256): there the
-      # advice is about the rate whose large first steps killed them, not the width.
       advice = (f"The head is {self.depth} wide (head_depth); rerun with a wider head, e.g. "
                 "--head_depth=256" if self.depth < 256 else
-                "If the classification loss stops falling, try a lower --learning_rate or a "
-                "longer --warmup_steps")
+                "Try --head_bias=prior (the logits start at the labels' frequencies, not at "
+                "0.5), a lower --learning_rate or a longer --warmup_steps")
       log(f"warning: {dead[worst]} of {self.depth} units of {worst} were never positive over "
-          f"the last steps: dead ReLUs, which get no gradient and never recover. {advice}")
+          f"the last steps, and the classification loss has not fallen for "
+          f"{self.since_best} log lines: dead ReLUs get no gradient and never recover. {advice}")
     return counts
 
 

@@ -79,28 +79,56 @@ def test_train_step_reports_the_head_units_a_numpy_count_finds_dead():
   assert train_step.count_dead_units([activity]) == want
   watch = train_step.DeadUnitWatch(8)
   watch.add(activity)
-  assert watch.read() == {"head/dead_units_1": want[mlc.HEAD_RELUS[0]],
+  assert watch.read(0.5) == {"head/dead_units_1": want[mlc.HEAD_RELUS[0]],
                           "head/dead_units_2": want[mlc.HEAD_RELUS[1]]}
 
 
 def test_dead_unit_watch_warns_once_naming_head_depth(capsys):
   watch = train_step.DeadUnitWatch(4)
   dead = {mlc.HEAD_RELUS[0]: np.array([1.0, 0, 0, 0]), mlc.HEAD_RELUS[1]: np.ones(4)}
-  for _ in range(2):
+  for _ in range(train_step.DeadUnitWatch.PATIENCE + 2):
     watch.add(dead)
-    assert watch.read() == {"head/dead_units_1": 3, "head/dead_units_2": 0}
+    assert watch.read(0.3) == {"head/dead_units_1": 3, "head/dead_units_2": 0}
   out = capsys.readouterr().out
   assert out.count("warning:") == 1
   assert "3 of 4 units of my_sub_network/my_conv_1" in out and "--head_depth=256" in out
+  assert f"has not fallen for {train_step.DeadUnitWatch.PATIENCE} log lines" in out
   wide = train_step.DeadUnitWatch(256)
-  wide.add({scope: np.eye(1, 256)[0] for scope in mlc.HEAD_RELUS})
-  wide.read()
+  for _ in range(train_step.DeadUnitWatch.PATIENCE + 1):
+    wide.add({scope: np.eye(1, 256)[0] for scope in mlc.HEAD_RELUS})
+    wide.read(0.3)
   out = capsys.readouterr().out
-  assert "255 of 256 units" in out and "--head_depth" not in out and "--learning_rate" in out
+  assert "255 of 256 units" in out and "--head_depth" not in out and "--head_bias=prior" in out
   alive = train_step.DeadUnitWatch(4)
-  alive.add({scope: np.ones(4) for scope in mlc.HEAD_RELUS})
-  alive.read()
+  for _ in range(train_step.DeadUnitWatch.PATIENCE + 1):
+    alive.add({scope: np.ones(4) for scope in mlc.HEAD_RELUS})
+    alive.read(0.3)
   assert "warning" not in capsys.readouterr().out
+
+
+def test_dead_unit_watch_waits_while_the_loss_falls(capsys):
+  """Units dead from the start, a loss that halves each window, then flat: silent while it
+  falls, one warning PATIENCE windows into the plateau (the smoothed loss then sets no new low
+  below 99% of its best)."""
+  watch = train_step.DeadUnitWatch(4)
+  dead = {scope: np.array([1.0, 0, 0, 0]) for scope in mlc.HEAD_RELUS}
+  losses = [0.7 * 0.5 ** i for i in range(8)] + [0.005] * 30
+  warned_at = None
+  for i, loss in enumerate(losses):
+    watch.add(dead)
+    watch.read(loss)
+    if warned_at is None and "warning:" in capsys.readouterr().out:
+      warned_at = i
+  # by hand: the smoothed loss s = 0.7 s + 0.3 loss keeps falling by > 1% a window after the
+  # halving stops while it still decays towards 0.005; the warning comes PATIENCE windows after
+  # its last new low, and never while the loss halves
+  smoothed, best, since, want = None, math.inf, 0, None
+  for i, loss in enumerate(losses):
+    smoothed = loss if smoothed is None else 0.7 * smoothed + 0.3 * loss
+    best, since = (smoothed, 0) if smoothed < 0.99 * best else (best, since + 1)
+    if want is None and since >= train_step.DeadUnitWatch.PATIENCE:
+      want = i
+  assert warned_at == want and warned_at >= 8 + train_step.DeadUnitWatch.PATIENCE
 
 
 # ---------------------------------------------------------------------------------------------
