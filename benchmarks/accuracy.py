@@ -41,6 +41,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import multilabel.startup  # noqa: F401 -- first: TensorFlow's C++ start-up lines filtered
 import numpy as np
 import tensorflow as tf
 
@@ -95,7 +96,8 @@ def parse_args(argv):
   p.add_argument("--flags", default="", help="extra train.py flags for every toolkit recipe, "
                  "e.g. '--learning_rate=0.0003'")
   p.add_argument("--data_flags", default="", help="digits: extra make_demo_data.py flags, e.g. "
-                 "'--num_train=1000'")
+                 "'--num_train=1000'; openmoji: extra create_tfrecord.py flags, e.g. "
+                 "'--lossless=true'")
   p.add_argument("--keep_dir", default="", help="work here and keep it (default: a temp dir)")
   args = p.parse_args(argv)
   defaults = dict(DEFAULTS[args.data])

@@ -89,9 +89,10 @@ def spread_lines(source, target, count):
     f.writelines(lines)
 
 
-def openmoji(work, data_dir, max_images=0):
+def openmoji(work, data_dir, max_images=0, record_flags=""):
   """The OpenMoji set from data_dir (built there first if missing) as TFRecords under `work`:
-  every split, or max_images of its images, evenly spaced. 30 labels; the train crops come from a resize
+  every split, or max_images of its images, evenly spaced, stored by create_tfrecord.py with
+  `record_flags` (e.g. "--lossless=true"). 30 labels; the train crops come from a resize
   255/224 of the target, the original's ratio (73 px for 64)."""
   data_dir = os.path.abspath(data_dir)
   if not openmoji_ready(data_dir):
@@ -108,12 +109,12 @@ def openmoji(work, data_dir, max_images=0):
       spread_lines(os.path.join(data_dir, split, name), os.path.join(lists, name), max_images)
     records[split] = create_records(os.path.join(data_dir, split, "images"), lists,
                                     os.path.join(work, "records", f"{split}.tfrecord"),
-                                    log_path=os.path.join(work, f"create_tfrecord_{split}.log"))
+                                    record_flags.split(), log_path=os.path.join(work, f"create_tfrecord_{split}.log"))
   scored = {"eval": "OpenMoji eval", "test": "OpenMoji test", "test_noto": "Noto test"}
   return Data("openmoji", label_count, records, scored, label_names_file=names_file)
 
 
 def prepare(args, work):
   if args.data == "openmoji":
-    return openmoji(work, args.data_dir, args.max_images)
+    return openmoji(work, args.data_dir, args.max_images, args.data_flags)
   return digits(work, args.max_images, args.data_flags)
