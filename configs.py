@@ -104,6 +104,8 @@ class ModelConfig(Config, section="model"):
   input_tfrecord_file: str = setting("", "TFRecords: a file, a comma list or a glob", required=True)
   target_height: int = setting(224, "network input height (pixels); a multiple of 32")
   target_width: int = setting(224, "network input width (pixels); a multiple of 32")
+  mixup: float = setting(0.0, "train: MixUp's Beta(alpha, alpha) on batches; 0 = off, e.g. 0.2",
+                         at_least(0))
   resize_height: int = setting(0, "train: resize before the crop; 0 = target * 255/224", at_least(0))
   resize_width: int = setting(0, "train: resize before the crop; 0 = target * 255/224", at_least(0))
   use_regularizer: bool = setting(True, "L2 weight decay on the head (and a fine-tuned backbone)")

@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from multilabel import errors
 from multilabel.data import records
+from multilabel.data.mixing import mixup
 
 AUGMENTATIONS = ("seed", "crop_flip", "flip", "none", "randaugment")
 
@@ -285,6 +286,8 @@ def build_dataset(config, mode, file_spec=None, input_context=None, seed=None, d
     what = f"augmentation={config.augmentation}" if training else "the eval pipeline"
     ds = service.distribute(ds, what)
   ds = ds.batch(batch_size or config.batch_size, drop_remainder=training)
+  if training and config.mixup > 0:  # after the service: it blends within the local batch
+    ds = ds.map(mixup(config.mixup, seed), num_parallel_calls=parallel)
   if device:
     return ds.apply(tf.data.experimental.prefetch_to_device(device))
   return ds.prefetch(tf.data.AUTOTUNE)
