@@ -205,7 +205,8 @@ class DeadUnitWatch:
                 "0.5), a lower --learning_rate or a longer --warmup_steps")
       log(f"warning: {dead[worst]} of {self.depth} units of {worst} were never positive over "
           f"the last steps, and the classification loss has not fallen for "
-          f"{self.since_best} log lines: dead ReLUs get no gradient and never recover. {advice}")
+          f"{self.since_best} log lines: a dead ReLU gets no gradient, and comes back only if the "
+          f"backbone's features move (never with a frozen backbone). {advice}")
     return counts
 
 
