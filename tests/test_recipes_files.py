@@ -78,12 +78,13 @@ def test_the_original_recipe_sets_nothing_the_defaults_stay_the_originals(capsys
       capsys.readouterr().out
 
 
-def test_the_small_data_recipe_is_short_with_crops_flips_and_more_weight_decay():
+def test_the_small_data_recipe_is_short_with_the_originals_augmentation_prior_bias_and_l2():
   short, small = (parse([f"recipes/{n}.json", *REQUIRED]) for n in ("short", "small_data"))
-  assert small[1] == short[1]
+  assert dataclasses.replace(small[1], head_bias=short[1].head_bias) == short[1]
   assert dataclasses.replace(small[0], augmentation="none", weight_decay=short[0].weight_decay) \
       == short[0]
-  assert small[0].augmentation == "crop_flip" and small[0].weight_decay > short[0].weight_decay
+  assert small[0].augmentation == "seed" and small[0].weight_decay > short[0].weight_decay
+  assert small[1].head_bias == "prior"
 
 
 def test_flags_after_a_recipe_override_it(capsys):
