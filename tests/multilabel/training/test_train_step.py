@@ -112,23 +112,24 @@ def test_dead_unit_watch_waits_while_the_loss_falls(capsys):
   below 99% of its best)."""
   watch = train_step.DeadUnitWatch(4)
   dead = {scope: np.array([1.0, 0, 0, 0]) for scope in mlc.HEAD_RELUS}
-  losses = [0.7 * 0.5 ** i for i in range(8)] + [0.005] * 30
+  losses = [0.7 * 0.5 ** i for i in range(8)] + [0.005] * 160
   warned_at = None
   for i, loss in enumerate(losses):
     watch.add(dead)
     watch.read(loss)
     if warned_at is None and "warning:" in capsys.readouterr().out:
       warned_at = i
-  # by hand: the smoothed loss s = 0.7 s + 0.3 loss keeps falling by > 1% a window after the
+  # by hand: the smoothed loss s = 0.9 s + 0.1 loss keeps falling by > 1% a window after the
   # halving stops while it still decays towards 0.005; the warning comes PATIENCE windows after
   # its last new low, and never while the loss halves
   smoothed, best, since, want = None, math.inf, 0, None
   for i, loss in enumerate(losses):
-    smoothed = loss if smoothed is None else 0.7 * smoothed + 0.3 * loss
+    smoothed = loss if smoothed is None else 0.9 * smoothed + 0.1 * loss
     best, since = (smoothed, 0) if smoothed < 0.99 * best else (best, since + 1)
     if want is None and since >= train_step.DeadUnitWatch.PATIENCE:
       want = i
-  assert warned_at == want and warned_at >= 8 + train_step.DeadUnitWatch.PATIENCE
+  assert want is not None and warned_at == want
+  assert warned_at >= 8 + train_step.DeadUnitWatch.PATIENCE
 
 
 # ---------------------------------------------------------------------------------------------
