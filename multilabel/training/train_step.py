@@ -166,7 +166,7 @@ class DeadUnitWatch:
   batches), and warns once when more than half of a layer's units are dead and the loss has
   stopped falling.
 
-  Why it waits: most units that die, die in the first tens of steps (their inputs are all >= 0
+  Why it waits: units die while the learning rate is high (their inputs are all >= 0
   after the backbone's last ReLU, so one large step down turns a unit off for every image), and
   a wide head then learns on the rest: the demo's recommended run had 134 of 256 dead and still
   reached its mAP. Dead units are worth a line only when the loss no longer falls, where the
