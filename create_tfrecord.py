@@ -13,10 +13,11 @@ per core; one over the pixel limit, image_decoding.too_large, is skipped undecod
 stored byte for byte; PNG, GIF, BMP, WebP, grayscale, RGBA (composited on white), palette and CMYK
 images are converted to RGB and re-encoded as JPEG, whatever their extension (with --lossless,
 as PNG instead, and RGB PNGs stored byte for byte: JPEG rings around the edges of flat-colour art
-such as icons, emoji and diagrams); unreadable images are skipped with one line each. Records are tf.train.SequenceExample in the original layout (see
-records.py), written in a seeded shuffled order, round-robin over the shards; each shard is
-written to a temporary name and renamed when complete. Temp files that an interrupted run (kill
--9) left are removed, and named, at the start. Ctrl-C or SIGTERM stops it with no output file
+such as icons, emoji and diagrams); unreadable images are skipped with one line each. Records
+are tf.train.SequenceExample in the original layout (see records.py), written in a seeded
+shuffled order, round-robin over the shards; each shard is written to a temporary name and
+renamed when complete. Temp files that an interrupted run (kill -9) left are removed, and
+named, at the start. Ctrl-C or SIGTERM stops it with no output file
 written.
 
     python create_tfrecord.py --image_dir=data/demo/train/images \\

@@ -42,7 +42,7 @@ from multilabel.training import optimizers
 from multilabel.training.loop import (CheckpointTrigger, DivergenceGuard, StopFlag, WindowLog,
                                       finish, make_manager, step_runner,
                                       train_dir_or_new_temp_dir, train_loop)
-from multilabel.training.pos_weight import prior_log_odds, resolve_pos_weight
+from multilabel.training.pos_weight import label_counts, prior_log_odds, resolve_pos_weight
 from multilabel.training.resume import check_resume_settings
 from multilabel.training.train_step import make_train_step
 
@@ -120,7 +120,9 @@ def train(model_config, train_config, strategy, service, label_names, files):
   """Builds, restores and trains, as main() set up. Returns the exit status."""
   log(f"{strategy.num_replicas_in_sync} replica(s); global batch "
       f"{model_config.batch_size * strategy.num_replicas_in_sync}")
-  pos_weight = resolve_pos_weight(train_config, model_config)  # None = off
+  # one labels-only pass over the records, shared with head_bias=prior (which a resumed run skips)
+  counts = label_counts(train_config, model_config) if train_config.pos_weight == "auto" else None
+  pos_weight = resolve_pos_weight(train_config, model_config, counts)  # None = off
   with strategy.scope():
     model = MultiLabelClassificationModel(model_config)
     optimizer = optimizers.make_optimizer(
@@ -142,7 +144,7 @@ def train(model_config, train_config, strategy, service, label_names, files):
   # CheckpointManager reads only when it is made
   manager = make_manager(checkpoint, save_dir, train_config)
   if train_config.head_bias == "prior" and not resumed:
-    model.head[-1].biases.assign(prior_log_odds(train_config, model_config))
+    model.head[-1].biases.assign(prior_log_odds(train_config, model_config, counts))
   if ema is not None and not resumed:
     ema.reset()  # the shadows were copied before the backbone was restored
   if runtime.is_chief(strategy):

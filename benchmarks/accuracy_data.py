@@ -109,7 +109,8 @@ def openmoji(work, data_dir, max_images=0, record_flags=""):
       spread_lines(os.path.join(data_dir, split, name), os.path.join(lists, name), max_images)
     records[split] = create_records(os.path.join(data_dir, split, "images"), lists,
                                     os.path.join(work, "records", f"{split}.tfrecord"),
-                                    record_flags.split(), log_path=os.path.join(work, f"create_tfrecord_{split}.log"))
+                                    record_flags.split(),
+                                    log_path=os.path.join(work, f"create_tfrecord_{split}.log"))
   scored = {"eval": "OpenMoji eval", "test": "OpenMoji test", "test_noto": "Noto test"}
   return Data("openmoji", label_count, records, scored, label_names_file=names_file)
 

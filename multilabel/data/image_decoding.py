@@ -4,9 +4,10 @@ toolkit's one pixel limit.
 prepare_image decodes one image fully and says what to store: an RGB JPEG's bytes unchanged, or
 any other image converted to RGB and re-encoded as JPEG (resized to max_side if larger), or why
 it is skipped. With `lossless`, images that are not JPEGs are kept lossless instead: an RGB PNG's
-bytes unchanged, any other converted to RGB and encoded as PNG. image_results runs it over all the images in order, in a pool of forked workers
-that leave Ctrl-C and a scheduler's group signal to the parent and die with it. too_large is
-the pixel limit, which create_tfrecord.py and inference.py both apply before decoding.
+bytes unchanged, any other converted to RGB and encoded as PNG. image_results runs it over all
+the images in order, in a pool of forked workers that leave Ctrl-C and a scheduler's group
+signal to the parent and die with it. too_large is the pixel limit, which create_tfrecord.py
+and inference.py both apply before decoding.
 """
 
 import contextlib

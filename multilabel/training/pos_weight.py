@@ -15,7 +15,7 @@ from multilabel.data import records
 from multilabel.runtime import log
 
 
-def resolve_pos_weight(train_config, model_config):
+def resolve_pos_weight(train_config, model_config, counts=None):
   """TrainConfig.pos_weight -> None (off) or the [label_count] list of weights the loss uses.
 
   "auto": negatives / positives of each label in the training records, from one labels-only pass
@@ -33,7 +33,7 @@ def resolve_pos_weight(train_config, model_config):
   elif not spec:
     return None
   elif spec == "auto":
-    positives, negatives = label_counts(train_config, model_config, "pos_weight=auto")
+    positives, negatives = counts or label_counts(train_config, model_config)
     defined = (positives > 0) & (negatives > 0)
     weights = np.where(defined, negatives / np.maximum(positives, 1), 1.0).tolist()
     log("pos_weight=auto: " + ", ".join(f"{w:.4g}" for w in weights))
@@ -48,11 +48,14 @@ def resolve_pos_weight(train_config, model_config):
   return weights
 
 
-def label_counts(train_config, model_config, why):
+def label_counts(train_config, model_config):
   """(positives, negatives): int64 [label_count] each, from one labels-only pass over the train
-  records (records.count_labels: no image decoding). The -1s count as negatives under
-  unknown_label=negative, as the loss then sees them, and are left out under ignore. Bad
-  records are a DataError naming them, after `why`."""
+  records (records.count_labels: no image decoding), made once for pos_weight=auto and
+  head_bias=prior together. The -1s count as negatives under unknown_label=negative, as the loss
+  then sees them, and are left out under ignore. Bad records are a DataError naming them."""
+  why = ", ".join(name for name, used in (("pos_weight=auto", train_config.pos_weight == "auto"),
+                                          ("head_bias=prior", train_config.head_bias == "prior"))
+                  if used) or "label counts"
   try:
     files = records.expand_file_spec(model_config.input_tfrecord_file)
     start = time.time()
@@ -66,7 +69,7 @@ def label_counts(train_config, model_config, why):
   return positives, negatives
 
 
-def prior_log_odds(train_config, model_config):
+def prior_log_odds(train_config, model_config, counts=None):
   """TrainConfig.head_bias=prior: [label_count] float32, log(p / (1 - p)) of each label's
   frequency p in the train records, p clipped to [1e-4, 1 - 1e-4] (a label never or always
   positive would get an infinite bias).
@@ -78,7 +81,7 @@ def prior_log_odds(train_config, model_config):
   for every image: dead units. Starting at the prior leaves the gradient only what the images
   tell apart.
   """
-  positives, negatives = label_counts(train_config, model_config, "head_bias=prior")
+  positives, negatives = counts or label_counts(train_config, model_config)
   p = positives / np.maximum(positives + negatives, 1)
   p = np.clip(p, 1e-4, 1 - 1e-4)
   return np.log(p / (1 - p)).astype(np.float32)
